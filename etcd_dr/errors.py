@@ -25,6 +25,10 @@ class TransportError(EtcdDrError):
 class HostKeyError(TransportError):
     """The host presented a key that is not the one in known_hosts (or none is known): refused."""
 
+    def __init__(self, host: str, message: str) -> None:
+        EtcdDrError.__init__(self, f"{host}: {message}")
+        self.host = host
+
 
 class CommandError(EtcdDrError):
     """The command ran on the host and failed (non-zero exit or a timeout while it ran)."""

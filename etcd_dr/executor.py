@@ -3,18 +3,42 @@
 Every command etcd-dr runs on a host goes through an `Executor`: argv in, a typed `CommandResult`
 out. Quoting, timeouts, retries of transport errors and the audit record happen here and nowhere
 else. Commands are argv lists; where a shell is really needed, pass `["sh", "-c", script]`.
+
+Logging: every command is logged at DEBUG on "etcd_dr.executor", redacted (etcd_dr.audit.redact).
+Never logged: stdin, file contents, key material.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import secrets
+import select
 import shlex
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from etcd_dr.errors import CommandError
+from etcd_dr.audit import redact, register_secret
+from etcd_dr.errors import CommandError, HostKeyError, InputError, TransportError
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from etcd_dr.audit import AuditLog
+    from etcd_dr.inventory import Host, Inventory, SshSettings
+
+log = logging.getLogger("etcd_dr.executor")
 
 
 @dataclass(frozen=True)
@@ -51,9 +75,12 @@ class Executor(Protocol):
         check: bool = True,
         stdin: bytes | None = None,
         reason: str = "",
+        idempotent: bool = False,
     ) -> CommandResult:
         """Run argv. Raises TransportError if the host is unreachable, CommandError if check and rc != 0
-        or the command outlived its timeout."""
+        or the command outlived its timeout. idempotent=True allows one re-run when the connection
+        broke after the command was sent (its outcome unknown); without it only a command that
+        certainly never started is retried."""
         ...
 
     def put(self, data: bytes, remote_path: str, *, mode: int = 0o644, reason: str = "") -> None:
@@ -65,6 +92,32 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def command_failure(host: str, argv: Sequence[str], rc: int | None, stderr: str) -> CommandError:
+    # Exceptions end up in logs and the Prefect UI: redact what the host printed, too.
+    return CommandError(host, redact(shlex.join(argv)), rc, redact(stderr))
+
+
+def audit_command(audit, host: str, argv, rc, dt: float, reason: str, outcome: str | None = None) -> None:
+    if audit is not None:
+        audit.command(host=host, argv=argv, rc=rc, duration_s=dt, reason=reason, outcome=outcome)
+
+
+def audit_put(
+    audit, host: str, path: str, mode: int, size: int, dt: float, reason: str, outcome: str
+) -> None:
+    if audit is not None:  # size only: a digest of a short secret would let one guess it
+        audit.event(
+            host=host,
+            action="put",
+            outcome=outcome,
+            reason=reason,
+            path=path,
+            mode=f"{mode:04o}",
+            size=size,
+            duration_s=dt,
+        )
 
 
 class LocalExecutor:
@@ -83,8 +136,10 @@ class LocalExecutor:
         check: bool = True,
         stdin: bytes | None = None,
         reason: str = "",
+        idempotent: bool = False,  # nothing to retry locally
     ) -> CommandResult:
         argv = tuple(argv)
+        log.debug("%s$ %s", self.host, redact(shlex.join(argv)))
         t0 = time.monotonic()
         try:
             p = subprocess.run(
@@ -97,28 +152,43 @@ class LocalExecutor:
             rc: int | None = p.returncode
             out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
         except subprocess.TimeoutExpired as e:
-            rc, out, err = None, (e.stdout or b"").decode(errors="replace"), (e.stderr or b"").decode(errors="replace")
+            rc, out, err = (
+                None,
+                (e.stdout or b"").decode(errors="replace"),
+                (e.stderr or b"").decode(errors="replace"),
+            )
         except FileNotFoundError as e:
             rc, out, err = 127, "", str(e)
+        except OSError as e:  # not executable, ...: what a shell would report as 126
+            rc, out, err = 126, "", str(e)
         dt = time.monotonic() - t0
-        if self.audit is not None:
-            self.audit.command(host=self.host, argv=argv, rc=rc, duration_s=dt, reason=reason)
+        log.debug("%s: rc=%s in %.3f s", self.host, rc, dt)
+        audit_command(self.audit, self.host, argv, rc, dt, reason)
         if rc is None or (check and rc != 0):
-            raise CommandError(self.host, shlex.join(argv), rc, err)
+            raise command_failure(self.host, argv, rc, err)
         return CommandResult(self.host, argv, rc, out, err, dt)
 
     def put(self, data: bytes, remote_path: str, *, mode: int = 0o644, reason: str = "") -> None:
-        import os
-
-        tmp = f"{remote_path}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        t0 = time.monotonic()
+        # A unique temp name: two writers of one path must not share (and truncate) one temp file.
+        tmp = f"{remote_path}.{secrets.token_hex(4)}.part"
+        outcome = "failed"
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o777)
+            try:
+                os.write(fd, data)
+                os.fchmod(fd, mode)  # exact mode, whatever the umask
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, remote_path)
+            outcome = "ok"
         finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, remote_path)
+            if outcome != "ok" and os.path.exists(tmp):
+                os.unlink(tmp)
+            audit_put(
+                self.audit, self.host, remote_path, mode, len(data), time.monotonic() - t0, reason, outcome
+            )
 
     def get(self, remote_path: str) -> bytes:
         with open(remote_path, "rb") as f:
@@ -126,3 +196,606 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# SSH
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, hostname: str, key: paramiko.PKey, known_other: bool) -> None:
+        super().__init__(hostname)
+        self.hostname, self.key, self.known_other = hostname, key, known_other
+
+
+class _Refuse:
+    """Missing-host-key policy: refuse (like paramiko's RejectPolicy) but say which key was offered."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(hostname, key, client.get_host_keys().lookup(hostname) is not None)
+
+
+_PID_WRAPPER = 'printf "etcd-dr-pid %s\\n" "$$" >&2; exec "$@"'
+_PID_LINE_RE = re.compile(rb"^etcd-dr-pid (\d+)\n")
+# TERM the command's process group (it leads one when the login shell exec'd it; else just the PID),
+# give it a second, then KILL. kill -0 is true for a zombie too: the wait is bounded.
+_KILL_SCRIPT = (
+    'p=$1; kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || exit 0; i=0; '
+    'while kill -0 "$p" 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; '
+    'kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; exit 0'
+)
+
+
+# After the exit status, how long to wait for the output's EOF (a backgrounded child that keeps
+# stdout open would otherwise hold the command until its timeout).
+_EOF_GRACE_S = 2.0
+
+
+class _Lost(Exception):
+    """The connection broke after the command was sent: its outcome is unknown. dead: the host
+    stopped answering (drop the whole connection), not just this channel."""
+
+    def __init__(self, message: str, *, dead: bool = False) -> None:
+        super().__init__(message)
+        self.dead = dead
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
+
+
+class SSHExecutor:
+    """Runs commands and moves files on one host over SSH (paramiko).
+
+    - Host keys: only `ssh.known_hosts` is trusted (not ~/.ssh, never auto-added); an unknown or
+      changed key raises HostKeyError before anything is sent.
+    - Auth: the private key in `ssh.key_file` only (no agent, no ~/.ssh keys, no passwords).
+    - Timeouts: connect_timeout bounds connecting (TCP, banner, key exchange, auth: each gets what is
+      left of it); timeout/command_timeout bounds a command from exec to exit, enforced here by a
+      deadline, because after a power loss paramiko itself would wait forever. Commands run as
+      `sh -c 'report PID; exec "$@"' argv` so that one past its deadline can be killed (TERM to its
+      process group, KILL a second later) over a new channel; if the host does not even open that
+      channel, it is reported as unreachable (TransportError) rather than slow (CommandError).
+    - sshd may send the exit status before the last output, so the end of a command is EOF; a
+      command whose background child keeps stdout open is returned 2 s after it exited.
+    - Connections are opened lazily, reused, and kept alive (`ssh.keepalive`).
+    - Retries: a reused connection that turns out dead before the command is sent is replaced once
+      (the command never ran, so this is always safe). If the connection breaks after the command
+      was sent, nothing is known about it: that is retried once only with run(..., idempotent=True).
+      A fresh connect that fails is not retried (the caller's retry policy decides).
+    - sudo (host.sudo or ssh.sudo): commands run as `sudo -n -- argv` (never prompts); put/get then go
+      through `sh`/`cat` under sudo instead of SFTP.
+    """
+
+    # Concurrent commands per connection. OpenSSH's MaxSessions is 10; the SFTP session and a
+    # timed-out command's kill take the rest.
+    MAX_SESSIONS = 8
+
+    def __init__(
+        self,
+        host: Host,
+        ssh: SshSettings,
+        *,
+        audit: AuditLog | None = None,
+        connect_timeout: float | None = None,
+        command_timeout: float | None = None,
+    ) -> None:
+        self.host = host.name  # the Executor protocol's host: a name for messages and audit records
+        self.target = host
+        self.ssh = ssh
+        self.audit = audit
+        self.connect_timeout = float(ssh.connect_timeout if connect_timeout is None else connect_timeout)
+        self.command_timeout = float(ssh.command_timeout if command_timeout is None else command_timeout)
+        self.sudo = host.sudo or ssh.sudo
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._pkey: paramiko.PKey | None = None
+        self._lock = threading.RLock()  # connect/close; channels themselves are thread-safe
+        self._sftp_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.MAX_SESSIONS)
+
+    def __enter__(self) -> SSHExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.address}:{self.target.port})"
+
+    # -- connection
+
+    def _key(self) -> paramiko.PKey:
+        import paramiko
+
+        if self._pkey is None:
+            path = Path(self.ssh.key_file)
+            try:
+                text = path.read_text()
+                self._pkey = paramiko.PKey.from_path(path)
+            except FileNotFoundError:
+                raise InputError(f"ssh.key_file: {path} does not exist; give the private key") from None
+            except paramiko.PasswordRequiredException:
+                raise InputError(
+                    f"ssh.key_file: {path} is encrypted; etcd-dr needs an unencrypted key"
+                ) from None
+            except (OSError, ValueError, paramiko.SSHException) as e:
+                # Our own words: a parser's message could quote the file.
+                raise InputError(
+                    f"ssh.key_file: {path} is not a usable private key ({e.__class__.__name__})"
+                ) from None
+            register_secret(text)  # should it ever be echoed somewhere, redact() masks it
+        return self._pkey
+
+    def _connect(self) -> paramiko.SSHClient:
+        import paramiko
+
+        h, kh, ct = self.target, Path(self.ssh.known_hosts), self.connect_timeout
+        pkey = self._key()
+        client = paramiko.SSHClient()
+        if not kh.is_file():
+            raise HostKeyError(
+                self.host, f"known_hosts file {kh} does not exist; create it with verified host keys"
+            )
+        client.load_host_keys(str(kh))  # and not load_system_host_keys(): only this file is trusted
+        client.set_missing_host_key_policy(_Refuse())
+        where = f"{h.address}:{h.port}"
+        t0 = time.monotonic()
+        log.debug("%s: connecting to %s@%s", self.host, h.user, where)
+        try:
+            sock = socket.create_connection((h.address, h.port), timeout=ct)
+        except TimeoutError:
+            raise TransportError(self.host, f"no answer in {ct:g} s from {where}") from None
+        except ConnectionRefusedError:
+            raise TransportError(self.host, f"{where} refused the connection (is sshd running?)") from None
+        except OSError as e:
+            raise TransportError(self.host, f"cannot connect to {where}: {e.strerror or e}") from None
+
+        def left() -> float:
+            return max(0.2, ct - (time.monotonic() - t0))
+
+        try:
+            client.connect(
+                h.address,
+                port=h.port,
+                username=h.user,
+                pkey=pkey,
+                sock=sock,
+                timeout=left(),
+                banner_timeout=left(),
+                auth_timeout=left(),
+                channel_timeout=left(),
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except _UnknownHostKey as e:
+            client.close()
+            if e.known_other:
+                raise HostKeyError(
+                    self.host,
+                    f"host key refused: {e.hostname} offered {_fingerprint(e.key)}, a key type {kh} does "
+                    "not list for it; verify the host's keys out of band and fix its line there",
+                ) from None
+            raise HostKeyError(
+                self.host,
+                f"host key refused: {e.hostname} ({_fingerprint(e.key)}) is not in {kh}; verify the key "
+                f"out of band (ssh-keygen -lf on the host's console) and add it to {kh}",
+            ) from None
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyError(
+                self.host,
+                f"host key refused: {e.hostname} offered {_fingerprint(e.key)}, which does not match {kh}; "
+                f"if the host was reinstalled, verify its new key out of band and replace its line "
+                f"(ssh-keygen -R '{e.hostname}' -f {kh}); otherwise the connection may be intercepted",
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise TransportError(
+                self.host,
+                f"authentication as {h.user} at {where} with key {self.ssh.key_file} failed; "
+                "add its public key to the host's authorized_keys",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            client.close()
+            what = f"no answer in {ct:g} s" if isinstance(e, TimeoutError | socket.timeout) else str(e)
+            raise TransportError(self.host, f"SSH handshake with {where} failed: {what}") from None
+        t = client.get_transport()
+        assert t is not None
+        if self.ssh.keepalive > 0:
+            t.set_keepalive(max(1, round(self.ssh.keepalive)))
+        log.debug("%s: connected in %.3f s", self.host, time.monotonic() - t0)
+        return client
+
+    def _transport(self) -> tuple[paramiko.Transport, bool]:
+        """The live transport and whether it was reused (vs. just opened)."""
+        with self._lock:
+            if self._client is not None:
+                t = self._client.get_transport()
+                if t is not None and t.is_active():
+                    return t, True
+                self.close()
+            self._client = self._connect()
+            t = self._client.get_transport()
+            assert t is not None
+            return t, False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sftp is not None:
+                with contextlib.suppress(Exception):  # closing a dead connection: nothing to save
+                    self._sftp.close()
+                self._sftp = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- commands
+
+    def _wrap(self, argv: Sequence[str]) -> str:
+        # The command reports its PID on stderr's first line (stripped again in _drive), then execs
+        # argv unchanged: a timed-out command can then be killed. sshd refuses RFC 4254 "signal"
+        # requests in root sessions ("session signalling requires privilege separation"), and closing
+        # the channel does not stop a command that has no tty.
+        wrapped = ("sh", "-c", _PID_WRAPPER, "etcd-dr", *argv)
+        return shlex.join(("sudo", "-n", "--", *wrapped) if self.sudo else wrapped)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        stdin: bytes | None = None,
+        reason: str = "",
+        idempotent: bool = False,
+    ) -> CommandResult:
+        argv = tuple(str(a) for a in argv)
+        if not argv:
+            raise ValueError("empty argv")
+        tmo = self.command_timeout if timeout is None else float(timeout)
+        log.debug("%s$ %s", self.host, redact(shlex.join(argv)))
+        t0 = time.monotonic()
+        try:
+            rc, bout, berr = self._exec(self._wrap(argv), tmo, stdin, idempotent)
+        except TransportError as e:
+            dt = time.monotonic() - t0
+            log.debug("%s: unreachable after %.3f s: %s", self.host, dt, e)
+            audit_command(self.audit, self.host, argv, None, dt, reason, "unreachable")
+            raise
+        dt = time.monotonic() - t0
+        out, err = bout.decode(errors="replace"), berr.decode(errors="replace")
+        log.debug("%s: rc=%s in %.3f s", self.host, rc, dt)
+        audit_command(self.audit, self.host, argv, rc, dt, reason)
+        if rc is None or (check and rc != 0):
+            raise command_failure(self.host, argv, rc, err)
+        return CommandResult(self.host, argv, rc, out, err, dt)
+
+    def _exec(
+        self, command: str, timeout: float, stdin: bytes | None, idempotent: bool
+    ) -> tuple[int | None, bytes, bytes]:
+
+        with self._slots:
+            return self._exec_in_slot(command, timeout, stdin, idempotent)
+
+    def _exec_in_slot(
+        self, command: str, timeout: float, stdin: bytes | None, idempotent: bool
+    ) -> tuple[int | None, bytes, bytes]:
+        import paramiko
+
+        for attempt in (1, 2):
+            t, reused = self._transport()
+            try:
+                chan = self._open_channel(t)
+            except paramiko.ChannelException as e:
+                raise TransportError(
+                    self.host, f"the host refused a new session ({e}); too many at once?"
+                ) from None
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                # After a power loss an old transport still says is_active() but opening a channel
+                # times out (NOTES). The command never started: replacing a reused connection is safe.
+                self.close()
+                if attempt == 1 and reused:
+                    log.debug("%s: cached connection is dead (%s); reconnecting", self.host, e)
+                    continue
+                why = str(e) or e.__class__.__name__
+                raise TransportError(self.host, f"no session in {self.connect_timeout:g} s ({why})") from None
+            try:
+                return self._drive(t, chan, command, timeout, stdin)
+            except _Lost as e:
+                if e.dead or not t.is_active():
+                    self.close()  # the connection is gone; a single failed channel does not close it
+                if attempt == 1 and idempotent:
+                    log.debug("%s: connection lost mid-command (%s); re-running (idempotent)", self.host, e)
+                    continue
+                raise TransportError(self.host, f"connection lost while the command ran ({e})") from None
+        raise AssertionError("unreachable")
+
+    def _open_channel(self, t: paramiko.Transport) -> paramiko.Channel:
+        import paramiko
+
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.02
+        while True:
+            try:
+                return t.open_session(timeout=self.connect_timeout)
+            except paramiko.SSHException as e:
+                # Refused, with the connection fine: sshd frees a session slot (MaxSessions) a moment
+                # after our close. Wait for it; never drop a connection other threads' commands use.
+                # (paramiko hands a refusal to whichever thread asks first, so a refused open can
+                # surface as a bare "Unable to open channel.": what counts is the transport.)
+                if not t.is_active() or "Timeout" in str(e):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise paramiko.ChannelException(4, str(e)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _request(self, chan: paramiko.Channel, kind: str, arg: str | None) -> None:
+        """Send a channel request ("exec", "subsystem") and wait for the reply within
+        connect_timeout. paramiko's exec_command/invoke_subsystem wait without any timeout: a host
+        that dies between channel open and reply would hang us forever."""
+        import paramiko
+        from paramiko.common import cMSG_CHANNEL_REQUEST
+
+        m = paramiko.Message()
+        m.add_byte(cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string(kind)
+        m.add_boolean(True)
+        if arg is not None:
+            m.add_string(arg)
+        chan._event_pending()
+        chan.transport._send_user_message(m)
+        if not chan.event.wait(self.connect_timeout):
+            raise _Lost(f"no reply to {kind} in {self.connect_timeout:g} s", dead=True)
+        if not chan.event_ready:
+            raise _Lost(f"the host refused the {kind} request")
+
+    def _drive(
+        self, t: paramiko.Transport, chan: paramiko.Channel, command: str, timeout: float, stdin: bytes | None
+    ) -> tuple[int | None, bytes, bytes]:
+        import paramiko
+
+        out, err = bytearray(), bytearray()
+        try:
+            chan.settimeout(max(0.5, min(timeout, self.connect_timeout)))
+            self._request(chan, "exec", command)
+            deadline = time.monotonic() + timeout
+            pending = memoryview(stdin) if stdin else None
+            pid: int | None = None
+            exited_at = 0.0
+            if pending is None:
+                chan.shutdown_write()  # EOF on stdin: a command that reads it must not wait for us
+            while True:
+                busy = False
+                if pending is not None and chan.send_ready():
+                    n = chan.send(pending[:32768])  # interleaved with reads: no deadlock on full windows
+                    pending = pending[n:] if len(pending) > n else None
+                    if pending is None:
+                        chan.shutdown_write()
+                    busy = True
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    busy = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    busy = True
+                    if pid is None and b"\n" in err:
+                        m = _PID_LINE_RE.match(err)
+                        pid = int(m.group(1)) if m else 0  # 0: no PID line (not our wrapper)
+                        if m:
+                            del err[: m.end()]
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    # sshd may send the exit status before the last output: the end is EOF.
+                    if chan.eof_received:
+                        break
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > _EOF_GRACE_S:
+                        log.warning(
+                            "%s: command exited but its output stays open (a background process holding "
+                            "stdout/stderr? redirect them): not waiting for it",
+                            self.host,
+                        )
+                        break
+                if not t.is_active():
+                    raise _Lost("connection closed")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self._timed_out(t, chan, timeout, pid, out, err)
+                if not busy:
+                    # The channel's fd wakes on stdout data and on close; stderr is polled.
+                    select.select([chan], [], [], min(0.05, left))
+            rc = chan.recv_exit_status()
+            # Wait (briefly) for the server's close before freeing our slot: sshd counts the
+            # session against MaxSessions until then, and the next open would be refused.
+            until = time.monotonic() + 0.5
+            while not chan.closed and time.monotonic() < until:
+                select.select([chan], [], [], 0.05)
+        except _Lost:
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _Lost(
+                str(e) or e.__class__.__name__, dead=isinstance(e, TimeoutError | socket.timeout)
+            ) from None
+        finally:
+            chan.close()
+        # -1: no exit status (killed by a signal, which paramiko does not report separately).
+        return rc, bytes(out), bytes(err)
+
+    def _timed_out(
+        self,
+        t: paramiko.Transport,
+        chan: paramiko.Channel,
+        timeout: float,
+        pid: int | None,
+        out: bytearray,
+        err: bytearray,
+    ) -> tuple[int | None, bytes, bytes]:
+        import paramiko
+
+        chan.close()
+        # Kill it over a new channel. That is also the liveness probe: slow command or dead host?
+        # A live host opens a channel at once.
+        kill = ["sh", "-c", _KILL_SCRIPT, "etcd-dr-kill", str(pid or 0)]
+        try:
+            probe = t.open_session(timeout=min(self.connect_timeout, 2.0))
+        except (paramiko.SSHException, OSError, EOFError):
+            self.close()
+            raise _Lost(
+                f"no answer from the host since the command started ({timeout:g} s)", dead=True
+            ) from None
+        try:
+            probe.settimeout(3.0)
+            if pid:
+                probe.exec_command(shlex.join(("sudo", "-n", "--", *kill) if self.sudo else kill))
+                probe.status_event.wait(3.0)  # the script waits 1 s at most; never block on a dead host
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            log.debug("%s: could not kill the timed-out command (pid %s): %s", self.host, pid, e)
+        finally:
+            probe.close()
+        what = "killed" if pid else "abandoned"
+        note = f"\n(etcd-dr: {what} after its timeout of {timeout:g} s)"
+        return None, bytes(out), bytes(err) + note.encode()
+
+    # -- files
+
+    def put(self, data: bytes, remote_path: str, *, mode: int = 0o644, reason: str = "") -> None:
+        """Write atomically: a temp file beside the target (created with mode, never wider), then
+        rename over it. Idempotent, so a broken connection is retried once."""
+        t0 = time.monotonic()
+        outcome = "failed"
+        try:
+            if self.sudo:
+                self._put_sudo(data, remote_path, mode)
+            else:
+                self._with_sftp(
+                    lambda sftp: self._put_sftp(sftp, data, remote_path, mode), f"put {remote_path}"
+                )
+            outcome = "ok"
+        except TransportError:
+            outcome = "unreachable"
+            raise
+        finally:
+            dt = time.monotonic() - t0
+            log.debug(
+                "%s: put %s (%d bytes, %04o): %s in %.3f s",
+                self.host,
+                remote_path,
+                len(data),
+                mode,
+                outcome,
+                dt,
+            )
+            audit_put(self.audit, self.host, remote_path, mode, len(data), dt, reason, outcome)
+
+    def get(self, remote_path: str) -> bytes:
+        log.debug("%s: get %s", self.host, remote_path)
+        if self.sudo:
+            rc, out, err = self._exec_bytes(["cat", "--", remote_path])
+            if rc != 0:
+                raise command_failure(self.host, ["cat", remote_path], rc, err.decode(errors="replace"))
+            return out
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            with sftp.open(remote_path, "rb") as f:
+                f.prefetch()
+                return f.read()
+
+        return self._with_sftp(read, f"get {remote_path}")
+
+    def _with_sftp(self, fn, what: str):
+        import paramiko
+
+        for attempt in (1, 2):
+            with self._sftp_lock:
+                try:
+                    with self._lock:
+                        if self._sftp is None:
+                            # Not SFTPClient.from_transport: its subsystem request waits forever on
+                            # a host that died; _request bounds it.
+                            t, _ = self._transport()
+                            chan = self._open_channel(t)
+                            chan.settimeout(self.command_timeout)
+                            try:
+                                self._request(chan, "subsystem", "sftp")
+                            except _Lost as e:
+                                chan.close()
+                                raise paramiko.SSHException(str(e)) from None
+                            self._sftp = paramiko.SFTPClient(chan)
+                        sftp = self._sftp
+                    return fn(sftp)
+                except OSError as e:
+                    if isinstance(e, TimeoutError | socket.timeout):
+                        self.close()
+                        if attempt == 1:
+                            continue
+                        raise TransportError(
+                            self.host, f"{what}: no answer in {self.command_timeout:g} s"
+                        ) from None
+                    # The SFTP server answered: the file operation itself failed.
+                    raise CommandError(self.host, what, 1, e.strerror or str(e)) from None
+                except (paramiko.SSHException, EOFError) as e:
+                    self.close()
+                    if attempt == 1:
+                        continue
+                    raise TransportError(self.host, f"{what}: connection lost ({e})") from None
+        raise AssertionError("unreachable")
+
+    def _put_sftp(self, sftp: paramiko.SFTPClient, data: bytes, path: str, mode: int) -> None:
+        from paramiko import SFTPAttributes, SFTPFile
+        from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
+
+        d, base = posixpath.split(path)
+        tmp = posixpath.join(d, f".{base}.{secrets.token_hex(4)}.part")
+        # paramiko's open() sends no permissions, so the file would start as 0666 & umask: a reader
+        # could open it before the chmod. Send the mode in the OPEN request (sftp-server honours it).
+        attrs = SFTPAttributes()
+        attrs.st_mode = mode & 0o777
+        kind, msg = sftp._request(CMD_OPEN, tmp, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL, attrs)
+        if kind != CMD_HANDLE:
+            raise OSError(f"unexpected SFTP reply to open {tmp}")
+        try:
+            with SFTPFile(sftp, msg.get_binary(), "wb") as f:
+                f.set_pipelined(True)
+                f.write(data)
+            sftp.chmod(tmp, mode)  # exact mode: the open was subject to the server's umask
+            sftp.posix_rename(tmp, path)  # atomic replace (plain SFTP rename refuses an existing target)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                sftp.remove(tmp)
+            raise
+
+    def _put_sudo(self, data: bytes, path: str, mode: int) -> None:
+        d, base = posixpath.split(path)
+        tmp = posixpath.join(d, f".{base}.{secrets.token_hex(4)}.part")
+        script = 'umask 077; cat > "$1" && chmod "$2" "$1" && mv -f "$1" "$3" || { rm -f "$1"; exit 1; }'
+        argv = ["sh", "-c", script, "sh", tmp, f"{mode:04o}", path]
+        rc, _, err = self._exec_bytes(argv, stdin=data, idempotent=True)
+        if rc != 0:
+            raise command_failure(self.host, ["put", path], rc, err.decode(errors="replace"))
+
+    def _exec_bytes(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, idempotent: bool = True
+    ) -> tuple[int | None, bytes, bytes]:
+        """For put/get under sudo: like run() but bytes out, no audit of its own (the caller's put
+        record stands for it)."""
+        rc, out, err = self._exec(self._wrap(argv), self.command_timeout, stdin, idempotent)
+        if rc is None:
+            raise command_failure(self.host, argv, None, err.decode(errors="replace"))
+        return rc, out, err
+
+
+def audit_log_for(inv: Inventory) -> AuditLog | None:
+    """The inventory's audit log, or None when it names none."""
+    from etcd_dr.audit import AuditLog
+
+    return AuditLog(inv.audit_log, cluster=inv.cluster) if inv.audit_log else None
+
+
+def executor_for(inv: Inventory, host: Host | str, *, audit: AuditLog | None = None) -> SSHExecutor:
+    """The one way the core reaches a host of a cluster: SSH with the inventory's settings, every
+    command recorded in the inventory's audit log."""
+    h = inv.host(host) if isinstance(host, str) else host
+    return SSHExecutor(h, inv.ssh, audit=audit if audit is not None else audit_log_for(inv))

@@ -46,9 +46,18 @@ directory of the inventory file.
 
 from __future__ import annotations
 
+import difflib
 import enum
+import ipaddress
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etcd_dr.errors import InputError
 
 
 class Role(enum.StrEnum):
@@ -65,6 +74,9 @@ class RuntimeKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Host:
+    """One machine. user/port are the effective SSH values: the loader fills them from `ssh.*` unless
+    the host overrides them; the effective sudo is `host.sudo or ssh.sudo`."""
+
     name: str
     address: str
     roles: frozenset[Role]
@@ -152,8 +164,6 @@ class Inventory:
             if h.name == name:
                 return h
         known = ", ".join(h.name for h in self.hosts)
-        from etcd_dr.errors import InputError
-
         raise InputError(f"no host named {name!r} in the inventory (hosts: {known})")
 
     @property
@@ -175,10 +185,533 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+# ---------------------------------------------------------------------------------------------
+# Loading and validating
+
+ROLE_NAMES = ", ".join(r.value for r in Role)
+RUNTIME_NAMES = ", ".join(r.value for r in RuntimeKind)
+
+# Cluster and host names go into file names, lock and audit keys: keep them plain.
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+
+_TOP_KEYS = ("cluster", "rehearsal", "audit_log", "ssh", "etcd", "hosts")
+_SSH_KEYS = (
+    "user",
+    "port",
+    "key_file",
+    "known_hosts",
+    "connect_timeout",
+    "command_timeout",
+    "keepalive",
+    "sudo",
+)
+_ETCD_KEYS = (
+    "runtime",
+    "container",
+    "image",
+    "binary",
+    "data_dir",
+    "client_port",
+    "peer_port",
+    "heartbeat_interval",
+    "election_timeout",
+    "cert_dir",
+    "client",
+    "dial_timeout",
+    "request_timeout",
+)
+_CLIENT_KEYS = ("ca_cert", "cert", "key")
+_HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo")
+
+_MISSING: Any = object()
+
+
+class InventoryError(InputError):
+    """The inventory is unusable. `problems` lists every problem found, each
+    `path: what is wrong; what to do`. Nothing was contacted."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...], source: Path | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        n = len(self.problems)
+        head = f"{source or 'inventory'}: {n} problem{'' if n == 1 else 's'}"
+        super().__init__(head + "".join(f"\n  - {p}" for p in self.problems))
+
+
 def load_inventory(path: str | Path) -> Inventory:
     """Read and validate an inventory file. Raises InventoryError listing every problem."""
-    raise NotImplementedError  # filled in by the inventory loader
+    path = Path(path).expanduser().absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(
+            [f"{path}: no such file; pass the path of an inventory YAML (format: etcd_dr/inventory.py)"]
+        ) from None
+    except IsADirectoryError:
+        raise InventoryError([f"{path}: is a directory; pass the inventory YAML file inside it"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InventoryError(
+            [f"{path}: cannot be read ({e.__class__.__name__}: {e}); check the file"]
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        what = e.problem or e.context or "syntax error"
+        raise InventoryError(
+            [f"{path}: YAML error at {where}: {what}; fix the YAML there (indentation, quoting, colons)"],
+            path,
+        ) from None
+    except yaml.YAMLError as e:
+        raise InventoryError([f"{path}: not valid YAML ({e}); fix the file"], path) from None
+    return parse_inventory(data, path.parent, path)
 
 
-class InventoryError(Exception):
-    """Placeholder; see the loader."""
+def parse_inventory(
+    data: object, base_dir: Path, source: Path | None = None, *, check_files: bool = True
+) -> Inventory:
+    """Validate already-parsed inventory data (a YAML document or a dict from a Prefect block).
+
+    Relative file paths resolve against base_dir. With check_files (the default), files etcd-dr
+    reads on this machine (SSH key, known_hosts, client TLS) must exist; a caller that writes them
+    later (the lab, before it generates keys) may pass False. Raises InventoryError with every problem.
+    """
+    c = _Checker(Path(base_dir).expanduser().absolute(), check_files)
+    if not isinstance(data, dict):  # nothing else can be checked: say only this
+        c.mapping(data, "", _TOP_KEYS)
+        raise InventoryError(c.problems, source)
+    top = c.mapping(data, "", _TOP_KEYS, required=("cluster", "hosts"))
+    cluster = c.name(top, "", "cluster")
+    rehearsal = c.boolean(top, "", "rehearsal", False)
+    audit_log = c.local_path(top, "", "audit_log", None, must_exist=False)
+
+    s = c.mapping(top.get("ssh", {}), "ssh", _SSH_KEYS, required=("key_file", "known_hosts"))
+    ssh = SshSettings(
+        key_file=c.local_path(s, "ssh", "key_file", None, fix="give the private key etcd-dr logs in with"),
+        known_hosts=c.local_path(
+            s,
+            "ssh",
+            "known_hosts",
+            None,
+            fix="give a known_hosts file with every host's key (never auto-added)",
+        ),
+        user=c.user(s, "ssh", "user", "root"),
+        port=c.port(s, "ssh", "port", 22),
+        connect_timeout=c.positive(s, "ssh", "connect_timeout", 3.0),
+        command_timeout=c.positive(s, "ssh", "command_timeout", 60.0),
+        keepalive=c.positive(s, "ssh", "keepalive", 5.0, zero_ok=True),
+        sudo=c.boolean(s, "ssh", "sudo", False),
+    )
+    if check_files and isinstance(ssh.key_file, Path) and ssh.key_file.is_file():
+        c.check_private_key(ssh.key_file)
+
+    e = c.mapping(top.get("etcd", {}), "etcd", _ETCD_KEYS, required=("client",))
+    cl = c.mapping(e.get("client", {}), "etcd.client", _CLIENT_KEYS, required=_CLIENT_KEYS)
+    client = ClientTLS(
+        ca_cert=c.local_path(cl, "etcd.client", "ca_cert", None),
+        cert=c.local_path(cl, "etcd.client", "cert", None),
+        key=c.local_path(cl, "etcd.client", "key", None),
+    )
+    etcd = EtcdSettings(
+        runtime=c.choice(e, "etcd", "runtime", RuntimeKind, RuntimeKind.DOCKER, "runtime", RUNTIME_NAMES),
+        client=client,
+        container=c.string(e, "etcd", "container", "etcd", _CONTAINER_RE, "use a Docker container name"),
+        image=c.string(e, "etcd", "image", None),
+        binary=c.host_path(e, "etcd", "binary", "/usr/bin/etcd"),
+        data_dir=c.host_path(e, "etcd", "data_dir", "/var/lib/etcd"),
+        client_port=c.port(e, "etcd", "client_port", 2379),
+        peer_port=c.port(e, "etcd", "peer_port", 2380),
+        heartbeat_interval=c.integer(e, "etcd", "heartbeat_interval", 500, "milliseconds"),
+        election_timeout=c.integer(e, "etcd", "election_timeout", 5000, "milliseconds"),
+        cert_dir=c.host_path(e, "etcd", "cert_dir", "/etc/kubernetes/ssl"),
+        dial_timeout=c.positive(e, "etcd", "dial_timeout", 2.0),
+        request_timeout=c.positive(e, "etcd", "request_timeout", 5.0),
+    )
+    if etcd.client_port == etcd.peer_port and "peer_port" in e:
+        c.add("etcd.peer_port", f"is the same as client_port ({etcd.client_port}); use a different port")
+    hb, el = etcd.heartbeat_interval, etcd.election_timeout
+    if isinstance(hb, int) and isinstance(el, int) and hb > 0 and el < 5 * hb:
+        c.add(
+            "etcd.election_timeout",
+            f"{el} ms is less than 5 x heartbeat_interval ({hb} ms); etcd refuses to start: "
+            f"raise it to {5 * hb}",
+        )
+
+    hosts = c.hosts(top.get("hosts", _MISSING), ssh)
+    if c.problems:
+        raise InventoryError(c.problems, source)
+    return Inventory(
+        cluster=cluster,
+        hosts=hosts,
+        etcd=etcd,
+        ssh=ssh,
+        rehearsal=rehearsal,
+        audit_log=audit_log,
+        source=source,
+    )
+
+
+def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dict:
+    """The inventory as YAML-ready data; `parse_inventory(inventory_to_dict(inv), base)` gives `inv`
+    back. With relative_to, local paths under that directory are written relative to it (so a lab
+    directory can move); parse it with base_dir=relative_to."""
+
+    def p(x: Path | None) -> str | None:
+        if x is None:
+            return None
+        if relative_to is not None:
+            try:
+                return str(Path(x).relative_to(Path(relative_to).absolute()))
+            except ValueError:
+                pass
+        return str(x)
+
+    s, e = inv.ssh, inv.etcd
+    out: dict = {"cluster": inv.cluster, "rehearsal": inv.rehearsal}
+    if inv.audit_log is not None:
+        out["audit_log"] = p(inv.audit_log)
+    out["ssh"] = {
+        "user": s.user,
+        "port": s.port,
+        "key_file": p(s.key_file),
+        "known_hosts": p(s.known_hosts),
+        "connect_timeout": s.connect_timeout,
+        "command_timeout": s.command_timeout,
+        "keepalive": s.keepalive,
+        "sudo": s.sudo,
+    }
+    out["etcd"] = {
+        "runtime": e.runtime.value,
+        "container": e.container,
+        **({"image": e.image} if e.image is not None else {}),
+        "binary": e.binary,
+        "data_dir": e.data_dir,
+        "client_port": e.client_port,
+        "peer_port": e.peer_port,
+        "heartbeat_interval": e.heartbeat_interval,
+        "election_timeout": e.election_timeout,
+        "cert_dir": e.cert_dir,
+        "client": {"ca_cert": p(e.client.ca_cert), "cert": p(e.client.cert), "key": p(e.client.key)},
+        "dial_timeout": e.dial_timeout,
+        "request_timeout": e.request_timeout,
+    }
+    hosts = []
+    for h in inv.hosts:
+        d: dict = {"name": h.name, "address": h.address, "roles": [r.value for r in Role if r in h.roles]}
+        # Only overrides: a host that says nothing follows ssh.* (as it did when it was loaded).
+        if h.user != s.user:
+            d["user"] = h.user
+        if h.port != s.port:
+            d["port"] = h.port
+        if h.sudo and not s.sudo:
+            d["sudo"] = True
+        hosts.append(d)
+    out["hosts"] = hosts
+    return out
+
+
+def _kind(v: object) -> str:
+    if v is None:
+        return "empty"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(v), f"a {type(v).__name__}"
+    )
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _is_hostname(s: str) -> bool:
+    if len(s) > 253 or not s:
+        return False
+    labels = s.rstrip(".").split(".")
+    # A name whose last label is all digits is a mistyped IPv4 address, not a host name.
+    return all(_LABEL_RE.match(lb) for lb in labels) and not labels[-1].isdigit()
+
+
+def normalize_address(address: str) -> str:
+    """An address as compared for duplicates: IPs in canonical form, host names lower case."""
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address.lower().rstrip(".")
+
+
+class _Checker:
+    """Collects problems as `path: what is wrong; what to do` while reading values with defaults."""
+
+    def __init__(self, base_dir: Path, check_files: bool) -> None:
+        self.base_dir = base_dir
+        self.check_files = check_files
+        self.problems: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(f"{path or '(top level)'}: {message}")
+
+    def mapping(
+        self, value: object, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict:
+        if value is _MISSING or value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.add(path, f"is {_kind(value)}, not a mapping; write `key: value` lines under it")
+            return {}
+        for k in value:
+            if k not in allowed:
+                close = difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+                self.add(_join(path, k), f"unknown key; {hint}")
+        for r in required:
+            if r not in value:
+                self.add(_join(path, r), "is missing; add it")
+        return value
+
+    def _get(self, m: dict, key: str, default: Any) -> Any:
+        v = m.get(key, _MISSING)
+        return default if v is _MISSING else v
+
+    def string(
+        self,
+        m: dict,
+        path: str,
+        key: str,
+        default: Any,
+        pattern: re.Pattern[str] | None = None,
+        fix: str = "",
+    ) -> Any:
+        v = self._get(m, key, default)
+        if v is default:
+            return v
+        if not isinstance(v, str) or not v:
+            self.add(_join(path, key), f"{v!r} is not a (non-empty) string; quote it")
+            return default
+        if pattern is not None and not pattern.match(v):
+            self.add(_join(path, key), f"{v!r} is not allowed here; {fix}")
+            return default
+        return v
+
+    def name(self, m: dict, path: str, key: str) -> Any:
+        v = m.get(key, _MISSING)
+        if v is _MISSING:
+            return ""  # reported by mapping(required=...)
+        if not isinstance(v, str) or not _NAME_RE.match(v):
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", str(v)).strip("-._")[:63] or "name"
+            self.add(
+                _join(path, key),
+                f"{v!r} is not a valid name; use 1-63 letters, digits, '.', '_' or '-', "
+                f"starting and ending with a letter or digit (e.g. {safe!r})",
+            )
+            return ""
+        return v
+
+    def user(self, m: dict, path: str, key: str, default: str) -> Any:
+        return self.string(
+            m, path, key, default, _USER_RE, "give a login name (letters, digits, '_', '.', '-')"
+        )
+
+    def boolean(self, m: dict, path: str, key: str, default: bool) -> bool:
+        v = self._get(m, key, default)
+        if not isinstance(v, bool):
+            self.add(_join(path, key), f"{v!r} is not a boolean; write true or false")
+            return default
+        return v
+
+    def integer(self, m: dict, path: str, key: str, default: int, unit: str) -> int:
+        v = self._get(m, key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.add(_join(path, key), f"{v!r} is not a whole number; give {unit} as an integer")
+            return default
+        if v <= 0:
+            self.add(_join(path, key), f"{v} is not positive; give a value > 0 ({unit})")
+            return default
+        return v
+
+    def port(self, m: dict, path: str, key: str, default: int) -> int:
+        v = self._get(m, key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.add(_join(path, key), f"{v!r} is not a port number; use an integer 1-65535")
+            return default
+        if not 1 <= v <= 65535:
+            self.add(_join(path, key), f"{v} is out of range; use a port number 1-65535")
+            return default
+        return v
+
+    def positive(self, m: dict, path: str, key: str, default: float, *, zero_ok: bool = False) -> float:
+        v = self._get(m, key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.add(_join(path, key), f"{v!r} is not a number; give seconds as a number, e.g. {default:g}")
+            return default
+        if v < 0 or (v == 0 and not zero_ok) or v != v or v == float("inf"):
+            need = ">= 0 (0 turns it off)" if zero_ok else "> 0"
+            self.add(_join(path, key), f"{v} is not positive; give seconds {need}")
+            return default
+        return float(v)
+
+    def choice(
+        self, m: dict, path: str, key: str, enum_t: type[enum.StrEnum], default: Any, what: str, names: str
+    ):
+        v = self._get(m, key, default)
+        try:
+            return enum_t(v)
+        except ValueError:
+            self.add(_join(path, key), f"{v!r} is not a {what}; use one of {names}")
+            return default
+
+    def host_path(self, m: dict, path: str, key: str, default: str) -> str:
+        v = self.string(m, path, key, default)
+        if isinstance(v, str) and not v.startswith("/"):
+            self.add(_join(path, key), f"{v!r} is not an absolute path; paths on the hosts must start with /")
+            return default
+        return v
+
+    def local_path(
+        self, m: dict, path: str, key: str, default: Any, *, must_exist: bool = True, fix: str = ""
+    ) -> Any:
+        v = m.get(key, _MISSING)
+        if v is _MISSING:
+            return default  # a required one was reported by mapping(required=...)
+        if not isinstance(v, str) or not v:
+            self.add(_join(path, key), f"{v!r} is not a path; give a file path (quoted if odd)")
+            return default
+        p = self.base_dir / Path(v).expanduser()
+        if must_exist and self.check_files:
+            if not p.exists():
+                rel = "" if Path(v).is_absolute() else f" (relative to {self.base_dir})"
+                self.add(_join(path, key), f"{p} does not exist{rel}; {fix or 'check the path'}")
+            elif p.is_dir():
+                self.add(_join(path, key), f"{p} is a directory; give the file")
+        return p
+
+    def check_private_key(self, p: Path) -> None:
+        try:
+            head = p.read_bytes()[:64]
+        except OSError as e:
+            self.add("ssh.key_file", f"{p} cannot be read ({e.strerror}); fix its permissions")
+            return
+        if head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
+            self.add("ssh.key_file", f"{p} is a public key; give the private key (the file without .pub)")
+
+    def hosts(self, value: object, ssh: SshSettings) -> tuple[Host, ...]:
+        if value is _MISSING:
+            return ()  # reported as missing
+        if not isinstance(value, list) or not value:
+            self.add(
+                "hosts",
+                f"is {_kind(value)}, not a list of hosts; add `- name: ... address: ... roles: [...]`",
+            )
+            return ()
+        out: list[Host] = []
+        names: dict[str, int] = {}
+        addresses: dict[str, int] = {}
+        for i, raw in enumerate(value):
+            p = f"hosts[{i}]"
+            m = self.mapping(raw, p, _HOST_KEYS, required=("name", "address", "roles"))
+            if not m:
+                continue
+            name = self.name(m, p, "name")
+            if name:
+                if name in names:
+                    self.add(
+                        f"{p}.name", f"{name!r} is already used by hosts[{names[name]}]; names must be unique"
+                    )
+                else:
+                    names[name] = i
+            address = self._address(m, p)
+            if address:
+                key = normalize_address(address)
+                if key in addresses:
+                    j = addresses[key]
+                    self.add(
+                        f"{p}.address",
+                        f"{address!r} is already used by hosts[{j}]; each host needs its own address",
+                    )
+                else:
+                    addresses[key] = i
+            roles = self._roles(m, p)
+            out.append(
+                Host(
+                    name=name,
+                    address=address,
+                    roles=roles,
+                    user=self.user(m, p, "user", ssh.user),
+                    port=self.port(m, p, "port", ssh.port),
+                    sudo=self.boolean(m, p, "sudo", False) or ssh.sudo,
+                )
+            )
+        if out and not any(h.is_voter for h in out) and not any("roles" in q for q in self.problems):
+            self.add("hosts", "no host has the role etcd; at least one etcd voter is needed")
+        return tuple(out)
+
+    def _address(self, m: dict, p: str) -> str:
+        v = m.get("address", _MISSING)
+        if v is _MISSING:
+            return ""
+        ok = False
+        if isinstance(v, str):
+            try:
+                ipaddress.ip_address(v)
+                ok = True
+            except ValueError:
+                ok = _is_hostname(v)
+        if not ok:
+            self.add(
+                f"{p}.address",
+                f"{v!r} is not an IP address or host name; give e.g. 10.0.0.11 (quoted if odd)",
+            )
+            return ""
+        return v
+
+    def _roles(self, m: dict, p: str) -> frozenset[Role]:
+        v = m.get("roles", _MISSING)
+        if v is _MISSING:
+            return frozenset()
+        if not isinstance(v, list) or not v:
+            self.add(
+                f"{p}.roles", f"is {_kind(v)}, not a list of roles; write e.g. roles: [etcd, controlplane]"
+            )
+            return frozenset()
+        roles: set[Role] = set()
+        for j, r in enumerate(v):
+            try:
+                role = Role(r)
+            except ValueError:
+                self.add(f"{p}.roles[{j}]", f"{r!r} is not a role; use one of {ROLE_NAMES}")
+                continue
+            if role in roles:
+                self.add(f"{p}.roles[{j}]", f"{r!r} is listed twice; list it once")
+            roles.add(role)
+        if {Role.ETCD, Role.ETCD_LEARNER} <= roles:
+            self.add(
+                f"{p}.roles", "has both etcd and etcd-learner; a member is a voter or a learner: keep one"
+            )
+        return frozenset(roles)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML keeps the last silently: a typo'd copy of a
+    host's block would otherwise win without a word)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[object, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                f"while reading a mapping (first '{key}' at line {seen[key] + 1})",
+                None,
+                f"duplicate key '{key}'",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_: Callable = _construct_mapping  # keep the name visible to readers/linters
