@@ -1,0 +1,53 @@
+"""etcd v3 over gRPC: the project's own small client (see client.py) and its typed errors."""
+
+from etcd_dr.etcd.client import (
+    Alarm,
+    EndpointStatus,
+    EtcdClient,
+    HashKVResult,
+    KeyValue,
+    Member,
+    MemberAddResult,
+    PutResult,
+    RangeResult,
+    ResponseHeader,
+    SnapshotResult,
+)
+from etcd_dr.etcd.errors import (
+    EtcdError,
+    EtcdRequestError,
+    EtcdTimeout,
+    EtcdUnavailable,
+    LearnerNotInSync,
+    MemberNotFound,
+    MemberNotLearner,
+    NoLeader,
+    NotSupportedOnLearner,
+    TooManyLearners,
+    UnhealthyCluster,
+)
+
+__all__ = [
+    "Alarm",
+    "EndpointStatus",
+    "EtcdClient",
+    "EtcdError",
+    "EtcdRequestError",
+    "EtcdTimeout",
+    "EtcdUnavailable",
+    "HashKVResult",
+    "KeyValue",
+    "LearnerNotInSync",
+    "Member",
+    "MemberAddResult",
+    "MemberNotFound",
+    "MemberNotLearner",
+    "NoLeader",
+    "NotSupportedOnLearner",
+    "PutResult",
+    "RangeResult",
+    "ResponseHeader",
+    "SnapshotResult",
+    "TooManyLearners",
+    "UnhealthyCluster",
+]

@@ -1,0 +1,842 @@
+"""A small etcd v3 gRPC client: the RPCs etcd-dr uses, mTLS, endpoint failover inside one deadline.
+
+    with EtcdClient(["https://10.0.0.11:2379", ...], ca_cert=ca, cert=crt, key=key) as c:
+        members = c.member_list()
+        st = c.status("https://10.0.0.11:2379")
+        snap = c.snapshot("https://10.0.0.11:2379", Path("/backups/etcd.db"))
+
+Messages come from the project's own proto (etcd_dr/etcd/proto, package etcddr.v3) and are sent to
+etcd's method paths (`/etcdserverpb.Cluster/MemberList`) with `grpc.Channel.unary_unary`: no service
+stubs, no clash with another etcd proto set in the process.
+
+Which calls fail over
+- Cluster-wide reads try the endpoints in turn within ONE deadline (`timeout`, default
+  `request_timeout`): member_list, alarm_list, range. An endpoint that cannot be reached, does not
+  answer within its share of the time left (at least `dial_timeout`), is a learner (`rpc not supported
+  for learner`), or reports no leader / `request timed out`, is skipped.
+- Cluster-wide writes (put, member_add, member_remove, member_promote) move to the next endpoint
+  only when the request certainly never reached etcd's state machine: each write is preceded by a
+  Status probe of the same member bounded by `dial_timeout` (a dead or hung member is skipped
+  without the write being sent), and the member may refuse it as a learner or for having no leader
+  (writes carry etcd's `hasleader` metadata, so a member cut off from the leader refuses at once
+  instead of hanging). A write that was sent and then timed out raises EtcdTimeout: its outcome is
+  unknown, the caller checks its postcondition before trying again.
+- Per-endpoint calls never fail over: status, hash_kv, snapshot. They may name any endpoint, not
+  only the client's list (a member just added, say).
+
+When a whole round failed and some failures may pass (no answer, no leader: a member restarting,
+an election), the failed endpoints are tried again after a short pause (100 ms doubling to 500 ms)
+until the deadline; learners are not asked again. The endpoint that answered last is tried first
+next time, one that failed goes last. When the deadline is reached, an etcd answer beats a
+transport failure: the last etcd error is raised (typed, e.g. NoLeader when quorum is lost), else
+EtcdUnavailable naming each endpoint and why.
+
+A learner serves only Status and serializable Range (3.4 and 3.5); it refuses even a
+non-linearizable MemberList. A 3.4 learner refuses Snapshot, a 3.5 learner serves it.
+
+Channels: one per endpoint, made on first use and reused; `dial_timeout` bounds each connection
+attempt (gRPC's minimum connect timeout) and reconnect backoff is capped so a restarted member is
+reachable again within about a second. The private key is held in memory only to build the TLS
+credentials and appears in no message or repr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+
+from etcd_dr.errors import InputError
+from etcd_dr.etcd import errors as E
+from etcd_dr.etcd.gen import etcddr_rpc_pb2 as pb
+
+T = TypeVar("T")
+
+# etcd's method paths: "/<proto package>.<service>/<method>". The package is etcd's, not ours.
+_KV = "/etcdserverpb.KV/"
+_CLUSTER = "/etcdserverpb.Cluster/"
+_MAINT = "/etcdserverpb.Maintenance/"
+
+# etcd refuses a request at once with `etcdserver: no leader` when this is set and it has no leader.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+
+_SHA256_LEN = 32  # etcd appends the sha256 of the db to the snapshot stream
+_SNAPSHOT_CHUNK_FSYNC = 64 << 20  # fsync every 64 MiB so dirty pages do not pile up (memory flat)
+
+# Errors after which a READ may be retried on another endpoint (they say nothing about the data).
+_READ_RETRYABLE = (E.NotSupportedOnLearner, E.NoLeader, E.EtcdTimeout)
+# Errors that prove a WRITE was refused before it was proposed.
+_WRITE_RETRYABLE = (E.NotSupportedOnLearner, E.NoLeader)
+# gRPC transport messages meaning "no connection was made": nothing was sent.
+_NOT_CONNECTED = (
+    "failed to connect",
+    "connection refused",
+    "connections to all backends failing",
+    "dns resolution failed",
+    "name resolution",
+    "no route to host",
+    "network is unreachable",
+    "handshake",
+)
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResponseHeader:
+    cluster_id: int
+    member_id: int
+    revision: int
+    raft_term: int
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    name: str  # empty until the member has started and published itself
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]  # empty until started
+    is_learner: bool
+
+    @property
+    def id_hex(self) -> str:
+        """The id as etcdctl prints it."""
+        return f"{self.id:x}"
+
+
+@dataclass(frozen=True)
+class MemberAddResult:
+    member: Member
+    members: tuple[Member, ...]
+    header: ResponseHeader
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: str
+    member_id: int
+    leader: int  # member id this member believes leads; 0 when it knows none
+    raft_index: int  # committed
+    raft_applied_index: int
+    raft_term: int
+    revision: int
+    version: str
+    db_size: int
+    db_size_in_use: int
+    is_learner: bool
+    errors: tuple[str, ...]  # alarms and health as etcd reports them, e.g. "memberID:... alarm:NOSPACE"
+    cluster_id: int = 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.member_id != 0 and self.member_id == self.leader
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    endpoint: str
+    header: ResponseHeader
+    kvs: tuple[KeyValue, ...]
+    more: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class PutResult:
+    endpoint: str
+    header: ResponseHeader
+
+    @property
+    def revision(self) -> int:
+        return self.header.revision
+
+
+@dataclass(frozen=True)
+class Alarm:
+    member_id: int
+    alarm: str  # "NOSPACE" | "CORRUPT"
+
+
+@dataclass(frozen=True)
+class HashKVResult:
+    endpoint: str
+    member_id: int
+    hash: int
+    compact_revision: int
+    revision: int  # the store's revision when hashed (header)
+    hash_revision: int  # 3.6+: the revision the hash covers; 0 before
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    endpoint: str
+    path: Path
+    size: int  # bytes in the file, etcd's trailing sha256 included (as `etcdctl snapshot save` writes it)
+    sha256: str  # hex digest of the whole file
+    db_sha256_ok: bool  # the trailing sha256 etcd sent matches the db bytes
+    member_id: int
+    cluster_id: int
+    revision: int | None  # from the stream's header where etcd sends one; 3.4.23 and 3.5.16 send none
+    revision_bracket: tuple[int, int]  # the member's revision just before and just after the stream
+    duration_s: float
+
+    @property
+    def revision_exact(self) -> int | None:
+        """The snapshot's revision when known for certain: from the header, or when no write landed
+        on the member while streaming."""
+        if self.revision:
+            return self.revision
+        lo, hi = self.revision_bracket
+        return lo if lo == hi else None
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+def _read_pem(value: bytes | str | Path, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return Path(value).read_bytes()
+    except OSError as e:
+        # Name the path and the error, never the content.
+        raise InputError(f"etcd client {what}: cannot read {value}: {e.strerror or e}") from None
+
+
+def _check_tls_material(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+    """Fail early and clearly (gRPC would say only 'Failed to create security handshaker' at the
+    first call). Messages name what is wrong, never the content."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        raise InputError("etcd client ca_cert: not a PEM certificate") from None
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise InputError("etcd client cert: not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise InputError("etcd client key: not an unencrypted PEM private key") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, pub) != cert.public_key().public_bytes(der, pub):
+        raise InputError("etcd client key does not match the client certificate")
+
+
+def _target(endpoint: str) -> str:
+    """'https://10.0.0.1:2379' -> '10.0.0.1:2379' (gRPC's target syntax; IPv6 stays bracketed)."""
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    u = urlsplit(endpoint)
+    if u.scheme != "https":
+        raise InputError(f"etcd endpoint {endpoint!r}: only https:// (mTLS) is supported")
+    if not u.hostname or u.port is None:
+        raise InputError(f"etcd endpoint {endpoint!r}: expected https://HOST:PORT")
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    return f"{host}:{u.port}"
+
+
+def _header(h: Any) -> ResponseHeader:
+    return ResponseHeader(int(h.cluster_id), int(h.member_id), int(h.revision), int(h.raft_term))
+
+
+def _member(m: Any) -> Member:
+    return Member(
+        id=int(m.ID),
+        name=m.name,
+        peer_urls=tuple(m.peerURLs),
+        client_urls=tuple(m.clientURLs),
+        is_learner=bool(m.isLearner),
+    )
+
+
+class _Failure(Exception):
+    """One endpoint's failure, classified. Internal to the failover loop."""
+
+    def __init__(self, endpoint: str, reason: str, error: E.EtcdError, *, answered: bool, sent: bool) -> None:
+        super().__init__(reason)
+        self.endpoint = endpoint
+        self.reason = reason
+        self.error = error
+        self.answered = answered  # etcd itself answered (an etcd error), vs no answer at all
+        self.sent = sent  # the request may have reached etcd
+
+
+class _NotSent(Exception):
+    """The pre-write probe failed: the write itself was never sent."""
+
+    def __init__(self, error: grpc.RpcError, timeout: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.timeout = timeout
+
+
+class EtcdClient:
+    """mTLS gRPC client for a set of etcd endpoints. Thread-safe; close() or use as a context manager."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        ca_cert: bytes | str | Path,
+        cert: bytes | str | Path,
+        key: bytes | str | Path,
+        dial_timeout: float = 2.0,
+        request_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not endpoints:
+            raise InputError("etcd client: no endpoints given")
+        self.endpoints: tuple[str, ...] = tuple(endpoints)
+        self._targets = {ep: _target(ep) for ep in self.endpoints}
+        if dial_timeout <= 0 or request_timeout <= 0:
+            raise InputError("etcd client: dial_timeout and request_timeout must be > 0")
+        self.dial_timeout = float(dial_timeout)
+        self.request_timeout = float(request_timeout)
+        ca_pem, cert_pem, key_pem = (
+            _read_pem(ca_cert, "ca_cert"),
+            _read_pem(cert, "cert"),
+            _read_pem(key, "key"),
+        )
+        _check_tls_material(ca_pem, cert_pem, key_pem)
+        self._creds = grpc.ssl_channel_credentials(
+            root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+        )
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+        # Failover order: the endpoint that answered last goes first, one that failed goes last.
+        self._order: list[str] = list(self.endpoints)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"EtcdClient(endpoints={list(self.endpoints)!r})"
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            ch.close()
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- cluster-wide calls (fail over) --
+
+    def member_list(
+        self, *, linearizable: bool = True, timeout: float | None = None, endpoint: str | None = None
+    ) -> tuple[Member, ...]:
+        """All members. Linearizable (default) reflects every committed change, e.g. a promote a
+        moment ago; it needs quorum. linearizable=False takes the answering member's local view (works
+        without quorum). A learner refuses both (`rpc not supported for learner`): the next endpoint
+        is asked. With `endpoint`, only that member is asked (no failover): with quorum lost, the
+        member observation found most advanced, instead of dead endpoints costing a dial timeout each."""
+
+        def call(ep: str, t: float) -> tuple[Member, ...]:
+            if linearizable:
+                # 3.4 has no linearizable member list: a linearizable read on the same member first
+                # makes it apply everything committed so far, which is what 3.5's flag does.
+                self._unary(
+                    ep,
+                    _KV + "Range",
+                    pb.RangeRequest(key=b"\0", count_only=True),
+                    pb.RangeResponse,
+                    t,
+                    require_leader=True,
+                )
+            req = pb.MemberListRequest(linearizable=linearizable)
+            resp = self._unary(
+                ep, _CLUSTER + "MemberList", req, pb.MemberListResponse, t, require_leader=linearizable
+            )
+            return tuple(_member(m) for m in resp.members)
+
+        if endpoint is not None:
+            t = timeout if timeout is not None else self.request_timeout
+            return self._single("member list", endpoint, lambda: call(endpoint, t))
+        return self._failover("member list", call, write=False, timeout=timeout)
+
+    def member_add(
+        self, peer_urls: Sequence[str], *, is_learner: bool = False, timeout: float | None = None
+    ) -> MemberAddResult:
+        """Add a member (a learner with is_learner=True). UnhealthyCluster while peers have been
+        connected for less than 5 s (strict reconfig check): retry within a deadline. TooManyLearners
+        when the cluster has its one learner already."""
+        req = pb.MemberAddRequest(peerURLs=list(peer_urls), isLearner=is_learner)
+
+        def call(ep: str, t: float) -> MemberAddResult:
+            r = self._unary(ep, _CLUSTER + "MemberAdd", req, pb.MemberAddResponse, t, require_leader=True)
+            return MemberAddResult(_member(r.member), tuple(_member(m) for m in r.members), _header(r.header))
+
+        return self._failover("member add", call, write=True, timeout=timeout)
+
+    def member_remove(self, member_id: int, *, timeout: float | None = None) -> tuple[Member, ...]:
+        """Remove a member; returns the members left. MemberNotFound if it is not (or no longer) there."""
+        req = pb.MemberRemoveRequest(ID=member_id)
+
+        def call(ep: str, t: float) -> tuple[Member, ...]:
+            r = self._unary(
+                ep, _CLUSTER + "MemberRemove", req, pb.MemberRemoveResponse, t, require_leader=True
+            )
+            return tuple(_member(m) for m in r.members)
+
+        return self._failover("member remove", call, write=True, timeout=timeout)
+
+    def member_promote(self, member_id: int, *, timeout: float | None = None) -> tuple[Member, ...]:
+        """Promote a learner to voter. LearnerNotInSync while it lags (retry); MemberNotLearner if it is
+        a voter already."""
+        req = pb.MemberPromoteRequest(ID=member_id)
+
+        def call(ep: str, t: float) -> tuple[Member, ...]:
+            r = self._unary(
+                ep, _CLUSTER + "MemberPromote", req, pb.MemberPromoteResponse, t, require_leader=True
+            )
+            return tuple(_member(m) for m in r.members)
+
+        return self._failover("member promote", call, write=True, timeout=timeout)
+
+    def alarm_list(self, *, timeout: float | None = None) -> tuple[Alarm, ...]:
+        """Active alarms (NOSPACE, CORRUPT). Goes through raft: needs quorum."""
+        req = pb.AlarmRequest(action=pb.AlarmRequest.GET)
+
+        def call(ep: str, t: float) -> tuple[Alarm, ...]:
+            r = self._unary(ep, _MAINT + "Alarm", req, pb.AlarmResponse, t, require_leader=True)
+            return tuple(Alarm(int(a.memberID), pb.AlarmType.Name(a.alarm)) for a in r.alarms)
+
+        return self._failover("alarm list", call, write=False, timeout=timeout)
+
+    def range(
+        self,
+        key: bytes | str,
+        range_end: bytes | str | None = None,
+        *,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        timeout: float | None = None,
+    ) -> RangeResult:
+        """Read [key, range_end) (just key when range_end is None; b"\\0" means to the end).
+        Linearizable by default (needs quorum, not on a learner); serializable=True reads the answering
+        member's local state (works without quorum and on a learner, may be stale)."""
+        req = pb.RangeRequest(
+            key=_b(key),
+            range_end=_b(range_end) if range_end is not None else b"",
+            serializable=serializable,
+            keys_only=keys_only,
+            count_only=count_only,
+            limit=limit,
+            revision=revision,
+        )
+
+        def call(ep: str, t: float) -> RangeResult:
+            r = self._unary(ep, _KV + "Range", req, pb.RangeResponse, t, require_leader=not serializable)
+            kvs = tuple(
+                KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+                for kv in r.kvs
+            )
+            return RangeResult(ep, _header(r.header), kvs, bool(r.more), int(r.count))
+
+        return self._failover("range", call, write=False, timeout=timeout)
+
+    def put(self, key: bytes | str, value: bytes | str, *, timeout: float | None = None) -> PutResult:
+        req = pb.PutRequest(key=_b(key), value=_b(value))
+
+        def call(ep: str, t: float) -> PutResult:
+            r = self._unary(ep, _KV + "Put", req, pb.PutResponse, t, require_leader=True)
+            return PutResult(ep, _header(r.header))
+
+        return self._failover("put", call, write=True, timeout=timeout)
+
+    # -- per-endpoint calls (no failover) --
+
+    def status(self, endpoint: str, *, timeout: float | None = None) -> EndpointStatus:
+        """This member's status. Answers without quorum and on a learner."""
+        t = timeout or self.request_timeout
+        r = self._single(
+            "status",
+            endpoint,
+            lambda: self._unary(endpoint, _MAINT + "Status", pb.StatusRequest(), pb.StatusResponse, t),
+        )
+        return EndpointStatus(
+            endpoint=endpoint,
+            member_id=int(r.header.member_id),
+            leader=int(r.leader),
+            raft_index=int(r.raftIndex),
+            raft_applied_index=int(r.raftAppliedIndex),
+            raft_term=int(r.raftTerm),
+            revision=int(r.header.revision),
+            version=r.version,
+            db_size=int(r.dbSize),
+            db_size_in_use=int(r.dbSizeInUse),
+            is_learner=bool(r.isLearner),
+            errors=tuple(r.errors),
+            cluster_id=int(r.header.cluster_id),
+        )
+
+    def hash_kv(self, endpoint: str, revision: int = 0, *, timeout: float | None = None) -> HashKVResult:
+        """Hash of the member's MVCC key space up to `revision` (0: latest). Equal hashes at one
+        revision on all members mean their key spaces agree."""
+        t = timeout or self.request_timeout
+        r = self._single(
+            "hash kv",
+            endpoint,
+            lambda: self._unary(
+                endpoint, _MAINT + "HashKV", pb.HashKVRequest(revision=revision), pb.HashKVResponse, t
+            ),
+        )
+        return HashKVResult(
+            endpoint=endpoint,
+            member_id=int(r.header.member_id),
+            hash=int(r.hash),
+            compact_revision=int(r.compact_revision),
+            revision=int(r.header.revision),
+            hash_revision=int(r.hash_revision),
+        )
+
+    def snapshot(
+        self,
+        endpoint: str,
+        dest: Path | str,
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = 3600.0,
+    ) -> SnapshotResult:
+        """Stream the member's db to `dest`: written to `<dest>.part`, fsynced, renamed into place
+        (and the directory fsynced), so `dest` is either absent or complete. Memory stays flat (one
+        32 KiB chunk at a time). The trailing sha256 etcd sends is checked against the db bytes;
+        a mismatch raises EtcdRequestError and leaves no file. `progress(bytes_so_far)` is called per
+        chunk. A 3.4 learner refuses it (NotSupportedOnLearner); a 3.5 learner serves it."""
+        dest = Path(dest)
+        part = dest.with_name(dest.name + ".part")
+        t0 = time.monotonic()
+
+        def local_header() -> Any:
+            return self._unary(
+                endpoint,
+                _KV + "Range",
+                pb.RangeRequest(key=b"\0", count_only=True, serializable=True),
+                pb.RangeResponse,
+                self.request_timeout,
+            ).header
+
+        def stream() -> SnapshotResult:
+            first = local_header()  # member and cluster ids (3.4 sends no header in the stream)
+            before = int(first.revision)
+            ch = self._channel(endpoint)
+            call = ch.unary_stream(
+                _MAINT + "Snapshot",
+                request_serializer=pb.SnapshotRequest.SerializeToString,
+                response_deserializer=pb.SnapshotResponse.FromString,
+            )
+            db_hash = hashlib.sha256()
+            tail = b""  # the last 32 bytes seen: etcd's sha256 once the stream ends
+            size = 0
+            since_sync = 0
+            header: Any = None
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                responses = call(pb.SnapshotRequest(), timeout=timeout)
+                try:
+                    for resp in responses:
+                        if header is None and resp.HasField("header"):
+                            header = resp.header
+                        blob = resp.blob
+                        if not blob:
+                            continue
+                        _write_all(fd, blob)
+                        size += len(blob)
+                        since_sync += len(blob)
+                        # Hash all but the last 32 bytes seen so far: those may be etcd's checksum.
+                        if len(blob) >= _SHA256_LEN:
+                            db_hash.update(tail)
+                            db_hash.update(memoryview(blob)[:-_SHA256_LEN])
+                            tail = blob[-_SHA256_LEN:]
+                        else:
+                            buf = tail + blob
+                            db_hash.update(buf[:-_SHA256_LEN])
+                            tail = buf[-_SHA256_LEN:]
+                        if since_sync >= _SNAPSHOT_CHUNK_FSYNC:
+                            os.fdatasync(fd)
+                            since_sync = 0
+                        if progress is not None:
+                            progress(size)
+                finally:
+                    responses.cancel()
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            ok = size > _SHA256_LEN and db_hash.digest() == tail
+            # The file is db bytes + etcd's 32-byte trailer: its sha256 continues the db's (one pass).
+            file_hash = db_hash.copy()
+            file_hash.update(tail)
+            if not ok:
+                part.unlink(missing_ok=True)
+                raise E.EtcdRequestError(
+                    f"snapshot from {endpoint}: sha256 check failed ({size} bytes received): discarded",
+                    endpoint=endpoint,
+                )
+            os.replace(part, dest)
+            _fsync_dir(dest.parent)
+            after = int(local_header().revision)
+            h = header if header is not None and header.member_id else first
+            return SnapshotResult(
+                endpoint=endpoint,
+                path=dest,
+                size=size,
+                sha256=file_hash.hexdigest(),
+                db_sha256_ok=ok,
+                member_id=int(h.member_id),
+                cluster_id=int(h.cluster_id),
+                revision=int(header.revision) if header is not None and header.revision else None,
+                revision_bracket=(before, after),
+                duration_s=time.monotonic() - t0,
+            )
+
+        try:
+            return self._single("snapshot", endpoint, stream)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+
+    # -- machinery --
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        with self._lock:
+            if self._closed:
+                raise E.EtcdError("etcd client is closed")
+            ch = self._channels.get(endpoint)
+            if ch is None:
+                dial_ms = int(self.dial_timeout * 1000)
+                ch = grpc.secure_channel(
+                    self._targets[endpoint],
+                    self._creds,
+                    options=[
+                        # gRPC's connect timeout is max(min_reconnect_backoff, backoff): dial_timeout.
+                        ("grpc.min_reconnect_backoff_ms", dial_ms),
+                        ("grpc.initial_reconnect_backoff_ms", 100),
+                        ("grpc.max_reconnect_backoff_ms", 1000),
+                        ("grpc.max_receive_message_length", 256 << 20),
+                        ("grpc.max_send_message_length", 16 << 20),
+                        ("grpc.keepalive_time_ms", 10_000),
+                        ("grpc.keepalive_timeout_ms", dial_ms),
+                        ("grpc.enable_retries", 0),  # retries are ours, with their own rules
+                    ],
+                )
+                self._channels[endpoint] = ch
+            return ch
+
+    def _unary(
+        self,
+        endpoint: str,
+        path: str,
+        req: Any,
+        resp_cls: Any,
+        timeout: float,
+        *,
+        require_leader: bool = False,
+    ) -> Any:
+        call = self._channel(endpoint).unary_unary(
+            path, request_serializer=type(req).SerializeToString, response_deserializer=resp_cls.FromString
+        )
+        return call(req, timeout=max(timeout, 0.001), metadata=_REQUIRE_LEADER if require_leader else None)
+
+    def _classify(self, what: str, endpoint: str, e: grpc.RpcError, timeout: float | None) -> _Failure:
+        code = e.code() if hasattr(e, "code") else None
+        details = (e.details() if hasattr(e, "details") else "") or ""
+        cls = E.error_class_for(details)
+        if cls is not None:
+            msg = f"{what} on {endpoint}: {details}"
+            return _Failure(
+                endpoint, details, cls(msg, endpoint=endpoint, details=details), answered=True, sent=True
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            reason = f"no answer within {timeout:.1f} s" if timeout else "deadline exceeded"
+            err = E.EtcdTimeout(f"{what} on {endpoint}: {reason}", endpoint=endpoint, details=details)
+            return _Failure(endpoint, reason, err, answered=False, sent=True)
+        name = code.name if code is not None else "ERROR"
+        reason = _transport_reason(name, details)
+        sent = not (code == grpc.StatusCode.UNAVAILABLE and any(s in details.lower() for s in _NOT_CONNECTED))
+        if code == grpc.StatusCode.CANCELLED and self._closed:
+            reason, sent = "client closed", True
+        err = E.EtcdUnavailable(what, [(endpoint, reason)])
+        return _Failure(endpoint, reason, err, answered=False, sent=sent)
+
+    def _promote(self, ep: str) -> None:
+        with self._lock:
+            if self._order[0] != ep:
+                self._order.remove(ep)
+                self._order.insert(0, ep)
+
+    def _demote(self, ep: str) -> None:
+        with self._lock:
+            if self._order[-1] != ep:
+                self._order.remove(ep)
+                self._order.append(ep)
+
+    def _single(self, what: str, endpoint: str, fn: Callable[[], T]) -> T:
+        if endpoint not in self._targets:
+            # Per-endpoint calls may name any member (e.g. one just added), same TLS identity.
+            target = _target(endpoint)
+            with self._lock:
+                self._targets[endpoint] = target
+        try:
+            return fn()
+        except grpc.RpcError as e:
+            raise self._classify(what, endpoint, e, None).error from None
+
+    def _failover(self, what: str, fn: Callable[[str, float], T], *, write: bool, timeout: float | None) -> T:
+        total = timeout or self.request_timeout
+        deadline = time.monotonic() + total
+        with self._lock:
+            order = list(self._order)
+        last: dict[str, _Failure] = {}  # each endpoint's latest failure
+        rounds = 0
+        while True:
+            rounds += 1
+            transient: list[str] = []
+            for i, ep in enumerate(order):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ok, out = self._attempt(what, fn, ep, write, deadline, remaining, len(order) - i)
+                if ok:
+                    return out
+                f: _Failure = out
+                last[ep] = f
+                if write:
+                    if f.answered and not isinstance(f.error, _WRITE_RETRYABLE):
+                        raise f.error from None
+                    if not f.answered and f.sent:
+                        if isinstance(f.error, E.EtcdTimeout):
+                            raise E.EtcdTimeout(
+                                f"{what} on {ep}: {f.reason}; outcome unknown (it may still be applied)",
+                                endpoint=ep,
+                            ) from None
+                        raise E.EtcdUnavailable(
+                            f"{what} (outcome unknown: it may have been applied)", [(ep, f.reason)]
+                        )
+                elif f.answered and not isinstance(f.error, _READ_RETRYABLE):
+                    raise f.error from None
+                # A learner stays a learner for the next round; no answer or no leader may pass.
+                if not isinstance(f.error, E.NotSupportedOnLearner):
+                    transient.append(ep)
+            remaining = deadline - time.monotonic()
+            pause = min(0.05 * 2**rounds, 0.5)
+            if not transient or remaining <= pause:
+                break
+            time.sleep(pause)  # an election or a restart is often over within a few hundred ms
+            order = transient
+        reasons = [(ep, last[ep].reason) for ep in self.endpoints if ep in last]
+        reasons += [
+            (ep, f"not tried: {total:.1f} s deadline reached") for ep in self.endpoints if ep not in last
+        ]
+        tries = f" after {rounds} rounds" if rounds > 1 else ""
+        answered = [f for f in last.values() if f.answered]
+        if answered:
+            err = answered[-1].error
+            listed = "; ".join(f"{ep}: {why}" for ep, why in reasons)
+            raise type(err)(
+                f"{what}: every endpoint failed{tries} ({listed})", endpoint=err.endpoint, details=err.details
+            ) from None
+        raise E.EtcdUnavailable(what + tries, reasons)
+
+    def _attempt(
+        self,
+        what: str,
+        fn: Callable[[str, float], Any],
+        ep: str,
+        write: bool,
+        deadline: float,
+        remaining: float,
+        left: int,
+    ) -> tuple[bool, Any]:
+        """One try on one endpoint: (True, result) or (False, its _Failure)."""
+        # Reads share the time left so one hung member cannot eat the whole deadline; a write
+        # gets all of it, since after a timeout it cannot safely be sent elsewhere.
+        t = remaining if write or left == 1 else min(remaining, max(self.dial_timeout, remaining / left))
+        try:
+            if write:
+                # Probe first, bounded by dial_timeout: a write goes only to a member that just
+                # answered, so a hung member costs seconds, not an unknown outcome.
+                probe_t = min(self.dial_timeout, t)
+                try:
+                    self._unary(ep, _MAINT + "Status", pb.StatusRequest(), pb.StatusResponse, probe_t)
+                except grpc.RpcError as e:
+                    raise _NotSent(e, probe_t) from None
+            result = fn(ep, max(deadline - time.monotonic(), 0.001) if write else t)
+        except _NotSent as ns:
+            f = self._classify(what, ep, ns.error, ns.timeout)
+            f.sent = False
+        except grpc.RpcError as e:
+            f = self._classify(what, ep, e, t)
+        else:
+            self._promote(ep)
+            return True, result
+        self._demote(ep)
+        return False, f
+
+
+def _b(v: bytes | str) -> bytes:
+    return v.encode() if isinstance(v, str) else v
+
+
+def _transport_reason(code: str, details: str) -> str:
+    """gRPC's 'failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:2379: Failed to
+    connect to remote host: Connection refused' -> 'Failed to connect to remote host: Connection refused'."""
+    if "last error:" in details:
+        last = details.rsplit("last error:", 1)[1]
+        last = re.sub(r"^\s*[A-Z_]+:\s*", "", last)  # status code
+        last = re.sub(r"^(ipv4:|ipv6:)?\[?[0-9a-fA-F.:]+\]?:\d+:\s*", "", last)  # address
+        return _short(last)
+    return f"{code}: {_short(details)}"
+
+
+def _short(details: str, limit: int = 200) -> str:
+    d = " ".join(details.split())
+    return d if len(d) <= limit else d[: limit - 3] + "..."
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,125 @@
+"""The etcd client's parts that need no etcd: error mapping, endpoint parsing, TLS checks, versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from etcd_dr import etcdbin
+from etcd_dr.certs import issue_cert, new_ca
+from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.etcd import errors as E
+from etcd_dr.etcd.client import EtcdClient, _target, _transport_reason
+
+# The status details etcd sends (etcdserver/api/v3rpc/rpctypes/error.go, 3.4 and 3.5).
+ETCD_DETAILS = [
+    ("etcdserver: unhealthy cluster", E.UnhealthyCluster),
+    ("etcdserver: can only promote a learner member which is in sync with leader", E.LearnerNotInSync),
+    ("etcdserver: can only promote a learner member", E.MemberNotLearner),
+    ("etcdserver: too many learner members in cluster", E.TooManyLearners),
+    ("etcdserver: rpc not supported for learner", E.NotSupportedOnLearner),
+    ("etcdserver: member not found", E.MemberNotFound),
+    ("etcdserver: request timed out", E.EtcdTimeout),
+    ("etcdserver: request timed out, possibly due to previous leader failure", E.EtcdTimeout),
+    ("etcdserver: no leader", E.NoLeader),
+    ("etcdserver: leader changed", E.NoLeader),
+    ("etcdserver: Peer URLs already exists", E.EtcdRequestError),
+]
+
+
+@pytest.mark.parametrize(("details", "cls"), ETCD_DETAILS)
+def test_error_mapping(details: str, cls: type) -> None:
+    assert E.error_class_for(details) is cls
+    assert issubclass(cls, EtcdDrError)
+
+
+def test_transport_errors_are_not_etcd_errors() -> None:
+    assert E.error_class_for("failed to connect to all addresses") is None
+    msg = (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:2379: "
+        "Failed to connect to remote host: Connection refused"
+    )
+    assert _transport_reason("UNAVAILABLE", msg) == "Failed to connect to remote host: Connection refused"
+
+
+def test_unavailable_names_every_endpoint() -> None:
+    e = E.EtcdUnavailable("member list", [("https://a:2379", "refused"), ("https://b:2379", "timeout")])
+    assert "https://a:2379: refused" in str(e) and "https://b:2379: timeout" in str(e)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "target"),
+    [
+        ("https://10.0.0.1:2379", "10.0.0.1:2379"),
+        ("10.0.0.1:2379", "10.0.0.1:2379"),
+        ("https://[::1]:2379", "[::1]:2379"),
+    ],
+)
+def test_target(endpoint: str, target: str) -> None:
+    assert _target(endpoint) == target
+
+
+@pytest.mark.parametrize("endpoint", ["http://10.0.0.1:2379", "https://10.0.0.1", "https://:2379"])
+def test_bad_endpoint(endpoint: str) -> None:
+    with pytest.raises(InputError):
+        _target(endpoint)
+
+
+@pytest.fixture(scope="module")
+def tls():
+    ca = new_ca()
+    return ca, issue_cert(ca, "client", server=False), issue_cert(ca, "other", server=False)
+
+
+def test_client_is_lazy_and_keeps_key_out_of_repr(tls) -> None:
+    ca, client, _ = tls
+    c = EtcdClient(["https://127.0.0.1:1"], ca_cert=ca.cert_pem, cert=client.cert_pem, key=client.key_pem)
+    assert repr(c) == "EtcdClient(endpoints=['https://127.0.0.1:1'])"
+    assert "PRIVATE" not in repr(c.__dict__.get("endpoints"))
+    c.close()
+
+
+def test_client_tls_checks(tls, tmp_path: Path) -> None:
+    ca, client, other = tls
+    with pytest.raises(InputError, match="does not match"):
+        EtcdClient(["https://h:1"], ca_cert=ca.cert_pem, cert=client.cert_pem, key=other.key_pem)
+    secret = b"-----BEGIN PRIVATE KEY-----\nTOPSECRET\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(InputError) as ei:
+        EtcdClient(["https://h:1"], ca_cert=ca.cert_pem, cert=client.cert_pem, key=secret)
+    assert "TOPSECRET" not in str(ei.value)
+    with pytest.raises(InputError, match="cannot read"):
+        EtcdClient(
+            ["https://h:1"], ca_cert=tmp_path / "missing.pem", cert=client.cert_pem, key=client.key_pem
+        )
+
+
+@pytest.mark.parametrize("version", ["3", "3.5.1", "3.5.0", "v3.5", "3.6", "4.0", ""])
+def test_bad_versions(version: str) -> None:
+    with pytest.raises(InputError):
+        etcdbin.ensure_binaries(version)
+
+
+def test_debian_mirror_from_deb822(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main contrib\n"
+    )
+    monkeypatch.setattr(etcdbin, "APT_SOURCES_DIR", d)
+    monkeypatch.setattr(etcdbin, "APT_SOURCES_LIST", tmp_path / "none.list")
+    assert etcdbin.debian_mirror() == "http://mirror.example/debian"
+
+
+def test_debian_mirror_from_one_line_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lst = tmp_path / "sources.list"
+    lst.write_text("deb [arch=amd64] http://mirror.example/deb bookworm main\n")
+    monkeypatch.setattr(etcdbin, "APT_SOURCES_DIR", tmp_path / "empty")
+    monkeypatch.setattr(etcdbin, "APT_SOURCES_LIST", lst)
+    assert etcdbin.debian_mirror() == "http://mirror.example/deb"
+    lst.write_text("")
+    with pytest.raises(etcdbin.EtcdBinariesError):
+        etcdbin.debian_mirror()
