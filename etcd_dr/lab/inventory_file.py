@@ -1,0 +1,90 @@
+"""The lab's inventory: the same YAML format as any cluster's (etcd_dr.inventory), written by
+`lab up` to <labdir>/inventory.yaml; every other command uses it when no inventory is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.lab.config import HOSTS, LabConfig
+
+
+def inventory_dict(cfg: LabConfig, *, image: str | None, binary: str) -> dict:
+    etcd: dict[str, object] = {
+        "runtime": cfg.runtime.value,
+        "container": "etcd",
+        "data_dir": "/var/lib/etcd",  # on the host (the container sees it at /var/lib/rancher/etcd)
+        "client_port": 2379,
+        "peer_port": 2380,
+        "heartbeat_interval": 500,  # RKE's
+        "election_timeout": 5000,
+        "cert_dir": "/etc/kubernetes/ssl",
+        "client": {
+            "ca_cert": "certs/kube-ca.pem",
+            "cert": "certs/kube-etcd-client.pem",
+            "key": "certs/kube-etcd-client-key.pem",
+        },
+        "dial_timeout": 2,
+        "request_timeout": 5,
+    }
+    if cfg.runtime == RuntimeKind.DOCKER:
+        etcd["image"] = image
+    else:
+        etcd["binary"] = binary
+    return {
+        "cluster": f"lab-{cfg.prefix}",
+        "rehearsal": True,  # a lab: fault injection allowed
+        "audit_log": "audit.jsonl",
+        "ssh": {
+            "user": "root",
+            "port": 22,
+            "key_file": "keys/id_ed25519",
+            "known_hosts": "keys/known_hosts",
+            "connect_timeout": 3,
+            "command_timeout": 60,
+            "keepalive": 5,
+            "sudo": False,
+        },
+        "etcd": etcd,
+        "hosts": [
+            {"name": h.name, "address": cfg.address(h.name), "roles": [r.value for r in Role if r in h.roles]}
+            for h in HOSTS
+        ],
+    }
+
+
+def write_inventory(cfg: LabConfig, *, image: str | None, binary: str) -> Path:
+    text = (
+        f"# etcd-dr lab inventory (prefix {cfg.prefix}, subnet {cfg.subnet}), written by `etcd-dr lab up`.\n"
+        "# Paths are relative to this file's directory.\n"
+        + yaml.safe_dump(
+            inventory_dict(cfg, image=image, binary=binary), sort_keys=False, default_flow_style=None
+        )
+    )
+    tmp = cfg.inventory_path.with_suffix(".part")
+    tmp.write_text(text)
+    tmp.replace(cfg.inventory_path)
+    return cfg.inventory_path
+
+
+def lab_inventory(cfg: LabConfig, *, image: str | None, binary: str) -> Inventory:
+    """The same inventory as an object (without going through the YAML loader)."""
+    files = cfg.certs_dir
+    return Inventory(
+        cluster=f"lab-{cfg.prefix}",
+        hosts=tuple(Host(h.name, cfg.address(h.name), h.roles) for h in HOSTS),
+        etcd=EtcdSettings(
+            runtime=cfg.runtime,
+            client=ClientTLS(
+                files / "kube-ca.pem", files / "kube-etcd-client.pem", files / "kube-etcd-client-key.pem"
+            ),
+            image=image if cfg.runtime == RuntimeKind.DOCKER else None,
+            binary=binary,
+        ),
+        ssh=SshSettings(key_file=cfg.keys_dir / "id_ed25519", known_hosts=cfg.keys_dir / "known_hosts"),
+        rehearsal=True,
+        audit_log=cfg.dir / "audit.jsonl",
+        source=cfg.inventory_path,
+    )

@@ -1,0 +1,296 @@
+"""Bring the lab up and down, power hosts off and on, plug and unplug them, report its status.
+
+`up` first removes whatever an earlier lab with the same prefix left (processes proven to be the
+lab's, namespaces, veths, bridge, cgroups), so it is safe after a crash and rebuilds a lab that is up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from etcd_dr.errors import InputError
+from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
+from etcd_dr.executor import audit_log_for
+from etcd_dr.inventory import Inventory, RuntimeKind
+from etcd_dr.lab import hosts, images, members, net
+from etcd_dr.lab.config import HOSTS, LabConfig, LabState
+from etcd_dr.lab.console import ConsoleExecutor
+from etcd_dr.lab.inventory_file import lab_inventory, write_inventory
+from etcd_dr.runtime import DockerRuntime, InitialClusterState, MemberSpec, ProcessRuntime
+
+Say = Callable[[str], None]
+SSH_PORT = 22
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise InputError("the lab needs root (network namespaces, mounts, veths): run `etcd-dr lab` as root")
+
+
+class _Clock:
+    def __init__(self, say: Say) -> None:
+        self.t0 = time.monotonic()
+        self.say = say
+
+    def __call__(self, msg: str) -> None:
+        self.say(f"[{time.monotonic() - self.t0:6.2f}s] {msg}")
+
+
+def load_state(cfg: LabConfig) -> LabState:
+    return LabState.load(cfg.dir) or LabState(cfg)
+
+
+def console(state: LabState, host: str) -> ConsoleExecutor:
+    """The host's console; what it runs is recorded in the lab cluster's audit log like any command."""
+    state.config.host(host)  # validates the name
+    return ConsoleExecutor(host, state.hosts.get(host), audit=audit_log_for(inventory_of(state)))
+
+
+def inventory_of(state: LabState) -> Inventory:
+    return lab_inventory(state.config, image=state.image, binary=_host_binary(state))
+
+
+def _host_binary(state: LabState) -> str:
+    """Where the process runtime's etcd lives on the hosts: the system's 3.4, or an installed 3.5."""
+    if state.etcd_version and not state.etcd_version.startswith("3.4"):
+        return f"/opt/etcd-{state.etcd_version}/bin/etcd"
+    return "/usr/bin/etcd"
+
+
+def runtime(state: LabState, host: str) -> DockerRuntime | ProcessRuntime:
+    ex = console(state, host)
+    if state.config.runtime == RuntimeKind.DOCKER:
+        return DockerRuntime(ex, "etcd", state.image, docker=images.DOCKER)
+    return ProcessRuntime(ex, _host_binary(state))
+
+
+def clean(cfg: LabConfig, state: LabState | None, say: Say) -> None:
+    """Remove what a lab with this prefix left: its processes (by PID, after proof), veths,
+    namespaces, bridge and dockerd cgroups."""
+    killed = hosts.kill_all(cfg, state)
+    net.down(cfg)
+    cg = hosts.remove_cgroups(cfg)
+    if killed or cg:
+        say(f"cleaned a previous lab '{cfg.prefix}': {killed} processes killed, {cg} cgroup dirs removed")
+
+
+def _wait_dockerd(ex: ConsoleExecutor, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        r = ex.run([images.DOCKER, "version", "--format", "{{.Server.Version}}"], check=False, timeout=10)
+        if r.ok:
+            return
+        if time.monotonic() > end:
+            raise hosts.HostBootError(
+                f"{ex.host}: dockerd not up after {timeout:.0f} s: {r.stderr.strip()[-200:]}"
+            )
+        time.sleep(0.1)
+
+
+def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
+    """Build the lab (fresh disks) or, with resume, boot it again on the disks `down` kept."""
+    require_root()
+    clock = _Clock(say)
+    old = LabState.load(cfg.dir)
+    if resume and old is None:
+        raise InputError(f"no lab to resume in {cfg.dir}: run `etcd-dr lab up` without --resume")
+    if old is not None and old.config != cfg and not resume:
+        say(
+            f"replacing the lab in {cfg.dir} "
+            f"(was: {old.config.runtime}, etcd {old.config.etcd}, {old.config.subnet})"
+        )
+    if resume and old is not None:
+        cfg = old.config
+    clean(cfg, old, clock)
+    if old is not None and old.config.prefix != cfg.prefix:
+        # the dir was reused with another prefix: that lab's names differ
+        clean(old.config, old, clock)
+    if not resume:
+        hosts.wipe(cfg)
+    bins = ensure_binaries(cfg.etcd.value)
+    clock(f"etcd {bins.version} binaries in {bins.bindir}")
+    hosts.prepare(cfg)
+    net.up(cfg)
+    clock(f"network up: bridge {cfg.bridge} {cfg.gateway}, {len(HOSTS)} namespaces")
+    state = LabState(
+        cfg,
+        image=images.image_tag(bins) if cfg.runtime == RuntimeKind.DOCKER else None,
+        etcd_version=bins.version,
+        etcd_bindir=str(bins.bindir),
+    )
+    for h in HOSTS:
+        proc = hosts.boot(cfg, h.name)
+        state = state.with_host(h.name, proc)
+        state.save()  # at once: cleanup must be able to prove this PID is ours
+        clock(f"{h.name} booted ({cfg.address(h.name)}, pid {proc.pid})")
+    for h in HOSTS:
+        if not hosts.wait_port(cfg.address(h.name), SSH_PORT, 10):
+            raise hosts.HostBootError(f"{h.name}: sshd not reachable on {cfg.address(h.name)}:22")
+    clock("sshd reachable on every host")
+    exs = {h.name: console(state, h.name) for h in HOSTS}
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        list(pool.map(_wait_dockerd, exs.values()))
+    clock("dockerd up on every host")
+    if not resume:
+        _provision(state, bins, exs, clock)
+    inv = inventory_of(state)
+    waited = members.wait_healthy(bins.etcdctl, members.etcdctl_env(cfg, inv))
+    clock(f"etcd healthy on {len(inv.etcd_hosts)} members ({waited:.2f} s after start)")
+    write_inventory(cfg, image=state.image, binary=_host_binary(state))
+    return state
+
+
+def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecutor], clock: Say) -> None:
+    cfg = state.config
+    if cfg.runtime == RuntimeKind.DOCKER:
+        rootfs = images.build_rootfs(bins, cfg.images_dir / f"etcd-{bins.version}.tar")
+        clock(f"image rootfs {rootfs} ({rootfs.stat().st_size / 1e6:.0f} MB)")
+        tag = images.image_tag(bins)
+        # every host gets it: node1 becomes a learner later
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda ex: images.load(ex, rootfs, tag, visible_on_host=True), exs.values()))
+        clock(f"image {tag} loaded on every host")
+    elif not bins.version.startswith("3.4"):
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda ex: members.install_binaries(bins, ex), exs.values()))
+        clock(f"etcd {bins.version} installed in /opt/etcd-{bins.version} on every host")
+    ca = members.make_certs(cfg)
+    for h in HOSTS:
+        members.install_host_certs(cfg, ca, h.name, exs[h.name], member=h.runs_etcd)
+    clock("kube-ca and member certificates installed")
+    inv = inventory_of(state)
+    voters = inv.voters
+    for host in voters:
+        rt = runtime(state, host.name)
+        spec = MemberSpec.for_host(
+            inv, host, voters, state=InitialClusterState.NEW, data_dir=rt.data_dir_for(inv.etcd.data_dir)
+        )
+        rt.start(spec)
+    clock(f"etcd started on {', '.join(h.name for h in voters)} ({cfg.runtime})")
+
+
+def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:
+    """Power every host off (SIGKILL of each PID 1), remove the network and cgroups. Disks stay
+    unless wipe (then keys, certs, inventory and state go too)."""
+    require_root()
+    clock = _Clock(say)
+    state = LabState.load(cfg.dir)
+    n = hosts.kill_all(cfg, state)
+    net.down(cfg)
+    hosts.remove_cgroups(cfg)
+    if wipe:
+        hosts.wipe(cfg)
+        clock(f"lab '{cfg.prefix}' down ({n} processes killed), disks and keys wiped")
+    else:
+        if state is not None:
+            LabState(state.config, {}, state.image, state.etcd_version, state.etcd_bindir).save()
+        clock(f"lab '{cfg.prefix}' down ({n} processes killed), disks kept in {cfg.dir / 'hosts'}")
+
+
+def _require_lab(cfg: LabConfig) -> LabState:
+    state = LabState.load(cfg.dir)
+    if state is None or not net.link_exists(cfg.bridge):
+        raise InputError(f"no lab '{cfg.prefix}' is up (state {cfg.state_path}): run `etcd-dr lab up`")
+    return state
+
+
+def power_off(cfg: LabConfig, host: str, say: Say = print) -> LabState:
+    """Power loss: cable out, then SIGKILL of the host's PID 1 (all its processes die at once)."""
+    require_root()
+    cfg.host(host)
+    state = _require_lab(cfg)
+    t0 = time.monotonic()
+    net.set_link(cfg, host, up=False)
+    hosts.power_off(state.hosts.get(host))
+    state = state.with_host(host, None)
+    state.save()
+    say(f"{host} powered off ({time.monotonic() - t0:.2f} s)")
+    return state
+
+
+def power_on(cfg: LabConfig, host: str, say: Say = print) -> LabState:
+    """Boot the host on its disk, plug it in, wait for sshd."""
+    require_root()
+    cfg.host(host)
+    state = _require_lab(cfg)
+    if hosts.is_up(state.hosts.get(host)):
+        say(f"{host} is already on")
+        return state
+    t0 = time.monotonic()
+    proc = hosts.boot(cfg, host)
+    state = state.with_host(host, proc)
+    state.save()
+    net.set_link(cfg, host, up=True)
+    if not hosts.wait_port(cfg.address(host), SSH_PORT, 10):
+        raise hosts.HostBootError(f"{host}: sshd not reachable after power on")
+    say(f"{host} powered on (pid {proc.pid}, sshd up in {time.monotonic() - t0:.2f} s)")
+    return state
+
+
+def set_plugged(cfg: LabConfig, host: str, plugged: bool, say: Say = print) -> None:
+    require_root()
+    cfg.host(host)
+    _require_lab(cfg)
+    net.set_link(cfg, host, up=plugged)
+    say(f"{host} {'plugged in' if plugged else 'unplugged'}")
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    address: str
+    power: bool
+    pid: int | None
+    link: bool | None
+    etcd: bool | None  # None: the host is off or runs no member
+
+
+def status(cfg: LabConfig) -> list[HostStatus]:
+    state = LabState.load(cfg.dir) or LabState(cfg)
+    out = []
+    for h in HOSTS:
+        proc = state.hosts.get(h.name)
+        on = hosts.is_up(proc)
+        etcd = None
+        if on and h.runs_etcd:
+            try:
+                etcd = runtime(state, h.name).is_running()
+            except Exception:  # a status line must not fail on one host
+                etcd = None
+        out.append(
+            HostStatus(
+                h.name,
+                cfg.address(h.name),
+                on,
+                proc.pid if on and proc else None,
+                net.link_is_up(cfg, h.name),
+                etcd,
+            )
+        )
+    return out
+
+
+def ssh_argv(cfg: LabConfig, host: str, command: list[str], *, tty: bool = False) -> list[str]:
+    """The system ssh client with strict host-key checking against the lab's known_hosts."""
+    return [
+        "ssh", "-i", str(hosts.client_key(cfg)),
+        "-o", f"UserKnownHostsFile={hosts.known_hosts(cfg)}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR",
+        *(["-t"] if tty else []),
+        f"root@{cfg.address(host)}", *command,
+    ]  # fmt: skip
+
+
+def env_lines(cfg: LabConfig) -> list[str]:
+    """Shell exports so the machine's etcdctl talks to the lab (mTLS with etcd-dr's client cert)."""
+    state = load_state(cfg)
+    e = members.etcdctl_env(cfg, inventory_of(state))
+    lines = [f"export {k}={v}" for k, v in e.items()]
+    if state.etcd_bindir and Path(state.etcd_bindir) != Path("/usr/bin"):
+        lines.append(f"export PATH={state.etcd_bindir}:$PATH  # etcdctl {state.etcd_version}")
+    return lines
