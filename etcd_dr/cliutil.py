@@ -1,0 +1,65 @@
+"""Small helpers shared by the command modules: the inventory argument and table printing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from etcd_dr.errors import InputError
+from etcd_dr.inventory import Inventory, load_inventory
+
+
+def add_inventory_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--inventory",
+        type=Path,
+        default=None,
+        help="inventory YAML (default: $ETCD_DR_INVENTORY, else the lab's, written by `etcd-dr lab up`)",
+    )
+
+
+def inventory_path(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    env = os.environ.get("ETCD_DR_INVENTORY")
+    if env:
+        return Path(env)
+    from etcd_dr.lab.config import default_inventory_path
+
+    path = default_inventory_path()
+    if not path.exists():
+        raise InputError(
+            f"no inventory given and no lab inventory at {path}: pass -i INVENTORY or run `etcd-dr lab up`"
+        )
+    return path
+
+
+def inventory_from_args(args: argparse.Namespace) -> Inventory:
+    return load_inventory(inventory_path(getattr(args, "inventory", None)))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [sep]
+    for n, r in enumerate(cells):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+        if n == 0:
+            out.append(sep)
+    out.append(sep)
+    return "\n".join(out)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"

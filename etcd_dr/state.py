@@ -1,0 +1,371 @@
+"""A frozen picture of an etcd cluster: what answers, who leads, whether quorum holds.
+
+`observe(inventory)` gathers (SSH reachability of each etcd host, etcd Status of each endpoint, the
+member list) in parallel under one deadline, then `assess()` — a pure function — turns what was
+gathered into a `ClusterState` with a one-sentence verdict. It works when quorum is lost: Status and
+the serializable (local) member list still answer then; the linearizable member list is asked only
+when Status says a leader is there, so a lost quorum costs one dial timeout, not a request timeout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextvars
+import datetime as dt
+import enum
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from etcd_dr.errors import EtcdDrError, HostKeyError
+from etcd_dr.etcd.client import EndpointStatus, EtcdClient, Member
+from etcd_dr.executor import Executor
+from etcd_dr.inventory import Host, Inventory
+
+
+class Reach(enum.StrEnum):
+    """How a host answered over SSH."""
+
+    OK = "ok"
+    UNREACHABLE = "unreachable"
+    HOST_KEY_REFUSED = "host-key-refused"
+    NOT_CHECKED = "not-checked"
+
+
+class MemberListSource(enum.StrEnum):
+    LINEARIZABLE = "linearizable"  # agreed by the quorum: authoritative
+    LOCAL = "local"  # one member's own view (quorum lost): may be stale
+    INVENTORY = "inventory"  # no member answered: the inventory's etcd hosts stand in
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One etcd member (or one inventory etcd host that is not, or no longer, a member)."""
+
+    name: str  # the inventory host name when the member maps to one, else etcd's member name
+    host: str | None  # inventory host name, None if the member is not in the inventory
+    member_name: str | None  # etcd's own name for it (RKE: etcd-<host>); None if not a member
+    member_id: int | None
+    endpoint: str
+    is_learner: bool
+    ssh: Reach
+    ssh_error: str | None
+    status: EndpointStatus | None
+    etcd_error: str | None
+    in_member_list: bool
+
+    @property
+    def etcd_reachable(self) -> bool:
+        return self.status is not None
+
+    @property
+    def raft_index(self) -> int | None:
+        return self.status.raft_index if self.status else None
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    cluster: str
+    observed_at: dt.datetime
+    members: tuple[MemberState, ...]
+    member_list_source: MemberListSource
+    voters: int
+    voters_answering: int
+    quorum_needed: int
+    quorum: bool
+    leader: str | None
+    most_advanced: str | None  # reachable member with the highest raft index (voters first on ties)
+    verdict: str
+    duration_s: float = field(compare=False, default=0.0)
+
+    def member(self, name: str) -> MemberState:
+        for m in self.members:
+            if m.name == name or m.host == name:
+                return m
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        """The shape `etcd-dr status --json` prints (documented in README.md)."""
+        return {
+            "cluster": self.cluster,
+            "quorum": self.quorum,
+            "verdict": self.verdict,
+            "leader": self.leader,
+            "voters": self.voters,
+            "voters_answering": self.voters_answering,
+            "quorum_needed": self.quorum_needed,
+            "most_advanced": self.most_advanced,
+            "member_list_source": str(self.member_list_source),
+            "observed_at": self.observed_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "members": [
+                {
+                    "name": m.name,
+                    "host": m.host,
+                    "member_name": m.member_name,
+                    "id": f"{m.member_id:x}" if m.member_id is not None else None,
+                    "endpoint": m.endpoint,
+                    "is_learner": m.is_learner,
+                    "reachable": m.etcd_reachable,
+                    "ssh": str(m.ssh),
+                    "raft_index": m.status.raft_index if m.status else None,
+                    "raft_applied_index": m.status.raft_applied_index if m.status else None,
+                    "raft_term": m.status.raft_term if m.status else None,
+                    "revision": m.status.revision if m.status else None,
+                    "version": m.status.version if m.status else None,
+                    "db_size": m.status.db_size if m.status else None,
+                    "errors": list(m.status.errors) if m.status else [],
+                    "error": m.etcd_error or m.ssh_error,
+                }
+                for m in self.members
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """Raw results of one observation round, before any decision: the input of assess()."""
+
+    statuses: Mapping[str, EndpointStatus | str]  # endpoint -> status, or the error text
+    ssh: Mapping[str, tuple[Reach, str | None]]  # inventory host name -> reachability
+    member_list: tuple[Member, ...] | None
+    member_list_source: MemberListSource
+    started: float
+    finished: float
+
+
+def _host_of_url(url: str) -> str:
+    return urlparse(url).hostname or url
+
+
+def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> ClusterState:
+    """Pure: decide what the gathered results mean. Unit-tested on fixtures."""
+    by_address = {h.address: h for h in inv.etcd_hosts}
+    by_name = {h.name: h for h in inv.etcd_hosts}
+    members: list[MemberState] = []
+    seen_hosts: set[str] = set()
+
+    def host_for(m: Member) -> Host | None:
+        if m.name in by_name:
+            return by_name[m.name]
+        for url in (*m.peer_urls, *m.client_urls):
+            h = by_address.get(_host_of_url(url))
+            if h:
+                return h
+        return None
+
+    def state_for(
+        name: str, member_name: str | None, host: Host | None, mid: int | None, learner: bool, listed: bool
+    ) -> MemberState:
+        endpoint = inv.client_url(host) if host else ""
+        raw = g.statuses.get(endpoint) if endpoint else None
+        status = raw if isinstance(raw, EndpointStatus) else None
+        # a member that is not in the inventory has no endpoint we asked; say so
+        err = raw if isinstance(raw, str) else (None if host else "not in the inventory: not asked")
+        reach, ssh_err = (
+            g.ssh.get(host.name, (Reach.NOT_CHECKED, None)) if host else (Reach.NOT_CHECKED, None)
+        )
+        if status is not None:
+            learner = status.is_learner if not listed else learner
+            mid = mid if mid is not None else status.member_id
+        return MemberState(
+            name,
+            host.name if host else None,
+            member_name,
+            mid,
+            endpoint,
+            learner,
+            reach,
+            ssh_err,
+            status,
+            err,
+            listed,
+        )
+
+    if g.member_list is not None:
+        for m in g.member_list:
+            h = host_for(m)
+            if h:
+                seen_hosts.add(h.name)
+            # RKE names members etcd-<host>; the operator thinks in hosts. A member added but never
+            # started has no name yet.
+            name = h.name if h else (m.name or f"{m.id:x}")
+            members.append(state_for(name, m.name or None, h, m.id, m.is_learner, True))
+    for h in inv.etcd_hosts:
+        if h.name not in seen_hosts:
+            members.append(state_for(h.name, None, h, None, h.is_learner, g.member_list is None))
+
+    listed = [m for m in members if m.in_member_list]
+    voters = [m for m in listed if not m.is_learner]
+    needed = len(voters) // 2 + 1 if voters else 1
+    answering = [m for m in voters if m.status is not None]
+    # quorum: a majority of voters answer AND agree on one leader that is itself a voter
+    id_to_name = {m.member_id: m.name for m in listed if m.member_id is not None}
+    leader_votes: dict[int, int] = {}
+    for m in answering:
+        if m.status and m.status.leader:
+            leader_votes[m.status.leader] = leader_votes.get(m.status.leader, 0) + 1
+    leader_id, votes = max(leader_votes.items(), key=lambda kv: kv[1], default=(0, 0))
+    leader_is_voter = any(m.member_id == leader_id for m in voters)
+    quorum = len(answering) >= needed and votes >= needed and leader_is_voter
+    leader = id_to_name.get(leader_id) if quorum else None
+
+    reachable = [m for m in members if m.status is not None]
+    most = (
+        max(
+            reachable,
+            key=lambda m: (m.status.raft_index, m.status.raft_applied_index, not m.is_learner),
+            default=None,
+        )
+        if reachable
+        else None
+    )
+
+    verdict = _verdict(quorum, len(voters), len(answering), leader, most, members, g.member_list_source)
+    return ClusterState(
+        cluster=inv.cluster,
+        observed_at=now or dt.datetime.now(dt.UTC),
+        members=tuple(members),
+        member_list_source=g.member_list_source,
+        voters=len(voters),
+        voters_answering=len(answering),
+        quorum_needed=needed,
+        quorum=quorum,
+        leader=leader,
+        most_advanced=most.name if most else None,
+        verdict=verdict,
+        duration_s=g.finished - g.started,
+    )
+
+
+def _verdict(
+    quorum: bool,
+    voters: int,
+    answering: int,
+    leader: str | None,
+    most: MemberState | None,
+    members: list[MemberState],
+    source: MemberListSource,
+) -> str:
+    learners = [m for m in members if m.is_learner and m.in_member_list]
+    if quorum:
+        s = f"quorum held: {answering} of {voters} voters healthy, leader {leader}"
+        down = [m.name for m in members if not m.is_learner and m.in_member_list and m.status is None]
+        if down:
+            s += f"; not answering: {', '.join(down)}"
+        for lm in learners:
+            s += f"; learner {lm.name} {'answering' if lm.status else 'not answering'}"
+        return s
+    if most is None:
+        return f"quorum lost: 0 of {voters} voters reachable, no etcd member answers"
+    role = "learner " if most.is_learner else ""
+    best = f"{role}{most.name} has the highest raft index {most.status.raft_index}"
+    if answering >= voters // 2 + 1:
+        s = f"quorum lost: {answering} of {voters} voters answer but do not agree on a leader; {best}"
+    else:
+        s = f"quorum lost: {answering} of {voters} voters reachable, {best}"
+    if source is MemberListSource.INVENTORY:
+        s += " (member list unavailable: voters taken from the inventory)"
+    return s
+
+
+ExecutorFactory = Callable[[Host], Executor]
+
+
+def _ssh_probe(make: ExecutorFactory, host: Host) -> tuple[Reach, str | None]:
+    ex = None
+    try:
+        ex = make(host)
+        ex.run(["true"], timeout=5, reason="observe: reachability")
+        return Reach.OK, None
+    except HostKeyError as e:
+        return Reach.HOST_KEY_REFUSED, str(e)
+    except EtcdDrError as e:
+        return Reach.UNREACHABLE, str(e)
+    finally:
+        if ex is not None:
+            ex.close()
+
+
+def client_for(inv: Inventory) -> EtcdClient:
+    return EtcdClient(
+        [inv.client_url(h) for h in inv.etcd_hosts],
+        ca_cert=inv.etcd.client.ca_cert,
+        cert=inv.etcd.client.cert,
+        key=inv.etcd.client.key,
+        dial_timeout=inv.etcd.dial_timeout,
+        request_timeout=inv.etcd.request_timeout,
+    )
+
+
+def _submit(pool: cf.ThreadPoolExecutor, fn: Callable, *args: object) -> cf.Future:
+    """Submit in a copy of the caller's context: pool threads do not inherit contextvars, and the
+    audit records they write must carry the flow run id."""
+    return pool.submit(contextvars.copy_context().run, fn, *args)
+
+
+def observe(
+    inv: Inventory,
+    *,
+    executor_factory: ExecutorFactory | None = None,
+    check_ssh: bool = True,
+    client: EtcdClient | None = None,
+) -> ClusterState:
+    """Look at the cluster once (in parallel, bounded by the inventory's timeouts) and assess it."""
+    started = time.monotonic()
+    own_client = client is None
+    client = client or client_for(inv)
+    if executor_factory is None and check_ssh:
+        from etcd_dr.executor import audit_log_for, executor_for
+
+        audit = audit_log_for(inv)
+
+        def executor_factory(h: Host) -> Executor:
+            return executor_for(inv, h, audit=audit)
+
+    endpoints = [inv.client_url(h) for h in inv.etcd_hosts]
+    try:
+        with cf.ThreadPoolExecutor(max_workers=2 * len(endpoints) + 1) as pool:
+            status_f = {ep: _submit(pool, client.status, ep) for ep in endpoints}
+            ssh_f = (
+                {h.name: _submit(pool, _ssh_probe, executor_factory, h) for h in inv.etcd_hosts}
+                if check_ssh and executor_factory
+                else {}
+            )
+            statuses: dict[str, EndpointStatus | str] = {}
+            for ep, f in status_f.items():
+                try:
+                    statuses[ep] = f.result()
+                except EtcdDrError as e:
+                    statuses[ep] = str(e)
+            members, source = _member_list(client, statuses, len(inv.voters))
+            ssh = {name: f.result() for name, f in ssh_f.items()}
+    finally:
+        if own_client:
+            client.close()
+    g = Gathered(statuses, ssh, members, source, started, time.monotonic())
+    return assess(inv, g)
+
+
+def _member_list(
+    client: EtcdClient, statuses: Mapping[str, EndpointStatus | str], voters_expected: int
+) -> tuple[tuple[Member, ...] | None, MemberListSource]:
+    answered = [s for s in statuses.values() if isinstance(s, EndpointStatus)]
+    if not answered:
+        return None, MemberListSource.INVENTORY
+    voters = [s for s in answered if not s.is_learner]
+    # Ask the quorum only when it can answer: a majority of the inventory's voters answered and one
+    # of them knows a leader. A lone survivor still names the dead leader for up to an election
+    # timeout; asking then would cost a full request timeout for nothing.
+    if len(voters) >= voters_expected // 2 + 1 and any(s.leader for s in voters):
+        try:
+            return client.member_list(linearizable=True), MemberListSource.LINEARIZABLE
+        except EtcdDrError:
+            pass
+    # quorum (probably) lost: ask the most advanced member for its own view
+    best = max(answered, key=lambda s: (not s.is_learner, s.raft_index))
+    try:
+        return client.member_list(linearizable=False, endpoint=best.endpoint), MemberListSource.LOCAL
+    except EtcdDrError:
+        return None, MemberListSource.INVENTORY

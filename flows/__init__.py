@@ -1,0 +1,1 @@
+"""Prefect flows: compose tasks, checkpoints, approvals and artifacts."""

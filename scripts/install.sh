@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what etcd-dr needs on a fresh Debian 12 machine (as root): the programs the lab runs
+# (etcd, sshd, dockerd, iproute2) from Debian's packages, and the project in a virtualenv at .venv.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root (the lab needs network namespaces)" >&2; exit 2; }
+
+need=()
+for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:docker.io ip:iproute2 nsenter:util-linux; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install.sh: apt-get install ${need[*]}"
+  apt-get update -qq
+  # policy-rc.d: do not start the packages' own services (etcd on 2379, dockerd with iptables in the
+  # root namespace): the lab starts its own, inside its hosts.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now etcd.service docker.service docker.socket >/dev/null 2>&1 || true
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$py" -m venv .venv; fi
+stamp=.venv/.etcd-dr-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "install.sh: pip install -e .[dev] into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
