@@ -23,6 +23,7 @@ import contextvars
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -366,3 +367,32 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(f"audit log BROKEN at line {res.first_bad_line}: {res.reason}")
     return 0 if res.ok else 1
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets (redact()) in every record it sees: attach it to handlers
+    that ship logs elsewhere (Prefect's console and API handlers), so a key that reaches a log call
+    by mistake still never leaves the process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            # the formatted traceback carries the exception's text: format it now, redacted
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def redact_log_handlers(*loggers: logging.Logger) -> int:
+    """Attach one RedactingFilter to every handler of these loggers (idempotent); returns how many
+    handlers got it."""
+    added = 0
+    for lg in loggers:
+        for h in lg.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in h.filters):
+                h.addFilter(RedactingFilter())
+                added += 1
+    return added

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (the lab needs network namespaces)" >&2; exit 2; }
 
 need=()
-for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:docker.io ip:iproute2 nsenter:util-linux; do
+for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:docker.io ip:iproute2 nsenter:util-linux sudo:sudo; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
