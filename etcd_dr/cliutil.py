@@ -28,11 +28,12 @@ def inventory_path(arg: Path | None) -> Path:
     if env:
         return Path(env)
     from etcd_dr.lab.config import default_inventory_path
+    from etcd_dr.lab.lifecycle import running_lab
 
     path = default_inventory_path()
-    if not path.exists():
+    if not path.exists() or running_lab() is None:
         raise InputError(
-            f"no inventory given and no lab inventory at {path}: pass -i INVENTORY or run `etcd-dr lab up`"
+            f"no inventory given and no lab is up ({path}): pass -i INVENTORY or run `etcd-dr lab up`"
         )
     return path
 

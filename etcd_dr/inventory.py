@@ -149,6 +149,63 @@ class EtcdSettings:
         return f"{self.cert_dir}/kube-etcd-{host.address_dashed}-key.pem"
 
 
+class OffsiteKind(enum.StrEnum):
+    DIR = "dir"
+    S3 = "s3"
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """An S3-compatible bucket. Credentials come from environment variables named here, never from
+    the inventory itself."""
+
+    endpoint: str
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class OffsiteSettings:
+    kind: OffsiteKind
+    dir: Path | None = None  # kind dir: a directory on this machine (a mount of another site)
+    s3: S3Target | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """Where snapshots live on this machine, how long they are kept, and the off-site copy."""
+
+    dir: Path
+    keep_last: int = 5  # the newest N, whatever their age
+    keep_daily: int = 7  # plus the newest of each of the last N days
+    keep_weekly: int = 4  # plus the newest of each of the last N ISO weeks
+    offsite: OffsiteSettings | None = None
+
+
+@dataclass(frozen=True)
+class CASettings:
+    """Where the cluster CA (RKE's kube-ca) is read from to sign member certificates: over SSH from
+    `host` (default: the first voter), at these paths on it."""
+
+    host: str | None = None
+    cert: str | None = None  # default: <etcd.cert_dir>/kube-ca.pem
+    key: str | None = None  # default: <etcd.cert_dir>/kube-ca-key.pem
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Thresholds of `etcd-dr check`."""
+
+    snapshot_max_age_hours: float = 26.0
+    cert_min_days: int = 30
+    max_clock_skew: float = 1.0  # seconds between any two hosts
+    min_free_factor: float = 2.0  # free disk on each etcd host >= factor x db size
+    learner_max_lag: int = 1000  # raft entries behind the leader
+
+
 @dataclass(frozen=True)
 class Inventory:
     cluster: str
@@ -157,7 +214,26 @@ class Inventory:
     ssh: SshSettings
     rehearsal: bool = False
     audit_log: Path | None = None
+    snapshots: SnapshotSettings | None = None
+    ca: CASettings = field(default_factory=CASettings)
+    check: CheckSettings = field(default_factory=CheckSettings)
     source: Path | None = field(default=None, compare=False)
+
+    def ca_host(self) -> Host:
+        return self.host(self.ca.host) if self.ca.host else self.voters[0]
+
+    def ca_cert_path(self) -> str:
+        return self.ca.cert or f"{self.etcd.cert_dir}/kube-ca.pem"
+
+    def ca_key_path(self) -> str:
+        return self.ca.key or f"{self.etcd.cert_dir}/kube-ca-key.pem"
+
+    def snapshot_settings(self) -> SnapshotSettings:
+        """The inventory's, or the default: snapshots/ beside the inventory file."""
+        if self.snapshots is not None:
+            return self.snapshots
+        base = self.source.parent if self.source else Path.cwd()
+        return SnapshotSettings(dir=base / "snapshots")
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -197,7 +273,20 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 
-_TOP_KEYS = ("cluster", "rehearsal", "audit_log", "ssh", "etcd", "hosts")
+_TOP_KEYS = ("cluster", "rehearsal", "audit_log", "ssh", "etcd", "snapshots", "ca", "check", "hosts")
+_SNAPSHOT_KEYS = ("dir", "keep_last", "keep_daily", "keep_weekly", "offsite")
+_OFFSITE_KEYS = ("dir", "s3")
+_S3_KEYS = ("endpoint", "bucket", "prefix", "region", "access_key_id_env", "secret_access_key_env")
+_CA_KEYS = ("host", "cert", "key")
+_CHECK_KEYS = (
+    "snapshot_max_age_hours",
+    "cert_min_days",
+    "max_clock_skew",
+    "min_free_factor",
+    "learner_max_lag",
+)
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SSH_KEYS = (
     "user",
     "port",
@@ -342,6 +431,23 @@ def parse_inventory(
         )
 
     hosts = c.hosts(top.get("hosts", _MISSING), ssh)
+    snapshots = c.snapshots(top["snapshots"]) if "snapshots" in top else None
+    ca_m = c.mapping(top.get("ca", {}), "ca", _CA_KEYS)
+    ca = CASettings(
+        host=c.string(ca_m, "ca", "host", None),
+        cert=c.host_path(ca_m, "ca", "cert", None),
+        key=c.host_path(ca_m, "ca", "key", None),
+    )
+    if ca.host and hosts and ca.host not in {h.name for h in hosts}:
+        c.add("ca.host", f"{ca.host!r} is not a host of this inventory; name one of hosts[].name")
+    ck = c.mapping(top.get("check", {}), "check", _CHECK_KEYS)
+    check = CheckSettings(
+        snapshot_max_age_hours=c.positive(ck, "check", "snapshot_max_age_hours", 26.0),
+        cert_min_days=c.integer(ck, "check", "cert_min_days", 30, "days"),
+        max_clock_skew=c.positive(ck, "check", "max_clock_skew", 1.0),
+        min_free_factor=c.positive(ck, "check", "min_free_factor", 2.0),
+        learner_max_lag=c.integer(ck, "check", "learner_max_lag", 1000, "raft entries"),
+    )
     if c.problems:
         raise InventoryError(c.problems, source)
     return Inventory(
@@ -351,6 +457,9 @@ def parse_inventory(
         ssh=ssh,
         rehearsal=rehearsal,
         audit_log=audit_log,
+        snapshots=snapshots,
+        ca=ca,
+        check=check,
         source=source,
     )
 
@@ -410,6 +519,23 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
         if h.sudo and not s.sudo:
             d["sudo"] = True
         hosts.append(d)
+    if inv.snapshots is not None:
+        sn = inv.snapshots
+        out["snapshots"] = {
+            "dir": p(sn.dir),
+            "keep_last": sn.keep_last,
+            "keep_daily": sn.keep_daily,
+            "keep_weekly": sn.keep_weekly,
+        }
+        if sn.offsite is not None and sn.offsite.kind is OffsiteKind.DIR:
+            out["snapshots"]["offsite"] = {"dir": p(sn.offsite.dir)}
+        elif sn.offsite is not None and sn.offsite.s3 is not None:
+            out["snapshots"]["offsite"] = {"s3": dict(vars(sn.offsite.s3))}
+    ca = {k: v for k, v in vars(inv.ca).items() if v is not None}
+    if ca:
+        out["ca"] = ca
+    if inv.check != CheckSettings():
+        out["check"] = dict(vars(inv.check))
     out["hosts"] = hosts
     return out
 
@@ -646,6 +772,65 @@ class _Checker:
         if out and not any(h.is_voter for h in out) and not any("roles" in q for q in self.problems):
             self.add("hosts", "no host has the role etcd; at least one etcd voter is needed")
         return tuple(out)
+
+    def snapshots(self, value: object) -> SnapshotSettings | None:
+        m = self.mapping(value, "snapshots", _SNAPSHOT_KEYS, required=("dir",))
+        if not m:
+            return None
+        offsite = None
+        if "offsite" in m:
+            o = self.mapping(m["offsite"], "snapshots.offsite", _OFFSITE_KEYS)
+            if ("dir" in o) == ("s3" in o):
+                self.add("snapshots.offsite", "give exactly one of dir or s3")
+            elif "dir" in o:
+                d = self.local_path(o, "snapshots.offsite", "dir", None, must_exist=False)
+                offsite = OffsiteSettings(OffsiteKind.DIR, dir=d)
+            else:
+                offsite = OffsiteSettings(OffsiteKind.S3, s3=self._s3(o["s3"]))
+        return SnapshotSettings(
+            dir=self.local_path(m, "snapshots", "dir", None, must_exist=False),
+            keep_last=self.integer(m, "snapshots", "keep_last", 5, "snapshots"),
+            keep_daily=self._count(m, "snapshots", "keep_daily", 7, "days"),
+            keep_weekly=self._count(m, "snapshots", "keep_weekly", 4, "weeks"),
+            offsite=offsite,
+        )
+
+    def _count(self, m: dict, path: str, key: str, default: int, unit: str) -> int:
+        """A whole number >= 0 (0 turns that rule off)."""
+        v = self._get(m, key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            self.add(_join(path, key), f"{v!r} is not a whole number >= 0; give {unit} (0 turns it off)")
+            return default
+        return v
+
+    def _s3(self, value: object) -> S3Target | None:
+        path = "snapshots.offsite.s3"
+        m = self.mapping(value, path, _S3_KEYS, required=("endpoint", "bucket"))
+        if not m:
+            return None
+        endpoint = self.string(m, path, "endpoint", "")
+        if endpoint and not re.match(r"^https?://[^/\s]+/?$", endpoint):
+            self.add(f"{path}.endpoint", f"{endpoint!r} is not a URL; give e.g. https://s3.example.net:9000")
+        bucket = self.string(
+            m, path, "bucket", "", _BUCKET_RE, "use 3-63 lower-case letters, digits, '.', '-'"
+        )
+        return S3Target(
+            endpoint=endpoint,
+            bucket=bucket,
+            prefix=self.string(m, path, "prefix", ""),
+            region=self.string(m, path, "region", "us-east-1"),
+            access_key_id_env=self.string(
+                m, path, "access_key_id_env", "AWS_ACCESS_KEY_ID", _ENV_RE, "name an environment variable"
+            ),
+            secret_access_key_env=self.string(
+                m,
+                path,
+                "secret_access_key_env",
+                "AWS_SECRET_ACCESS_KEY",
+                _ENV_RE,
+                "name an environment variable",
+            ),
+        )
 
     def _address(self, m: dict, p: str) -> str:
         v = m.get("address", _MISSING)

@@ -196,6 +196,8 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Clust
         if h.name not in seen_hosts:
             members.append(state_for(h.name, None, h, None, h.is_learner, g.member_list is None))
 
+    order = {h.name: i for i, h in enumerate(inv.hosts)}
+    members.sort(key=lambda m: (order.get(m.host or "", len(order)), m.name))
     listed = [m for m in members if m.in_member_list]
     voters = [m for m in listed if not m.is_learner]
     needed = len(voters) // 2 + 1 if voters else 1
@@ -299,6 +301,14 @@ def client_for(inv: Inventory) -> EtcdClient:
     )
 
 
+def _reason(endpoint: str, message: str) -> str:
+    """The why of a one-endpoint failure, without the client's multi-endpoint framing."""
+    marker = f"({endpoint}: "
+    if marker in message:
+        return message.split(marker, 1)[1].removesuffix(")")
+    return message
+
+
 def _submit(pool: cf.ThreadPoolExecutor, fn: Callable, *args: object) -> cf.Future:
     """Submit in a copy of the caller's context: pool threads do not inherit contextvars, and the
     audit records they write must carry the flow run id."""
@@ -338,7 +348,7 @@ def observe(
                 try:
                     statuses[ep] = f.result()
                 except EtcdDrError as e:
-                    statuses[ep] = str(e)
+                    statuses[ep] = _reason(ep, str(e))
             members, source = _member_list(client, statuses, len(inv.voters))
             ssh = {name: f.result() for name, f in ssh_f.items()}
     finally:

@@ -53,6 +53,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+# gRPC's C core prints every failed TLS handshake to stderr at INFO; a dead member during an
+# incident is expected, and our own errors say what failed.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import grpc
 
 from etcd_dr.errors import InputError

@@ -18,7 +18,7 @@ from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory, RuntimeKind
 from etcd_dr.lab import hosts, images, members, net
-from etcd_dr.lab.config import HOSTS, LabConfig, LabState
+from etcd_dr.lab.config import HOSTS, LabConfig, LabState, env_lab_dir
 from etcd_dr.lab.console import ConsoleExecutor
 from etcd_dr.lab.inventory_file import lab_inventory, write_inventory
 from etcd_dr.runtime import DockerRuntime, InitialClusterState, MemberSpec, ProcessRuntime
@@ -190,6 +190,12 @@ def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:
         if state is not None:
             LabState(state.config, {}, state.image, state.etcd_version, state.etcd_bindir).save()
         clock(f"lab '{cfg.prefix}' down ({n} processes killed), disks kept in {cfg.dir / 'hosts'}")
+
+
+def running_lab() -> LabState | None:
+    """The lab the environment names (ETCD_DR_LAB_DIR / ETCD_DR_LAB_PREFIX), if it is up."""
+    state = LabState.load(env_lab_dir())
+    return state if state is not None and net.link_exists(state.config.bridge) else None
 
 
 def _require_lab(cfg: LabConfig) -> LabState:

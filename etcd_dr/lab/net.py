@@ -57,6 +57,7 @@ def up(cfg: LabConfig) -> None:
     """Create bridge, namespaces and veths (after `down` removed any leftovers)."""
     check_subnet_free(cfg)
     plen = cfg.network.prefixlen
+    ip("route", "del", "unreachable", str(cfg.network), check=False)  # the guard `down` leaves
     ip("link", "add", cfg.bridge, "type", "bridge")
     ip("addr", "add", f"{cfg.gateway}/{plen}", "dev", cfg.bridge)
     ip("link", "set", cfg.bridge, "up")
@@ -68,7 +69,7 @@ def up(cfg: LabConfig) -> None:
         ip("-n", ns, "link", "set", "lo", "up")
         ip("-n", ns, "addr", "add", f"{cfg.address(h.name)}/{plen}", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "route", "add", "default", "via", cfg.gateway)
+        # no default route: a lab host reaches its own subnet and nothing beyond
 
 
 def down(cfg: LabConfig, hosts: Sequence[str] | None = None) -> None:
@@ -80,8 +81,17 @@ def down(cfg: LabConfig, hosts: Sequence[str] | None = None) -> None:
             ip("link", "del", cfg.veth(h), check=False)
         if netns_exists(cfg.netns(h)):
             ip("netns", "del", cfg.netns(h), check=False)
-    if hosts is None and link_exists(cfg.bridge):
-        ip("link", "del", cfg.bridge, check=False)
+    if hosts is None:
+        if link_exists(cfg.bridge):
+            ip("link", "del", cfg.bridge, check=False)
+        guard(cfg)
+
+
+def guard(cfg: LabConfig) -> None:
+    """Make the lab's subnet unreachable while the lab is down. Without the bridge, packets for a lab
+    address (a status run against a lab that is down, a stale etcdctl endpoint) would follow the
+    default route off this machine; the lab's traffic must stay on it. Kept until `up` replaces it."""
+    ip("route", "replace", "unreachable", str(cfg.network))
 
 
 def set_link(cfg: LabConfig, host: str, up: bool) -> None:

@@ -3,6 +3,7 @@ by the tests in this file, in file order (the last ones rebuild it)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -209,6 +210,12 @@ def test_down_leaves_nothing_running(lab: Lab) -> None:
     lifecycle.down(cfg, say=print)
     assert not net.link_exists(cfg.bridge)
     assert not any(net.netns_exists(cfg.netns(h.name)) for h in HOSTS)
+    # with the bridge gone, lab addresses must not follow the default route off the machine
+    routes = net.ip("route", "show", "type", "unreachable").stdout
+    assert str(cfg.network) in routes
+    with pytest.raises(OSError) as e:
+        socket.create_connection((cfg.address("master1"), 2379), timeout=2)
+    assert e.value.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)  # refused here, at once
     assert not any(procs.alive(p.pid, p.start_ticks) for p in state.hosts.values())
     assert (cfg.dir / "hosts" / "master1" / "ovl").is_dir()  # disks kept without --wipe
     assert os.path.exists(cfg.state_path)
