@@ -356,7 +356,7 @@ def _default_audit_path(inventory: str | None) -> Path:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from etcd_dr.errors import InputError
 
-    path = Path(args.path) if args.path else _default_audit_path(args.inventory)
+    path = Path(args.path) if args.path else _default_audit_path(getattr(args, "inventory", None))
     if not path.is_file():
         raise InputError(f"{path}: no such audit log")
     res = verify(path)

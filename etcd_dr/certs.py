@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -162,3 +163,108 @@ def issue_cert(
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     return CertKeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (pure): what a host's TLS stack would say about a certificate, before it is written.
+
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def check_ca(ca: CertKeyPair, where: str = "the CA") -> None:
+    """Refuse a CA whose key does not belong to its certificate, or that is no CA at all."""
+    try:
+        cert = ca.certificate()
+    except ValueError:
+        raise InputError(f"{where}: the CA certificate is not a PEM certificate") from None
+    if not key_matches_cert(ca):
+        raise InputError(
+            f"{where}: the CA key does not match the CA certificate; give the key that signed kube-ca.pem "
+            "(RKE keeps it in cluster.rkestate)"
+        )
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise InputError(f"{where}: {cert.subject.rfc4514_string()} is not a CA certificate (no CA:TRUE)")
+
+
+def signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """True when ca_cert's key signed cert (and cert names ca_cert as its issuer)."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
+    """Go's TLS error for cert at `now` (the clock of the host that will check it), or None when
+    it is valid then. Pure: feed it the host's time."""
+    nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < nb:
+        return (
+            "x509: certificate has expired or is not yet valid: "
+            f"current time {now.strftime(_ISO)} is before {nb.strftime(_ISO)}"
+        )
+    if now > na:
+        return (
+            "x509: certificate has expired or is not yet valid: "
+            f"current time {now.strftime(_ISO)} is after {na.strftime(_ISO)}"
+        )
+    return None
+
+
+def cert_sans(cert: x509.Certificate) -> tuple[frozenset[str], frozenset[str]]:
+    """(IP SANs, DNS SANs) of cert, IPs in canonical form."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset(), frozenset()
+    ips = frozenset(ipaddress.ip_address(i).compressed for i in san.get_values_for_type(x509.IPAddress))
+    return ips, frozenset(d.lower() for d in san.get_values_for_type(x509.DNSName))
+
+
+def cert_usages(cert: x509.Certificate) -> frozenset[str]:
+    """EKU names: 'serverAuth', 'clientAuth'."""
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    names = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+    return frozenset(names[o] for o in eku if o in names)
+
+
+def member_pair_problem(
+    pair: CertKeyPair,
+    ca_cert: x509.Certificate,
+    *,
+    ips: Sequence[str],
+    dns: Sequence[str],
+    now: dt.datetime,
+) -> str | None:
+    """Why `pair` is not a usable etcd member certificate for these SANs under this CA at `now`
+    (a host's clock), or None when it is. Checked on every new certificate before it is written,
+    and on an existing one to decide whether it can be kept."""
+    try:
+        cert = pair.certificate()
+    except ValueError:
+        return "the certificate is not PEM"
+    try:
+        if not key_matches_cert(pair):
+            return "the key does not match the certificate"
+    except InputError:
+        return "the key is not a readable PEM private key"
+    if not signed_by(cert, ca_cert):
+        return f"it is not signed by {ca_cert.subject.rfc4514_string()}"
+    have_ips, have_dns = cert_sans(cert)
+    missing = sorted(
+        {ipaddress.ip_address(i).compressed for i in ips} - have_ips | {d.lower() for d in dns} - have_dns
+    )
+    if missing:
+        return f"its SANs lack {', '.join(missing)}"
+    lacking = {"serverAuth", "clientAuth"} - cert_usages(cert)
+    if lacking:
+        return f"its extended key usage lacks {', '.join(sorted(lacking))}"
+    return validity_problem(cert, now)

@@ -19,6 +19,11 @@ COMMAND_MODULES = (
     ("lab", "etcd_dr.lab.cli"),
     ("status", "etcd_dr.status"),
     ("audit", "etcd_dr.audit"),
+    ("check", "etcd_dr.check"),
+    ("snapshot", "etcd_dr.snapshots.cli"),
+    ("cert", "etcd_dr.certissue"),
+    ("learner", "etcd_dr.learner.cli"),
+    ("fault", "etcd_dr.fault_cli"),
 )
 
 

@@ -16,7 +16,9 @@ def add_inventory_arg(parser: argparse.ArgumentParser) -> None:
         "-i",
         "--inventory",
         type=Path,
-        default=None,
+        # SUPPRESS: a sub-command's default must not overwrite `-i` given before it
+        # (`etcd-dr snapshot -i X list`); read it with getattr(args, "inventory", None)
+        default=argparse.SUPPRESS,
         help="inventory YAML (default: $ETCD_DR_INVENTORY, else the lab's, written by `etcd-dr lab up`)",
     )
 

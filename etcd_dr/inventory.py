@@ -42,6 +42,7 @@ directory of the inventory file.
         address: 10.231.0.21
         roles: [etcd-learner, worker]
         user: admin                 # optional per-host ssh overrides: user, port, sudo
+        etcd_image: lab/etcd:3.5.16 # optional: what this member runs instead of etcd.image/binary
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class Host:
     user: str = "root"
     port: int = 22
     sudo: bool = False
+    # What this host's member runs when it differs from etcd.image / etcd.binary (a learner of
+    # another etcd version in a second data center, as in the source incident).
+    etcd_image: str | None = None
+    etcd_binary: str | None = None
 
     @property
     def is_voter(self) -> bool:
@@ -235,6 +240,14 @@ class Inventory:
         base = self.source.parent if self.source else Path.cwd()
         return SnapshotSettings(dir=base / "snapshots")
 
+    def etcd_image_for(self, host: Host) -> str | None:
+        """The image host's member runs (docker runtime): the host's own, else etcd.image."""
+        return host.etcd_image or self.etcd.image
+
+    def etcd_binary_for(self, host: Host) -> str:
+        """The etcd binary on host (process runtime): the host's own, else etcd.binary."""
+        return host.etcd_binary or self.etcd.binary
+
     def host(self, name: str) -> Host:
         for h in self.hosts:
             if h.name == name:
@@ -313,7 +326,7 @@ _ETCD_KEYS = (
     "request_timeout",
 )
 _CLIENT_KEYS = ("ca_cert", "cert", "key")
-_HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo")
+_HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo", "etcd_image", "etcd_binary")
 
 _MISSING: Any = object()
 
@@ -518,6 +531,10 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
             d["port"] = h.port
         if h.sudo and not s.sudo:
             d["sudo"] = True
+        if h.etcd_image:
+            d["etcd_image"] = h.etcd_image
+        if h.etcd_binary:
+            d["etcd_binary"] = h.etcd_binary
         hosts.append(d)
     if inv.snapshots is not None:
         sn = inv.snapshots
@@ -767,6 +784,8 @@ class _Checker:
                     user=self.user(m, p, "user", ssh.user),
                     port=self.port(m, p, "port", ssh.port),
                     sudo=self.boolean(m, p, "sudo", False) or ssh.sudo,
+                    etcd_image=self.string(m, p, "etcd_image", None),
+                    etcd_binary=self.host_path(m, p, "etcd_binary", None),
                 )
             )
         if out and not any(h.is_voter for h in out) and not any("roles" in q for q in self.problems):

@@ -412,10 +412,18 @@ class ProcessRuntime:
 
 
 def runtime_for(
-    inv: Inventory, executor: Executor, *, docker: str = "docker"
+    inv: Inventory,
+    executor: Executor,
+    *,
+    docker: str = "docker",
+    host: Host | None = None,
+    image: str | None = None,
+    binary: str | None = None,
 ) -> DockerRuntime | ProcessRuntime:
-    """The runtime the inventory says the members use, over executor."""
+    """The runtime the inventory says the members use, over executor. With host, its own
+    etcd_image/etcd_binary apply; image/binary (a caller's explicit choice) win over both."""
     e = inv.etcd
     if e.runtime == RuntimeKind.DOCKER:
-        return DockerRuntime(executor, e.container, e.image, docker=docker)
-    return ProcessRuntime(executor, e.binary)
+        img = image or (inv.etcd_image_for(host) if host else e.image)
+        return DockerRuntime(executor, e.container, img, docker=docker)
+    return ProcessRuntime(executor, binary or (inv.etcd_binary_for(host) if host else e.binary))

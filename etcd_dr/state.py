@@ -202,26 +202,23 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Clust
     voters = [m for m in listed if not m.is_learner]
     needed = len(voters) // 2 + 1 if voters else 1
     answering = [m for m in voters if m.status is not None]
-    # quorum: a majority of voters answer AND agree on one leader that is itself a voter
+    # quorum: a majority of voters answer AND agree on one leader that is a voter and answers itself
+    # (for up to an election timeout, survivors still name a leader that just died)
     id_to_name = {m.member_id: m.name for m in listed if m.member_id is not None}
     leader_votes: dict[int, int] = {}
     for m in answering:
         if m.status and m.status.leader:
             leader_votes[m.status.leader] = leader_votes.get(m.status.leader, 0) + 1
     leader_id, votes = max(leader_votes.items(), key=lambda kv: kv[1], default=(0, 0))
-    leader_is_voter = any(m.member_id == leader_id for m in voters)
-    quorum = len(answering) >= needed and votes >= needed and leader_is_voter
+    leader_answers = any(m.member_id == leader_id for m in answering)
+    quorum = len(answering) >= needed and votes >= needed and leader_answers
     leader = id_to_name.get(leader_id) if quorum else None
 
     reachable = [m for m in members if m.status is not None]
-    most = (
-        max(
-            reachable,
-            key=lambda m: (m.status.raft_index, m.status.raft_applied_index, not m.is_learner),
-            default=None,
-        )
-        if reachable
-        else None
+    most = max(
+        reachable,
+        key=lambda m: (m.status.raft_index, m.status.raft_applied_index, not m.is_learner),
+        default=None,
     )
 
     verdict = _verdict(quorum, len(voters), len(answering), leader, most, members, g.member_list_source)
@@ -264,7 +261,10 @@ def _verdict(
     role = "learner " if most.is_learner else ""
     best = f"{role}{most.name} has the highest raft index {most.status.raft_index}"
     if answering >= voters // 2 + 1:
-        s = f"quorum lost: {answering} of {voters} voters answer but do not agree on a leader; {best}"
+        s = (
+            f"no leader: {answering} of {voters} voters answer, enough for quorum, but none leads "
+            f"(an election under way, or a partition); {best}"
+        )
     else:
         s = f"quorum lost: {answering} of {voters} voters reachable, {best}"
     if source is MemberListSource.INVENTORY:

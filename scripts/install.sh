@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (the lab needs network namespaces)" >&2; exit 2; }
 
 need=()
-for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:docker.io ip:iproute2 nsenter:util-linux sudo:sudo; do
+for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:docker.io ip:iproute2 nsenter:util-linux sudo:sudo openssl:openssl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
+# GNU time (peak RSS in benchmarks/): `command -v time` finds the shell keyword, so test the file
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   apt-get update -qq

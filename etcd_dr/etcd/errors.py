@@ -70,6 +70,10 @@ class NoLeader(EtcdRequestError):
     """`etcdserver: no leader` / `leader changed`: an election is under way or quorum is lost."""
 
 
+class RevisionCompacted(EtcdRequestError):
+    """`mvcc: required revision has been compacted`: the member no longer holds that revision."""
+
+
 # Longest match first: "can only promote a learner member" is a prefix of the in-sync message.
 _BY_DETAILS: tuple[tuple[str, type[EtcdError]], ...] = (
     ("can only promote a learner member which is in sync with leader", LearnerNotInSync),
@@ -81,6 +85,7 @@ _BY_DETAILS: tuple[tuple[str, type[EtcdError]], ...] = (
     ("etcdserver: request timed out", EtcdTimeout),
     ("etcdserver: no leader", NoLeader),
     ("etcdserver: leader changed", NoLeader),
+    ("mvcc: required revision has been compacted", RevisionCompacted),
 )
 
 

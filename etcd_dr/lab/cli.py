@@ -26,7 +26,9 @@ from etcd_dr.lab.config import (
 
 UP_HELP = """Build the lab: hosts master1-3, node1, node2 (addresses .11 .12 .13 .21 .22 of the subnet, bridge
 .1), each with sshd and dockerd, a kube-ca and member certificates at RKE's paths, and etcd voters on
-master1-3 (container `etcd` or, with --runtime process, a unit started at boot). Always a fresh lab:
+master1-3 (container `etcd` or, with --runtime process, a unit started at boot); with --learner, node1
+then joins as a learner through `etcd-dr learner add` (its certificate signed with the kube-ca key the
+lab keeps on the masters, at /etc/kubernetes/ssl/kube-ca-key.pem). Always a fresh lab:
 whatever an earlier lab with this prefix left (also a lab that is up) is torn down first, its disks
 wiped. --resume instead boots the hosts again on the disks `lab down` kept. Writes
 <dir>/inventory.yaml, which every other etcd-dr command uses when given no inventory.
@@ -61,7 +63,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             dir=args.dir or env_lab_dir(prefix),
             etcd=EtcdSeries(args.etcd),
             runtime=RuntimeKind(args.runtime),
+            learner_etcd=EtcdSeries(args.learner_etcd or args.etcd) if args.learner else None,
         )
+    if args.learner_etcd and not args.learner:
+        raise InputError("--learner-etcd needs --learner (node1 joins as a learner only when asked)")
     t0 = time.monotonic()
     state = lifecycle.up(cfg, resume=args.resume, say=print)
     c = state.config
@@ -164,6 +169,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--subnet", default=None, help=f"an IPv4 /24 (default: $ETCD_DR_LAB_SUBNET or {DEFAULT_SUBNET})"
     )
     p.add_argument("--resume", action="store_true", help="boot the kept disks of a lab that is down")
+    p.add_argument(
+        "--learner",
+        action="store_true",
+        help="then add node1 as an etcd learner with `etcd-dr learner add` (inventory role etcd-learner)",
+    )
+    p.add_argument(
+        "--learner-etcd",
+        choices=[e.value for e in EtcdSeries],
+        default=None,
+        help="etcd series of node1's learner (default: --etcd); 3.4 voters + a 3.5 learner: the incident",
+    )
     p.set_defaults(func=cmd_up)
 
     p = lsub.add_parser("down", help="power every host off and remove the network; disks stay")

@@ -8,7 +8,7 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from etcd_dr.errors import InputError
@@ -44,8 +44,8 @@ class HostSpec:
         return Role.ETCD in self.roles or Role.ETCD_LEARNER in self.roles
 
 
-# The source incident's topology: three voters, node1 in the other data center (a later issue makes
-# it a learner), node2 a worker.
+# The source incident's topology: three voters, node1 in the other data center (a learner with
+# `lab up --learner`: see LabConfig.roles), node2 a worker.
 HOSTS: tuple[HostSpec, ...] = (
     HostSpec("master1", "m1", 11, frozenset({Role.ETCD, Role.CONTROLPLANE})),
     HostSpec("master2", "m2", 12, frozenset({Role.ETCD, Role.CONTROLPLANE})),
@@ -54,6 +54,7 @@ HOSTS: tuple[HostSpec, ...] = (
     HostSpec("node2", "n2", 22, frozenset({Role.WORKER})),
 )
 HOST_NAMES = tuple(h.name for h in HOSTS)
+LEARNER_HOST = "node1"
 
 
 class EtcdSeries(enum.StrEnum):
@@ -68,6 +69,7 @@ class LabConfig:
     dir: Path = field(default_factory=lambda: default_lab_dir(DEFAULT_PREFIX))
     etcd: EtcdSeries = EtcdSeries.V3_4
     runtime: RuntimeKind = RuntimeKind.DOCKER
+    learner_etcd: EtcdSeries | None = None  # node1 joins as a learner running this etcd (lab up --learner)
 
     def __post_init__(self) -> None:
         validate_prefix(self.prefix)
@@ -76,6 +78,8 @@ class LabConfig:
         object.__setattr__(self, "dir", validate_dir(Path(self.dir)))
         object.__setattr__(self, "etcd", EtcdSeries(self.etcd))
         object.__setattr__(self, "runtime", RuntimeKind(self.runtime))
+        if self.learner_etcd is not None:
+            object.__setattr__(self, "learner_etcd", EtcdSeries(self.learner_etcd))
 
     # --- names (all derived from the prefix, so two labs with different prefixes never collide)
     @property
@@ -95,6 +99,13 @@ class LabConfig:
             if h.name == name:
                 return h
         raise InputError(f"no lab host named {name!r} (hosts: {', '.join(HOST_NAMES)})")
+
+    def roles(self, host: str) -> frozenset[Role]:
+        """The host's roles in this lab: node1 is an etcd learner when the lab has one."""
+        spec = self.host(host)
+        if host == LEARNER_HOST and self.learner_etcd is not None:
+            return spec.roles | {Role.ETCD_LEARNER}
+        return spec.roles
 
     def address(self, host: str) -> str:
         return str(self.network.network_address + self.host(host).octet)
@@ -133,18 +144,20 @@ class LabConfig:
     def host_dir(self, host: str) -> Path:
         return self.dir / "hosts" / host
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | None]:
         d = asdict(self)
-        return {k: str(v) for k, v in d.items()}
+        return {k: (None if v is None else str(v)) for k, v in d.items()}
 
     @classmethod
-    def from_json(cls, d: dict[str, str]) -> LabConfig:
+    def from_json(cls, d: dict[str, str | None]) -> LabConfig:
+        learner = d.get("learner_etcd")
         return cls(
-            prefix=d["prefix"],
-            subnet=d["subnet"],
-            dir=Path(d["dir"]),
+            prefix=str(d["prefix"]),
+            subnet=str(d["subnet"]),
+            dir=Path(str(d["dir"])),
             etcd=EtcdSeries(d["etcd"]),
             runtime=RuntimeKind(d["runtime"]),
+            learner_etcd=EtcdSeries(learner) if learner else None,
         )
 
 
@@ -223,6 +236,7 @@ class LabState:
     image: str | None = None
     etcd_version: str | None = None
     etcd_bindir: str | None = None
+    learner_version: str | None = None  # full version of node1's learner etcd, when the lab has one
 
     def with_host(self, name: str, proc: HostProc | None) -> LabState:
         hosts = dict(self.hosts)
@@ -230,7 +244,7 @@ class LabState:
             hosts.pop(name, None)
         else:
             hosts[name] = proc
-        return LabState(self.config, hosts, self.image, self.etcd_version, self.etcd_bindir)
+        return replace(self, hosts=hosts)
 
     def save(self) -> None:
         self.config.dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +254,7 @@ class LabState:
             "image": self.image,
             "etcd_version": self.etcd_version,
             "etcd_bindir": self.etcd_bindir,
+            "learner_version": self.learner_version,
         }
         tmp = self.config.state_path.with_suffix(".part")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -262,6 +277,7 @@ class LabState:
             image=data.get("image"),
             etcd_version=data.get("etcd_version"),
             etcd_bindir=data.get("etcd_bindir"),
+            learner_version=data.get("learner_version"),
         )
 
 

@@ -11,7 +11,21 @@ from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, Ru
 from etcd_dr.lab.config import HOSTS, LabConfig
 
 
-def inventory_dict(cfg: LabConfig, *, image: str | None, binary: str) -> dict:
+def _host_dict(cfg: LabConfig, name: str, learner_runs: str | None) -> dict:
+    d: dict[str, object] = {
+        "name": name,
+        "address": cfg.address(name),
+        "roles": [r.value for r in Role if r in cfg.roles(name)],
+    }
+    if Role.ETCD_LEARNER in cfg.roles(name) and learner_runs:
+        d["etcd_image" if cfg.runtime == RuntimeKind.DOCKER else "etcd_binary"] = learner_runs
+    return d
+
+
+def inventory_dict(
+    cfg: LabConfig, *, image: str | None, binary: str, learner_runs: str | None = None
+) -> dict:
+    """learner_runs: the image (docker) or binary (process) of node1's learner, when the lab has one."""
     etcd: dict[str, object] = {
         "runtime": cfg.runtime.value,
         "container": "etcd",
@@ -48,19 +62,20 @@ def inventory_dict(cfg: LabConfig, *, image: str | None, binary: str) -> dict:
             "sudo": False,
         },
         "etcd": etcd,
-        "hosts": [
-            {"name": h.name, "address": cfg.address(h.name), "roles": [r.value for r in Role if r in h.roles]}
-            for h in HOSTS
-        ],
+        "hosts": [_host_dict(cfg, h.name, learner_runs) for h in HOSTS],
     }
 
 
-def write_inventory(cfg: LabConfig, *, image: str | None, binary: str) -> Path:
+def write_inventory(
+    cfg: LabConfig, *, image: str | None, binary: str, learner_runs: str | None = None
+) -> Path:
     text = (
         f"# etcd-dr lab inventory (prefix {cfg.prefix}, subnet {cfg.subnet}), written by `etcd-dr lab up`.\n"
         "# Paths are relative to this file's directory.\n"
         + yaml.safe_dump(
-            inventory_dict(cfg, image=image, binary=binary), sort_keys=False, default_flow_style=None
+            inventory_dict(cfg, image=image, binary=binary, learner_runs=learner_runs),
+            sort_keys=False,
+            default_flow_style=None,
         )
     )
     tmp = cfg.inventory_path.with_suffix(".part")
@@ -69,12 +84,22 @@ def write_inventory(cfg: LabConfig, *, image: str | None, binary: str) -> Path:
     return cfg.inventory_path
 
 
-def lab_inventory(cfg: LabConfig, *, image: str | None, binary: str) -> Inventory:
+def lab_inventory(
+    cfg: LabConfig, *, image: str | None, binary: str, learner_runs: str | None = None
+) -> Inventory:
     """The same inventory as an object (without going through the YAML loader)."""
     files = cfg.certs_dir
+
+    def host(name: str) -> Host:
+        roles = cfg.roles(name)
+        extra = {}
+        if Role.ETCD_LEARNER in roles and learner_runs:
+            extra = {"etcd_image" if cfg.runtime == RuntimeKind.DOCKER else "etcd_binary": learner_runs}
+        return Host(name, cfg.address(name), roles, **extra)
+
     return Inventory(
         cluster=f"lab-{cfg.prefix}",
-        hosts=tuple(Host(h.name, cfg.address(h.name), h.roles) for h in HOSTS),
+        hosts=tuple(host(h.name) for h in HOSTS),
         etcd=EtcdSettings(
             runtime=cfg.runtime,
             client=ClientTLS(

@@ -10,15 +10,15 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from etcd_dr.errors import InputError
 from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
 from etcd_dr.executor import audit_log_for
-from etcd_dr.inventory import Inventory, RuntimeKind
+from etcd_dr.inventory import Inventory, Role, RuntimeKind
 from etcd_dr.lab import hosts, images, members, net
-from etcd_dr.lab.config import HOSTS, LabConfig, LabState, env_lab_dir
+from etcd_dr.lab.config import HOSTS, LEARNER_HOST, LabConfig, LabState, env_lab_dir
 from etcd_dr.lab.console import ConsoleExecutor
 from etcd_dr.lab.inventory_file import lab_inventory, write_inventory
 from etcd_dr.runtime import DockerRuntime, InitialClusterState, MemberSpec, ProcessRuntime
@@ -52,21 +52,37 @@ def console(state: LabState, host: str) -> ConsoleExecutor:
 
 
 def inventory_of(state: LabState) -> Inventory:
-    return lab_inventory(state.config, image=state.image, binary=_host_binary(state))
+    return lab_inventory(
+        state.config, image=state.image, binary=_host_binary(state), learner_runs=_learner_runs(state)
+    )
+
+
+def _binary_of(version: str | None) -> str:
+    """Where the process runtime's etcd lives on the hosts: the system's 3.4, or an installed 3.5."""
+    if version and not version.startswith("3.4"):
+        return f"/opt/etcd-{version}/bin/etcd"
+    return "/usr/bin/etcd"
 
 
 def _host_binary(state: LabState) -> str:
-    """Where the process runtime's etcd lives on the hosts: the system's 3.4, or an installed 3.5."""
-    if state.etcd_version and not state.etcd_version.startswith("3.4"):
-        return f"/opt/etcd-{state.etcd_version}/bin/etcd"
-    return "/usr/bin/etcd"
+    return _binary_of(state.etcd_version)
+
+
+def _learner_runs(state: LabState) -> str | None:
+    """What node1's learner runs (image or binary), when the lab has one."""
+    v = state.learner_version
+    if v is None:
+        return None
+    return f"{images.IMAGE_REPO}:{v}" if state.config.runtime == RuntimeKind.DOCKER else _binary_of(v)
 
 
 def runtime(state: LabState, host: str) -> DockerRuntime | ProcessRuntime:
     ex = console(state, host)
+    inv = inventory_of(state)
+    h = inv.host(host)
     if state.config.runtime == RuntimeKind.DOCKER:
-        return DockerRuntime(ex, "etcd", state.image, docker=images.DOCKER)
-    return ProcessRuntime(ex, _host_binary(state))
+        return DockerRuntime(ex, "etcd", inv.etcd_image_for(h), docker=images.DOCKER)
+    return ProcessRuntime(ex, inv.etcd_binary_for(h))
 
 
 def clean(cfg: LabConfig, state: LabState | None, say: Say) -> None:
@@ -117,11 +133,13 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     hosts.prepare(cfg)
     net.up(cfg)
     clock(f"network up: bridge {cfg.bridge} {cfg.gateway}, {len(HOSTS)} namespaces")
+    learner_bins = ensure_binaries(cfg.learner_etcd.value) if cfg.learner_etcd else None
     state = LabState(
         cfg,
         image=images.image_tag(bins) if cfg.runtime == RuntimeKind.DOCKER else None,
         etcd_version=bins.version,
         etcd_bindir=str(bins.bindir),
+        learner_version=learner_bins.version if learner_bins else None,
     )
     for h in HOSTS:
         proc = hosts.boot(cfg, h.name)
@@ -138,11 +156,41 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     clock("dockerd up on every host")
     if not resume:
         _provision(state, bins, exs, clock)
+        if learner_bins is not None:
+            _provision_learner(state, learner_bins, exs[LEARNER_HOST], clock)
     inv = inventory_of(state)
-    waited = members.wait_healthy(bins.etcdctl, members.etcdctl_env(cfg, inv))
-    clock(f"etcd healthy on {len(inv.etcd_hosts)} members ({waited:.2f} s after start)")
-    write_inventory(cfg, image=state.image, binary=_host_binary(state))
+    # voters only: `endpoint health` is a linearizable read, which a learner refuses
+    waited = members.wait_healthy(bins.etcdctl, members.etcdctl_env(cfg, inv, hosts=inv.voters))
+    clock(f"etcd healthy on {len(inv.voters)} voters ({waited:.2f} s after start)")
+    write_inventory(cfg, image=state.image, binary=_host_binary(state), learner_runs=_learner_runs(state))
+    if learner_bins is not None and not resume:
+        _add_learner(state, clock)
     return state
+
+
+def _provision_learner(state: LabState, bins: EtcdBinaries, ex: ConsoleExecutor, clock: Say) -> None:
+    """What an operator would have on node1 before adding it: the learner's etcd image or binary."""
+    cfg = state.config
+    if cfg.runtime == RuntimeKind.DOCKER:
+        rootfs = images.build_rootfs(bins, cfg.images_dir / f"etcd-{bins.version}.tar")
+        images.load(ex, rootfs, images.image_tag(bins), visible_on_host=True)
+        clock(f"image {images.image_tag(bins)} on {LEARNER_HOST}")
+    elif not bins.version.startswith("3.4"):
+        members.install_binaries(bins, ex)
+        clock(f"etcd {bins.version} installed in /opt/etcd-{bins.version} on {LEARNER_HOST}")
+
+
+def _add_learner(state: LabState, clock: Say) -> None:
+    """node1 joins through the product's own learner add (SSH, the CA read from master1), not a
+    lab shortcut; the inventory just written names it etcd-learner."""
+    from etcd_dr.inventory import load_inventory
+    from etcd_dr.learner import add_learner
+
+    inv = load_inventory(state.config.inventory_path)
+    res = add_learner(inv, LEARNER_HOST, say=lambda m: clock(f"learner: {m}"))
+    if not res.ok:
+        raise members.LabEtcdError(f"{LEARNER_HOST} did not join as a learner: {res.verdict}")
+    clock(res.verdict)
 
 
 def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecutor], clock: Say) -> None:
@@ -161,7 +209,10 @@ def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecut
         clock(f"etcd {bins.version} installed in /opt/etcd-{bins.version} on every host")
     ca = members.make_certs(cfg)
     for h in HOSTS:
-        members.install_host_certs(cfg, ca, h.name, exs[h.name], member=h.runs_etcd)
+        # node1's learner certificate is issued by `learner add` itself (with the key on the masters)
+        members.install_host_certs(
+            cfg, ca, h.name, exs[h.name], member=h.runs_etcd, ca_key=Role.CONTROLPLANE in h.roles
+        )
     clock("kube-ca and member certificates installed")
     inv = inventory_of(state)
     voters = inv.voters
@@ -188,7 +239,7 @@ def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:
         clock(f"lab '{cfg.prefix}' down ({n} processes killed), disks and keys wiped")
     else:
         if state is not None:
-            LabState(state.config, {}, state.image, state.etcd_version, state.etcd_bindir).save()
+            replace(state, hosts={}).save()
         clock(f"lab '{cfg.prefix}' down ({n} processes killed), disks kept in {cfg.dir / 'hosts'}")
 
 
@@ -263,7 +314,7 @@ def status(cfg: LabConfig) -> list[HostStatus]:
         proc = state.hosts.get(h.name)
         on = hosts.is_up(proc)
         etcd = None
-        if on and h.runs_etcd:
+        if on and (h.runs_etcd or Role.ETCD_LEARNER in cfg.roles(h.name)):
             try:
                 etcd = runtime(state, h.name).is_running()
             except Exception:  # a status line must not fail on one host

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from etcd_dr.certs import CertKeyPair, issue_cert, new_ca
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcdbin import EtcdBinaries
 from etcd_dr.executor import Executor
-from etcd_dr.inventory import Inventory
+from etcd_dr.inventory import Host, Inventory
 from etcd_dr.lab.config import HOSTS, LabConfig
 
 CERT_DIR = "/etc/kubernetes/ssl"  # RKE's
@@ -58,11 +58,17 @@ def make_certs(cfg: LabConfig) -> CertKeyPair:
     return ca
 
 
-def install_host_certs(cfg: LabConfig, ca: CertKeyPair, host: str, ex: Executor, *, member: bool) -> None:
+def install_host_certs(
+    cfg: LabConfig, ca: CertKeyPair, host: str, ex: Executor, *, member: bool, ca_key: bool = False
+) -> None:
     """kube-ca.pem on every host; a member certificate (IP + name SANs, server and client auth) on
-    the hosts that run etcd, named after the address like RKE: kube-etcd-10-231-0-11.pem."""
+    the hosts that run etcd, named after the address like RKE: kube-etcd-10-231-0-11.pem. ca_key
+    (the masters): kube-ca-key.pem too (0600), where the inventory's default `ca:` reads it to sign
+    a new member's certificate. A real RKE cluster keeps that key in cluster.rkestate instead."""
     ex.run(["mkdir", "-p", CERT_DIR])
     ex.put(ca.cert_pem, f"{CERT_DIR}/kube-ca.pem", reason="install kube-ca")
+    if ca_key:
+        ex.put(ca.key_pem, f"{CERT_DIR}/kube-ca-key.pem", mode=0o600, reason="install kube-ca key")
     if member:
         ip = cfg.address(host)
         pair = issue_cert(
@@ -84,11 +90,14 @@ def install_binaries(bins: EtcdBinaries, ex: Executor) -> str:
     return f"{d}/etcd"
 
 
-def etcdctl_env(cfg: LabConfig, inv: Inventory) -> dict[str, str]:
+def etcdctl_env(cfg: LabConfig, inv: Inventory, hosts: Sequence[Host] | None = None) -> dict[str, str]:
+    """etcdctl's environment for the lab; endpoints of `hosts` (default: every etcd host)."""
     files = client_files(cfg)
     return {
         "ETCDCTL_API": "3",
-        "ETCDCTL_ENDPOINTS": ",".join(inv.client_url(h) for h in inv.etcd_hosts),
+        "ETCDCTL_ENDPOINTS": ",".join(
+            inv.client_url(h) for h in (inv.etcd_hosts if hosts is None else hosts)
+        ),
         "ETCDCTL_CACERT": str(files.ca_cert),
         "ETCDCTL_CERT": str(files.cert),
         "ETCDCTL_KEY": str(files.key),

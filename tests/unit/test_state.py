@@ -103,6 +103,22 @@ def test_a_survivor_that_still_believes_in_a_dead_leader_is_not_quorum() -> None
     assert s.voters_answering == 1
 
 
+def test_survivors_naming_a_dead_leader_have_no_quorum_yet() -> None:
+    # master2 led and just lost power; master1 and master3 still name it until they elect anew
+    g = gathered(
+        {
+            "master1": status("master1", "master2", 300),
+            "master2": "context deadline exceeded",
+            "master3": status("master3", "master2", 301),
+            "node1": status("node1", "master2", 299, learner=True),
+        }
+    )
+    s = assess(INV, g)
+    assert not s.quorum and s.leader is None
+    assert s.verdict.startswith("no leader: 2 of 3 voters answer, enough for quorum, but none leads")
+    assert s.verdict.endswith("master3 has the highest raft index 301")
+
+
 def test_only_the_learner_answers() -> None:
     g = gathered(
         {"master1": "x", "master2": "x", "master3": "x", "node1": status("node1", None, 900, True)},

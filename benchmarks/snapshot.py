@@ -1,0 +1,193 @@
+"""`etcd-dr snapshot` vs `etcdctl snapshot save`: wall time and peak RSS, at ~100 MB and >= 1 GiB.
+
+Starts a one-member TLS etcd on 127.0.0.1 (LocalCluster, ports 23000-23999), fills it with 1 MiB
+random values by parallel puts (the fill time is printed), writes an inventory for it, and then, at
+each size, alternates fresh processes of
+
+  etcdctl   `etcdctl snapshot save FILE`
+  take      `etcd-dr snapshot --no-verify` (stream + trailing-sha256 check + fsync + catalog)
+  full      `etcd-dr snapshot` (also: sha256 re-read, `snapshot status`, trial restore into a
+            throwaway etcd + HashKV at the snapshot's revision on both), fewer rounds
+
+and prints medians. Peak RSS comes from /usr/bin/time (Debian package `time`): wait4 on a child
+forked from this big interpreter would report at least the parent's RSS. For `full` it includes the
+throwaway etcd (a reaped descendant), whose RSS counts the db pages it maps. A benchmark: it prints
+figures and asserts nothing about speed.
+
+    .venv/bin/python benchmarks/snapshot.py --sizes 110,1100 --rounds 5 --full-rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from etcd_dr.certs import issue_cert, new_ca
+from etcd_dr.etcd.localcluster import LocalCluster
+from etcd_dr.etcdbin import ensure_binaries
+
+ETCD_DR = [sys.executable, "-m", "etcd_dr.cli", "snapshot"]
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of one fresh child process, via /usr/bin/time."""
+    t0 = time.monotonic()
+    p = subprocess.run(["/usr/bin/time", "-f", "RSSKB=%M", *argv], capture_output=True, env=env, check=False)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{argv[:4]} exited {p.returncode}: {p.stderr.decode(errors='replace')[-800:]}")
+    m = re.search(rb"RSSKB=(\d+)", p.stderr)
+    if not m:
+        raise SystemExit("/usr/bin/time printed no RSS")
+    return wall, int(m.group(1)) * 1024, p.stdout.decode()
+
+
+def fill(cluster: LocalCluster, start: int, count: int, threads: int = 8) -> float:
+    value = os.urandom(1 << 20)  # random: bbolt stores it as is, so the db grows ~1 MB a put
+    t0 = time.monotonic()
+    with cluster.client(request_timeout=60.0) as c, cf.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: c.put(f"/bench/{i:06d}", value), range(start, start + count)))
+    return time.monotonic() - t0
+
+
+def write_inventory(cluster: LocalCluster, d: Path) -> Path:
+    (d / "keys").mkdir(parents=True, exist_ok=True)
+    (d / "keys/id").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")  # never used: no SSH here
+    (d / "keys/known_hosts").write_text("")
+    for name, data in (
+        ("ca.pem", cluster.ca.cert_pem),
+        ("client.pem", cluster.client_pair.cert_pem),
+        ("client-key.pem", cluster.client_pair.key_pem),
+    ):
+        (d / name).write_bytes(data)
+    node = cluster.nodes[0]
+    inv = {
+        "cluster": "bench",
+        "ssh": {"key_file": "keys/id", "known_hosts": "keys/known_hosts"},
+        "etcd": {
+            "runtime": "process",
+            "client_port": node.client_port,
+            "peer_port": node.peer_port,
+            "client": {"ca_cert": "ca.pem", "cert": "client.pem", "key": "client-key.pem"},
+        },
+        "snapshots": {"dir": "snapshots"},
+        "hosts": [{"name": "m1", "address": "127.0.0.1", "roles": ["etcd"]}],
+    }
+    path = d / "inventory.yaml"
+    path.write_text(yaml.safe_dump(inv))
+    return path
+
+
+def summary(name: str, rows: list[tuple[float, int]]) -> str:
+    walls = [r[0] for r in rows]
+    rss = [r[1] for r in rows]
+    return (
+        f"  {name:8s} wall median {statistics.median(walls):6.2f} s "
+        f"(min {min(walls):.2f}, max {max(walls):.2f})"
+        f"  peak RSS median {statistics.median(rss) / 1e6:6.1f} MB (max {max(rss) / 1e6:.1f})"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--version", default="3.4")
+    ap.add_argument("--sizes", default="110,1100", help="db sizes in MB (cumulative fills), ascending")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--full-rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    bins = ensure_binaries(args.version)
+    root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-"))
+    ca = new_ca()
+    cluster = LocalCluster.launch(
+        bins,
+        root,
+        ca,
+        issue_cert(ca, "etcd-member", ips=("127.0.0.1",)),
+        issue_cert(ca, "bench-client", server=False),
+        size=1,
+    )
+    try:
+        inv = write_inventory(cluster, root)
+        snapdir = root / "snapshots"
+        pki = root / "pki"
+        ep = cluster.endpoints[0]
+        ctl = [
+            str(bins.etcdctl),
+            f"--endpoints={ep}",
+            f"--cacert={pki / 'ca.pem'}",
+            f"--cert={root / 'client.pem'}",
+            f"--key={root / 'client-key.pem'}",
+            "snapshot",
+            "save",
+        ]
+        ctl_env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
+        filled = 0
+        for mb in (int(x) for x in args.sizes.split(",")):
+            secs = fill(cluster, filled, mb - filled)
+            with cluster.client() as c:
+                db = c.status(ep).db_size
+            print(
+                f"etcd {bins.version}: filled {mb - filled} MB in {secs:.1f} s; db {db / 1e6:.0f} MB",
+                flush=True,
+            )
+            filled = mb
+            res: dict[str, list[tuple[float, int]]] = {"etcdctl": [], "take": [], "full": []}
+            full_detail: list[str] = []
+            for i in range(args.rounds):
+                dest = root / "ctl.db"
+                w, rss, _ = run_child([*ctl, str(dest)], ctl_env)
+                res["etcdctl"].append((w, rss))
+                dest.unlink()
+                w, rss, out = run_child(
+                    [*ETCD_DR, "-i", str(inv), "--json", "--no-verify", "--no-offsite", "--no-prune",
+                     "--progress", "never"]
+                )  # fmt: skip
+                res["take"].append((w, rss))
+                Path(json.loads(out)["path"]).unlink()
+                if i < args.full_rounds:
+                    w, rss, out = run_child(
+                        [*ETCD_DR, "-i", str(inv), "--json", "--no-prune", "--progress", "never"]
+                    )
+                    rec = json.loads(out)
+                    if rec["verdict"] != "verified":
+                        raise SystemExit(f"not verified: {rec['reason']}")
+                    res["full"].append((w, rss))
+                    full_detail.append(rec["reason"])
+                    Path(rec["path"]).unlink()
+            print(f"db {db / 1e6:.0f} MB, alternating, {args.rounds} rounds ({args.full_rounds} full):")
+            for name, rows in res.items():
+                if rows:
+                    print(summary(name, rows))
+            ratio = statistics.median(r[0] for r in res["take"]) / statistics.median(
+                r[0] for r in res["etcdctl"]
+            )
+            print(
+                f"  take/etcdctl wall ratio {ratio:.2f}; "
+                f"full verdict: {full_detail[-1] if full_detail else '-'}"
+            )
+            shutil.rmtree(snapdir, ignore_errors=True)
+        _, base_rss, _ = run_child([sys.executable, "-c", "import etcd_dr.snapshots.cli"])
+        print(f"baseline: python + etcd-dr imports peak RSS {base_rss / 1e6:.1f} MB")
+    finally:
+        cluster.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

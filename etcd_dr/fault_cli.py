@@ -1,0 +1,116 @@
+"""`etcd-dr fault ...`: inject a rehearsal fault on a master, heal it, list what is active.
+
+Exit codes: 0 done (or nothing to do), 1 a step failed, 2 refused or bad input (nothing changed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from etcd_dr.cliutil import add_inventory_arg, inventory_from_args, table
+from etcd_dr.errors import InputError
+from etcd_dr.fault_steps import FaultRun, heal, inject, plan_injection
+from etcd_dr.faults import FaultLedger, FaultMode
+
+MODES = ", ".join(m.value for m in FaultMode)
+
+
+def _say(args: argparse.Namespace):
+    return (lambda _m: None) if args.json else print
+
+
+def _report(args: argparse.Namespace, run: FaultRun, verb: str) -> int:
+    if args.json:
+        print(json.dumps(run.to_json(), indent=2))
+    elif run.plan.refused:
+        pass  # said on stderr below
+    else:
+        state = "ok" if run.ok else "FAILED"
+        print(f"{verb} {state} in {run.duration_s:.2f} s: {run.plan.reason}")
+        if run.outcome is not None and run.outcome.failed is not None:
+            print(f"failed step: {run.outcome.failed.step.description}: {run.outcome.failed.error}")
+    if run.plan.refused:
+        print(f"etcd-dr: {run.plan.reason}", file=sys.stderr)
+        return 2
+    return 0 if run.ok else 1
+
+
+def _confirm(args: argparse.Namespace, host: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise InputError("fault injection is destructive: pass --yes to confirm (no terminal to ask on)")
+    answer = input(f"type {host} to inject this fault: ").strip()
+    if answer != host:
+        raise InputError(f"not confirmed (typed {answer!r}, expected {host!r}): nothing was changed")
+
+
+def cmd_kill_master(args: argparse.Namespace) -> int:
+    inv = inventory_from_args(args)
+    mode = FaultMode(args.mode)
+    kw = {"power_off_real_host": args.power_off_real_host, "say": _say(args)}
+    if args.dry_run or not args.yes:
+        plan, rec, _ctx, _ledger = plan_injection(inv, args.host, mode, **kw)
+        dry = FaultRun(plan, None, (rec,) if rec else (), 0.0)
+        if plan.refused:
+            return _report(args, dry, "fault")
+        if args.dry_run:
+            print(json.dumps(dry.to_json(), indent=2) if args.json else plan.render())
+            return 0
+        if not args.json:
+            print(plan.render())
+        _confirm(args, args.host)
+    return _report(args, inject(inv, args.host, mode, **kw), "fault")
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    inv = inventory_from_args(args)
+    run = heal(inv, args.host, say=_say(args))
+    return _report(args, run, "heal")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    inv = inventory_from_args(args)
+    faults = FaultLedger.for_inventory(inv).active()
+    if args.json:
+        print(json.dumps([f.to_json() for f in faults], indent=2))
+    elif not faults:
+        print("no active fault")
+    else:
+        rows = [(f.host, f.mode, f.via, f.injected_at, "yes" if f.reversible else "no", f.id) for f in faults]
+        print(table(("HOST", "MODE", "VIA", "INJECTED", "REVERSIBLE", "ID"), rows))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fault", help="inject rehearsal faults on masters and heal them")
+    fs = p.add_subparsers(dest="fault_command", metavar="ACTION", required=True)
+
+    k = fs.add_parser(
+        "kill-master",
+        help="take one etcd voter down (refused unless the inventory says rehearsal: true)",
+        description="power: the host vanishes (lab: cable out + every process killed; real host: "
+        "systemctl poweroff, only with --power-off-real-host, not healable remotely); etcd: the member "
+        "is killed, the host stays; network: the host is cut off (lab: cable out; real host: iptables "
+        "drops the client and peer ports, tagged so heal removes exactly those rules).",
+    )
+    add_inventory_arg(k)
+    k.add_argument("--host", required=True, help="the voter to take down, e.g. master1")
+    k.add_argument("--mode", choices=[m.value for m in FaultMode], default=FaultMode.POWER.value)
+    k.add_argument("--power-off-real-host", action="store_true", help="allow --mode power on a real host")
+    k.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    k.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    k.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    k.set_defaults(func=cmd_kill_master)
+
+    h = fs.add_parser("heal", help="undo the active faults (all, or one host's); idempotent")
+    add_inventory_arg(h)
+    h.add_argument("--host", default=None, help="heal only this host's faults")
+    h.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    h.set_defaults(func=cmd_heal)
+
+    ls = fs.add_parser("list", help="the active faults (the ledger beside the audit log)")
+    add_inventory_arg(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)

@@ -1,0 +1,453 @@
+"""Carrying fault plans out: the step handlers (lab controls, SSH), and inject()/heal(), which plan,
+record in the ledger and the audit log, and run the plan through etcd_dr.plans.execute."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from etcd_dr.audit import AuditLog
+from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.etcd.client import EtcdClient
+from etcd_dr.executor import Executor, audit_log_for, executor_for
+from etcd_dr.faults import FaultLedger, FaultMode, FaultRecord, Via, plan_fault, plan_heal
+from etcd_dr.fencing import port_answers
+from etcd_dr.inventory import Inventory
+from etcd_dr.plans import Outcome, Plan, Step, StepHandler, execute
+from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
+from etcd_dr.state import client_for
+
+if TYPE_CHECKING:
+    from etcd_dr.lab.config import LabConfig
+
+Say = Callable[[str], None]
+PROBE_TIMEOUT = 0.5  # "does not answer on 2379": a lab host that is up answers in milliseconds
+POWER_OFF_WAIT_S = 120
+
+
+class FaultStepError(EtcdDrError):
+    """A fault or heal step could not be carried out."""
+
+
+def lab_of(inv: Inventory) -> LabConfig | None:
+    """The lab's config when `inv` is the inventory a lab wrote (`<labdir>/inventory.yaml` beside its
+    state file, same cluster name), else None (real hosts). A lab that is down is an error: its
+    addresses must not be contacted then."""
+    if inv.source is None:
+        return None
+    from etcd_dr.lab import net
+    from etcd_dr.lab.config import LabState
+
+    state = LabState.load(Path(inv.source).parent)
+    if state is None:
+        return None
+    cfg = state.config
+    if cfg.inventory_path.resolve() != Path(inv.source).resolve() or inv.cluster != f"lab-{cfg.prefix}":
+        return None
+    if not net.link_exists(cfg.bridge):
+        raise InputError(
+            f"{inv.source} is the inventory of lab '{cfg.prefix}', which is down: run `etcd-dr lab up`"
+        )
+    return cfg
+
+
+@dataclass
+class Ctx:
+    """What the handlers share: one SSH connection per host and one etcd client for the whole run."""
+
+    inv: Inventory
+    lab: LabConfig | None  # when the inventory is a running lab's
+    audit: AuditLog | None
+    say: Say
+    _executors: dict[str, Executor] = field(default_factory=dict)
+    _client: EtcdClient | None = None
+
+    def executor(self, host: str) -> Executor:
+        if self.lab is not None:
+            from etcd_dr.lab import lifecycle
+
+            return lifecycle.console(lifecycle.load_state(self.lab), host)  # reads the host's PID afresh
+        if host not in self._executors:
+            self._executors[host] = executor_for(self.inv, host, audit=self.audit)
+        return self._executors[host]
+
+    def client(self) -> EtcdClient:
+        if self._client is None:
+            self._client = client_for(self.inv)
+        return self._client
+
+    def close(self) -> None:
+        for ex in self._executors.values():
+            ex.close()
+        self._executors.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def runtime(self, host: str) -> DockerRuntime | ProcessRuntime:
+        if self.lab is not None:
+            from etcd_dr.lab import lifecycle
+
+            return lifecycle.runtime(lifecycle.load_state(self.lab), host)
+        return runtime_for(self.inv, self.executor(host))
+
+    @property
+    def lab_cfg(self) -> LabConfig:
+        if self.lab is None:
+            raise FaultStepError("a lab control step in a plan for real hosts: plan again")
+        return self.lab
+
+    def answers(self, step: Step) -> bool:
+        return port_answers(str(step.params["address"]), int(str(step.params["port"])), PROBE_TIMEOUT)
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise FaultStepError(f"{what} not true after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+# --- lab controls --------------------------------------------------------------------------------
+
+
+class LabPowerOff:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def _on(self, host: str) -> bool:
+        from etcd_dr.lab import hosts, lifecycle
+
+        return hosts.is_up(lifecycle.load_state(self.c.lab_cfg).hosts.get(host))
+
+    def done(self, step: Step) -> bool:
+        return not self._on(str(step.host)) and not self.c.answers(step)
+
+    def run(self, step: Step) -> None:
+        from etcd_dr.lab import lifecycle
+
+        lifecycle.power_off(self.c.lab_cfg, str(step.host), say=self.c.say)
+
+
+class LabPowerOn(LabPowerOff):
+    def done(self, step: Step) -> bool:
+        from etcd_dr.lab import hosts, net
+
+        cfg = self.c.lab_cfg
+        return (
+            self._on(str(step.host))
+            and bool(net.link_is_up(cfg, str(step.host)))
+            and (hosts.wait_port(str(step.params["address"]), 22, PROBE_TIMEOUT))
+        )
+
+    def run(self, step: Step) -> None:
+        from etcd_dr.lab import lifecycle, net
+
+        if self._on(str(step.host)):  # on but unplugged (a crash between boot and plug): plug only
+            net.set_link(self.c.lab_cfg, str(step.host), up=True)
+        else:
+            lifecycle.power_on(self.c.lab_cfg, str(step.host), say=self.c.say)
+
+
+class LabLink:
+    def __init__(self, c: Ctx, plugged: bool) -> None:
+        self.c, self.plugged = c, plugged
+
+    def done(self, step: Step) -> bool:
+        from etcd_dr.lab import net
+
+        up = net.link_is_up(self.c.lab_cfg, str(step.host))
+        if self.plugged:
+            return bool(up)
+        return up is False and not self.c.answers(step)
+
+    def run(self, step: Step) -> None:
+        from etcd_dr.lab import lifecycle
+
+        lifecycle.set_plugged(self.c.lab_cfg, str(step.host), self.plugged, say=self.c.say)
+
+
+# --- over SSH (or the lab's console) -------------------------------------------------------------
+
+
+class EtcdKill:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        return not self.c.runtime(str(step.host)).is_running() and not self.c.answers(step)
+
+    def run(self, step: Step) -> None:
+        # a kill, not a stop: a leader whose peers are gone stalls the whole stop timeout (NOTES)
+        self.c.runtime(str(step.host)).kill()
+        _wait(lambda: not self.c.answers(step), 10, f"{step.host} silent on {step.params['port']}")
+
+
+class EtcdStart:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        return self.c.runtime(str(step.host)).is_running()
+
+    def run(self, step: Step) -> None:
+        self.c.runtime(str(step.host)).restart()
+
+
+_COUNT_TAGGED = 'n=$("$1" -w 5 -S | grep -cF -- "--comment $2"); echo "$n"'
+_DELETE_TAGGED = (
+    '"$1" -w 5 -S | grep -F -- "--comment $2" | sed "s/^-A /-D /" | '
+    'while read -r rule; do "$1" -w 5 $rule || exit 1; done'
+)
+
+
+def _rules(step: Step) -> list[list[str]]:
+    return [[str(a) for a in r] for r in step.params["rules"]]  # type: ignore[attr-defined]
+
+
+def _tagged_rules(ex: Executor, ipt: str, tag: str) -> int:
+    r = ex.run(["sh", "-c", _COUNT_TAGGED, "count", ipt, tag], reason=f"count iptables rules {tag}")
+    return int(r.stdout.strip() or 0)
+
+
+class IptablesDrop:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        rules = _rules(step)
+        ex = self.c.executor(str(step.host))
+        in_place = _tagged_rules(ex, rules[0][0], str(step.params["tag"])) == len(rules)
+        return in_place and not self.c.answers(step)
+
+    def run(self, step: Step) -> None:
+        ex = self.c.executor(str(step.host))
+        rules = _rules(step)
+        ipt, tag = rules[0][0], str(step.params["tag"])
+        # a re-run after a crash half way: start from none of ours, never from a duplicate
+        ex.run(["sh", "-c", _DELETE_TAGGED, "undrop", ipt, tag], reason=f"remove iptables rules {tag}")
+        for argv in rules:
+            ex.run(argv, reason=f"fault: drop etcd ports ({tag})")
+
+
+class IptablesUndrop:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        ex = self.c.executor(str(step.host))
+        return _tagged_rules(ex, str(step.params["iptables"]), str(step.params["tag"])) == 0
+
+    def run(self, step: Step) -> None:
+        ex = self.c.executor(str(step.host))
+        ipt, tag = str(step.params["iptables"]), str(step.params["tag"])
+        ex.run(["sh", "-c", _DELETE_TAGGED, "undrop", ipt, tag], reason=f"heal: remove iptables rules {tag}")
+
+
+def _ssh_answers(c: Ctx, host: str) -> bool:
+    ex = None
+    try:
+        ex = executor_for(c.inv, host, audit=c.audit)
+        ex.run(["true"], timeout=5, reason="fault: is the host up")
+        return True
+    except EtcdDrError:
+        return False
+    finally:
+        if ex is not None:
+            ex.close()
+
+
+class PowerOffRealHost:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        return not self.c.answers(step) and not _ssh_answers(self.c, str(step.host))
+
+    def run(self, step: Step) -> None:
+        ex = self.c.executor(str(step.host))
+        # detached and delayed a second, so the SSH command returns before the host goes
+        script = "setsid sh -c 'sleep 1; systemctl poweroff || poweroff -f' </dev/null >/dev/null 2>&1 &"
+        ex.run(["sh", "-c", script], timeout=15, reason="fault: power off a real host")
+        _wait(lambda: not _ssh_answers(self.c, str(step.host)), POWER_OFF_WAIT_S, f"{step.host} off")
+
+
+class AwaitPowerOn:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        return _ssh_answers(self.c, str(step.host))
+
+    def run(self, step: Step) -> None:
+        raise FaultStepError(
+            f"{step.host} was powered off and cannot be powered on remotely: power it on at its console "
+            "(IPMI, hypervisor), then run `etcd-dr fault heal` again"
+        )
+
+
+class WaitMember:
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def _healthy(self, step: Step) -> bool:
+        # a linearizable read through this member: a stale leader id in its Status would not do
+        try:
+            self.c.client().member_list(linearizable=True, endpoint=str(step.params["endpoint"]), timeout=2.0)
+        except EtcdDrError:
+            return False
+        return True
+
+    def done(self, step: Step) -> bool:
+        return self._healthy(step)
+
+    def run(self, step: Step) -> None:
+        timeout = float(step.params["timeout_s"])
+        _wait(lambda: self._healthy(step), timeout, f"{step.host} answers and follows a leader")
+
+
+def handlers(c: Ctx) -> dict[str, StepHandler]:
+    return {
+        "lab-power-off": LabPowerOff(c),
+        "lab-power-on": LabPowerOn(c),
+        "lab-unplug": LabLink(c, plugged=False),
+        "lab-plug": LabLink(c, plugged=True),
+        "etcd-kill": EtcdKill(c),
+        "etcd-start": EtcdStart(c),
+        "iptables-drop": IptablesDrop(c),
+        "iptables-undrop": IptablesUndrop(c),
+        "poweroff": PowerOffRealHost(c),
+        "await-power-on": AwaitPowerOn(c),
+        "wait-member": WaitMember(c),
+    }
+
+
+# --- inject / heal -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    """What inject() or heal() did: the plan, its outcome (None if refused or a dry run), the
+    records concerned, and the wall time."""
+
+    plan: Plan
+    outcome: Outcome | None
+    records: tuple[FaultRecord, ...]
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.plan.refused and (self.outcome is None or self.outcome.ok)
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "refused": self.plan.refused,
+            "reason": self.plan.reason,
+            "faults": [r.to_json() for r in self.records],
+            "plan": self.plan.to_json(),
+            "steps": self.outcome.to_json()["steps"] if self.outcome else [],
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _ctx(inv: Inventory, say: Say) -> tuple[Ctx, FaultLedger]:
+    ledger = FaultLedger.for_inventory(inv)
+    return Ctx(inv, lab_of(inv), audit_log_for(inv), say), ledger
+
+
+def plan_injection(
+    inv: Inventory, host: str, mode: FaultMode, *, power_off_real_host: bool = False, say: Say = print
+) -> tuple[Plan, FaultRecord | None, Ctx, FaultLedger]:
+    c, ledger = _ctx(inv, say)
+    plan, rec = plan_fault(
+        inv,
+        host,
+        mode,
+        via=Via.LAB if c.lab is not None else Via.SSH,
+        now=dt.datetime.now(dt.UTC),
+        active=ledger.active(),
+        power_off_real_host=power_off_real_host,
+    )
+    return plan, rec, c, ledger
+
+
+def inject(
+    inv: Inventory,
+    host: str,
+    mode: FaultMode,
+    *,
+    power_off_real_host: bool = False,
+    dry_run: bool = False,
+    say: Say = print,
+) -> FaultRun:
+    t0 = time.monotonic()
+    plan, rec, c, ledger = plan_injection(inv, host, mode, power_off_real_host=power_off_real_host, say=say)
+    recs = (rec,) if rec else ()
+    if plan.refused or dry_run or rec is None:
+        if plan.refused and c.audit is not None:
+            c.audit.event(
+                host=host, action="fault-inject", outcome="refused", reason=plan.reason, mode=str(mode)
+            )
+        return FaultRun(plan, None, recs, time.monotonic() - t0)
+    ledger.add(rec)  # first: a crash half way still leaves heal something to undo
+    try:
+        outcome = execute(plan, handlers(c), audit=c.audit, say=say)
+    finally:
+        c.close()
+    if c.audit is not None:
+        c.audit.event(
+            host=host,
+            action="fault-inject",
+            outcome="ok" if outcome.ok else "failed",
+            reason=plan.reason,
+            fault=rec.id,
+            mode=str(rec.mode),
+            via=str(rec.via),
+            duration_s=time.monotonic() - t0,
+        )
+    return FaultRun(plan, outcome, recs, time.monotonic() - t0)
+
+
+def heal(inv: Inventory, host: str | None = None, *, say: Say = print) -> FaultRun:
+    """Undo the active faults (of one host, or all). Idempotent: with none active it does nothing."""
+    t0 = time.monotonic()
+    c, ledger = _ctx(inv, say)
+    if host is not None:
+        inv.host(host)  # an unknown host is bad input, not "nothing to heal"
+    faults = tuple(f for f in ledger.active() if host is None or f.host == host)
+    plan = plan_heal(inv, faults)
+    if not faults:
+        return FaultRun(plan, None, (), time.monotonic() - t0)
+    try:
+        outcome = execute(plan, handlers(c), audit=c.audit, say=say)
+    finally:
+        c.close()
+    healed = [f for f in faults if _healed(outcome, f)]
+    ledger.remove([f.id for f in healed])
+    if c.audit is not None:
+        for f in faults:
+            c.audit.event(
+                host=f.host,
+                action="fault-heal",
+                outcome="ok" if f in healed else "failed",
+                reason=plan.reason,
+                fault=f.id,
+                mode=str(f.mode),
+                via=str(f.via),
+                duration_s=time.monotonic() - t0,
+            )
+    return FaultRun(plan, outcome, faults, time.monotonic() - t0)
+
+
+def _healed(outcome: Outcome, f: FaultRecord) -> bool:
+    mine = [r for r in outcome.results if r.step.params.get("fault") == f.id]
+    return bool(mine) and all(r.state.value in ("done", "skipped") for r in mine)
+
+
+__all__ = ["FaultMode", "FaultRun", "heal", "inject", "lab_of"]

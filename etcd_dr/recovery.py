@@ -1,0 +1,700 @@
+"""Recovery after quorum loss, decided as a plan: which path, on which host, and what it may lose.
+
+`plan_recovery()` is pure: a frozen ClusterState, the inventory, the snapshot catalog's records and
+the fencing evidence in, a `Plan` (kind "recover") out. It never touches a host; the plan's steps
+carry in their params everything the executor loop will need (host paths, runtime, image, the exact
+etcd arguments), so a dry run shows exactly what would happen.
+
+The paths, in the order they are tried:
+
+- quorum held, or a majority of voters answers: nothing to recover; the plan is refused and says so.
+- a voter answers: `--force-new-cluster` once on the most advanced voter (raft index, then applied
+  index, then the preference order), after a backup copy of its data dir and with its old container
+  kept; then a restart without the flag. Only when every other voter is fenced.
+- no voter, a learner answers: `--force-new-cluster` on a learner panics ("removed all voters"), so
+  its `member/snap/db` is copied and restored (`--skip-hash-check`) into a new one-member cluster,
+  in a staging dir that is then swapped in.
+- nothing answers: the newest verified snapshot is restored onto one voter (the first in the
+  inventory that answered SSH, unless told).
+
+Every decision is one sentence (`Plan.reason`), ending with the data the plan may lose.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+
+from etcd_dr.errors import InputError
+from etcd_dr.inventory import Host, Inventory, RuntimeKind
+from etcd_dr.plans import Plan, Step
+from etcd_dr.runtime import RKE_BINDS, InitialClusterState, MemberSpec, etcd_flags, member_name
+from etcd_dr.state import ClusterState, MemberState, Reach
+
+KIND = "recover"
+FORCE_FLAG = "--force-new-cluster"
+# a start with RKE's timings can wait a full randomized election timeout (NOTES: 5-10 s); room for 2 cores
+HEALTHY_TIMEOUT_S = 90
+
+
+class RecoveryPath(enum.StrEnum):
+    NONE = "none"  # quorum held (or a majority answers): nothing to recover
+    FORCE_NEW_CLUSTER = "force-new-cluster"
+    LEARNER_RESTORE = "learner-restore"
+    SNAPSHOT_RESTORE = "snapshot-restore"
+
+
+@dataclass(frozen=True)
+class FenceEvidence:
+    """Whether a voter can no longer take part in the old cluster, and how that is known (fenced) or
+    how to make it so (not fenced): one sentence either way."""
+
+    host: str
+    fenced: bool
+    how: str
+
+
+class SnapshotLike(Protocol):
+    """What the planner reads from a snapshot record (etcd_dr.snapshots.SnapshotRecord has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def path(self) -> Path | str: ...
+    @property
+    def created(self) -> datetime: ...
+    @property
+    def verified(self) -> bool: ...
+    @property
+    def revision(self) -> int: ...
+    @property
+    def raft_index(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def version(self) -> str: ...  # the source member's etcd version ("" if unknown)
+
+
+NO_EVIDENCE: Mapping[str, FenceEvidence] = MappingProxyType({})
+NO_PARAMS: Mapping[str, object] = MappingProxyType({})
+
+
+def plan_recovery(
+    state: ClusterState,
+    inv: Inventory,
+    *,
+    snapshots: Sequence[SnapshotLike] = (),
+    fenced: Mapping[str, FenceEvidence] = NO_EVIDENCE,
+    highest_index_seen: int | None = None,
+    prefer: Sequence[str] = (),
+    target: str | None = None,
+) -> Plan:
+    """The recovery plan for what `state` shows. Pure. Raises InputError for bad arguments (unknown
+    host in prefer/target, negative index); otherwise a refused plan says why and what to do."""
+    rank = _ranking(inv, prefer)
+    if highest_index_seen is not None and highest_index_seen < 0:
+        raise InputError(f"highest_index_seen: {highest_index_seen} is negative; give a raft index or None")
+    if target is not None and not inv.host(target).is_voter:
+        raise InputError(
+            f"target: {target} is not an etcd voter in the inventory; pick one of {_voters(inv)}"
+        )
+
+    if state.quorum:
+        return _refuse(inv, f"{state.verdict}; nothing to recover")
+    if state.voters and state.voters_answering >= state.quorum_needed:
+        return _refuse(
+            inv,
+            f"quorum not lost: {state.voters_answering} of {state.voters} voters answer (a majority) but "
+            "agree on no leader yet; wait for their election, never force a new cluster while a quorum "
+            "answers",
+        )
+    # without a member list, assess() lists the inventory's etcd hosts as members: same rule
+    voters = [m for m in state.members if m.in_member_list and not m.is_learner]
+    reachable = [m for m in voters if m.status is not None and m.host]
+    head = f"quorum lost: {len(reachable)} of {state.voters} voters reachable"
+    if reachable:
+        return _force_new_cluster(state, inv, head, reachable, voters, fenced, highest_index_seen, rank)
+    learners = [m for m in state.members if m.is_learner and m.status is not None and m.host]
+    if learners:
+        return _learner_restore(state, inv, head, learners, voters, fenced, highest_index_seen, rank)
+    return _snapshot_restore(state, inv, voters, snapshots, fenced, highest_index_seen, rank, target)
+
+
+def recovery_path(plan: Plan) -> RecoveryPath:
+    """Which path a recovery plan takes (from its steps)."""
+    ids = {s.id.split(":", 1)[0] for s in plan.steps}
+    if "force-new-cluster" in ids:
+        return RecoveryPath.FORCE_NEW_CLUSTER
+    if "copy-db" in ids:
+        return RecoveryPath.LEARNER_RESTORE
+    if "put-snapshot" in ids:
+        return RecoveryPath.SNAPSHOT_RESTORE
+    return RecoveryPath.NONE
+
+
+# --- choosing ------------------------------------------------------------------------------------
+
+
+def _voters(inv: Inventory) -> str:
+    return ", ".join(h.name for h in inv.voters)
+
+
+def _ranking(inv: Inventory, prefer: Sequence[str]) -> dict[str, int]:
+    """Preference rank of each host: the `prefer` list first, then the inventory's order."""
+    for i, name in enumerate(prefer):
+        inv.host(name)  # raises InputError naming the host and the known ones
+        if name in prefer[:i]:
+            raise InputError(f"prefer: {name} is listed twice; list each host once")
+    order = [*prefer, *(h.name for h in inv.hosts if h.name not in prefer)]
+    return {name: i for i, name in enumerate(order)}
+
+
+def _pick(members: Sequence[MemberState], rank: Mapping[str, int]) -> tuple[MemberState, str]:
+    """The most advanced member, and the sentence that says why it won."""
+
+    def key(m: MemberState) -> tuple[int, int, int]:
+        assert m.status is not None
+        return (m.status.raft_index, m.status.raft_applied_index, -rank.get(m.host or m.name, len(rank)))
+
+    best = max(members, key=key)
+    st = best.status
+    assert st is not None
+    role = "learner " if best.is_learner else ""
+    same_index = [m for m in members if m.status and m.status.raft_index == st.raft_index]
+    if len(same_index) == 1:
+        return best, f"{role}{best.name} has the highest raft index {st.raft_index}"
+    names = _and([m.name for m in same_index])
+    applied = st.raft_applied_index
+    same_applied = [m for m in same_index if m.status and m.status.raft_applied_index == applied]
+    if len(same_applied) == 1:
+        return best, (
+            f"{names} share the highest raft index {st.raft_index}, "
+            f"{role}{best.name} has the highest applied index {st.raft_applied_index}"
+        )
+    return best, (
+        f"{_and([m.name for m in same_applied])} share raft index {st.raft_index} and applied index "
+        f"{st.raft_applied_index}, {role}{best.name} comes first in the preference order"
+    )
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _fencing_problem(others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> str | None:
+    """Why the other voters are not known to be fenced, or None when they all are."""
+    strangers = [m.name for m in others if not m.host]
+    if strangers:
+        return (
+            f"voter {_and(strangers)} is not in the inventory, so it cannot be checked or fenced: add it "
+            "to the inventory (or remove it from the membership) and plan again"
+        )
+    missing = [m.host for m in others if m.host not in fenced]
+    if missing:
+        return (
+            f"no fencing evidence for {_and([str(h) for h in missing])}: check that they answer on neither "
+            "2379 nor 2380 or that their etcd is stopped (etcd_dr.fencing.gather) and plan again"
+        )
+    for m in others:
+        ev = fenced[str(m.host)]
+        if not ev.fenced:
+            return f"{m.host} is not fenced ({ev.how}); fence it, then plan again"
+    return None
+
+
+def _loss(kept: str, index: int, highest_seen: int | None, state: ClusterState) -> str:
+    """What the plan may lose, one clause: the raft entries between the index it keeps and the
+    highest index ever observed (given, or seen in this observation)."""
+    observed = [m.status.raft_index for m in state.members if m.status is not None]
+    known = [i for i in (highest_seen, *observed) if i is not None]
+    highest = max(known, default=index)
+    if highest > index:
+        n = highest - index
+        return (
+            f"may lose up to {n} raft {'entry' if n == 1 else 'entries'} beyond {kept}'s index {index} "
+            f"(the highest index observed is {highest})"
+        )
+    if highest_seen is None:
+        return (
+            f"may lose what the lost members had beyond {kept}'s index {index} "
+            "(no highest raft index on record to bound it)"
+        )
+    return (
+        f"loses no raft entry observed: none beyond {kept}'s index {index} "
+        f"(the highest observed is {highest})"
+    )
+
+
+# --- shared step builders ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """Where a plan puts things on the host, all beside the data dir (same filesystem: renames are
+    atomic) and stamped with the observation time so a re-run of the same plan finds its own."""
+
+    data_dir: str
+    ts: str
+
+    @property
+    def backup(self) -> str:
+        return f"{self.data_dir}.bak-{self.ts}"
+
+    @property
+    def work(self) -> str:
+        return f"{self.data_dir}.restore-{self.ts}"
+
+    @property
+    def db(self) -> str:
+        return posixpath.join(self.work, "db")
+
+    @property
+    def staging(self) -> str:
+        return posixpath.join(self.work, "data")
+
+
+def _stamp(state: ClusterState) -> str:
+    return state.observed_at.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _runtime_path(inv: Inventory, host_path: str) -> str:
+    """The data dir as etcd sees it: RKE's container mounts /var/lib/etcd at /var/lib/rancher/etcd."""
+    if inv.etcd.runtime is not RuntimeKind.DOCKER:
+        return host_path
+    for host_dir, ctr_dir in RKE_BINDS:
+        if host_path == host_dir or host_path.startswith(host_dir + "/"):
+            return ctr_dir + host_path[len(host_dir) :]
+    return host_path
+
+
+def _runtime_params(inv: Inventory, host: Host) -> dict[str, object]:
+    e = inv.etcd
+    return {
+        "runtime": str(e.runtime),
+        "name": e.container if e.runtime is RuntimeKind.DOCKER else "etcd",  # container or unit
+        "image": e.image,
+        "binary": e.binary,
+        "data_dir": e.data_dir,
+        "endpoint": inv.client_url(host),
+    }
+
+
+def _fence_step(inv: Inventory, others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> Step:
+    hosts = [str(m.host) for m in others]
+    what = _and(hosts) if hosts else "no other voter"
+    return Step(
+        id="fence-check",
+        action="fence-check",
+        host=None,
+        description=f"check that {what} cannot rejoin: no answer on 2379 and 2380, or etcd stopped",
+        postcondition=f"{what} answer on neither 2379 nor 2380, or their etcd is not running",
+        reason="a forced or restored cluster next to a live old member would split the cluster in two",
+        params={
+            "hosts": hosts,
+            "ports": [inv.etcd.client_port, inv.etcd.peer_port],
+            "evidence": {h: fenced[h].how for h in hosts if h in fenced},
+        },
+    )
+
+
+def _stop_step(inv: Inventory, host: Host, *, graceful: bool) -> Step:
+    name = host.name
+    if graceful:
+        return Step(
+            id=f"stop:{name}",
+            action="etcd-stop",
+            host=name,
+            description=f"stop etcd on {name} gracefully",
+            postcondition=f"etcd on {name} is not running",
+            reason="a learner flushes its db on a graceful stop; the copy must be of a quiet file",
+            destructive=True,
+            params={**_runtime_params(inv, host), "timeout_s": 30},
+        )
+    return Step(
+        id=f"stop:{name}",
+        action="etcd-kill",
+        host=name,
+        description=f"kill etcd on {name}",
+        postcondition=f"etcd on {name} is not running",
+        reason="the data dir must be quiet before it is copied; a kill is safe for a voter (its WAL is "
+        "replayed) and `docker stop` would stall 10 s on a leader whose peers are gone",
+        destructive=True,
+        params=_runtime_params(inv, host),
+    )
+
+
+def _retire_step(inv: Inventory, host: Host, ts: str) -> Step:
+    rp = _runtime_params(inv, host)
+    old = f"{rp['name']}-old-{ts}"
+    what = "container" if inv.etcd.runtime is RuntimeKind.DOCKER else "unit"
+    return Step(
+        id=f"retire:{host.name}",
+        action="retire-member",
+        host=host.name,
+        description=f"rename {what} {rp['name']} on {host.name} to {old} and keep it, never restarted",
+        postcondition=f"{what} {old} exists on {host.name} with restart=no, "
+        f"and no {what} is named {rp['name']}",
+        reason="the old member is kept until the new one is healthy (it can be renamed back); "
+        "a renamed container keeps --restart=always and would come back at boot",
+        params={**rp, "new_name": old, "restart": "no"},
+    )
+
+
+def _run_step(
+    inv: Inventory,
+    host: Host,
+    step_id: str,
+    description: str,
+    reason: str,
+    *,
+    extra_flags: Sequence[str] = (),
+    restart_always: bool,
+    image_from: str,
+    extra_params: Mapping[str, object] = NO_PARAMS,
+) -> Step:
+    spec = MemberSpec.for_host(
+        inv,
+        host,
+        [host],
+        state=InitialClusterState.NEW,
+        data_dir=_runtime_path(inv, inv.etcd.data_dir),
+        extra_flags=extra_flags,
+    )
+    rp = _runtime_params(inv, host)
+    return Step(
+        id=step_id,
+        action="etcd-run",
+        host=host.name,
+        description=description,
+        postcondition=f"{rp['name']} on {host.name} runs with exactly these arguments, "
+        f"restart={'always' if restart_always else 'no'}",
+        reason=reason,
+        destructive=True,
+        params={
+            **rp,
+            "member": spec.name,
+            "initial_cluster": f"{spec.name}={spec.peer_url}",
+            "extra_flags": list(extra_flags),
+            "args": etcd_flags(spec),
+            "restart": "always" if restart_always else "no",
+            "image_from": image_from,  # same etcd version as the data: the retired member's image
+            **extra_params,
+        },
+    )
+
+
+def _wait_step(inv: Inventory, host: Host, step_id: str, why: str) -> Step:
+    return Step(
+        id=step_id,
+        action="wait-healthy",
+        host=host.name,
+        description=f"wait until {host.name} leads a one-member cluster",
+        postcondition=f"{host.name} answers Status as leader, member list holds only {host.name}",
+        reason=why,
+        params={"endpoint": inv.client_url(host), "members": 1, "timeout_s": HEALTHY_TIMEOUT_S},
+    )
+
+
+def _verify_step(inv: Inventory, host: Host, ts: str, min_revision: int, source: str) -> Step:
+    return Step(
+        id=f"verify:{host.name}",
+        action="verify-cluster",
+        host=host.name,
+        description=f"verify the recovered cluster on {host.name}: one member, a write accepted, "
+        f"revision >= {min_revision}, keys counted",
+        postcondition=f"one member ({host.name}), a probe write accepted, revision >= {min_revision}",
+        reason=f"recovery is done when the cluster takes writes and kept at least what {source} held",
+        params={
+            "endpoint": inv.client_url(host),
+            "members": 1,
+            "min_revision": min_revision,
+            "probe_key": f"/etcd-dr/recovery/{ts}",
+            "count_keys": True,
+        },
+    )
+
+
+def _restore_step(
+    inv: Inventory, host: Host, paths: _Paths, version: str, *, skip_hash_check: bool, source: str
+) -> Step:
+    name = member_name(host)
+    peer = inv.peer_url(host)
+    # etcdctl restore is deprecated from 3.5 on (etcdutl); 3.4 has no etcdutl
+    tool = "etcdctl" if version.startswith("3.4") or not version else "etcdutl"
+    argv = [
+        tool, "snapshot", "restore", paths.db,
+        *(["--skip-hash-check"] if skip_hash_check else []),
+        f"--name={name}", f"--initial-cluster={name}={peer}",
+        f"--initial-advertise-peer-urls={peer}", f"--data-dir={paths.staging}",
+    ]  # fmt: skip
+    rp = _runtime_params(inv, host)
+    return Step(
+        id=f"restore:{host.name}",
+        action="snapshot-restore",
+        host=host.name,
+        description=f"restore {source} into staging dir {paths.staging} on {host.name} as one-member "
+        f"cluster {name}",
+        postcondition=f"{paths.staging}/member/wal exists on {host.name}",
+        reason="a restore goes to a staging dir first so a failed one leaves the data dir untouched",
+        params={
+            **rp,
+            "db": paths.db,
+            "staging": paths.staging,
+            "work_dir": paths.work,  # a one-off container mounts it at the same path
+            "argv": argv,
+            "tool": tool,
+        },
+    )
+
+
+def _swap_step(inv: Inventory, host: Host, paths: _Paths) -> Step:
+    return Step(
+        id=f"swap:{host.name}",
+        action="swap-dir",
+        host=host.name,
+        description=f"move {paths.data_dir} on {host.name} aside to {paths.backup} (kept) and the "
+        f"restored {paths.staging} into its place",
+        postcondition=f"{paths.data_dir} is the restored dir and {paths.backup} holds the old one",
+        reason="the old data dir is never deleted: it is moved aside, a rename on the same filesystem",
+        destructive=True,
+        params={"data_dir": paths.data_dir, "staging": paths.staging, "aside": paths.backup},
+    )
+
+
+def _refuse(inv: Inventory, reason: str) -> Plan:
+    return Plan(kind=KIND, cluster=inv.cluster, reason=reason, refused=True)
+
+
+def _ssh_problem(m: MemberState) -> str | None:
+    if m.ssh in (Reach.UNREACHABLE, Reach.HOST_KEY_REFUSED):
+        return f"{m.name} answers on 2379 but not over SSH ({m.ssh}: {m.ssh_error}); fix SSH to {m.name}"
+    return None
+
+
+# --- the three paths -----------------------------------------------------------------------------
+
+
+def _force_new_cluster(
+    state: ClusterState,
+    inv: Inventory,
+    head: str,
+    reachable: Sequence[MemberState],
+    voters: Sequence[MemberState],
+    fenced: Mapping[str, FenceEvidence],
+    highest_seen: int | None,
+    rank: Mapping[str, int],
+) -> Plan:
+    best, why = _pick(reachable, rank)
+    st = best.status
+    assert st is not None and best.host is not None
+    decision = f"{head}; {why}"
+    others = [m for m in voters if m is not best]
+    problem = _fencing_problem(others, fenced) or _ssh_problem(best)
+    if problem:
+        return _refuse(inv, f"{decision}; refused: {problem}")
+    host = inv.host(best.host)
+    ts = _stamp(state)
+    paths = _Paths(inv.etcd.data_dir, ts)
+    rp = _runtime_params(inv, host)
+    old = f"{rp['name']}-old-{ts}"
+    loss = _loss(best.name, st.raft_index, highest_seen, state)
+    forced = _run_step(
+        inv,
+        host,
+        f"force-new-cluster:{host.name}",
+        f"start etcd on {host.name} once with {FORCE_FLAG} and itself as the only member (restart=no)",
+        "it rewrites the membership to this one member and keeps its data; restart=no so that a "
+        "restart can never force again",
+        extra_flags=(FORCE_FLAG,),
+        restart_always=False,
+        image_from=old,
+    )
+    plain = _run_step(
+        inv,
+        host,
+        f"recreate:{host.name}",
+        f"recreate etcd on {host.name} without {FORCE_FLAG} (restart=always); the forced one is "
+        f"renamed to {rp['name']}-forced-{ts} and kept",
+        f"{FORCE_FLAG} must not stay on: every restart would force again",
+        restart_always=True,
+        image_from=old,
+        extra_params={"forced_name": f"{rp['name']}-forced-{ts}"},
+    )
+    steps = (
+        _fence_step(inv, others, fenced),
+        _stop_step(inv, host, graceful=False),
+        Step(
+            id=f"backup:{host.name}",
+            action="copy-dir",
+            host=host.name,
+            description=f"copy {paths.data_dir} on {host.name} to {paths.backup} (kept, never deleted)",
+            postcondition=f"{paths.backup} is a complete copy of {paths.data_dir}",
+            reason=f"{FORCE_FLAG} rewrites the data dir in place: the copy is the way back",
+            params={"src": paths.data_dir, "dst": paths.backup},
+        ),
+        _retire_step(inv, host, ts),
+        forced,
+        _wait_step(inv, host, f"wait-forced:{host.name}", "the flag may come off only once it took effect"),
+        plain,
+        _wait_step(inv, host, f"wait-healthy:{host.name}", "the member must come back without the flag"),
+        _verify_step(inv, host, ts, st.revision, f"{best.name} (revision {st.revision})"),
+    )
+    return Plan(
+        kind=KIND,
+        cluster=inv.cluster,
+        reason=f"{decision}; force a new cluster on {best.name} once, then restart it without the flag; "
+        f"{loss}",
+        steps=steps,
+    )
+
+
+def _learner_restore(
+    state: ClusterState,
+    inv: Inventory,
+    head: str,
+    learners: Sequence[MemberState],
+    voters: Sequence[MemberState],
+    fenced: Mapping[str, FenceEvidence],
+    highest_seen: int | None,
+    rank: Mapping[str, int],
+) -> Plan:
+    best, why = _pick(learners, rank)
+    st = best.status
+    assert st is not None and best.host is not None
+    decision = f"{head}; {why}"
+    problem = _fencing_problem(voters, fenced) or _ssh_problem(best)
+    if problem:
+        return _refuse(inv, f"{decision}; refused: {problem}")
+    host = inv.host(best.host)
+    ts = _stamp(state)
+    paths = _Paths(inv.etcd.data_dir, ts)
+    rp = _runtime_params(inv, host)
+    old = f"{rp['name']}-old-{ts}"
+    loss = _loss(best.name, st.raft_index, highest_seen, state)
+    steps = (
+        _fence_step(inv, voters, fenced),
+        _stop_step(inv, host, graceful=True),
+        Step(
+            id=f"copy-db:{host.name}",
+            action="copy-file",
+            host=host.name,
+            description=f"copy {paths.data_dir}/member/snap/db on {host.name} to {paths.db}",
+            postcondition=f"{paths.db} exists with the size of {paths.data_dir}/member/snap/db",
+            reason="the learner's db is the most recent data left; the restore works on a copy",
+            params={"src": f"{paths.data_dir}/member/snap/db", "dst": paths.db},
+        ),
+        # a learner's db has no snapshot hash appended: --skip-hash-check (NOTES)
+        _restore_step(
+            inv, host, paths, st.version, skip_hash_check=True, source=f"the learner's db ({best.name})"
+        ),
+        _retire_step(inv, host, ts),
+        _swap_step(inv, host, paths),
+        _run_step(
+            inv,
+            host,
+            f"start:{host.name}",
+            f"start etcd on {host.name} as the only member of the restored cluster (restart=always)",
+            f"a restored data dir is a new one-member cluster; {FORCE_FLAG} is never used on a learner "
+            "(panic: removed all voters)",
+            restart_always=True,
+            image_from=old,
+        ),
+        _wait_step(inv, host, f"wait-healthy:{host.name}", "the restored member must elect itself"),
+        _verify_step(inv, host, ts, st.revision, f"learner {best.name} (revision {st.revision})"),
+    )
+    return Plan(
+        kind=KIND,
+        cluster=inv.cluster,
+        reason=f"{decision}; restore its db into a new one-member cluster on {best.name} "
+        f"({FORCE_FLAG} on a learner panics: removed all voters); {loss}",
+        steps=steps,
+    )
+
+
+def _snapshot_restore(
+    state: ClusterState,
+    inv: Inventory,
+    voters: Sequence[MemberState],
+    snapshots: Sequence[SnapshotLike],
+    fenced: Mapping[str, FenceEvidence],
+    highest_seen: int | None,
+    rank: Mapping[str, int],
+    target: str | None,
+) -> Plan:
+    head = f"quorum lost: 0 of {state.voters} voters reachable, no etcd member answers"
+    mine = [s for s in snapshots if s.verified and s.cluster == inv.cluster]
+    if not mine:
+        return _refuse(
+            inv,
+            f"{head}; refused: no verified snapshot of cluster {inv.cluster} ({len(snapshots)} given); "
+            "power a member back on, or take, verify and catalog a snapshot",
+        )
+    snap = max(mine, key=lambda s: (s.created, s.id))
+    host = _restore_target(state, inv, rank, target)
+    others = [m for m in voters if m.host != host.name]
+    taken = snap.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    decision = (
+        f"{head}; restore snapshot {snap.id} (newest verified, revision {snap.revision}, taken {taken}) "
+        f"onto {host.name}"
+    )
+    problem = _fencing_problem(others, fenced)
+    if problem:
+        return _refuse(inv, f"{decision}; refused: {problem}")
+    ts = _stamp(state)
+    paths = _Paths(inv.etcd.data_dir, ts)
+    rp = _runtime_params(inv, host)
+    old = f"{rp['name']}-old-{ts}"
+    loss = _loss(f"snapshot {snap.id}", snap.raft_index, highest_seen, state)
+    steps = (
+        _fence_step(inv, others, fenced),
+        Step(
+            id=f"put-snapshot:{host.name}",
+            action="put-file",
+            host=host.name,
+            description=f"copy snapshot {snap.path} to {host.name}:{paths.db} and check its sha256",
+            postcondition=f"{paths.db} on {host.name} has sha256 {snap.sha256}",
+            reason="the restore runs on the target host, from a copy whose hash is checked",
+            params={"src": str(snap.path), "dst": paths.db, "sha256": snap.sha256, "snapshot": snap.id},
+        ),
+        _stop_step(inv, host, graceful=False),
+        _restore_step(inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}"),
+        _retire_step(inv, host, ts),
+        _swap_step(inv, host, paths),
+        _run_step(
+            inv,
+            host,
+            f"start:{host.name}",
+            f"start etcd on {host.name} as the only member of the restored cluster (restart=always)",
+            "a restored data dir is a new one-member cluster: no flag needed",
+            restart_always=True,
+            image_from=old,
+        ),
+        _wait_step(inv, host, f"wait-healthy:{host.name}", "the restored member must elect itself"),
+        _verify_step(inv, host, ts, snap.revision, f"snapshot {snap.id} (revision {snap.revision})"),
+    )
+    return Plan(kind=KIND, cluster=inv.cluster, reason=f"{decision}; {loss}", steps=steps)
+
+
+def _restore_target(state: ClusterState, inv: Inventory, rank: Mapping[str, int], target: str | None) -> Host:
+    """The host told, else the first voter (preference order) that answered SSH, else the first voter."""
+    if target is not None:
+        return inv.host(target)
+    voters = sorted(inv.voters, key=lambda h: rank.get(h.name, len(rank)))
+    if not voters:
+        raise InputError("hosts: the inventory has no etcd voter to restore onto; give one the etcd role")
+
+    def ssh_ok(h: Host) -> bool:
+        try:
+            return state.member(h.name).ssh is Reach.OK
+        except KeyError:
+            return False
+
+    return next((h for h in voters if ssh_ok(h)), voters[0])

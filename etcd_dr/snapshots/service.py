@@ -1,0 +1,367 @@
+"""The snapshot steps on an inventory, each a plain function the CLI and the Prefect tasks share:
+
+    take -> verify -> catalog -> offsite -> prune
+
+Each step that changes something (a file written, cataloged, copied, deleted) leaves an audit record
+with its reason. `snapshot_cluster` runs them all, as `etcd-dr snapshot` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from etcd_dr.audit import AuditLog
+from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.etcd.client import EtcdClient
+from etcd_dr.executor import audit_log_for
+from etcd_dr.inventory import Inventory
+from etcd_dr.snapshots import offsite as off
+from etcd_dr.snapshots.catalog import Catalog
+from etcd_dr.snapshots.record import OffsiteCopy, SnapshotRecord, Verdict
+from etcd_dr.snapshots.retention import Decision, RetentionPolicy, classify
+from etcd_dr.snapshots.source import SourceChoice, choose_source
+from etcd_dr.snapshots.take import Taken, take_snapshot
+from etcd_dr.snapshots.verify import Expected, Verification, verify_snapshot
+from etcd_dr.state import ClusterState, client_for
+
+log = logging.getLogger("etcd_dr.snapshots")
+LOCAL = "localhost"  # the audit host of what happens on this machine (files, catalog)
+_OUTCOME = {Verdict.VERIFIED: "ok", Verdict.CORRUPT: "failed", Verdict.UNVERIFIED: "skipped"}
+
+
+def catalog_for(inv: Inventory) -> Catalog:
+    return Catalog(inv.snapshot_settings().dir)
+
+
+def _audit(inv: Inventory, **kw: object) -> None:
+    a: AuditLog | None = audit_log_for(inv)
+    if a is not None:
+        a.event(**kw)  # type: ignore[arg-type]
+
+
+# -- take ------------------------------------------------------------------------------------------
+
+
+def take(
+    inv: Inventory,
+    state: ClusterState,
+    *,
+    allow_learner: bool = False,
+    allow_no_quorum: bool = False,
+    show_progress: bool = True,
+    client: EtcdClient | None = None,
+) -> Taken:
+    """Choose the source on the frozen picture, then stream its snapshot into the snapshot dir."""
+    source = choose_source(state, allow_learner=allow_learner, allow_no_quorum=allow_no_quorum)
+    db_size = state.member(source.name).status.db_size  # type: ignore[union-attr]
+    own = client is None
+    client = client or client_for(inv)
+    try:
+        taken = take_snapshot(
+            client,
+            source,
+            inv.snapshot_settings().dir,
+            inv.cluster,
+            db_size_hint=db_size,
+            show_progress=show_progress,
+        )
+    except EtcdDrError as e:
+        _audit(
+            inv, host=source.name, action="snapshot-take", outcome="failed", reason=f"{source.reason}; {e}"
+        )
+        raise
+    finally:
+        if own:
+            client.close()
+    r = taken.result
+    _audit(
+        inv,
+        host=source.name,
+        action="snapshot-take",
+        outcome="ok",
+        reason=source.reason,
+        snapshot=taken.id,
+        path=str(r.path),
+        revision=taken.revision,
+        revision_source=taken.revision_source,
+        size=r.size,
+        sha256=r.sha256,
+        duration_s=r.duration_s,
+    )
+    log.info("snapshot %s from %s: %d bytes, revision %d", taken.id, source.name, r.size, taken.revision)
+    return taken
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+
+def verify_taken(
+    inv: Inventory, taken: Taken, *, trial_restore: bool = True, client: EtcdClient | None = None
+) -> Verification:
+    src: SourceChoice = taken.source
+    exact = taken.revision_source != "snapshot-status"
+    expected = Expected(
+        member=src.name,
+        sha256=taken.result.sha256,
+        revision=taken.revision if exact else None,
+        revision_range=None if exact else taken.result.revision_bracket,
+    )
+    own = client is None
+    client = client or client_for(inv)
+    try:
+        return verify_snapshot(
+            taken.path,
+            version=src.version,
+            expected=expected,
+            member_hash=lambda rev: client.hash_kv(src.endpoint, rev, timeout=60.0),
+            trial_restore=trial_restore,
+        )
+    finally:
+        if own:
+            client.close()
+
+
+def record_for(taken: Taken, v: Verification | None) -> SnapshotRecord:
+    """The catalog record; without a verification (skipped on request) it is UNVERIFIED."""
+    src = taken.source
+    if v is None:
+        v = Verification(
+            Verdict.UNVERIFIED,
+            "not verified (skipped on request); etcd's trailing sha256 matched while streaming",
+            taken.result.sha256,
+            taken.result.size,
+            taken.revision,
+            None,
+            None,
+            (),
+            0.0,
+        )
+    return SnapshotRecord(
+        id=taken.id,
+        cluster=taken.cluster,
+        member=src.name,
+        endpoint=src.endpoint,
+        revision=v.revision if v.revision is not None else taken.revision,
+        raft_index=src.raft_index,
+        size=taken.result.size,
+        sha256=taken.result.sha256,
+        created=taken.created,
+        verified=v.verified,
+        verdict=v.verdict,
+        reason=v.reason,
+        path=taken.path.absolute(),
+        member_id=f"{src.member_id:x}",
+        version=src.version,
+        revision_source=taken.revision_source,
+        source_reason=src.reason,
+        kv_hash=v.kv_hash if v.verified else None,
+        compact_revision=v.compact_revision if v.verified else None,
+    )
+
+
+def catalog_add(inv: Inventory, record: SnapshotRecord) -> SnapshotRecord:
+    catalog_for(inv).add(record)
+    _audit(
+        inv,
+        host=record.member,
+        action="snapshot-verify",
+        outcome=_OUTCOME[record.verdict],
+        reason=record.reason,
+        snapshot=record.id,
+        verdict=str(record.verdict),
+        sha256=record.sha256,
+        revision=record.revision,
+    )
+    return record
+
+
+def verify_stored(
+    inv: Inventory,
+    ref: str,
+    *,
+    version: str | None = None,
+    trial_restore: bool = True,
+    check_offsite: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> tuple[SnapshotRecord | None, Verification]:
+    """Verify a cataloged snapshot (by id or path) again, or any snapshot file. A cataloged one is
+    compared with its record (sha256, revision, the HashKV recorded when it was taken; else its
+    member is asked), its off-site copies are read back, and the catalog is updated."""
+    cat = catalog_for(inv)
+    rec = next((r for r in cat.records() if r.id == ref), None) or cat.find_path(Path(ref))
+    if rec is None:
+        p = Path(ref)
+        if not p.exists():
+            raise InputError(f"{ref}: neither a snapshot id in {cat.path} nor a file")
+        v = verify_snapshot(p, version=version or "3.4", expected=Expected(), trial_restore=trial_restore)
+        return None, v
+    expected = Expected(
+        member=rec.member,
+        sha256=rec.sha256,
+        revision=rec.revision,
+        kv_hash=rec.kv_hash,
+        compact_revision=rec.compact_revision,
+    )
+    with client_for(inv) as client:
+        v = verify_snapshot(
+            rec.path,
+            version=version or rec.version,
+            expected=expected,
+            member_hash=lambda rev: client.hash_kv(rec.endpoint, rev, timeout=60.0),
+            trial_restore=trial_restore,
+        )
+    copies = rec.offsite
+    settings = inv.snapshot_settings().offsite
+    if check_offsite and copies and settings is not None:
+        copies = tuple(off.verify_copy(rec, c, settings, env) for c in copies)
+    keep_hash = {}
+    if v.verified and rec.kv_hash is None:
+        keep_hash = {"kv_hash": v.kv_hash, "compact_revision": v.compact_revision}
+    updated = rec.with_verdict(v.verdict, v.reason, offsite=copies, **keep_hash)
+    cat.update(updated)
+    _audit(
+        inv,
+        host=LOCAL,
+        action="snapshot-verify",
+        outcome=_OUTCOME[v.verdict],
+        reason=v.reason,
+        snapshot=rec.id,
+        verdict=str(v.verdict),
+        offsite=[f"{c.location}: {'ok' if c.verified else c.reason}" for c in copies],
+    )
+    return updated, v
+
+
+# -- offsite ---------------------------------------------------------------------------------------
+
+
+def copy_offsite(
+    inv: Inventory, record: SnapshotRecord, env: Mapping[str, str] | None = None
+) -> SnapshotRecord:
+    """Copy the snapshot off-site (when the inventory says where), read it back, and catalog the copy."""
+    settings = inv.snapshot_settings().offsite
+    if settings is None:
+        return record
+    try:
+        copy: OffsiteCopy = off.copy_offsite(record, settings, env)
+    except EtcdDrError as e:
+        _audit(
+            inv, host=LOCAL, action="snapshot-offsite", outcome="failed", reason=str(e), snapshot=record.id
+        )
+        raise
+    updated = dataclasses.replace(
+        record, offsite=(*[c for c in record.offsite if c.location != copy.location], copy)
+    )
+    catalog_for(inv).update(updated)
+    _audit(
+        inv,
+        host=LOCAL,
+        action="snapshot-offsite",
+        outcome="ok" if copy.verified else "failed",
+        reason=copy.reason,
+        snapshot=record.id,
+        location=copy.location,
+        sha256=copy.sha256,
+    )
+    return updated
+
+
+# -- prune -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deleted:
+    record: SnapshotRecord
+    reason: str
+    ok: bool
+    error: str = ""
+
+
+def plan_prune(inv: Inventory, now: dt.datetime | None = None) -> list[Decision]:
+    policy = RetentionPolicy.from_settings(inv.snapshot_settings())
+    return classify(catalog_for(inv).records(inv.cluster), policy, now or dt.datetime.now(dt.UTC))
+
+
+def delete_decided(
+    inv: Inventory, decisions: list[Decision], env: Mapping[str, str] | None = None
+) -> list[Deleted]:
+    """The one place etcd-dr deletes snapshots: each one retention decided against, and only a file
+    (and off-site copies) the catalog lists for it. The record goes after its files."""
+    cat = catalog_for(inv)
+    listed = {r.id: r for r in cat.records()}
+    settings = inv.snapshot_settings().offsite
+    out: list[Deleted] = []
+    for d in decisions:
+        if d.keep:
+            continue
+        rec = listed.get(d.record.id)
+        if rec is None or Path(rec.path) != Path(d.record.path):
+            out.append(Deleted(d.record, d.reason, False, "not in the catalog (or another path): left alone"))
+            continue
+        try:
+            for c in rec.offsite:
+                off.delete_copy(c, settings, env)
+            Path(rec.path).unlink(missing_ok=True)
+            cat.remove(rec.id)
+        except (OSError, EtcdDrError) as e:
+            err = getattr(e, "strerror", None) or str(e)
+            _audit(
+                inv,
+                host=LOCAL,
+                action="snapshot-delete",
+                outcome="failed",
+                reason=f"{d.reason}; {err}",
+                snapshot=rec.id,
+                path=str(rec.path),
+            )
+            out.append(Deleted(rec, d.reason, False, err))
+            continue
+        _audit(
+            inv,
+            host=LOCAL,
+            action="snapshot-delete",
+            outcome="ok",
+            reason=d.reason,
+            snapshot=rec.id,
+            path=str(rec.path),
+            offsite=[c.location for c in rec.offsite],
+        )
+        out.append(Deleted(rec, d.reason, True))
+    return out
+
+
+# -- all of it -------------------------------------------------------------------------------------
+
+
+def snapshot_cluster(
+    inv: Inventory,
+    state: ClusterState,
+    *,
+    allow_learner: bool = False,
+    allow_no_quorum: bool = False,
+    trial_restore: bool = True,
+    verify: bool = True,
+    offsite: bool = True,
+    prune: bool = True,
+    show_progress: bool = True,
+) -> tuple[SnapshotRecord, list[Deleted]]:
+    with client_for(inv) as client:
+        taken = take(
+            inv,
+            state,
+            allow_learner=allow_learner,
+            allow_no_quorum=allow_no_quorum,
+            show_progress=show_progress,
+            client=client,
+        )
+        v = verify_taken(inv, taken, trial_restore=trial_restore, client=client) if verify else None
+    record = catalog_add(inv, record_for(taken, v))
+    if offsite:
+        record = copy_offsite(inv, record)
+    deleted = delete_decided(inv, plan_prune(inv)) if prune and record.verified else []
+    return record, deleted

@@ -1,0 +1,46 @@
+"""Learner add as Prefect tasks: thin wrappers over etcd_dr.learner. One task run per plan step is
+the flow's checkpoint; each step checks its own postcondition first, so a retried run skips what is
+done. Nothing is cached (cache_policy=None): every decision is made on a fresh look."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from etcd_dr.inventory import Inventory
+from etcd_dr.learner import (
+    HostFacts,
+    LearnerOptions,
+    Plan,
+    RollbackResult,
+    Session,
+    Step,
+    StepResult,
+    gather_facts,
+    plan_learner_add,
+    run_one,
+    set_aside_member,
+)
+from etcd_dr.state import ClusterState
+
+
+@task(name="learner-probe-host", cache_policy=None)
+def probe_learner_host(session: Session) -> HostFacts:
+    """Read-only: certificate, data dir, etcd runtime and clock of the target host."""
+    return gather_facts(session)
+
+
+@task(name="learner-plan", cache_policy=None)
+def plan_learner(
+    inventory: Inventory, state: ClusterState, host: str, facts: HostFacts | None, options: LearnerOptions
+) -> Plan:
+    return plan_learner_add(inventory, state, host, facts, options)
+
+
+@task(name="learner-step", task_run_name="{step.action}", cache_policy=None)
+def run_learner_step(session: Session, step: Step) -> StepResult:
+    return run_one(session, step)
+
+
+@task(name="learner-rollback", cache_policy=None)
+def rollback_learner(session: Session, reason: str) -> RollbackResult:
+    return set_aside_member(session, reason)

@@ -1,0 +1,91 @@
+"""The learner executor loop with stand-in step runners (no I/O): which failures roll back, what the
+verdict says, and that every step is recorded in the audit log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from etcd_dr.learner import (
+    Action,
+    HostFacts,
+    LearnerOptions,
+    RollbackResult,
+    Session,
+    StepResult,
+    StepStatus,
+    execute,
+    plan_learner_add,
+)
+from tests.unit.test_learner_plan import INV, state
+
+
+def _plan(promote: bool = False):
+    return plan_learner_add(
+        INV, state(), "node1", HostFacts("node1", cert_problem="missing"), LearnerOptions(promote=promote)
+    )
+
+
+def _runner(fail_at: Action | None):
+    ran: list[Action] = []
+
+    def run(s: Session, step) -> StepResult:
+        ran.append(step.action)
+        status = StepStatus.FAILED if step.action is fail_at else StepStatus.DONE
+        return StepResult(s.host.name, step.action, status, f"{step.action} {status}", 0.01)
+
+    return run, ran
+
+
+def _rollback(calls: list[str]):
+    def rb(s: Session, reason: str) -> RollbackResult:
+        calls.append(reason)
+        return RollbackResult(("member 21 removed",), ())
+
+    return rb
+
+
+def test_a_failed_start_rolls_back_and_stops(tmp_path: Path) -> None:
+    inv = dataclasses.replace(INV, audit_log=tmp_path / "audit.jsonl")
+    run, ran = _runner(Action.START)
+    calls: list[str] = []
+    with Session(inv, "node1", LearnerOptions()) as s:
+        res = execute(_plan(promote=True), s, run_step=run, rollback=_rollback(calls))
+    assert ran == [Action.ISSUE_CERT, Action.MEMBER_ADD, Action.START]  # nothing after the failure
+    assert not res.ok and calls == ["start-etcd failed: start-etcd failed"]
+    assert res.verdict == "node1: start-etcd failed: start-etcd failed; rolled back (member 21 removed)"
+    records = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert records[0]["action"] == "learner-add.plan" and records[0]["steps"][0] == "issue-cert"
+
+
+def test_a_failed_certificate_changes_nothing_and_does_not_roll_back() -> None:
+    run, ran = _runner(Action.ISSUE_CERT)
+    calls: list[str] = []
+    with Session(INV, "node1", LearnerOptions()) as s:
+        res = execute(_plan(), s, run_step=run, rollback=_rollback(calls))
+    assert ran == [Action.ISSUE_CERT] and calls == [] and res.rollback is None
+    assert res.verdict.endswith("; nothing in the cluster was changed")
+
+
+def test_a_failed_promote_rolls_back_too() -> None:
+    run, _ = _runner(Action.PROMOTE)
+    calls: list[str] = []
+    with Session(INV, "node1", LearnerOptions(promote=True)) as s:
+        res = execute(_plan(promote=True), s, run_step=run, rollback=_rollback(calls))
+    assert not res.ok and len(calls) == 1
+
+
+def test_success_runs_every_step_once() -> None:
+    run, ran = _runner(None)
+    with Session(INV, "node1", LearnerOptions(promote=True)) as s:
+        res = execute(_plan(promote=True), s, run_step=run, rollback=_rollback([]))
+    assert res.ok and ran == [st.action for st in _plan(promote=True).steps]
+    assert [r.status for r in res.results] == [StepStatus.DONE] * 5
+    assert res.to_json()["steps"][0] == {
+        "action": "issue-cert",
+        "host": "node1",
+        "status": "done",
+        "detail": "issue-cert done",
+        "duration_s": 0.01,
+    }

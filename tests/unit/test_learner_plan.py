@@ -1,0 +1,247 @@
+"""The learner-add planner on ClusterState fixtures (pure: no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from etcd_dr.errors import InputError
+from etcd_dr.etcd.client import EndpointStatus, Member
+from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.learner import Action, HostFacts, LearnerOptions, Refusal, plan_learner_add, render_plan
+from etcd_dr.state import Gathered, MemberListSource, Reach, assess
+
+VOTER = frozenset({Role.ETCD, Role.CONTROLPLANE})
+HOSTS = (
+    Host("master1", "10.9.0.11", VOTER),
+    Host("master2", "10.9.0.12", VOTER),
+    Host("master3", "10.9.0.13", VOTER),
+    Host("node1", "10.9.0.21", frozenset({Role.ETCD_LEARNER, Role.WORKER}), etcd_image="lab/etcd:3.5.16"),
+    Host("node2", "10.9.0.22", frozenset({Role.WORKER})),
+)
+INV = Inventory(
+    cluster="t",
+    hosts=HOSTS,
+    etcd=EtcdSettings(
+        RuntimeKind.DOCKER, ClientTLS(Path("ca"), Path("c"), Path("k")), image="lab/etcd:3.4.23"
+    ),
+    ssh=SshSettings(Path("id"), Path("kh")),
+)
+IDS = {"master1": 0x11, "master2": 0x12, "master3": 0x13, "node1": 0x21, "node2": 0x22}
+FRESH = HostFacts("node1", cert_problem="no kube-etcd-10-9-0-21.pem on node1")
+
+
+def _ep(name: str) -> str:
+    return INV.client_url(INV.host(name))
+
+
+def _member(name: str, learner: bool = False, started: bool = True) -> Member:
+    h = INV.host(name)
+    return Member(
+        IDS[name], name if started else "", (INV.peer_url(h),), (_ep(name),) if started else (), learner
+    )
+
+
+def _status(name: str, leader: str | None, learner: bool = False) -> EndpointStatus:
+    return EndpointStatus(
+        _ep(name),
+        IDS[name],
+        IDS[leader] if leader else 0,
+        100,
+        100,
+        3,
+        90,
+        "3.4.23",
+        20480,
+        16384,
+        learner,
+        (),
+    )
+
+
+def state(
+    *, members: tuple[Member, ...] | None = None, up: tuple[str, ...] = ("master1", "master2", "master3")
+):
+    members = members or tuple(_member(n) for n in ("master1", "master2", "master3"))
+    learners = {m.name for m in members if m.is_learner}
+    leader = "master1" if len([u for u in up if u.startswith("master")]) >= 2 else None
+    g = Gathered(
+        statuses={_ep(n): _status(n, leader, n in learners) for n in up},
+        ssh={h.name: (Reach.OK, None) for h in INV.etcd_hosts},
+        member_list=members,
+        member_list_source=MemberListSource.LINEARIZABLE if leader else MemberListSource.LOCAL,
+        started=0.0,
+        finished=0.1,
+    )
+    return assess(INV, g)
+
+
+def test_fresh_host_gets_every_step_in_order() -> None:
+    plan = plan_learner_add(INV, state(), "node1", FRESH, LearnerOptions(promote=True))
+    assert not plan.refused
+    assert [s.action for s in plan.steps] == [
+        Action.ISSUE_CERT,
+        Action.MEMBER_ADD,
+        Action.START,
+        Action.WAIT_CAUGHT_UP,
+        Action.PROMOTE,
+    ]
+    assert not any(s.holds for s in plan.steps)
+    assert [s.destructive for s in plan.steps] == [False, False, False, False, True]
+    assert plan.runs_what == "lab/etcd:3.5.16"  # the host's own image beats etcd.image
+    start = plan.steps[2]
+    assert "lab/etcd:3.5.16" in start.runs and "--initial-cluster-state=existing" in start.runs
+    assert "--name=etcd-node1" in start.runs
+    assert plan.verdict == (
+        "quorum held: 3 of 3 voters healthy, leader master1; node1 is not a member: add it as a learner "
+        "running lab/etcd:3.5.16 and promote it"
+    )
+    assert plan.steps[-1].reason == "asked to promote: voters go from 3 to 4, quorum from 2 to 3"
+    text = render_plan(plan)
+    assert "5. node1: promote [destructive]" in text
+
+
+def test_without_promote_there_is_no_promote_step() -> None:
+    plan = plan_learner_add(INV, state(), "node1", FRESH, LearnerOptions())
+    assert Action.PROMOTE not in [s.action for s in plan.steps]
+
+
+def test_already_a_learner_skips_cert_add_and_start() -> None:
+    members = (*(_member(n) for n in ("master1", "master2", "master3")), _member("node1", learner=True))
+    facts = HostFacts(
+        "node1", cert_problem=None, data_dir_in_use=True, runtime_exists=True, runtime_running=True
+    )
+    st = state(members=members, up=("master1", "master2", "master3", "node1"))
+    plan = plan_learner_add(INV, st, "node1", facts, LearnerOptions(promote=True))
+    holds = {s.action: s.holds for s in plan.steps}
+    assert holds == {
+        Action.ISSUE_CERT: True,
+        Action.MEMBER_ADD: True,
+        Action.START: True,
+        Action.WAIT_CAUGHT_UP: False,
+        Action.PROMOTE: False,
+    }
+    assert plan.member_id == 0x21
+    assert "node1 is a learner already (member 21): continue and promote it" in plan.verdict
+
+
+def test_added_but_never_started_member_is_started_not_added_again() -> None:
+    members = (
+        *(_member(n) for n in ("master1", "master2", "master3")),
+        _member("node1", True, started=False),
+    )
+    plan = plan_learner_add(INV, state(members=members), "node1", FRESH, LearnerOptions())
+    holds = {s.action: s.holds for s in plan.steps}
+    assert holds[Action.MEMBER_ADD] is True and holds[Action.START] is False
+
+
+def test_already_a_voter_is_nothing_to_do() -> None:
+    members = (*(_member(n) for n in ("master1", "master2", "master3")), _member("node1"))
+    st = state(members=members, up=("master1", "master2", "master3", "node1"))
+    plan = plan_learner_add(INV, st, "node1", FRESH, LearnerOptions(promote=True))
+    assert not plan.refused and plan.steps == ()
+    assert plan.verdict == "node1 is already a voter of t (member 21): nothing to do"
+
+
+def test_quorum_lost_is_refused_with_the_verdict() -> None:
+    st = state(up=("master3",))
+    plan = plan_learner_add(INV, st, "node1", FRESH, LearnerOptions())
+    assert plan.refusal is Refusal.UNSAFE and plan.steps == ()
+    assert plan.verdict.startswith("quorum lost: 1 of 3 voters reachable, master3 has the highest raft index")
+    assert plan.verdict.endswith("a member can only be added while quorum holds: recover quorum first")
+
+
+def test_host_not_in_inventory_is_bad_input() -> None:
+    plan = plan_learner_add(INV, state(), "node9", None, LearnerOptions())
+    assert plan.refusal is Refusal.BAD_INPUT
+    assert plan.verdict == (
+        "no host named 'node9' in the inventory (hosts: master1, master2, master3, node1, node2); "
+        "add it to the inventory first"
+    )
+
+
+def test_worker_without_learner_role_is_bad_input_naming_the_field() -> None:
+    plan = plan_learner_add(INV, state(), "node2", FRESH, LearnerOptions())
+    assert plan.refusal is Refusal.BAD_INPUT
+    assert (
+        "node2 has roles [worker] in the inventory, not etcd-learner; add etcd-learner to hosts[4].roles"
+        in (plan.verdict)
+    )
+
+
+def test_a_voter_of_the_inventory_is_bad_input() -> None:
+    plan = plan_learner_add(INV, state(), "master2", FRESH, LearnerOptions())
+    assert plan.refusal is Refusal.BAD_INPUT and "hosts[1].roles has etcd" in plan.verdict
+
+
+def test_no_image_anywhere_is_bad_input() -> None:
+    bare = dataclasses.replace(
+        INV,
+        etcd=dataclasses.replace(INV.etcd, image=None),
+        hosts=tuple(dataclasses.replace(h, etcd_image=None) for h in HOSTS),
+    )
+    plan = plan_learner_add(bare, state(), "node1", FRESH, LearnerOptions())
+    assert plan.refusal is Refusal.BAD_INPUT
+    assert "set etcd.image or hosts[3].etcd_image in the inventory, or pass --image" in plan.verdict
+    # --image fixes it
+    assert not plan_learner_add(bare, state(), "node1", FRESH, LearnerOptions(image="x:1")).refused
+
+
+def test_another_learner_is_refused() -> None:
+    inv = dataclasses.replace(
+        INV, hosts=(*HOSTS[:4], dataclasses.replace(HOSTS[4], roles=frozenset({Role.ETCD_LEARNER})))
+    )
+    members = (*(_member(n) for n in ("master1", "master2", "master3")), _member("node1", learner=True))
+    g_state = state(members=members, up=("master1", "master2", "master3", "node1"))
+    plan = plan_learner_add(inv, g_state, "node2", HostFacts("node2"), LearnerOptions(image="x:1"))
+    assert plan.refusal is Refusal.UNSAFE
+    assert "has a learner already (node1) and etcd allows one" in plan.verdict
+
+
+def test_unreachable_host_is_refused() -> None:
+    plan = plan_learner_add(
+        INV, state(), "node1", HostFacts("node1", ssh_error="no answer in 3 s"), LearnerOptions()
+    )
+    assert plan.refusal is Refusal.UNSAFE
+    assert (
+        plan.verdict
+        == "node1 cannot be reached over SSH (no answer in 3 s); fix the connection and run again"
+    )
+
+
+def test_running_etcd_on_a_non_member_is_refused() -> None:
+    facts = HostFacts("node1", runtime_exists=True, runtime_running=True)
+    plan = plan_learner_add(INV, state(), "node1", facts, LearnerOptions())
+    assert plan.refusal is Refusal.UNSAFE and "etcd runs on node1 although it is not a member" in plan.verdict
+
+
+def test_leftovers_of_an_earlier_member_are_set_aside_first() -> None:
+    facts = HostFacts("node1", cert_problem=None, data_dir_in_use=True, runtime_exists=True)
+    plan = plan_learner_add(INV, state(), "node1", facts, LearnerOptions())
+    assert [s.action for s in plan.steps][:3] == [Action.ISSUE_CERT, Action.SET_ASIDE, Action.MEMBER_ADD]
+    aside = plan.steps[1]
+    assert not aside.destructive and ".bak-<UTC timestamp>" in aside.runs
+    assert aside.reason == (
+        "node1 is not a member but has an etcd container and /var/lib/etcd/member from an earlier one: "
+        "kept aside (never deleted) so that etcd starts clean"
+    )
+
+
+def test_process_runtime_runs_the_hosts_binary() -> None:
+    inv = dataclasses.replace(
+        INV,
+        etcd=dataclasses.replace(INV.etcd, runtime=RuntimeKind.PROCESS),
+        hosts=(*HOSTS[:3], dataclasses.replace(HOSTS[3], etcd_binary="/opt/etcd-3.5.16/bin/etcd"), HOSTS[4]),
+    )
+    plan = plan_learner_add(inv, state(), "node1", FRESH, LearnerOptions())
+    assert plan.runs_what == "/opt/etcd-3.5.16/bin/etcd"
+    assert plan.steps[2].runs.startswith("/opt/etcd-3.5.16/bin/etcd --name=etcd-node1")
+
+
+def test_bad_options_are_input_errors() -> None:
+    with pytest.raises(InputError, match="add_timeout"):
+        LearnerOptions(add_timeout=0)
+    with pytest.raises(InputError, match="--max-lag -1"):
+        LearnerOptions(max_lag=-1)

@@ -1,0 +1,401 @@
+"""plan_recovery(): every path on ClusterState fixtures built by assess() (no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from etcd_dr.errors import InputError
+from etcd_dr.etcd.client import EndpointStatus, Member
+from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.recovery import FenceEvidence, RecoveryPath, plan_recovery, recovery_path
+from etcd_dr.state import ClusterState, Gathered, MemberListSource, Reach, assess
+
+NOW = dt.datetime(2026, 11, 27, 9, 41, 0, tzinfo=dt.UTC)
+TS = "20261127T094100Z"
+VOTER = frozenset({Role.ETCD, Role.CONTROLPLANE})
+
+
+def inventory(voters: int = 3) -> Inventory:
+    hosts = tuple(Host(f"master{i}", f"10.9.0.{10 + i}", VOTER) for i in range(1, voters + 1))
+    return Inventory(
+        cluster="t",
+        hosts=(*hosts, Host("node1", "10.9.0.21", frozenset({Role.ETCD_LEARNER, Role.WORKER}))),
+        etcd=EtcdSettings(
+            RuntimeKind.DOCKER, ClientTLS(Path("ca"), Path("c"), Path("k")), image="lab/etcd:3.4.23"
+        ),
+        ssh=SshSettings(Path("id"), Path("kh")),
+    )
+
+
+INV = inventory()
+INV5 = inventory(5)
+
+
+def mid(name: str) -> int:
+    return 0x100 + (int(name[-1]) if name.startswith("master") else 0x21)
+
+
+def status(inv: Inventory, name: str, index: int, applied: int | None = None, leader: str | None = None):
+    return EndpointStatus(
+        endpoint=inv.client_url(inv.host(name)),
+        member_id=mid(name),
+        leader=mid(leader) if leader else 0,
+        raft_index=index,
+        raft_applied_index=index if applied is None else applied,
+        raft_term=4,
+        revision=index - 100,
+        version="3.4.23",
+        db_size=4096,
+        db_size_in_use=4096,
+        is_learner=name == "node1",
+        errors=(),
+    )
+
+
+def cluster(inv: Inventory, up: dict, ssh: dict | None = None, members: bool = True) -> ClusterState:
+    """up: host -> (raft index[, applied]) or a status; everyone else is down."""
+    statuses = {}
+    for h in inv.etcd_hosts:
+        v = up.get(h.name)
+        if isinstance(v, EndpointStatus):
+            statuses[inv.client_url(h)] = v
+        elif v is not None:
+            statuses[inv.client_url(h)] = status(inv, h.name, *v)
+        else:
+            statuses[inv.client_url(h)] = "context deadline exceeded"
+    listed = tuple(
+        Member(mid(h.name), f"etcd-{h.name}", (inv.peer_url(h),), (inv.client_url(h),), h.is_learner)
+        for h in inv.etcd_hosts
+    )
+    g = Gathered(
+        statuses=statuses,
+        ssh={h.name: (ssh or {}).get(h.name, (Reach.OK, None)) for h in inv.etcd_hosts},
+        member_list=listed if members else None,
+        member_list_source=MemberListSource.LOCAL if members else MemberListSource.INVENTORY,
+        started=0.0,
+        finished=0.1,
+    )
+    return assess(inv, g, now=NOW)
+
+
+def fenced(*hosts: str) -> dict[str, FenceEvidence]:
+    return {h: FenceEvidence(h, True, "no answer on 2379 and 2380 within 2 s") for h in hosts}
+
+
+def all_args(plan) -> str:
+    return json.dumps([s.params for s in plan.steps])
+
+
+# --- nothing to do -------------------------------------------------------------------------------
+
+
+def test_quorum_held_refuses_and_says_so() -> None:
+    s = cluster(INV, {h: (100, 100, "master1") for h in ("master1", "master2", "master3", "node1")})
+    assert s.quorum
+    p = plan_recovery(s, INV, fenced=fenced("master2", "master3"))
+    assert p.refused and p.steps == () and p.kind == "recover"
+    assert (
+        p.reason
+        == "quorum held: 3 of 3 voters healthy, leader master1; learner node1 answering; nothing to recover"
+    )
+    assert recovery_path(p) is RecoveryPath.NONE
+
+
+def test_a_majority_that_answers_without_a_leader_is_not_forced() -> None:
+    s = cluster(INV, {"master1": (100,), "master2": (101,)})
+    assert not s.quorum
+    p = plan_recovery(s, INV, fenced=fenced("master3"))
+    assert p.refused and not p.steps
+    assert p.reason.startswith("quorum not lost: 2 of 3 voters answer (a majority)")
+
+
+# --- force-new-cluster on the most advanced voter ----------------------------------------------------
+
+
+def test_force_new_cluster_on_the_only_surviving_voter() -> None:
+    s = cluster(INV, {"master3": (65451,), "node1": (65440,)})
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"), highest_index_seen=65463)
+    assert not p.refused and recovery_path(p) is RecoveryPath.FORCE_NEW_CLUSTER
+    assert p.reason == (
+        "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index 65451; force a new "
+        "cluster on master3 once, then restart it without the flag; may lose up to 12 raft entries "
+        "beyond master3's index 65451 (the highest index observed is 65463)"
+    )
+    assert [st.id for st in p.steps] == [
+        "fence-check",
+        "stop:master3",
+        "backup:master3",
+        "retire:master3",
+        "force-new-cluster:master3",
+        "wait-forced:master3",
+        "recreate:master3",
+        "wait-healthy:master3",
+        "verify:master3",
+    ]
+    steps = {st.id: st for st in p.steps}
+    assert steps["fence-check"].params["hosts"] == ["master1", "master2"]
+    assert steps["stop:master3"].action == "etcd-kill"  # not docker stop: a leader would stall 10 s
+    assert steps["backup:master3"].params == {"src": "/var/lib/etcd", "dst": f"/var/lib/etcd.bak-{TS}"}
+    retire = steps["retire:master3"].params
+    assert (retire["new_name"], retire["restart"]) == (f"etcd-old-{TS}", "no")
+    forced = steps["force-new-cluster:master3"].params
+    assert "--force-new-cluster" in forced["args"] and forced["restart"] == "no"
+    assert "--initial-cluster=etcd-master3=https://10.9.0.13:2380" in forced["args"]
+    assert "--data-dir=/var/lib/rancher/etcd" in forced["args"]  # RKE's mount, as etcd sees it
+    assert forced["image_from"] == f"etcd-old-{TS}"
+    plain = steps["recreate:master3"].params
+    assert "--force-new-cluster" not in plain["args"] and plain["restart"] == "always"
+    assert plain["forced_name"] == f"etcd-forced-{TS}"
+    verify = steps["verify:master3"].params
+    assert verify["min_revision"] == 65451 - 100 and verify["members"] == 1
+    assert p.destructive and "[destructive]" in p.render()
+    json.dumps(p.to_json())  # a plan is data: it travels to the UI and the audit log
+
+
+def test_a_learner_ahead_of_the_voter_still_leaves_the_voter_forced_and_counts_as_loss() -> None:
+    s = cluster(INV, {"master3": (500,), "node1": (510,)})
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"))
+    assert recovery_path(p) is RecoveryPath.FORCE_NEW_CLUSTER
+    assert (
+        "may lose up to 10 raft entries beyond master3's index 500 (the highest index observed is 510)"
+        in (p.reason)
+    )
+
+
+@pytest.mark.parametrize(
+    ("up", "prefer", "chosen", "why"),
+    [
+        (
+            {"master1": (700,), "master4": (705,)},
+            (),
+            "master4",
+            "master4 has the highest raft index 705",
+        ),
+        (
+            {"master1": (700, 690), "master4": (700, 698)},
+            (),
+            "master4",
+            "master1 and master4 share the highest raft index 700, master4 has the highest applied index 698",
+        ),
+        (
+            {"master1": (700,), "master4": (700,)},
+            (),
+            "master1",
+            "master1 and master4 share raft index 700 and applied index 700, master1 comes first in the "
+            "preference order",
+        ),
+        (
+            {"master1": (700,), "master4": (700,)},
+            ("master4",),
+            "master4",
+            "master1 and master4 share raft index 700 and applied index 700, master4 comes first in the "
+            "preference order",
+        ),
+    ],
+)
+def test_tie_breaks_raft_index_then_applied_then_preference(up, prefer, chosen, why) -> None:
+    s = cluster(INV5, up)
+    assert s.voters == 5 and not s.quorum
+    others = [f"master{i}" for i in range(1, 6) if f"master{i}" != chosen]
+    p = plan_recovery(s, INV5, fenced=fenced(*others), prefer=prefer)
+    assert not p.refused, p.reason
+    assert p.reason.startswith(
+        f"quorum lost: 2 of 5 voters reachable; {why}; force a new cluster on {chosen}"
+    )
+    assert p.steps[4].id == f"force-new-cluster:{chosen}"
+
+
+def test_a_reachable_second_voter_must_be_fenced_too() -> None:
+    s = cluster(INV5, {"master1": (700,), "master4": (705,)})
+    ev = {
+        **fenced("master2", "master3", "master5"),
+        "master1": FenceEvidence("master1", False, "answers on 2379 and 2380 and etcd runs: kill it"),
+    }
+    p = plan_recovery(s, INV5, fenced=ev)
+    assert p.refused and p.reason.endswith(
+        "refused: master1 is not fenced (answers on 2379 and 2380 and etcd runs: kill it); "
+        "fence it, then plan again"
+    )
+
+
+def test_refused_when_a_dead_voter_still_answers_on_2380() -> None:
+    s = cluster(INV, {"master3": (65451,)})
+    how = (
+        "no answer on 2379 but answers on 2380 and its etcd runs: stop it (`docker kill etcd` on "
+        "master1), power master1 off, or cut 2379/2380"
+    )
+    ev = {**fenced("master2"), "master1": FenceEvidence("master1", False, how)}
+    p = plan_recovery(s, INV, fenced=ev)
+    assert p.refused and p.steps == ()
+    assert p.reason == (
+        "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index 65451; "
+        f"refused: master1 is not fenced ({how}); fence it, then plan again"
+    )
+
+
+def test_refused_without_fencing_evidence() -> None:
+    s = cluster(INV, {"master3": (65451,)})
+    p = plan_recovery(s, INV, fenced=fenced("master2"))
+    assert p.refused
+    assert "refused: no fencing evidence for master1" in p.reason
+
+
+def test_refused_when_the_survivor_does_not_answer_ssh() -> None:
+    s = cluster(INV, {"master3": (65451,)}, ssh={"master3": (Reach.UNREACHABLE, "timed out")})
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"))
+    assert p.refused and "master3 answers on 2379 but not over SSH (unreachable: timed out)" in p.reason
+
+
+# --- a learner is all that is left ----------------------------------------------------------------
+
+
+def test_learner_recovery_never_forces_a_learner() -> None:
+    s = cluster(INV, {"node1": (900,)})
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2", "master3"), highest_index_seen=905)
+    assert not p.refused and recovery_path(p) is RecoveryPath.LEARNER_RESTORE
+    assert p.reason == (
+        "quorum lost: 0 of 3 voters reachable; learner node1 has the highest raft index 900; restore its db "
+        "into a new one-member cluster on node1 (--force-new-cluster on a learner panics: removed all "
+        "voters); may lose up to 5 raft entries beyond node1's index 900 (the highest index observed is 905)"
+    )
+    assert "--force-new-cluster" not in all_args(p)
+    assert [st.id for st in p.steps] == [
+        "fence-check",
+        "stop:node1",
+        "copy-db:node1",
+        "restore:node1",
+        "retire:node1",
+        "swap:node1",
+        "start:node1",
+        "wait-healthy:node1",
+        "verify:node1",
+    ]
+    steps = {st.id: st for st in p.steps}
+    assert steps["stop:node1"].action == "etcd-stop"  # gracefully: the learner flushes its db
+    assert steps["copy-db:node1"].params["src"] == "/var/lib/etcd/member/snap/db"
+    restore = steps["restore:node1"].params
+    assert restore["argv"] == [
+        "etcdctl",
+        "snapshot",
+        "restore",
+        f"/var/lib/etcd.restore-{TS}/db",
+        "--skip-hash-check",
+        "--name=etcd-node1",
+        "--initial-cluster=etcd-node1=https://10.9.0.21:2380",
+        "--initial-advertise-peer-urls=https://10.9.0.21:2380",
+        f"--data-dir=/var/lib/etcd.restore-{TS}/data",
+    ]
+    assert steps["swap:node1"].params == {
+        "data_dir": "/var/lib/etcd",
+        "staging": f"/var/lib/etcd.restore-{TS}/data",
+        "aside": f"/var/lib/etcd.bak-{TS}",
+    }
+    start = steps["start:node1"].params
+    assert (
+        start["restart"] == "always"
+        and "--initial-cluster=etcd-node1=https://10.9.0.21:2380" in start["args"]
+    )
+
+
+def test_a_3_5_learner_restores_with_etcdutl() -> None:
+    st = status(INV, "node1", 900)
+    st = EndpointStatus(**{**st.__dict__, "version": "3.5.16"})
+    p = plan_recovery(cluster(INV, {"node1": st}), INV, fenced=fenced("master1", "master2", "master3"))
+    restore = next(s for s in p.steps if s.action == "snapshot-restore")
+    assert restore.params["argv"][0] == "etcdutl"
+
+
+def test_learner_recovery_needs_every_voter_fenced() -> None:
+    s = cluster(INV, {"node1": (900,)})
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master3"))
+    assert p.refused and "no fencing evidence for master2" in p.reason
+
+
+# --- nothing answers: the newest verified snapshot -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snap:
+    id: str
+    created: dt.datetime
+    verified: bool
+    revision: int
+    raft_index: int
+    cluster: str = "t"
+    path: Path = Path("/backups/x.db")
+    sha256: str = "ab" * 32
+    version: str = "3.4.23"
+
+
+SNAPS = (
+    Snap("t-old", NOW - dt.timedelta(hours=5), True, 60000, 60100),
+    Snap("t-new", NOW - dt.timedelta(hours=1), True, 64000, 64100),
+    Snap("t-newest-unverified", NOW - dt.timedelta(minutes=5), False, 65000, 65100),
+    Snap("other-cluster", NOW, True, 1, 1, cluster="u"),
+)
+
+
+def test_nothing_reachable_restores_the_newest_verified_snapshot_on_the_first_voter() -> None:
+    s = cluster(INV, {}, members=False)
+    p = plan_recovery(
+        s, INV, snapshots=SNAPS, fenced=fenced("master2", "master3", "node1"), highest_index_seen=65451
+    )
+    assert not p.refused and recovery_path(p) is RecoveryPath.SNAPSHOT_RESTORE
+    assert p.reason == (
+        "quorum lost: 0 of 3 voters reachable, no etcd member answers; restore snapshot t-new (newest "
+        "verified, revision 64000, taken 2026-11-27T08:41:00Z) onto master1; may lose up to 1351 raft "
+        "entries beyond snapshot t-new's index 64100 (the highest index observed is 65451)"
+    )
+    steps = {st.id: st for st in p.steps}
+    assert steps["put-snapshot:master1"].params["sha256"] == "ab" * 32
+    assert "--skip-hash-check" not in steps["restore:master1"].params["argv"]  # a saved snapshot has it
+    assert steps["verify:master1"].params["min_revision"] == 64000
+    assert "--force-new-cluster" not in all_args(p)
+
+
+def test_snapshot_target_skips_a_voter_that_does_not_answer_ssh_unless_told() -> None:
+    s = cluster(INV, {}, ssh={"master1": (Reach.UNREACHABLE, "timed out")})
+    ev = fenced("master1", "master2", "master3")
+    p = plan_recovery(s, INV, snapshots=SNAPS, fenced=ev)
+    assert "onto master2" in p.reason
+    p = plan_recovery(s, INV, snapshots=SNAPS, fenced=ev, target="master3")
+    assert "onto master3" in p.reason and p.steps[-1].id == "verify:master3"
+
+
+def test_no_verified_snapshot_refuses() -> None:
+    s = cluster(INV, {})
+    p = plan_recovery(s, INV, snapshots=SNAPS[2:3], fenced=fenced("master2", "master3"))
+    assert p.refused and "no verified snapshot of cluster t (1 given)" in p.reason
+
+
+# --- the data-loss clause and bad input ----------------------------------------------------------------
+
+
+def test_data_loss_without_a_record_or_with_nothing_beyond() -> None:
+    s = cluster(INV, {"master3": (800,)})
+    ev = fenced("master1", "master2")
+    assert plan_recovery(s, INV, fenced=ev).reason.endswith(
+        "may lose what the lost members had beyond master3's index 800 "
+        "(no highest raft index on record to bound it)"
+    )
+    assert plan_recovery(s, INV, fenced=ev, highest_index_seen=790).reason.endswith(
+        "loses no raft entry observed: none beyond master3's index 800 (the highest observed is 800)"
+    )
+    assert plan_recovery(s, INV, fenced=ev, highest_index_seen=801).reason.endswith(
+        "may lose up to 1 raft entry beyond master3's index 800 (the highest index observed is 801)"
+    )
+
+
+def test_bad_input_names_the_field() -> None:
+    s = cluster(INV, {"master3": (800,)})
+    with pytest.raises(InputError, match="no host named 'master9'"):
+        plan_recovery(s, INV, prefer=("master9",))
+    with pytest.raises(InputError, match="target: node1 is not an etcd voter"):
+        plan_recovery(s, INV, target="node1")
+    with pytest.raises(InputError, match="highest_index_seen: -1 is negative"):
+        plan_recovery(s, INV, highest_index_seen=-1)
