@@ -20,48 +20,18 @@ figures and asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from common import ETCDCTL_ENV, etcdctl_snapshot_argv, fill, launch, run_child, summary
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.etcd.localcluster import LocalCluster
-from etcd_dr.etcdbin import ensure_binaries
 
 ETCD_DR = [sys.executable, "-m", "etcd_dr.cli", "snapshot"]
-
-
-def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of one fresh child process, via /usr/bin/time."""
-    t0 = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "RSSKB=%M", *argv], capture_output=True, env=env, check=False)
-    wall = time.monotonic() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"{argv[:4]} exited {p.returncode}: {p.stderr.decode(errors='replace')[-800:]}")
-    m = re.search(rb"RSSKB=(\d+)", p.stderr)
-    if not m:
-        raise SystemExit("/usr/bin/time printed no RSS")
-    return wall, int(m.group(1)) * 1024, p.stdout.decode()
-
-
-def fill(cluster: LocalCluster, start: int, count: int, threads: int = 8) -> float:
-    value = os.urandom(1 << 20)  # random: bbolt stores it as is, so the db grows ~1 MB a put
-    t0 = time.monotonic()
-    with cluster.client(request_timeout=60.0) as c, cf.ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: c.put(f"/bench/{i:06d}", value), range(start, start + count)))
-    return time.monotonic() - t0
 
 
 def write_inventory(cluster: LocalCluster, d: Path) -> Path:
@@ -92,16 +62,6 @@ def write_inventory(cluster: LocalCluster, d: Path) -> Path:
     return path
 
 
-def summary(name: str, rows: list[tuple[float, int]]) -> str:
-    walls = [r[0] for r in rows]
-    rss = [r[1] for r in rows]
-    return (
-        f"  {name:8s} wall median {statistics.median(walls):6.2f} s "
-        f"(min {min(walls):.2f}, max {max(walls):.2f})"
-        f"  peak RSS median {statistics.median(rss) / 1e6:6.1f} MB (max {max(rss) / 1e6:.1f})"
-    )
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--version", default="3.4")
@@ -110,32 +70,13 @@ def main() -> int:
     ap.add_argument("--full-rounds", type=int, default=3)
     args = ap.parse_args()
 
-    bins = ensure_binaries(args.version)
-    root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-"))
-    ca = new_ca()
-    cluster = LocalCluster.launch(
-        bins,
-        root,
-        ca,
-        issue_cert(ca, "etcd-member", ips=("127.0.0.1",)),
-        issue_cert(ca, "bench-client", server=False),
-        size=1,
-    )
+    bins, root, cluster = launch(args.version)
     try:
         inv = write_inventory(cluster, root)
         snapdir = root / "snapshots"
         pki = root / "pki"
         ep = cluster.endpoints[0]
-        ctl = [
-            str(bins.etcdctl),
-            f"--endpoints={ep}",
-            f"--cacert={pki / 'ca.pem'}",
-            f"--cert={root / 'client.pem'}",
-            f"--key={root / 'client-key.pem'}",
-            "snapshot",
-            "save",
-        ]
-        ctl_env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
+        ctl = etcdctl_snapshot_argv(bins, ep, pki)
         filled = 0
         for mb in (int(x) for x in args.sizes.split(",")):
             secs = fill(cluster, filled, mb - filled)
@@ -150,7 +91,7 @@ def main() -> int:
             full_detail: list[str] = []
             for i in range(args.rounds):
                 dest = root / "ctl.db"
-                w, rss, _ = run_child([*ctl, str(dest)], ctl_env)
+                w, rss, _ = run_child([*ctl, str(dest)], ETCDCTL_ENV)
                 res["etcdctl"].append((w, rss))
                 dest.unlink()
                 w, rss, out = run_child(

@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from etcd_dr.certs import issue_cert, new_ca
-from etcd_dr.etcd.localcluster import LocalCluster
-from etcd_dr.etcdbin import ensure_binaries
+from common import ETCDCTL_ENV, etcdctl_snapshot_argv, fill, launch, run_child, summary
 
 # argv: endpoint, pki dir, dest ("-" = only a Status call: the interpreter + gRPC baseline).
 CHILD = """
@@ -47,22 +37,6 @@ c.close()
 """
 
 
-def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of one child process.
-
-    Peak RSS comes from /usr/bin/time: wait4 on a child forked from this (large) interpreter would
-    report at least the parent's RSS, as the child holds its pages between fork and exec."""
-    t0 = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "RSSKB=%M", *argv], capture_output=True, env=env, check=False)
-    wall = time.monotonic() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"{argv[0]} exited {p.returncode}: {p.stderr.decode(errors='replace')[-500:]}")
-    m = re.search(rb"RSSKB=(\d+)", p.stderr)
-    if not m:
-        raise SystemExit("/usr/bin/time printed no RSS")
-    return wall, int(m.group(1)) * 1024, p.stdout.decode()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--version", default="3.4")
@@ -70,44 +44,21 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
 
-    bins = ensure_binaries(args.version)
-    root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-"))
-    ca = new_ca()
-    cluster = LocalCluster.launch(
-        bins,
-        root,
-        ca,
-        issue_cert(ca, "etcd-member", ips=("127.0.0.1",)),
-        issue_cert(ca, "bench-client", server=False),
-        size=1,
-    )
+    bins, root, cluster = launch(args.version)
     try:
         pki = root / "pki"
-        (pki / "client.pem").write_bytes(cluster.client_pair.cert_pem)
-        (pki / "client-key.pem").write_bytes(cluster.client_pair.key_pem)
         ep = cluster.endpoints[0]
-        value = os.urandom(1 << 20)  # random: bbolt stores it as is, so the db grows by ~1 MB a put
-        with cluster.client(request_timeout=30.0) as c:
-            for i in range(args.mb):
-                c.put(f"/bench/{i:06d}", value)
+        fill(cluster, 0, args.mb)
+        with cluster.client() as c:
             db = c.status(ep).db_size
         print(f"etcd {bins.version}, db {db / 1e6:.0f} MB, {args.rounds} rounds each, alternating")
 
-        env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
-        ctl = [
-            str(bins.etcdctl),
-            f"--endpoints={ep}",
-            f"--cacert={pki / 'ca.pem'}",
-            f"--cert={pki / 'client.pem'}",
-            f"--key={pki / 'client-key.pem'}",
-            "snapshot",
-            "save",
-        ]
+        ctl = etcdctl_snapshot_argv(bins, ep, pki)
         res: dict[str, list[tuple[float, int]]] = {"etcdctl": [], "client": []}
         calls: list[float] = []
         for _ in range(args.rounds):
             dest = root / "ctl.db"
-            w, rss, _ = run_child([*ctl, str(dest)], env)
+            w, rss, _ = run_child([*ctl, str(dest)], ETCDCTL_ENV)
             res["etcdctl"].append((w, rss))
             dest.unlink()
             dest = root / "ours.db"
@@ -119,13 +70,7 @@ def main() -> int:
             dest.unlink()
         _, base_rss, _ = run_child([sys.executable, "-c", CHILD, ep, str(pki), "-"])
         for name, rows in res.items():
-            walls = [r[0] for r in rows]
-            rss = [r[1] for r in rows]
-            med = statistics.median(walls)
-            print(
-                f"{name:8s} wall median {med:.2f} s (min {min(walls):.2f}, max {max(walls):.2f})"
-                f"  peak RSS median {statistics.median(rss) / 1e6:.0f} MB"
-            )
+            print(summary(name, rows))
         print(f"client   inside snapshot() median {statistics.median(calls):.2f} s")
         print(f"baseline (python + grpc + one Status call) peak RSS {base_rss / 1e6:.0f} MB")
     finally:
