@@ -26,9 +26,15 @@ class FileStatus:
     """`snapshot status -w json` of a file: what etcd itself reads from the db."""
 
     hash: int
-    revision: int
+    revision: int  # the newest revision of a stored key: 0 when no key was ever written
     total_key: int
     total_size: int
+
+    @property
+    def store_revision(self) -> int:
+        """The revision etcd itself would report for this store: it counts from 1, so a store no key
+        was ever written to (a fresh cluster: the first rehearsal's snapshot) is at 1, not 0."""
+        return max(self.revision, 1)
 
 
 def binaries_for(version: str) -> EtcdBinaries:

@@ -66,4 +66,4 @@ def _exact_revision(result: SnapshotResult, version: str) -> tuple[int, str]:
     # the store as of one revision: `snapshot status` reads it back from the file itself (the highest
     # revision in its key bucket). It must fall in the bracket; verify() checks that agreement too.
     st = snapshot_status(binaries_for(version), result.path)
-    return st.revision, "snapshot-status"
+    return st.store_revision, "snapshot-status"

@@ -166,26 +166,24 @@ def verify_snapshot(
             return done(Verdict.UNVERIFIED, f"hashes match, but {e}", **got)
         checks.append(Check("status", False, str(e)))
         return done(Verdict.CORRUPT, f"etcd cannot read the file: {e}", **got)
-    revision = st.revision
+    revision = st.store_revision
     got["revision"] = revision
-    if expected.revision is not None and st.revision != expected.revision:
-        checks.append(Check("status", False, f"revision {st.revision}, expected {expected.revision}"))
+    if expected.revision is not None and revision != expected.revision:
+        checks.append(Check("status", False, f"revision {revision}, expected {expected.revision}"))
         return done(
             Verdict.CORRUPT,
-            f"etcd reads revision {st.revision} from the file, but it was taken at {expected.revision}",
+            f"etcd reads revision {revision} from the file, but it was taken at {expected.revision}",
             **got,
         )
-    if expected.revision_range and not (
-        expected.revision_range[0] <= st.revision <= expected.revision_range[1]
-    ):
+    if expected.revision_range and not (expected.revision_range[0] <= revision <= expected.revision_range[1]):
         lo, hi = expected.revision_range
-        checks.append(Check("status", False, f"revision {st.revision} outside {lo}..{hi}"))
+        checks.append(Check("status", False, f"revision {revision} outside {lo}..{hi}"))
         return done(
             Verdict.CORRUPT,
-            f"etcd reads revision {st.revision} from the file, outside {who}'s {lo}..{hi} while streaming",
+            f"etcd reads revision {revision} from the file, outside {who}'s {lo}..{hi} while streaming",
             **got,
         )
-    checks.append(Check("status", True, f"revision {st.revision}, {st.total_key} keys"))
+    checks.append(Check("status", True, f"revision {revision}, {st.total_key} keys"))
     if reference is None and why_no_reference.startswith("revision unknown") and member_hash is not None:
         reference, why_no_reference = _member_reference(
             Expected(member=who, revision=revision), member_hash
