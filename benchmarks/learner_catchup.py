@@ -105,7 +105,7 @@ def main() -> int:
                     res = add_learner(inv, args.host, LearnerOptions(catchup_timeout=1800))
                     if not res.ok:
                         raise SystemExit(f"learner add failed: {res.verdict}")
-                    steps = {x.action.value: x.duration_s for x in res.results}
+                    steps = {x.step.action.value: x.duration_s for x in res.results}
                     rows.append((mib, db, r + 1, res.join_s, res.caught_up_s, steps, res.duration_s))
                     print(
                         f"  round {r + 1}: member add -> caught up {res.join_s:.2f} s (start -> caught up "

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     ("cert", "etcd_dr.certissue"),
     ("learner", "etcd_dr.learner.cli"),
     ("fault", "etcd_dr.fault_cli"),
+    ("recover", "etcd_dr.recover"),
 )
 
 

@@ -30,9 +30,9 @@ def _report(args: argparse.Namespace, run: FaultRun, verb: str) -> int:
         print(f"{verb} {state} in {run.duration_s:.2f} s: {run.plan.reason}")
         if run.outcome is not None and run.outcome.failed is not None:
             print(f"failed step: {run.outcome.failed.step.description}: {run.outcome.failed.error}")
-    if run.plan.refused:
+    if run.plan.refusal is not None:
         print(f"etcd-dr: {run.plan.reason}", file=sys.stderr)
-        return 2
+        return run.plan.refusal.exit_code
     return 0 if run.ok else 1
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
-from etcd_dr.plans import Plan, Step
+from etcd_dr.plans import Plan, Refusal, Step
 
 FAULT_KIND = "fault"
 HEAL_KIND = "fault-heal"
@@ -81,7 +81,9 @@ def fault_id(host: str, mode: FaultMode, now: dt.datetime) -> str:
 
 
 def _refused(inv: Inventory, why: str) -> Plan:
-    return Plan(kind=FAULT_KIND, cluster=inv.cluster, reason=f"fault injection refused: {why}", refused=True)
+    # every refusal is about the request or the inventory (not marked for rehearsal, not a voter,
+    # a fault active there already, a flag missing): bad input
+    return Plan(FAULT_KIND, inv.cluster, f"fault injection refused: {why}", refusal=Refusal.BAD_INPUT)
 
 
 def _runtime_params(inv: Inventory) -> dict[str, object]:

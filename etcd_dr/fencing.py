@@ -43,7 +43,11 @@ def evidence_for(
 ) -> FenceEvidence:
     e = inv.etcd
     t = e.dial_timeout if timeout is None else timeout
-    answering = [p for p in (e.client_port, e.peer_port) if port_answers(host.address, p, t)]
+    ports_ = (e.client_port, e.peer_port)
+    # both ports at once: a dead host costs one timeout, not two
+    with cf.ThreadPoolExecutor(max_workers=len(ports_)) as pool:
+        answers = list(pool.map(lambda p: port_answers(host.address, p, t), ports_))
+    answering = [p for p, ok in zip(ports_, answers, strict=True) if ok]
     if not answering:
         return FenceEvidence(
             host.name, True, f"no answer on {e.client_port} and {e.peer_port} within {t:g} s"

@@ -6,7 +6,12 @@ is done, and the one-sentence reason it is there. A dry run is `plan.render()`, 
 
 `execute()` is the only thing that changes hosts. For each step it asks the step's handler whether
 the postcondition already holds (then the step is SKIPPED: that is what makes a re-run after a crash
-safe), else runs it and checks the postcondition again. Every step leaves an audit event.
+safe), else runs it and checks the postcondition again. Every step leaves an audit event. Two hooks
+serve the orchestrator: `run_step` wraps each step (a Prefect task run per step: its checkpoint) and
+`on_failure` undoes what a failed run left behind (its `Rollback` is in the `Outcome`).
+
+A refused plan carries a closed `Refusal`: BAD_INPUT (the request or inventory is wrong: exit 2) or
+UNSAFE (the cluster is not in a state for it: exit 1). Nothing is changed either way.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import enum
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from etcd_dr.errors import EtcdDrError
 
@@ -27,41 +32,88 @@ class StepState(enum.StrEnum):
     NOT_RUN = "not-run"  # an earlier step failed
 
 
+class Refusal(enum.StrEnum):
+    """Why a planner refused: closed, so that callers map it to an exit code without parsing."""
+
+    BAD_INPUT = "bad-input"  # the operator's request or inventory is wrong: exit 2
+    UNSAFE = "unsafe"  # the cluster or host is not in a state for it: exit 1
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self is Refusal.BAD_INPUT else 1
+
+
 @dataclass(frozen=True)
 class Step:
     id: str  # unique and stable within a plan (checkpoints key on it), e.g. "member-add:node1"
-    action: str  # which handler carries it out
+    action: str  # which handler carries it out (a str or a StrEnum member)
     host: str | None
     description: str  # what it does, as an operator would say it ("run etcd on node1 as a learner")
     postcondition: str  # what holds when it is done ("node1 is a learner member")
     reason: str  # why it is in the plan, one sentence
     destructive: bool = False
     params: Mapping[str, object] = field(default_factory=dict)
+    holds: bool = False  # the planner saw the postcondition hold already (execute() checks again)
+    runs: str = ""  # what it runs, for the dry run ("MemberAdd peerURLs=[...] isLearner=true")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Plan:
+    """What a planner decided. `refusal` set: refused, `reason` says why and what to do, no steps.
+    `params` holds what the planner found that its executor and reports need (e.g. a member id)."""
+
     kind: str  # "learner-add", "recover", ...
     cluster: str
     reason: str  # the decision, one sentence
-    steps: tuple[Step, ...] = ()
-    refused: bool = False  # the planner refuses to act; reason says why and what to do
+    steps: tuple[Step, ...]
+    refusal: Refusal | None
+    params: Mapping[str, object]
+
+    def __init__(
+        self,
+        kind: str,
+        cluster: str,
+        reason: str,
+        steps: tuple[Step, ...] = (),
+        refused: bool = False,
+        *,
+        refusal: Refusal | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> None:
+        # `refused=True` without a refusal (the first spelling of this API) means UNSAFE; a str is
+        # a refusal read back from to_json()
+        if refused and refusal is None:
+            refusal = Refusal.UNSAFE
+        refusal = Refusal(refusal) if refusal is not None else None
+        for name, value in (
+            ("kind", kind), ("cluster", cluster), ("reason", reason), ("steps", tuple(steps)),
+            ("refusal", refusal), ("params", dict(params or {})),
+        ):  # fmt: skip
+            object.__setattr__(self, name, value)
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
 
     @property
     def destructive(self) -> bool:
         return any(s.destructive for s in self.steps)
 
     def render(self) -> str:
+        """The dry run: the decision, then one numbered block per step."""
         head = f"{self.kind} plan for cluster {self.cluster}: {self.reason}"
-        if self.refused:
-            return f"REFUSED: {head}"
+        if self.refusal is not None:
+            return f"REFUSED ({self.refusal}): {head}"
         if not self.steps:
             return f"{head}\n  (nothing to do)"
         lines = [head]
         for i, s in enumerate(self.steps, 1):
             flag = " [destructive]" if s.destructive else ""
-            lines.append(f"  {i}. {s.description}{flag}")
+            held = " (holds already: will be skipped)" if s.holds else ""
+            lines.append(f"  {i}. {s.description}{flag}{held}")
             lines.append(f"     why: {s.reason}")
+            if s.runs:
+                lines.append(f"     runs: {s.runs}")
             lines.append(f"     done when: {s.postcondition}")
         return "\n".join(lines)
 
@@ -71,16 +123,20 @@ class Plan:
             "cluster": self.cluster,
             "reason": self.reason,
             "refused": self.refused,
+            "refusal": str(self.refusal) if self.refusal else None,
+            "params": dict(self.params),
             "steps": [
                 {
                     "id": s.id,
-                    "action": s.action,
+                    "action": str(s.action),
                     "host": s.host,
                     "description": s.description,
                     "postcondition": s.postcondition,
                     "reason": s.reason,
                     "destructive": s.destructive,
-                    "params": {k: v for k, v in s.params.items()},
+                    "holds": s.holds,
+                    "runs": s.runs,
+                    "params": dict(s.params),
                 }
                 for s in self.steps
             ],
@@ -90,12 +146,13 @@ class Plan:
 class StepHandler(Protocol):
     """How one kind of step is carried out and checked."""
 
-    def done(self, step: Step) -> bool:
-        """True when the step's postcondition already holds (read-only)."""
+    def done(self, step: Step) -> bool | str | None:
+        """Whether the step's postcondition holds (read-only): falsy for no; True, or a sentence
+        saying what was found ("member 8e9e... has peer URL ..."), for yes."""
         ...
 
-    def run(self, step: Step) -> None:
-        """Carry the step out. Raise on failure."""
+    def run(self, step: Step) -> str | None:
+        """Carry the step out; return what was done, one sentence (or None). Raise on failure."""
         ...
 
 
@@ -105,18 +162,42 @@ class StepResult:
     state: StepState
     duration_s: float = 0.0
     error: str | None = None
+    detail: str = ""  # what was done or found, one sentence ("member 8e9e... added"); the error if FAILED
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (StepState.DONE, StepState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What an on_failure hook undid after a failed step."""
+
+    done: tuple[str, ...]  # what was undone, one phrase each
+    errors: tuple[str, ...]  # what could not be undone
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def sentence(self) -> str:
+        s = "; ".join(self.done) if self.done else "nothing to undo"
+        return s + (f"; NOT undone: {'; '.join(self.errors)}" if self.errors else "")
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "done": list(self.done), "errors": list(self.errors)}
 
 
 @dataclass(frozen=True)
 class Outcome:
     plan: Plan
     results: tuple[StepResult, ...]
+    rollback: Rollback | None = None  # what on_failure undid, when a step failed and it was given
 
     @property
     def ok(self) -> bool:
-        return not self.plan.refused and all(
-            r.state in (StepState.DONE, StepState.SKIPPED) for r in self.results
-        )
+        return not self.plan.refused and all(r.ok for r in self.results)
 
     @property
     def failed(self) -> StepResult | None:
@@ -132,9 +213,11 @@ class Outcome:
                     "state": str(r.state),
                     "duration_s": round(r.duration_s, 3),
                     "error": r.error,
+                    "detail": r.detail,
                 }
                 for r in self.results
             ],
+            "rollback": self.rollback.to_json() if self.rollback else None,
         }
 
 
@@ -146,53 +229,88 @@ class PostconditionFailed(EtcdDrError):
     """A step ran without error but its postcondition does not hold."""
 
 
+StepBody: TypeAlias = Callable[[], StepResult]
+# run_step(step, body) -> body(), or body() inside a wrapper (a Prefect task run: the step's checkpoint)
+StepRunner: TypeAlias = Callable[[Step, StepBody], StepResult]
+# on_failure(failed result) -> what was undone, or None when there was nothing to undo
+FailureHook: TypeAlias = Callable[[StepResult], Rollback | None]
+
+
+def carry_out(
+    plan: Plan,
+    step: Step,
+    handler: StepHandler,
+    *,
+    audit=None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> StepResult:
+    """One step: postcondition first (SKIPPED when it holds), else run it and check it again.
+    Leaves one audit event. Never raises an EtcdDrError: a failure is a FAILED result."""
+    t0 = time.monotonic()
+    err: str | None = None
+    try:
+        held = handler.done(step)
+        if held:
+            state, detail = (
+                StepState.SKIPPED,
+                held if isinstance(held, str) else f"{step.postcondition} already",
+            )
+            say(f"skip   {step.description}: {detail}")
+        else:
+            say(f"run    {step.description}")
+            detail = handler.run(step) or ""
+            if not handler.done(step):
+                raise PostconditionFailed(f"{step.description}: ran, but not true: {step.postcondition}")
+            state = StepState.DONE
+            say(f"done   {step.description} ({time.monotonic() - t0:.2f} s){': ' + detail if detail else ''}")
+    except EtcdDrError as e:
+        state, err = StepState.FAILED, str(e)
+        detail = err
+        say(f"FAILED {step.description}: {e}")
+    dt = time.monotonic() - t0
+    if audit is not None:
+        audit.event(
+            host=step.host or "-",
+            action=f"step:{step.action}",
+            outcome={"done": "ok", "skipped": "skipped", "failed": "failed"}[state.value],
+            reason=step.reason,
+            step=step.id,
+            plan=plan.kind,
+            destructive=step.destructive,
+            duration_s=round(dt, 4),
+            detail=detail,
+            error=err,
+        )
+    return StepResult(step, state, dt, err, detail)
+
+
 def execute(
     plan: Plan,
     handlers: Mapping[str, StepHandler],
     *,
     audit=None,
     say: Callable[[str], None] = lambda _msg: None,
+    run_step: StepRunner | None = None,
+    on_failure: FailureHook | None = None,
 ) -> Outcome:
-    """Carry the plan out step by step; stop at the first failure (later steps are NOT_RUN)."""
+    """Carry the plan out step by step; stop at the first failure (later steps are NOT_RUN), then
+    call on_failure with the failed result (its Rollback goes into the Outcome)."""
     if plan.refused:
         raise PlanRefused(plan.reason)
-    missing = sorted({s.action for s in plan.steps} - set(handlers))
+    missing = sorted({str(s.action) for s in plan.steps} - {str(a) for a in handlers})
     if missing:
         raise ValueError(f"no handler for step action(s): {', '.join(missing)}")
+    wrap = run_step or (lambda _step, body: body())
     results: list[StepResult] = []
-    failed = False
+    failed: StepResult | None = None
     for step in plan.steps:
-        if failed:
+        if failed is not None:
             results.append(StepResult(step, StepState.NOT_RUN))
             continue
         h = handlers[step.action]
-        t0 = time.monotonic()
-        try:
-            if h.done(step):
-                state, err = StepState.SKIPPED, None
-                say(f"skip   {step.description}: {step.postcondition} already")
-            else:
-                say(f"run    {step.description}")
-                h.run(step)
-                if not h.done(step):
-                    raise PostconditionFailed(f"{step.description}: ran, but not true: {step.postcondition}")
-                state, err = StepState.DONE, None
-                say(f"done   {step.description} ({time.monotonic() - t0:.2f} s)")
-        except EtcdDrError as e:
-            state, err, failed = StepState.FAILED, str(e), True
-            say(f"FAILED {step.description}: {e}")
-        dt = time.monotonic() - t0
-        if audit is not None:
-            audit.event(
-                host=step.host or "-",
-                action=f"step:{step.action}",
-                outcome={"done": "ok", "skipped": "skipped", "failed": "failed"}[state.value],
-                reason=step.reason,
-                step=step.id,
-                plan=plan.kind,
-                destructive=step.destructive,
-                duration_s=round(dt, 4),
-                error=err,
-            )
-        results.append(StepResult(step, state, dt, err))
-    return Outcome(plan, tuple(results))
+        r = wrap(step, lambda step=step, h=h: carry_out(plan, step, h, audit=audit, say=say))
+        results.append(r)
+        if r.state is StepState.FAILED:
+            failed = r
+    rollback = on_failure(failed) if failed is not None and on_failure is not None else None
+    return Outcome(plan, tuple(results), rollback)

@@ -33,7 +33,7 @@ from typing import Protocol
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
-from etcd_dr.plans import Plan, Step
+from etcd_dr.plans import Plan, Refusal, Step
 from etcd_dr.runtime import RKE_BINDS, InitialClusterState, MemberSpec, etcd_flags, member_name
 from etcd_dr.state import ClusterState, MemberState, Reach
 
@@ -470,7 +470,8 @@ def _swap_step(inv: Inventory, host: Host, paths: _Paths) -> Step:
 
 
 def _refuse(inv: Inventory, reason: str) -> Plan:
-    return Plan(kind=KIND, cluster=inv.cluster, reason=reason, refused=True)
+    # bad arguments raise InputError; a refused recovery is about the cluster's state
+    return Plan(kind=KIND, cluster=inv.cluster, reason=reason, refusal=Refusal.UNSAFE)
 
 
 def _ssh_problem(m: MemberState) -> str | None:

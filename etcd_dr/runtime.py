@@ -14,6 +14,7 @@ Principle: never remove what cannot be rebuilt, so there is no remove() here: re
 from __future__ import annotations
 
 import enum
+import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,6 +151,8 @@ class MemberRuntime(Protocol):
     def args(self) -> list[str]: ...
     def rename(self, new_name: str) -> MemberRuntime: ...
     def set_restart(self, always: bool) -> None: ...
+    def restarts(self) -> bool: ...
+    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None: ...
     def data_dir_for(self, host_path: str) -> str: ...
     def host_path(self, runtime_path: str) -> str: ...
     def logs(self, tail: int = 50) -> str: ...
@@ -256,6 +259,32 @@ class DockerRuntime:
     def set_restart(self, always: bool) -> None:
         self._docker("update", f"--restart={'always' if always else 'no'}", self.container)
 
+    def restarts(self) -> bool:
+        """Whether the container comes back by itself (any restart policy but "no")."""
+        policy = (self._inspect("{{.HostConfig.RestartPolicy.Name}}") or "").strip()
+        return policy not in ("", "no")
+
+    def inspect(self) -> dict:
+        """`docker inspect` of the container, parsed."""
+        out = self._inspect("{{json .}}")
+        if out is None:
+            raise RuntimeStateError(f"{self.ex.host}: no container named {self.container}")
+        return json.loads(out)
+
+    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None:
+        """`docker run` this container as a copy of container `template` (image, entrypoint, mounts,
+        network, environment, all from its `docker inspect`), with etcd arguments `args`."""
+        t = DockerRuntime(self.ex, template, docker=self.docker).inspect()
+        cfg, host_cfg = t.get("Config") or {}, t.get("HostConfig") or {}
+        argv = ["run", "-d", "--name", self.container, f"--network={host_cfg.get('NetworkMode') or 'host'}"]
+        argv.append("--restart=always" if restart_always else "--restart=no")
+        for bind in host_cfg.get("Binds") or []:
+            argv += ["-v", bind]
+        for env in cfg.get("Env") or []:
+            argv += ["-e", env]
+        argv += ["--entrypoint", str(t["Path"]), str(cfg["Image"]), *args]
+        self._docker(*argv, timeout=120, reason=f"start etcd container {self.container} like {template}")
+
     def logs(self, tail: int = 50) -> str:
         r = self._docker("logs", "--tail", str(tail), self.container, check=False)
         return r.stdout + r.stderr
@@ -323,19 +352,30 @@ class ProcessRuntime:
         )  # fmt: skip
 
     def start(self, spec: MemberSpec, *, restart_always: bool = True) -> None:
+        self._start_argv([self.binary, *etcd_flags(spec)], spec.name, restart_always)
+
+    def _start_argv(self, argv: Sequence[str], member: str, restart_always: bool) -> None:
         if self.is_running():
             raise RuntimeStateError(f"{self.ex.host}: {self.name} is already running")
-        argv = [self.binary, *etcd_flags(spec)]
         unit = (
             "#!/bin/sh\n"
-            f"# etcd-dr unit {self.name}: etcd member {spec.name}.\n"
+            f"# etcd-dr unit {self.name}: etcd member {member}.\n"
             f"# {self.name}.enabled beside this file: started at boot.\n"
             f"exec {shlex.join(argv)}\n"
         )
         self.ex.run(["mkdir", "-p", self.unit_dir])
-        self.ex.put(unit.encode(), self.unit, mode=0o755, reason=f"write unit for member {spec.name}")
+        self.ex.put(unit.encode(), self.unit, mode=0o755, reason=f"write unit for member {member}")
         self.set_restart(restart_always)
         self._launch()
+
+    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None:
+        """Start this unit as a copy of unit `template` (its binary) with etcd arguments `args`."""
+        tmpl = ProcessRuntime(
+            self.ex, self.binary, template, unit_dir=self.unit_dir, run_dir=self.run_dir, log_dir=self.log_dir
+        )
+        binary = tmpl.exec_line()[0]
+        name = next((a.split("=", 1)[1] for a in args if a.startswith("--name=")), self.name)
+        self._start_argv([binary, *args], name, restart_always)
 
     def restart(self) -> None:
         if self.is_running():
@@ -379,15 +419,19 @@ class ProcessRuntime:
     def kill(self) -> None:
         self._signal_and_wait("KILL", 5.0)
 
-    def args(self) -> list[str]:
+    def exec_line(self) -> list[str]:
+        """The unit's command: the binary, then etcd's arguments."""
         try:
             text = self.ex.get(self.unit).decode()
         except CommandError as e:
             raise RuntimeStateError(f"{self.ex.host}: no unit {self.unit}") from e
         for line in text.splitlines():
             if line.startswith("exec "):
-                return shlex.split(line)[2:]  # drop "exec" and the binary
+                return shlex.split(line)[1:]  # drop "exec"
         raise RuntimeStateError(f"{self.ex.host}: {self.unit} has no exec line")
+
+    def args(self) -> list[str]:
+        return self.exec_line()[1:]  # drop the binary
 
     def rename(self, new_name: str) -> ProcessRuntime:
         """Move the unit (and its boot marker, pidfile) to new_name; returns that runtime."""
@@ -406,6 +450,9 @@ class ProcessRuntime:
             self.ex.run(["touch", self.enabled_marker])
         else:
             self.ex.run(["rm", "-f", self.enabled_marker])
+
+    def restarts(self) -> bool:
+        return self.ex.run(["test", "-e", self.enabled_marker], check=False).ok
 
     def logs(self, tail: int = 50) -> str:
         return self.ex.run(["tail", "-n", str(tail), self.logfile], check=False).stdout

@@ -16,8 +16,7 @@ from etcd_dr.audit import register_secret
 from etcd_dr.certs import CertKeyPair, check_ca
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.inventory import Inventory, load_inventory
-from etcd_dr.learner import LearnerAddResult, LearnerOptions, Session, execute
-from etcd_dr.learner.run import probe_wanted
+from etcd_dr.learner import LearnerAddResult, LearnerOptions, Session, planned_only, probe_wanted, run_plan
 from flows.common import audited_run
 from tasks.learner import plan_learner, probe_learner_host, rollback_learner, run_learner_step
 from tasks.observe import observe_cluster
@@ -60,18 +59,18 @@ def ca_from_secret(name: str) -> CertKeyPair:
 
 def render_markdown(res: LearnerAddResult) -> str:
     p = res.plan
-    lines = [f"## Learner add: {p.host} in {p.cluster}", "", f"**Decision.** {p.verdict}", ""]
+    lines = [f"## Learner add: {p.params.get('host')} in {p.cluster}", "", f"**Decision.** {p.reason}", ""]
     if p.refused:
         lines.append(f"**Refused ({p.refusal}).** Nothing was changed.")
         return "\n".join(lines)
-    done = {r.action: r for r in res.results}
+    done = {r.step.id: r for r in res.results}
     lines += [
         "| # | step | destructive | postcondition | outcome | s | detail |",
         "|---|---|---|---|---|---|---|",
     ]
     for i, st in enumerate(p.steps, 1):
-        r = done.get(st.action)
-        outcome, secs, detail = (str(r.status), f"{r.duration_s:.2f}", r.detail) if r else ("not run", "", "")
+        r = done.get(st.id)
+        outcome, secs, detail = (str(r.state), f"{r.duration_s:.2f}", r.detail) if r else ("not run", "", "")
         lines.append(
             f"| {i} | {st.action} | {'yes' if st.destructive else 'no'} | {st.postcondition} | {outcome} "
             f"| {secs} | {detail.replace('|', '/')} |"
@@ -105,9 +104,9 @@ def add_learner_flow(
             facts = probe_learner_host(s) if probe_wanted(inv, host) else None
             plan = plan_learner(inv, state, host, facts, opts)
             if plan.refused or dry_run:
-                res = LearnerAddResult(plan, (), not plan.refused, plan.verdict, plan.member_id)
+                res = planned_only(plan, s)
             else:
-                res = execute(plan, s, run_step=run_learner_step, rollback=rollback_learner)
+                res = run_plan(plan, s, run_step=run_learner_step, rollback=rollback_learner)
     logger.info(res.verdict)
     create_markdown_artifact(
         key=f"etcd-add-learner-{inv.cluster}".lower().replace("_", "-").replace(".", "-"),

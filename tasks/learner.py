@@ -10,16 +10,12 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.learner import (
     HostFacts,
     LearnerOptions,
-    Plan,
-    RollbackResult,
     Session,
-    Step,
-    StepResult,
     gather_facts,
     plan_learner_add,
-    run_one,
     set_aside_member,
 )
+from etcd_dr.plans import Plan, Rollback, Step, StepBody, StepResult
 from etcd_dr.state import ClusterState
 
 
@@ -37,10 +33,11 @@ def plan_learner(
 
 
 @task(name="learner-step", task_run_name="{step.action}", cache_policy=None)
-def run_learner_step(session: Session, step: Step) -> StepResult:
-    return run_one(session, step)
+def run_learner_step(step: Step, body: StepBody) -> StepResult:
+    """etcd_dr.plans.execute's run_step hook: the step (postcondition, action, audit) in a task run."""
+    return body()
 
 
 @task(name="learner-rollback", cache_policy=None)
-def rollback_learner(session: Session, reason: str) -> RollbackResult:
+def rollback_learner(session: Session, reason: str) -> Rollback:
     return set_aside_member(session, reason)

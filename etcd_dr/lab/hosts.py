@@ -111,11 +111,16 @@ def prepare(cfg: LabConfig) -> None:
 
 def wipe(cfg: LabConfig) -> None:
     """Delete host disks, keys, certs, the inventory and the state (only inside the lab dir; the
-    image tarballs in images/ stay as a cache)."""
-    for sub in ("hosts", "keys", "certs"):
+    image tarballs in images/ stay as a cache, the audit log stays as a record). What belonged to
+    the old cluster goes too: its snapshots, its fault ledger and recovery journal would otherwise
+    describe the new lab (a stale fault refuses the next rehearsal's fault injection)."""
+    for sub in ("hosts", "keys", "certs", "snapshots"):
         shutil.rmtree(cfg.dir / sub, ignore_errors=True)
     for f in (cfg.inventory_path, cfg.state_path, cfg.dir / "hosts.txt", cfg.dir / "cgroup-mounts"):
         f.unlink(missing_ok=True)
+    for pattern in ("faults-*.json*", "recover-*.json"):
+        for f in cfg.dir.glob(pattern):
+            f.unlink(missing_ok=True)
     (cfg.dir / INIT_SCRIPT).unlink(missing_ok=True)
 
 

@@ -6,8 +6,9 @@ import argparse
 import json
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
-from etcd_dr.learner.plan import LearnerOptions, Refusal, render_plan
-from etcd_dr.learner.run import add_learner, remove_learner
+from etcd_dr.learner.add import add_learner
+from etcd_dr.learner.plan import LearnerOptions
+from etcd_dr.learner.undo import remove_learner
 
 ADD_HELP = """Add HOST (role etcd-learner in the inventory) to the cluster as a learner: issue its
 certificate if missing, `member add --learner` (retrying `unhealthy cluster`), start etcd in the
@@ -33,13 +34,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.to_json(), indent=2))
     elif args.plan or res.plan.refused:
-        print(render_plan(res.plan))
+        print(res.plan.render())
     else:
         print(res.verdict)
         if res.join_s is not None:
             print(f"member add to caught up: {res.join_s:.2f} s; total {res.duration_s:.2f} s")
-    if res.plan.refusal is Refusal.BAD_INPUT:
-        return 2
+    if res.plan.refusal is not None:
+        return res.plan.refusal.exit_code
     return 0 if res.ok else 1
 
 

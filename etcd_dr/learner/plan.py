@@ -1,10 +1,11 @@
 """The learner-add planner: pure, from a ClusterState, the inventory and what was seen on the host to
-a Plan of steps. No I/O here; etcd_dr.learner.run carries a plan out.
+an etcd_dr.plans.Plan. No I/O here; etcd_dr.learner.add carries a plan out with etcd_dr.plans.execute.
 
 Each step names its host, its action, what it runs, whether it is destructive, its postcondition
 (checked first when it runs: a step whose postcondition holds is skipped, so a re-run after a crash
 adds no second member) and one sentence saying why. A refused plan says why in one sentence and
 whether that is bad input (exit 2) or an unsafe cluster (exit 1); nothing is changed either way.
+The plan's params carry the host, its member id (when it is one already) and what the member runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory, Role, RuntimeKind
+from etcd_dr.plans import Plan, Refusal, Step
 from etcd_dr.runtime import member_name
 from etcd_dr.state import ClusterState, MemberListSource, MemberState
 
@@ -27,9 +29,7 @@ class Action(enum.StrEnum):
     PROMOTE = "promote"
 
 
-class Refusal(enum.StrEnum):
-    BAD_INPUT = "bad-input"  # the operator's request or inventory is wrong: exit 2
-    UNSAFE = "unsafe"  # the cluster or host is not in a state to add a member: exit 1
+KIND = "learner-add"
 
 
 @dataclass(frozen=True)
@@ -68,56 +68,19 @@ class HostFacts:
     clock_skew_s: float | None = None
 
 
-@dataclass(frozen=True)
-class Step:
-    host: str
-    action: Action
-    runs: str  # what it runs, for the dry run and the audit record
-    destructive: bool
-    postcondition: str
-    reason: str  # one sentence: why this step
-    holds: bool = False  # the postcondition already held when planning: it will be skipped
-
-
-@dataclass(frozen=True)
-class Plan:
-    cluster: str
-    host: str
-    verdict: str  # one sentence: the decision
-    steps: tuple[Step, ...] = ()
-    refusal: Refusal | None = None
-    member_id: int | None = None  # the host's member, when it already is one
-    runs_what: str = ""  # the image or binary the member runs
-
-    @property
-    def refused(self) -> bool:
-        return self.refusal is not None
-
-    def to_json(self) -> dict:
-        return {
-            "cluster": self.cluster,
-            "host": self.host,
-            "verdict": self.verdict,
-            "refusal": str(self.refusal) if self.refusal else None,
-            "member_id": f"{self.member_id:x}" if self.member_id is not None else None,
-            "runs": self.runs_what,
-            "steps": [
-                {
-                    "host": s.host,
-                    "action": str(s.action),
-                    "runs": s.runs,
-                    "destructive": s.destructive,
-                    "postcondition": s.postcondition,
-                    "reason": s.reason,
-                    "holds": s.holds,
-                }
-                for s in self.steps
-            ],
-        }
-
-
 def _refuse(inv: Inventory, host: str, kind: Refusal, sentence: str) -> Plan:
-    return Plan(inv.cluster, host, sentence, refusal=kind)
+    return Plan(KIND, inv.cluster, sentence, refusal=kind, params={"host": host})
+
+
+def _plan(
+    inv: Inventory, host: Host, verdict: str, steps: list[Step], member_id: int | None, what: str
+) -> Plan:
+    params = {"host": host.name, "member_id": member_id, "runs": what}
+    return Plan(KIND, inv.cluster, verdict, tuple(steps), params=params)
+
+
+def _step(host: Host, action: Action, description: str, runs: str, **kw) -> Step:
+    return Step(f"{action}:{host.name}", action, host.name, description, runs=runs, **kw)
 
 
 def _member_of(state: ClusterState, host: Host) -> MemberState | None:
@@ -188,11 +151,8 @@ def plan_learner_add(
 
     m = _member_of(state, host)
     if m is not None and not m.is_learner:
-        return Plan(
-            inv.cluster, host.name,
-            f"{host.name} is already a voter of {inv.cluster} (member {m.member_id:x}): nothing to do",
-            member_id=m.member_id, runs_what=what,
-        )  # fmt: skip
+        done = f"{host.name} is already a voter of {inv.cluster} (member {m.member_id:x}): nothing to do"
+        return _plan(inv, host, done, [], m.member_id, what)
     others = [x.name for x in state.members if x.in_member_list and x.is_learner and x.host != host.name]
     if m is None and others:
         return _refuse(
@@ -213,9 +173,10 @@ def plan_learner_add(
     lag = max_lag(inv, opts)
     sans = ", ".join((host.address, "127.0.0.1", host.name, "localhost", *opts.ips, *opts.dns))
     steps = [
-        Step(
-            host=host.name,
-            action=Action.ISSUE_CERT,
+        _step(
+            host,
+            Action.ISSUE_CERT,
+            f"issue {host.name}'s member certificate",
             runs=f"sign kube-etcd-{host.address_dashed}.pem with kube-ca (SANs {sans}); write it and its "
             f"key (0600) to {host.name}:{e.cert_dir}",
             destructive=False,
@@ -231,9 +192,10 @@ def plan_learner_add(
         old = [f"an etcd {kind}"] if facts.runtime_exists else []
         old += [f"{e.data_dir}/member"] if facts.data_dir_in_use else []
         steps.append(
-            Step(
-                host=host.name,
-                action=Action.SET_ASIDE,
+            _step(
+                host,
+                Action.SET_ASIDE,
+                f"set the old etcd {kind} and data dir on {host.name} aside",
                 runs=f"stop and rename the old etcd {kind} on {host.name}; "
                 f"mv {e.data_dir} {e.data_dir}.bak-<UTC timestamp>",
                 destructive=False,
@@ -244,9 +206,10 @@ def plan_learner_add(
             )
         )
     steps.append(
-        Step(
-            host=host.name,
-            action=Action.MEMBER_ADD,
+        _step(
+            host,
+            Action.MEMBER_ADD,
+            f"add {host.name} to {inv.cluster} as a learner",
             runs=f"MemberAdd peerURLs=[{peer}] isLearner=true "
             f"(retrying `unhealthy cluster` for {opts.add_timeout:g} s)",
             destructive=False,
@@ -264,9 +227,10 @@ def plan_learner_add(
     )
     started = m is not None and facts.runtime_running
     steps.append(
-        Step(
-            host=host.name,
-            action=Action.START,
+        _step(
+            host,
+            Action.START,
+            f"start etcd on {host.name} to join the cluster",
             runs=f"{prefix} --name={name} --initial-cluster=<members>,{name}={peer} "
             "--initial-cluster-state=existing",
             destructive=False,
@@ -279,9 +243,10 @@ def plan_learner_add(
         )
     )
     steps.append(
-        Step(
-            host=host.name,
-            action=Action.WAIT_CAUGHT_UP,
+        _step(
+            host,
+            Action.WAIT_CAUGHT_UP,
+            f"wait until {host.name} has caught up with the leader",
             runs=f"poll Status of {client} and of the leader (up to {opts.catchup_timeout:g} s)",
             destructive=False,
             postcondition=f"{host.name}'s applied index has reached the leader's index at the start of "
@@ -291,9 +256,10 @@ def plan_learner_add(
     )
     if opts.promote:
         steps.append(
-            Step(
-                host=host.name,
-                action=Action.PROMOTE,
+            _step(
+                host,
+                Action.PROMOTE,
+                f"promote {host.name} to voter",
                 runs=f"MemberPromote (retrying `not in sync` for {opts.promote_timeout:g} s), then a "
                 "linearizable member list",
                 destructive=True,
@@ -310,19 +276,4 @@ def plan_learner_add(
         verdict = f"{state.verdict}; {host.name} is a learner already (member {m.member_id:x}): continue" + (
             " and promote it" if opts.promote else ""
         )
-    return Plan(inv.cluster, host.name, verdict, tuple(steps), None, m.member_id if m else None, what)
-
-
-def render_plan(plan: Plan) -> str:
-    """The dry run: one numbered block per step."""
-    lines = [plan.verdict]
-    if plan.refused:
-        return f"REFUSED ({plan.refusal}): {plan.verdict}"
-    for i, s in enumerate(plan.steps, 1):
-        flag = " [destructive]" if s.destructive else ""
-        done = " (holds already: will be skipped)" if s.holds else ""
-        lines.append(f"{i}. {s.host}: {s.action}{flag}{done}")
-        lines.append(f"   why:   {s.reason}")
-        lines.append(f"   runs:  {s.runs}")
-        lines.append(f"   until: {s.postcondition}")
-    return "\n".join(lines)
+    return _plan(inv, host, verdict, steps, m.member_id if m else None, what)

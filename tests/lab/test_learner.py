@@ -21,7 +21,8 @@ from etcd_dr.etcdbin import ensure_binaries
 from etcd_dr.executor import executor_for
 from etcd_dr.inventory import Inventory, inventory_to_dict, load_inventory
 from etcd_dr.lab import images, lifecycle
-from etcd_dr.learner import LearnerOptions, StepStatus, add_learner, remove_learner
+from etcd_dr.learner import LearnerOptions, add_learner, remove_learner
+from etcd_dr.plans import StepState
 from etcd_dr.state import client_for
 
 from .conftest import Lab
@@ -211,7 +212,7 @@ def test_rerun_after_a_crash_between_add_and_start_adds_no_second_member(
     out = json.loads(r.stdout)
     steps = {s["action"]: s["status"] for s in out["steps"]}
     assert steps["member-add-learner"] == "skipped" and steps["start-etcd"] == "done"
-    assert out["plan"]["verdict"].endswith(": continue")
+    assert out["plan"]["reason"].endswith(": continue")
     assert sorted(member_names(inv)) == [
         ("etcd-master1", False),
         ("etcd-master2", False),
@@ -238,8 +239,8 @@ def test_failed_start_rolls_back_then_a_retry_through_the_flow_works(
     res = add_learner(inv, "node1", LearnerOptions(catchup_timeout=20))
     monkeypatch.undo()
     assert not res.ok
-    failed = [r for r in res.results if r.status is StepStatus.FAILED]
-    assert [r.action.value for r in failed] in (["start-etcd"], ["wait-caught-up"])
+    failed = [r for r in res.results if r.state is StepState.FAILED]
+    assert [r.step.action.value for r in failed] in (["start-etcd"], ["wait-caught-up"])
     assert "certificate does not verify" in failed[0].detail, failed[0].detail
     assert res.rollback is not None and res.rollback.ok, res.rollback
     print(f"failed start + rollback: {res.duration_s:.2f} s; {res.rollback.sentence}")

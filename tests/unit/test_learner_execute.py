@@ -7,17 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from etcd_dr.learner import (
-    Action,
-    HostFacts,
-    LearnerOptions,
-    RollbackResult,
-    Session,
-    StepResult,
-    StepStatus,
-    execute,
-    plan_learner_add,
-)
+from etcd_dr.learner import Action, HostFacts, LearnerOptions, Session, plan_learner_add, run_plan
+from etcd_dr.plans import Rollback, StepResult, StepState
 from tests.unit.test_learner_plan import INV, state
 
 
@@ -30,18 +21,18 @@ def _plan(promote: bool = False):
 def _runner(fail_at: Action | None):
     ran: list[Action] = []
 
-    def run(s: Session, step) -> StepResult:
+    def run(step, _body) -> StepResult:  # the run_step hook, standing in for the step itself
         ran.append(step.action)
-        status = StepStatus.FAILED if step.action is fail_at else StepStatus.DONE
-        return StepResult(s.host.name, step.action, status, f"{step.action} {status}", 0.01)
+        state = StepState.FAILED if step.action is fail_at else StepState.DONE
+        return StepResult(step, state, 0.01, detail=f"{step.action} {state}")
 
     return run, ran
 
 
 def _rollback(calls: list[str]):
-    def rb(s: Session, reason: str) -> RollbackResult:
+    def rb(s: Session, reason: str) -> Rollback:
         calls.append(reason)
-        return RollbackResult(("member 21 removed",), ())
+        return Rollback(("member 21 removed",), ())
 
     return rb
 
@@ -51,7 +42,7 @@ def test_a_failed_start_rolls_back_and_stops(tmp_path: Path) -> None:
     run, ran = _runner(Action.START)
     calls: list[str] = []
     with Session(inv, "node1", LearnerOptions()) as s:
-        res = execute(_plan(promote=True), s, run_step=run, rollback=_rollback(calls))
+        res = run_plan(_plan(promote=True), s, run_step=run, rollback=_rollback(calls))
     assert ran == [Action.ISSUE_CERT, Action.MEMBER_ADD, Action.START]  # nothing after the failure
     assert not res.ok and calls == ["start-etcd failed: start-etcd failed"]
     assert res.verdict == "node1: start-etcd failed: start-etcd failed; rolled back (member 21 removed)"
@@ -63,7 +54,7 @@ def test_a_failed_certificate_changes_nothing_and_does_not_roll_back() -> None:
     run, ran = _runner(Action.ISSUE_CERT)
     calls: list[str] = []
     with Session(INV, "node1", LearnerOptions()) as s:
-        res = execute(_plan(), s, run_step=run, rollback=_rollback(calls))
+        res = run_plan(_plan(), s, run_step=run, rollback=_rollback(calls))
     assert ran == [Action.ISSUE_CERT] and calls == [] and res.rollback is None
     assert res.verdict.endswith("; nothing in the cluster was changed")
 
@@ -72,16 +63,16 @@ def test_a_failed_promote_rolls_back_too() -> None:
     run, _ = _runner(Action.PROMOTE)
     calls: list[str] = []
     with Session(INV, "node1", LearnerOptions(promote=True)) as s:
-        res = execute(_plan(promote=True), s, run_step=run, rollback=_rollback(calls))
+        res = run_plan(_plan(promote=True), s, run_step=run, rollback=_rollback(calls))
     assert not res.ok and len(calls) == 1
 
 
 def test_success_runs_every_step_once() -> None:
     run, ran = _runner(None)
     with Session(INV, "node1", LearnerOptions(promote=True)) as s:
-        res = execute(_plan(promote=True), s, run_step=run, rollback=_rollback([]))
+        res = run_plan(_plan(promote=True), s, run_step=run, rollback=_rollback([]))
     assert res.ok and ran == [st.action for st in _plan(promote=True).steps]
-    assert [r.status for r in res.results] == [StepStatus.DONE] * 5
+    assert [r.state for r in res.results] == [StepState.DONE] * 5
     assert res.to_json()["steps"][0] == {
         "action": "issue-cert",
         "host": "node1",

@@ -10,7 +10,8 @@ import pytest
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
-from etcd_dr.learner import Action, HostFacts, LearnerOptions, Refusal, plan_learner_add, render_plan
+from etcd_dr.learner import Action, HostFacts, LearnerOptions, plan_learner_add
+from etcd_dr.plans import Refusal
 from etcd_dr.state import Gathered, MemberListSource, Reach, assess
 
 VOTER = frozenset({Role.ETCD, Role.CONTROLPLANE})
@@ -90,17 +91,17 @@ def test_fresh_host_gets_every_step_in_order() -> None:
     ]
     assert not any(s.holds for s in plan.steps)
     assert [s.destructive for s in plan.steps] == [False, False, False, False, True]
-    assert plan.runs_what == "lab/etcd:3.5.16"  # the host's own image beats etcd.image
+    assert plan.params["runs"] == "lab/etcd:3.5.16"  # the host's own image beats etcd.image
     start = plan.steps[2]
     assert "lab/etcd:3.5.16" in start.runs and "--initial-cluster-state=existing" in start.runs
     assert "--name=etcd-node1" in start.runs
-    assert plan.verdict == (
+    assert plan.reason == (
         "quorum held: 3 of 3 voters healthy, leader master1; node1 is not a member: add it as a learner "
         "running lab/etcd:3.5.16 and promote it"
     )
     assert plan.steps[-1].reason == "asked to promote: voters go from 3 to 4, quorum from 2 to 3"
-    text = render_plan(plan)
-    assert "5. node1: promote [destructive]" in text
+    text = plan.render()
+    assert "5. promote node1 to voter [destructive]" in text
 
 
 def test_without_promote_there_is_no_promote_step() -> None:
@@ -123,8 +124,8 @@ def test_already_a_learner_skips_cert_add_and_start() -> None:
         Action.WAIT_CAUGHT_UP: False,
         Action.PROMOTE: False,
     }
-    assert plan.member_id == 0x21
-    assert "node1 is a learner already (member 21): continue and promote it" in plan.verdict
+    assert plan.params["member_id"] == 0x21
+    assert "node1 is a learner already (member 21): continue and promote it" in plan.reason
 
 
 def test_added_but_never_started_member_is_started_not_added_again() -> None:
@@ -142,21 +143,21 @@ def test_already_a_voter_is_nothing_to_do() -> None:
     st = state(members=members, up=("master1", "master2", "master3", "node1"))
     plan = plan_learner_add(INV, st, "node1", FRESH, LearnerOptions(promote=True))
     assert not plan.refused and plan.steps == ()
-    assert plan.verdict == "node1 is already a voter of t (member 21): nothing to do"
+    assert plan.reason == "node1 is already a voter of t (member 21): nothing to do"
 
 
 def test_quorum_lost_is_refused_with_the_verdict() -> None:
     st = state(up=("master3",))
     plan = plan_learner_add(INV, st, "node1", FRESH, LearnerOptions())
     assert plan.refusal is Refusal.UNSAFE and plan.steps == ()
-    assert plan.verdict.startswith("quorum lost: 1 of 3 voters reachable, master3 has the highest raft index")
-    assert plan.verdict.endswith("a member can only be added while quorum holds: recover quorum first")
+    assert plan.reason.startswith("quorum lost: 1 of 3 voters reachable, master3 has the highest raft index")
+    assert plan.reason.endswith("a member can only be added while quorum holds: recover quorum first")
 
 
 def test_host_not_in_inventory_is_bad_input() -> None:
     plan = plan_learner_add(INV, state(), "node9", None, LearnerOptions())
     assert plan.refusal is Refusal.BAD_INPUT
-    assert plan.verdict == (
+    assert plan.reason == (
         "no host named 'node9' in the inventory (hosts: master1, master2, master3, node1, node2); "
         "add it to the inventory first"
     )
@@ -167,13 +168,13 @@ def test_worker_without_learner_role_is_bad_input_naming_the_field() -> None:
     assert plan.refusal is Refusal.BAD_INPUT
     assert (
         "node2 has roles [worker] in the inventory, not etcd-learner; add etcd-learner to hosts[4].roles"
-        in (plan.verdict)
+        in (plan.reason)
     )
 
 
 def test_a_voter_of_the_inventory_is_bad_input() -> None:
     plan = plan_learner_add(INV, state(), "master2", FRESH, LearnerOptions())
-    assert plan.refusal is Refusal.BAD_INPUT and "hosts[1].roles has etcd" in plan.verdict
+    assert plan.refusal is Refusal.BAD_INPUT and "hosts[1].roles has etcd" in plan.reason
 
 
 def test_no_image_anywhere_is_bad_input() -> None:
@@ -184,7 +185,7 @@ def test_no_image_anywhere_is_bad_input() -> None:
     )
     plan = plan_learner_add(bare, state(), "node1", FRESH, LearnerOptions())
     assert plan.refusal is Refusal.BAD_INPUT
-    assert "set etcd.image or hosts[3].etcd_image in the inventory, or pass --image" in plan.verdict
+    assert "set etcd.image or hosts[3].etcd_image in the inventory, or pass --image" in plan.reason
     # --image fixes it
     assert not plan_learner_add(bare, state(), "node1", FRESH, LearnerOptions(image="x:1")).refused
 
@@ -197,7 +198,7 @@ def test_another_learner_is_refused() -> None:
     g_state = state(members=members, up=("master1", "master2", "master3", "node1"))
     plan = plan_learner_add(inv, g_state, "node2", HostFacts("node2"), LearnerOptions(image="x:1"))
     assert plan.refusal is Refusal.UNSAFE
-    assert "has a learner already (node1) and etcd allows one" in plan.verdict
+    assert "has a learner already (node1) and etcd allows one" in plan.reason
 
 
 def test_unreachable_host_is_refused() -> None:
@@ -206,15 +207,14 @@ def test_unreachable_host_is_refused() -> None:
     )
     assert plan.refusal is Refusal.UNSAFE
     assert (
-        plan.verdict
-        == "node1 cannot be reached over SSH (no answer in 3 s); fix the connection and run again"
+        plan.reason == "node1 cannot be reached over SSH (no answer in 3 s); fix the connection and run again"
     )
 
 
 def test_running_etcd_on_a_non_member_is_refused() -> None:
     facts = HostFacts("node1", runtime_exists=True, runtime_running=True)
     plan = plan_learner_add(INV, state(), "node1", facts, LearnerOptions())
-    assert plan.refusal is Refusal.UNSAFE and "etcd runs on node1 although it is not a member" in plan.verdict
+    assert plan.refusal is Refusal.UNSAFE and "etcd runs on node1 although it is not a member" in plan.reason
 
 
 def test_leftovers_of_an_earlier_member_are_set_aside_first() -> None:
@@ -236,7 +236,7 @@ def test_process_runtime_runs_the_hosts_binary() -> None:
         hosts=(*HOSTS[:3], dataclasses.replace(HOSTS[3], etcd_binary="/opt/etcd-3.5.16/bin/etcd"), HOSTS[4]),
     )
     plan = plan_learner_add(inv, state(), "node1", FRESH, LearnerOptions())
-    assert plan.runs_what == "/opt/etcd-3.5.16/bin/etcd"
+    assert plan.params["runs"] == "/opt/etcd-3.5.16/bin/etcd"
     assert plan.steps[2].runs.startswith("/opt/etcd-3.5.16/bin/etcd --name=etcd-node1")
 
 

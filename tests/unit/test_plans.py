@@ -3,6 +3,7 @@ failure; refused plans never run; every step audited."""
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from etcd_dr.audit import AuditLog, verify
 from etcd_dr.errors import CommandError
-from etcd_dr.plans import Plan, PlanRefused, Step, StepState, execute
+from etcd_dr.plans import Plan, PlanRefused, Refusal, Rollback, Step, StepResult, StepState, execute
 
 
 class Flags:
@@ -84,3 +85,77 @@ def test_refused_plan_never_runs() -> None:
 def test_render_names_destructive_steps() -> None:
     text = plan("a", "b").render()
     assert "2. do b [destructive]" in text and "why: a is needed" in text and "done when: b is set" in text
+
+
+def test_refusal_is_closed_and_maps_to_exit_codes() -> None:
+    bad = Plan("t", "c", "no such host", refusal=Refusal.BAD_INPUT)
+    assert bad.refused and bad.refusal.exit_code == 2 and bad.render().startswith("REFUSED (bad-input): ")
+    legacy = Plan("t", "c", "quorum healthy", refused=True)  # the first spelling still works
+    assert legacy.refusal is Refusal.UNSAFE and legacy.refusal.exit_code == 1
+    assert not Plan("t", "c", "fine").refused
+
+
+def test_to_json_round_trips_refusal_params_and_step_hints() -> None:
+    p = Plan(
+        "t", "c", "r",
+        (Step("a", "flag", "h1", "do a", "a is set", "a is needed", holds=True, runs="touch a"),),
+        params={"member_id": 33},
+    )  # fmt: skip
+    d = p.to_json()
+    assert d["params"] == {"member_id": 33} and d["steps"][0]["holds"] and d["steps"][0]["runs"] == "touch a"
+    back = Plan(**{k: v for k, v in d.items() if k not in ("refused", "steps")}, steps=p.steps)
+    assert back == p
+    assert Plan(**{**d, "steps": ()} | {"refused": False}).refusal is None
+    assert Plan("t", "c", "r", refusal="unsafe").refusal is Refusal.UNSAFE  # type: ignore[arg-type]
+    text = p.render()
+    assert "1. do a (holds already: will be skipped)" in text and "runs: touch a" in text
+
+
+class Said(Flags):
+    """Flags whose handler says what it did and what it found."""
+
+    def done(self, step: Step) -> bool | str:
+        return f"{step.id} found set" if step.id in self.set else False
+
+    def run(self, step: Step) -> str:
+        super().run(step)
+        return f"{step.id} set"
+
+
+def test_results_carry_a_detail_per_step(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "a.jsonl")
+    out = execute(plan("a", "b", "c"), {"flag": Said(already={"a"}, fail={"c"})}, audit=audit)
+    assert out.results[0].detail == "a found set" and out.results[1].detail == "b set"
+    assert out.results[2].detail == out.results[2].error and "boom" in out.results[2].detail
+    recs = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["detail"] for r in recs][:2] == ["a found set", "b set"]
+
+
+def test_run_step_hook_wraps_every_step_and_on_failure_rolls_back() -> None:
+    wrapped: list[str] = []
+
+    def run_step(step: Step, body):
+        wrapped.append(step.id)
+        return body()
+
+    undone: list[str] = []
+
+    def on_failure(r: StepResult) -> Rollback:
+        undone.append(r.step.id)
+        return Rollback(("a unset",), ())
+
+    out = execute(plan("a", "b", "c"), {"flag": Flags(fail={"b"})}, run_step=run_step, on_failure=on_failure)
+    assert wrapped == ["a", "b"] and undone == ["b"]  # a NOT_RUN step is not wrapped
+    assert out.rollback == Rollback(("a unset",), ()) and out.rollback.sentence == "a unset"
+    assert out.to_json()["rollback"] == {"ok": True, "done": ["a unset"], "errors": []}
+    ok = execute(plan("a"), {"flag": Flags()}, on_failure=on_failure)
+    assert ok.ok and ok.rollback is None and undone == ["b"]
+
+
+def test_step_action_may_be_a_str_enum() -> None:
+    class A(enum.StrEnum):
+        FLAG = "flag"
+
+    p = Plan("t", "c", "r", (Step("a", A.FLAG, "h1", "do a", "a is set", "a is needed"),))
+    out = execute(p, {"flag": Flags()})
+    assert out.ok and out.to_json()["plan"]["steps"][0]["action"] == "flag"

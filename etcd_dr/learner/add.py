@@ -1,0 +1,153 @@
+"""Add a learner: observe, probe the host, plan, and carry the plan out with etcd_dr.plans.execute.
+
+    res = add_learner(inv, "node1", LearnerOptions(promote=True))
+    print(res.verdict)   # "node1 joined lab-lb as a learner (member 8e9e...), caught up 0.41 s after ..."
+
+On a failed step after the cluster was touched (member add, start, catch-up, promote), the member is
+rolled back (etcd_dr.learner.undo) so that a retry starts clean. Every step, membership change and
+rollback is an audit record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from etcd_dr.certs import CertKeyPair
+from etcd_dr.inventory import Inventory
+from etcd_dr.learner.plan import Action, LearnerOptions, plan_learner_add
+from etcd_dr.learner.session import Say, Session, gather_facts, probe_wanted
+from etcd_dr.learner.steps import handlers
+from etcd_dr.learner.undo import set_aside_member
+from etcd_dr.plans import Plan, Rollback, StepResult, StepRunner, StepState, execute
+from etcd_dr.state import ClusterState, observe
+
+# Steps after which a failure leaves something in the cluster or on the host to undo.
+_ROLLBACK_AFTER = frozenset({Action.MEMBER_ADD, Action.START, Action.WAIT_CAUGHT_UP, Action.PROMOTE})
+
+Rollbacker = Callable[[Session, str], Rollback]
+
+
+@dataclass(frozen=True)
+class LearnerAddResult:
+    plan: Plan
+    results: tuple[StepResult, ...]
+    ok: bool
+    verdict: str
+    member_id: int | None = None
+    caught_up_s: float | None = None  # from starting etcd (or the wait, if it ran already) to caught up
+    join_s: float | None = None  # member add + start + catch-up
+    rollback: Rollback | None = None
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "member_id": f"{self.member_id:x}" if self.member_id is not None else None,
+            "caught_up_s": _r(self.caught_up_s),
+            "join_s": _r(self.join_s),
+            "duration_s": _r(self.duration_s),
+            "plan": self.plan.to_json(),
+            "steps": [
+                {
+                    "action": str(r.step.action),
+                    "host": r.step.host,
+                    "status": str(r.state),
+                    "detail": r.detail,
+                    "duration_s": _r(r.duration_s),
+                }
+                for r in self.results
+            ],
+            "rollback": self.rollback.to_json() if self.rollback else None,
+        }
+
+
+def _r(x: float | None) -> float | None:
+    return round(x, 3) if x is not None else None
+
+
+def add_learner(
+    inv: Inventory,
+    host: str,
+    opts: LearnerOptions | None = None,
+    *,
+    ca: CertKeyPair | None = None,
+    dry_run: bool = False,
+    say: Say | None = None,
+    state: ClusterState | None = None,
+) -> LearnerAddResult:
+    """Observe, probe the host, plan, and (unless dry_run or refused) execute."""
+    t0 = time.monotonic()
+    opts = opts or LearnerOptions()
+    state = state or observe(inv)
+    with Session(inv, host, opts, ca=ca, say=say) as s:
+        facts = gather_facts(s) if probe_wanted(inv, host) else None
+        plan = plan_learner_add(inv, state, host, facts, opts)
+        if plan.refused or dry_run:
+            return planned_only(plan, s, duration_s=time.monotonic() - t0)
+        res = run_plan(plan, s)
+    return dataclasses.replace(res, duration_s=time.monotonic() - t0)
+
+
+def planned_only(plan: Plan, s: Session, duration_s: float = 0.0) -> LearnerAddResult:
+    """The result of a dry run or a refused plan: nothing was run (a refusal is audited)."""
+    if plan.refused:
+        s.event("learner-add.plan", "refused", plan.reason)
+    mid = plan.params.get("member_id")
+    member_id = mid if isinstance(mid, int) else None
+    return LearnerAddResult(plan, (), not plan.refused, plan.reason, member_id, duration_s=duration_s)
+
+
+def run_plan(
+    plan: Plan, s: Session, *, run_step: StepRunner | None = None, rollback: Rollbacker | None = None
+) -> LearnerAddResult:
+    """Carry a learner-add plan out through etcd_dr.plans.execute, then say how it went. run_step
+    and rollback default to the core's; a Prefect flow passes task wrappers (one task run per step:
+    its checkpoint)."""
+    rollback = rollback or set_aside_member
+    t0 = time.monotonic()
+    s.event("learner-add.plan", "ok", plan.reason, steps=[str(st.action) for st in plan.steps])
+    s.say(plan.reason)
+
+    def on_failure(r: StepResult) -> Rollback | None:
+        if r.step.action not in _ROLLBACK_AFTER:
+            return None
+        rb = rollback(s, f"{r.step.action} failed: {r.detail}")
+        s.say(f"rolled back: {rb.sentence}")
+        return rb
+
+    out = execute(plan, handlers(s), audit=s.audit, say=s.say, run_step=run_step, on_failure=on_failure)
+    failed = out.failed
+    if failed is not None:
+        rb = out.rollback
+        verdict = f"{s.host.name}: {failed.step.action} failed: {failed.detail}" + (
+            f"; rolled back ({rb.sentence})" if rb else "; nothing in the cluster was changed"
+        )
+        return LearnerAddResult(
+            plan, out.results, False, verdict, s.member_id, s.caught_up_s, None, rb, time.monotonic() - t0
+        )
+    join = s.t_caught_up - s.t_add if s.t_add is not None and s.t_caught_up is not None else None
+    return LearnerAddResult(
+        plan, out.results, True, _success(plan, s, out.results), s.member_id, s.caught_up_s, join, None,
+        time.monotonic() - t0,
+    )  # fmt: skip
+
+
+def _success(plan: Plan, s: Session, results: tuple[StepResult, ...]) -> str:
+    if not plan.steps:
+        return plan.reason
+    promoted = any(r.step.action is Action.PROMOTE for r in results)
+    added = any(r.step.action is Action.MEMBER_ADD and r.state is StepState.DONE for r in results)
+    mid = f"{s.member_id:x}" if s.member_id is not None else "?"
+    if added:
+        head = f"{s.host.name} joined {plan.cluster} as a learner (member {mid})"
+    else:
+        head = f"{s.host.name} was a learner of {plan.cluster} already (member {mid})"
+    if s.caught_up_s is not None:
+        head += f", caught up {s.caught_up_s:.2f} s after {'its start' if s.t_start else 'the wait began'}"
+    if promoted:
+        head += "; promoted to voter: set its role to etcd in the inventory"
+    return head

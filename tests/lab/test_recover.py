@@ -1,0 +1,147 @@
+"""`etcd-dr recover` on the real lab: the masters-lost scenario (two of three voters lose power, the
+survivor is forced into a one-member cluster once and restarted without the flag), what stays behind
+(old containers kept with restart=no, the data dir's backup), the returning masters that must not
+split the cluster, and the refusals that change nothing. Leaves three healthy voters behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from etcd_dr.errors import EtcdDrError
+from etcd_dr.etcd.client import EtcdClient
+from etcd_dr.inventory import Inventory, load_inventory
+from etcd_dr.lab import lifecycle
+from etcd_dr.state import client_for
+
+from .conftest import Lab
+from .test_faults import cli, wait_voters
+
+pytestmark = pytest.mark.lab
+KEYS = 300
+
+
+def sh(lab: Lab, host: str, script: str) -> str:
+    """A shell script on a lab host over SSH (one string: the remote shell parses it)."""
+    r = subprocess.run(
+        lifecycle.ssh_argv(lab.cfg, host, [script]), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def one(inv: Inventory, host: str) -> EtcdClient:
+    e = inv.etcd
+    ep = inv.client_url(inv.host(host))
+    return EtcdClient(
+        [ep],
+        ca_cert=e.client.ca_cert,
+        cert=e.client.cert,
+        key=e.client.key,
+        dial_timeout=1,
+        request_timeout=2,
+    )
+
+
+def test_masters_lost_force_new_cluster_once(running_lab: Lab) -> None:
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    with client_for(inv) as c:
+        for i in range(KEYS):
+            c.put(f"/recover-test/k{i:04d}", f"v{i}")
+    try:
+        t_off = time.time()
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "off").returncode == 0
+        r, wall = cli(lab, "recover", "--yes", "--json", timeout=180)
+        assert r.returncode == 0, r.stderr + r.stdout
+        out = json.loads(r.stdout)
+        assert out["status"] == "recovered" and out["path"] == "force-new-cluster"
+        assert out["reason"].startswith(
+            "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index"
+        )
+        # fence-check holds already (master1 and master2 are silent): skipped; the rest ran
+        assert [s["state"] for s in out["steps"]] == ["skipped"] + ["done"] * 8
+        rto = out["first_write_at"] - t_off
+        steps = ", ".join(f"{k.removeprefix('step:')} {v:.2f}" for k, v in out["timings"].items())
+        print(f"masters-lost RTO (power loss -> first accepted write) {rto:.2f} s; recover wall {wall:.2f} s")
+        print(f"timings (s): {steps}")
+
+        with one(inv, "master3") as m3:
+            assert m3.range("/recover-test/", "/recover-test0", count_only=True).count == KEYS
+            assert len(m3.member_list(linearizable=True)) == 1
+            m3.put("/recover-test/after", "accepted")
+        ts = out["plan"]["steps"][3]["params"]["new_name"].removeprefix("etcd-old-")
+        args = sh(lab, "master3", "docker inspect -f '{{range .Args}}{{println .}}{{end}}' etcd")
+        assert "--force-new-cluster" not in args and "--initial-cluster=etcd-master3=" in args
+        policies = sh(
+            lab,
+            "master3",
+            f"for c in etcd etcd-old-{ts} etcd-forced-{ts}; do "
+            'docker inspect -f "$c {{.HostConfig.RestartPolicy.Name}} {{.State.Running}}" $c; done',
+        )
+        assert policies.split("\n")[:3] == [
+            "etcd always true",
+            f"etcd-old-{ts} no false",
+            f"etcd-forced-{ts} no false",
+        ]
+        assert sh(lab, "master3", f"test -d /var/lib/etcd.bak-{ts}/member && echo kept").strip() == "kept"
+
+        # a second run is refused: the cluster (one member) has its quorum; nothing forced twice
+        r, _ = cli(lab, "recover", "--yes", "--json")
+        assert r.returncode == 1 and json.loads(r.stdout)["status"] == "refused"
+        assert "quorum held: 1 of 1 voters healthy, leader master3" in r.stderr
+
+        # the lost masters come back with their old data and --restart=always: the recovered member
+        # tells them they were removed, they stop; the cluster keeps one member and keeps serving
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "on").returncode == 0
+        with client_for(inv) as c, one(inv, "master3") as m3:
+            end = time.monotonic() + 12
+            while time.monotonic() < end:
+                assert len(m3.member_list(linearizable=True)) == 1
+                m3.put("/recover-test/after-power-on", str(time.time()))
+                for h in ("master1", "master2"):
+                    try:
+                        st = c.status(inv.client_url(inv.host(h)), timeout=0.5)
+                    except EtcdDrError:
+                        continue  # not answering: its etcd stopped, as it should
+                    assert st.leader == 0, f"{h} is in a cluster with a leader again: {st}"
+                time.sleep(0.5)
+    finally:
+        lifecycle.up(lab.cfg, say=print)  # other tests expect three voters
+
+
+def test_refusals_change_nothing(running_lab: Lab) -> None:
+    lab = running_lab
+    wait_voters(lab, 3)
+    journal = lab.cfg.dir / f"recover-lab-{lab.cfg.prefix}.json"
+    r, _ = cli(lab, "recover", "--yes")
+    assert r.returncode == 1
+    assert "quorum held: 3 of 3 voters healthy" in r.stderr and "nothing to recover" in r.stderr
+    assert not journal.exists()
+
+    # master1 gone; master2's etcd runs and talks to master3 on 2380, only its client port is cut:
+    # forcing master3 now would split the cluster in two
+    rule = "INPUT -p tcp --dport 2379 -m comment --comment etcd-dr-test-recover -j DROP"
+    sh(lab, "master2", f"iptables -w 5 -I {rule}")
+    try:
+        assert lab.cli("unplug", "master1").returncode == 0
+        before = sh(lab, "master3", "docker ps -a --format '{{.Names}} {{.Status}}' | cut -d' ' -f1,2")
+        r, _ = cli(lab, "recover", "--yes", "--json")
+        assert r.returncode == 1, r.stderr
+        out = json.loads(r.stdout)
+        assert out["status"] == "refused" and out["steps"] == []
+        assert "refused: master2 is not fenced (answers on 2380 and its container etcd runs;" in out["reason"]
+        assert "`docker kill etcd` on master2" in out["reason"]
+        after = sh(lab, "master3", "docker ps -a --format '{{.Names}} {{.Status}}' | cut -d' ' -f1,2")
+        assert before == after == "etcd Up\n"
+        assert not journal.exists()
+    finally:
+        sh(lab, "master2", f"iptables -w 5 -D {rule}")
+        lab.cli("plug", "master1")
+    wait_voters(lab, 3)
