@@ -346,7 +346,10 @@ def ssh_argv(cfg: LabConfig, host: str, command: list[str], *, tty: bool = False
 def env_lines(cfg: LabConfig) -> list[str]:
     """Shell exports so the machine's etcdctl talks to the lab (mTLS with etcd-dr's client cert)."""
     state = load_state(cfg)
-    e = members.etcdctl_env(cfg, inventory_of(state))
+    inv = inventory_of(state)
+    # voters only: a learner refuses etcdctl's writes and linearizable reads (`rpc not supported
+    # for learner`), and etcdctl may pick any endpoint of the list
+    e = members.etcdctl_env(cfg, inv, inv.voters)
     lines = [f"export {k}={v}" for k, v in e.items()]
     if state.etcd_bindir and Path(state.etcd_bindir) != Path("/usr/bin"):
         lines.append(f"export PATH={state.etcd_bindir}:$PATH  # etcdctl {state.etcd_version}")
