@@ -577,8 +577,6 @@ def _learner_restore(
     host = inv.host(best.host)
     ts = _stamp(state)
     paths = _Paths(inv.etcd.data_dir, ts)
-    rp = _runtime_params(inv, host)
-    old = f"{rp['name']}-old-{ts}"
     loss = _loss(best.name, st.raft_index, highest_seen, state)
     steps = (
         _fence_step(inv, voters, fenced),
@@ -596,20 +594,16 @@ def _learner_restore(
         _restore_step(
             inv, host, paths, st.version, skip_hash_check=True, source=f"the learner's db ({best.name})"
         ),
-        _retire_step(inv, host, ts),
-        _swap_step(inv, host, paths),
-        _run_step(
+        *_start_restored(
             inv,
             host,
-            f"start:{host.name}",
-            f"start etcd on {host.name} as the only member of the restored cluster (restart=always)",
+            paths,
+            ts,
             f"a restored data dir is a new one-member cluster; {FORCE_FLAG} is never used on a learner "
             "(panic: removed all voters)",
-            restart_always=True,
-            image_from=old,
+            st.revision,
+            f"learner {best.name} (revision {st.revision})",
         ),
-        _wait_step(inv, host, f"wait-healthy:{host.name}", "the restored member must elect itself"),
-        _verify_step(inv, host, ts, st.revision, f"learner {best.name} (revision {st.revision})"),
     )
     return Plan(
         kind=KIND,
@@ -651,8 +645,6 @@ def _snapshot_restore(
         return _refuse(inv, f"{decision}; refused: {problem}")
     ts = _stamp(state)
     paths = _Paths(inv.etcd.data_dir, ts)
-    rp = _runtime_params(inv, host)
-    old = f"{rp['name']}-old-{ts}"
     loss = _loss(f"snapshot {snap.id}", snap.raft_index, highest_seen, state)
     steps = (
         _fence_step(inv, others, fenced),
@@ -667,6 +659,26 @@ def _snapshot_restore(
         ),
         _stop_step(inv, host, graceful=False),
         _restore_step(inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}"),
+        *_start_restored(
+            inv,
+            host,
+            paths,
+            ts,
+            "a restored data dir is a new one-member cluster: no flag needed",
+            snap.revision,
+            f"snapshot {snap.id} (revision {snap.revision})",
+        ),
+    )
+    return Plan(kind=KIND, cluster=inv.cluster, reason=f"{decision}; {loss}", steps=steps)
+
+
+def _start_restored(
+    inv: Inventory, host: Host, paths: _Paths, ts: str, why_start: str, revision: int, source: str
+) -> tuple[Step, ...]:
+    """The tail both restore paths share: retire the old member, swap the restored data dir in,
+    start it as a one-member cluster from the old member's image, wait, verify."""
+    old = f"{_runtime_params(inv, host)['name']}-old-{ts}"
+    return (
         _retire_step(inv, host, ts),
         _swap_step(inv, host, paths),
         _run_step(
@@ -674,14 +686,13 @@ def _snapshot_restore(
             host,
             f"start:{host.name}",
             f"start etcd on {host.name} as the only member of the restored cluster (restart=always)",
-            "a restored data dir is a new one-member cluster: no flag needed",
+            why_start,
             restart_always=True,
             image_from=old,
         ),
         _wait_step(inv, host, f"wait-healthy:{host.name}", "the restored member must elect itself"),
-        _verify_step(inv, host, ts, snap.revision, f"snapshot {snap.id} (revision {snap.revision})"),
+        _verify_step(inv, host, ts, revision, source),
     )
-    return Plan(kind=KIND, cluster=inv.cluster, reason=f"{decision}; {loss}", steps=steps)
 
 
 def _restore_target(state: ClusterState, inv: Inventory, rank: Mapping[str, int], target: str | None) -> Host:
