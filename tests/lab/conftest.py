@@ -50,16 +50,20 @@ class Lab:
             "ETCD_DR_LAB_DIR": str(self.cfg.dir),
         }
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """`etcd-dr lab ARGS` in a subprocess, as an operator would run it."""
+    def etcd_dr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`etcd-dr ARGS` in a subprocess against this lab, as an operator would run it."""
         return subprocess.run(
-            [sys.executable, "-m", "etcd_dr.cli", "lab", *args],
+            [sys.executable, "-m", "etcd_dr.cli", *args],
             env=self.cli_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`etcd-dr lab ARGS`."""
+        return self.etcd_dr("lab", *args, timeout=timeout)
 
     def etcdctl_env(self) -> dict[str, str]:
         """The values `etcd-dr lab env` prints."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,14 +22,7 @@ pytestmark = pytest.mark.lab
 
 def cli(lab: Lab, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "etcd_dr.cli", *args],
-        env=lab.cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    r = lab.etcd_dr(*args, timeout=timeout)
     return r, time.monotonic() - t0
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +32,7 @@ NODE1_CERT = "/etc/kubernetes/ssl/kube-etcd-{dashed}.pem"
 
 
 def cli(lab: Lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "etcd_dr.cli", *args],
-        env=lab.cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return lab.etcd_dr(*args, timeout=timeout)
 
 
 def ssh(inv: Inventory, host: str, script: str) -> str:

@@ -16,14 +16,7 @@ pytestmark = pytest.mark.lab
 
 def status(lab: Lab, *args: str, timeout: float = 60) -> tuple[int, dict, float]:
     t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "etcd_dr.cli", "status", "--json", *args],
-        env=lab.cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    r = lab.etcd_dr("status", "--json", *args, timeout=timeout)
     elapsed = time.monotonic() - t0
     assert r.returncode in (0, 1) and r.stdout, r.stderr
     return r.returncode, json.loads(r.stdout), elapsed
