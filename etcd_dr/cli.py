@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     ("learner", "etcd_dr.learner.cli"),
     ("fault", "etcd_dr.fault_cli"),
     ("recover", "etcd_dr.recover"),
+    ("rejoin", "etcd_dr.rejoin"),
 )
 
 

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from etcd_dr.certs import CertKeyPair
+from etcd_dr.errors import EtcdDrError
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner.plan import Action, LearnerOptions, plan_learner_add
 from etcd_dr.learner.session import Say, Session, gather_facts, probe_wanted
 from etcd_dr.learner.steps import handlers
 from etcd_dr.learner.undo import set_aside_member
 from etcd_dr.plans import Plan, Rollback, StepResult, StepRunner, StepState, execute
-from etcd_dr.state import ClusterState, observe
+from etcd_dr.state import ClusterState, MemberListSource, observe
 
 # Steps after which a failure leaves something in the cluster or on the host to undo.
 _ROLLBACK_AFTER = frozenset({Action.MEMBER_ADD, Action.START, Action.WAIT_CAUGHT_UP, Action.PROMOTE})
@@ -83,8 +84,10 @@ def add_learner(
     t0 = time.monotonic()
     opts = opts or LearnerOptions()
     state = state or observe(inv)
-    with Session(inv, host, opts, ca=ca, say=say) as s:
-        facts = gather_facts(s) if probe_wanted(inv, host) else None
+    with Session(inv, host, opts, ca=ca, say=say, endpoints=_member_endpoints(inv, state, opts)) as s:
+        if opts.rejoin:
+            state = _confirm_member_list(state, s)
+        facts = gather_facts(s) if probe_wanted(inv, host, opts) else None
         plan = plan_learner_add(inv, state, host, facts, opts)
         if plan.refused or dry_run:
             return planned_only(plan, s, duration_s=time.monotonic() - t0)
@@ -92,10 +95,35 @@ def add_learner(
     return dataclasses.replace(res, duration_s=time.monotonic() - t0)
 
 
+def _member_endpoints(inv: Inventory, state: ClusterState, opts: LearnerOptions) -> tuple[str, ...]:
+    """For a rejoin, the client URLs of the inventory voters that are members: a lost master whose
+    old etcd restarts in a loop answers now and then and never leads (a write sent there times out)."""
+    if not opts.rejoin:
+        return ()
+    members = {m.host for m in state.members if m.in_member_list and not m.is_learner}
+    return tuple(inv.client_url(v) for v in inv.voters if v.name in members)
+
+
+def _confirm_member_list(state: ClusterState, s: Session) -> ClusterState:
+    """After a recovery the cluster has fewer voters than the inventory, so observe() reads the
+    member list from the leader's own view (a majority of the inventory's voters does not answer).
+    When the quorum of the members agrees on that same list (a linearizable read), it is
+    authoritative."""
+    if not state.quorum or state.member_list_source is not MemberListSource.LOCAL:
+        return state
+    try:
+        agreed = {m.id for m in s.client.member_list(linearizable=True)}
+    except EtcdDrError:
+        return state
+    if agreed != {m.member_id for m in state.members if m.in_member_list}:
+        return state
+    return dataclasses.replace(state, member_list_source=MemberListSource.LINEARIZABLE)
+
+
 def planned_only(plan: Plan, s: Session, duration_s: float = 0.0) -> LearnerAddResult:
     """The result of a dry run or a refused plan: nothing was run (a refusal is audited)."""
     if plan.refused:
-        s.event("learner-add.plan", "refused", plan.reason)
+        s.event(f"{plan.kind}.plan", "refused", plan.reason)
     mid = plan.params.get("member_id")
     member_id = mid if isinstance(mid, int) else None
     return LearnerAddResult(plan, (), not plan.refused, plan.reason, member_id, duration_s=duration_s)
@@ -109,7 +137,7 @@ def run_plan(
     its checkpoint)."""
     rollback = rollback or set_aside_member
     t0 = time.monotonic()
-    s.event("learner-add.plan", "ok", plan.reason, steps=[str(st.action) for st in plan.steps])
+    s.event(f"{plan.kind}.plan", "ok", plan.reason, steps=[str(st.action) for st in plan.steps])
     s.say(plan.reason)
 
     def on_failure(r: StepResult) -> Rollback | None:
@@ -143,11 +171,14 @@ def _success(plan: Plan, s: Session, results: tuple[StepResult, ...]) -> str:
     added = any(r.step.action is Action.MEMBER_ADD and r.state is StepState.DONE for r in results)
     mid = f"{s.member_id:x}" if s.member_id is not None else "?"
     if added:
-        head = f"{s.host.name} joined {plan.cluster} as a learner (member {mid})"
+        joined = "rejoined" if s.opts.rejoin else "joined"
+        head = f"{s.host.name} {joined} {plan.cluster} as a learner (member {mid})"
     else:
         head = f"{s.host.name} was a learner of {plan.cluster} already (member {mid})"
     if s.caught_up_s is not None:
         head += f", caught up {s.caught_up_s:.2f} s after {'its start' if s.t_start else 'the wait began'}"
-    if promoted:
+    if promoted and s.opts.rejoin:
+        head += f"; promoted: {s.host.name} is a voter again"
+    elif promoted:
         head += "; promoted to voter: set its role to etcd in the inventory"
     return head

@@ -10,6 +10,7 @@ The plan's params carry the host, its member id (when it is one already) and wha
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Action(enum.StrEnum):
 
 
 KIND = "learner-add"
+REJOIN_KIND = "rejoin"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class LearnerOptions:
     start_settle: float = 3.0  # a started member that runs this long without exiting counts as started
     catchup_timeout: float = 600.0
     promote_timeout: float = 60.0  # `learner not in sync` while it lags
+    # a voter of the inventory that is no member any more (a master back after a recovery): its old
+    # member is set aside, running or not; it is added as a learner and promoted
+    rejoin: bool = False
 
     def __post_init__(self) -> None:
         for name in ("add_timeout", "start_settle", "catchup_timeout", "promote_timeout"):
@@ -53,6 +58,8 @@ class LearnerOptions:
                 raise InputError(f"learner option {name}: {getattr(self, name)} is not > 0; give seconds")
         if self.max_lag is not None and self.max_lag < 0:
             raise InputError(f"--max-lag {self.max_lag} is negative; give raft entries >= 0")
+        if self.rejoin and not self.promote:
+            raise InputError("a rejoin ends with the member promoted: give promote=True with rejoin=True")
 
 
 @dataclass(frozen=True)
@@ -104,19 +111,33 @@ def max_lag(inv: Inventory, opts: LearnerOptions) -> int:
 def plan_learner_add(
     inv: Inventory, state: ClusterState, host_name: str, facts: HostFacts | None, opts: LearnerOptions
 ) -> Plan:
-    """Decide how to make host_name a learner (and a voter with opts.promote). Pure."""
+    """Decide how to make host_name a learner (and a voter with opts.promote), or with opts.rejoin
+    how to bring an inventory voter that is no member any more back as a voter. Pure."""
+    plan = _plan_add(inv, state, host_name, facts, opts)
+    return dataclasses.replace(plan, kind=REJOIN_KIND) if opts.rejoin else plan
+
+
+def _plan_add(
+    inv: Inventory, state: ClusterState, host_name: str, facts: HostFacts | None, opts: LearnerOptions
+) -> Plan:
     try:
         host = inv.host(host_name)
     except InputError as e:
         return _refuse(inv, host_name, Refusal.BAD_INPUT, f"{e}; add it to the inventory first")
     idx = inv.hosts.index(host)
-    if host.is_voter:
+    if opts.rejoin and not host.is_voter:
+        return _refuse(
+            inv, host.name, Refusal.BAD_INPUT,
+            f"{host.name} is not an etcd voter in the inventory (hosts[{idx}].roles has no etcd): rejoin "
+            "brings a master back; add other hosts with `etcd-dr learner add`",
+        )  # fmt: skip
+    if host.is_voter and not opts.rejoin:
         return _refuse(
             inv, host.name, Refusal.BAD_INPUT,
             f"{host.name} is an etcd voter in the inventory (hosts[{idx}].roles has etcd); a learner is "
             "added on a host that is not a member yet: name another host",
         )  # fmt: skip
-    if not host.is_learner:
+    if not host.is_learner and not opts.rejoin:
         roles = ", ".join(r.value for r in Role if r in host.roles)
         return _refuse(
             inv, host.name, Refusal.BAD_INPUT,
@@ -150,6 +171,12 @@ def plan_learner_add(
         )  # fmt: skip
 
     m = _member_of(state, host)
+    if m is not None and not m.is_learner and opts.rejoin:
+        return _refuse(
+            inv, host.name, Refusal.BAD_INPUT,
+            f"{host.name} is a voter member of {inv.cluster} already (member {m.member_id:x}): nothing to "
+            "rejoin",
+        )  # fmt: skip
     if m is not None and not m.is_learner:
         done = f"{host.name} is already a voter of {inv.cluster} (member {m.member_id:x}): nothing to do"
         return _plan(inv, host, done, [], m.member_id, what)
@@ -160,7 +187,7 @@ def plan_learner_add(
             f"{inv.cluster} has a learner already ({', '.join(others)}) and etcd allows one: promote or "
             "remove it first",
         )  # fmt: skip
-    if m is None and facts.runtime_running:
+    if m is None and facts.runtime_running and not opts.rejoin:
         return _refuse(
             inv, host.name, Refusal.UNSAFE,
             f"etcd runs on {host.name} although it is not a member of {inv.cluster}: stop it yourself "
@@ -201,8 +228,9 @@ def plan_learner_add(
                 destructive=False,
                 postcondition=f"no etcd {kind} named for the member and no {e.data_dir}/member on "
                 f"{host.name}",
-                reason=f"{host.name} is not a member but has {' and '.join(old)} from an earlier one: "
-                "kept aside (never deleted) so that etcd starts clean",
+                reason=f"{host.name} is not a member but has {' and '.join(old)} from an earlier one"
+                + (" (removed by a recovery; it must not start on its old data)" if opts.rejoin else "")
+                + ": kept aside (never deleted) so that etcd starts clean",
             )
         )
     steps.append(
@@ -268,7 +296,12 @@ def plan_learner_add(
                 f"from {state.voters // 2 + 1} to {(state.voters + 1) // 2 + 1}",
             )
         )
-    if m is None:
+    if m is None and opts.rejoin:
+        verdict = (
+            f"{state.verdict}; {host.name} is an inventory voter but no member: rejoin it as a learner "
+            f"running {what} and promote it"
+        )
+    elif m is None:
         verdict = f"{state.verdict}; {host.name} is not a member: add it as a learner running {what}" + (
             " and promote it" if opts.promote else ""
         )

@@ -4,7 +4,7 @@ read-only probe of the host that the planner decides on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from etcd_dr.audit import AuditLog
 from etcd_dr.certissue import existing_pair_problem, load_ca_cert, read_host_clock
@@ -32,6 +32,7 @@ class Session:
         ca: CertKeyPair | None = None,
         say: Say | None = None,
         client: EtcdClient | None = None,
+        endpoints: Sequence[str] = (),
     ) -> None:
         self.inv = inv
         self.host: Host = inv.host(host)
@@ -42,6 +43,9 @@ class Session:
         self._ex: Executor | None = None
         self._client = client
         self._own_client = client is None
+        # the client's endpoints: the inventory's voters unless given (a rejoin asks only the members:
+        # a lost master's old etcd may answer and never lead)
+        self._endpoints = tuple(endpoints)
         self._ca_cert: bytes | None = None
         self.member_id: int | None = None
         self.members: tuple[Member, ...] = ()
@@ -63,7 +67,7 @@ class Session:
         if self._client is None:
             e = self.inv.etcd
             self._client = EtcdClient(
-                [self.inv.client_url(v) for v in self.inv.voters],
+                list(self._endpoints) or [self.inv.client_url(v) for v in self.inv.voters],
                 ca_cert=e.client.ca_cert,
                 cert=e.client.cert,
                 key=e.client.key,
@@ -145,10 +149,10 @@ def gather_facts(s: Session) -> HostFacts:
         return HostFacts(host=s.host.name, ssh_error=str(e))
 
 
-def probe_wanted(inv: Inventory, host: str) -> bool:
-    """Worth probing over SSH: a host of the inventory that may become a learner."""
+def probe_wanted(inv: Inventory, host: str, opts: LearnerOptions | None = None) -> bool:
+    """Worth probing over SSH: a host of the inventory that may become a learner (a voter, to rejoin)."""
     try:
         h = inv.host(host)
     except InputError:
         return False
-    return h.is_learner
+    return h.is_voter if opts is not None and opts.rejoin else h.is_learner

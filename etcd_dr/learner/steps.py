@@ -196,12 +196,13 @@ def _wait_caught_up(s: Session) -> str:
                 leader = _leader_status(s, mine.leader)
                 behind = leader.raft_index - mine.raft_applied_index
                 if mine.leader and mine.raft_applied_index >= baseline and behind <= lag:
+                    same = _same_revision(s, rt) if s.opts.rejoin else ""
                     s.t_caught_up = time.monotonic()
                     s.caught_up_s = s.t_caught_up - (s.t_start or t0)
                     return (
                         f"applied index {mine.raft_applied_index} vs leader {leader.raft_index} "
                         f"(baseline {baseline}, bound {lag}), {s.t_caught_up - t0:.2f} s of waiting; "
-                        f"db {mine.db_size} bytes"
+                        f"db {mine.db_size} bytes{same}"
                     )
                 last = (
                     f"applied {mine.raft_applied_index}, leader at {leader.raft_index}, baseline {baseline}"
@@ -213,6 +214,32 @@ def _wait_caught_up(s: Session) -> str:
         if time.monotonic() > end:
             raise StepFailed(f"{s.host.name} not caught up after {s.opts.catchup_timeout:g} s: {last[-300:]}")
         time.sleep(0.1)
+
+
+def _same_revision(s: Session, rt, tries: int = 20) -> str:
+    """A rejoin copies the recovered member's raft log, and after --force-new-cluster that log can
+    lack an entry its store had applied (etcd-io/etcd#14009: applied before the WAL was synced, then
+    discarded as uncommitted): the new member then holds other data at other revisions. At one
+    applied index a consistent member has the leader's revision; a different one is not promoted.
+    Returns what was seen (a clause), or raises StepFailed."""
+    for _ in range(tries):
+        mine = _probe(s, rt)
+        if mine is not None and mine.leader:
+            leader = _leader_status(s, mine.leader)
+            again = _probe(s, rt)
+            at = mine.raft_applied_index
+            if again is not None and leader.raft_applied_index == at == again.raft_applied_index:
+                if mine.revision != leader.revision:
+                    raise StepFailed(
+                        f"{s.host.name} has revision {mine.revision} where the leader has "
+                        f"{leader.revision} at the same applied index {at}: its copy of the data "
+                        "differs (the recovered member's raft log lacks writes its store has, "
+                        "etcd-io/etcd#14009); not promoted: restore the cluster from a snapshot of "
+                        "the recovered member's db"
+                    )
+                return f"; revision {mine.revision} as on the leader at applied index {at}"
+        time.sleep(0.1)
+    return "; revision not compared: the cluster kept applying writes"
 
 
 def _leader_status(s: Session, leader_id: int):

@@ -245,3 +245,101 @@ def test_bad_options_are_input_errors() -> None:
         LearnerOptions(add_timeout=0)
     with pytest.raises(InputError, match="--max-lag -1"):
         LearnerOptions(max_lag=-1)
+
+
+# -- rejoin: a lost master back after a recovery (master3 forced into a one-member cluster)
+
+REJOIN = LearnerOptions(promote=True, rejoin=True)
+OLD = HostFacts("master1", cert_problem=None, data_dir_in_use=True, runtime_exists=True, runtime_running=True)
+
+
+def recovered(members: tuple[str, ...] = ("master3",)):
+    g = Gathered(
+        statuses={_ep(n): _status(n, "master3") for n in members},
+        ssh={h.name: (Reach.OK, None) for h in INV.etcd_hosts},
+        member_list=tuple(_member(n) for n in members),
+        member_list_source=MemberListSource.LINEARIZABLE,
+        started=0.0,
+        finished=0.1,
+    )
+    return assess(INV, g)
+
+
+def test_rejoin_sets_the_old_member_aside_adds_and_promotes() -> None:
+    plan = plan_learner_add(INV, recovered(), "master1", OLD, REJOIN)
+    assert plan.kind == "rejoin" and not plan.refused
+    assert [s.action for s in plan.steps] == [
+        Action.ISSUE_CERT,
+        Action.SET_ASIDE,
+        Action.MEMBER_ADD,
+        Action.START,
+        Action.WAIT_CAUGHT_UP,
+        Action.PROMOTE,
+    ]
+    assert plan.steps[0].holds  # its certificate is still valid
+    assert "removed by a recovery; it must not start on its old data" in plan.steps[1].reason
+    assert plan.reason == (
+        "quorum held: 1 of 1 voters healthy, leader master3; master1 is an inventory voter but no "
+        "member: rejoin it as a learner running lab/etcd:3.4.23 and promote it"
+    )
+
+
+def test_rejoin_of_a_voter_member_is_refused() -> None:
+    plan = plan_learner_add(INV, recovered(), "master3", OLD, REJOIN)
+    assert plan.refusal is Refusal.BAD_INPUT and plan.kind == "rejoin"
+    assert plan.reason == "master3 is a voter member of t already (member 13): nothing to rejoin"
+
+
+def test_rejoin_of_a_non_voter_is_refused() -> None:
+    plan = plan_learner_add(INV, recovered(), "node1", FRESH, REJOIN)
+    assert plan.refusal is Refusal.BAD_INPUT and "node1 is not an etcd voter in the inventory" in plan.reason
+
+
+def test_rejoin_without_quorum_is_refused() -> None:
+    plan = plan_learner_add(INV, state(up=("master3",)), "master1", OLD, REJOIN)
+    assert plan.refusal is Refusal.UNSAFE and "a member can only be added while quorum holds" in plan.reason
+
+
+def test_rejoin_needs_promote() -> None:
+    with pytest.raises(InputError, match="promote=True"):
+        LearnerOptions(rejoin=True)
+
+
+class _Status:
+    """Status answers of a learner ('me') and the leader ('lead'), as (applied index, revision)."""
+
+    def __init__(self, me: tuple[int, int], lead: tuple[int, int]) -> None:
+        self.at = {"me": me, "lead": lead}
+
+    def status(self, url: str, timeout: float) -> EndpointStatus:
+        applied, rev = self.at[url]
+        return EndpointStatus(url, 1, 2, applied, applied, 3, rev, "3.4.23", 1, 1, url == "me", ())
+
+
+def _rejoin_session(me: tuple[int, int], lead: tuple[int, int]):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        client=_Status(me, lead),
+        client_url="me",
+        inv=SimpleNamespace(etcd=SimpleNamespace(dial_timeout=1.0)),
+        members=(Member(2, "lead", (), ("lead",), False),),
+        host=SimpleNamespace(name="master1"),
+    )
+
+
+def test_rejoin_promotes_only_a_member_with_the_leaders_revision() -> None:
+    from etcd_dr.learner.steps import StepFailed, _same_revision
+
+    rt = SimpleRuntime()
+    assert _same_revision(_rejoin_session((50, 201), (50, 201)), rt) == (
+        "; revision 201 as on the leader at applied index 50"
+    )
+    with pytest.raises(StepFailed, match="has revision 200 where the leader has 201 at the same applied"):
+        _same_revision(_rejoin_session((50, 200), (50, 201)), rt)
+    assert "not compared" in _same_revision(_rejoin_session((49, 200), (50, 201)), rt, tries=2)
+
+
+class SimpleRuntime:
+    def is_running(self) -> bool:
+        return True

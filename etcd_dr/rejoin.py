@@ -1,0 +1,134 @@
+"""`etcd-dr rejoin`: bring a lost master back after a recovery. Its old member (container or unit,
+running or restarting) is stopped and renamed aside with restart=no and its data dir moved to
+<data_dir>.bak-<UTC ts> (never deleted); it is then added as a learner, waited for until caught up
+and promoted. This is the learner add (etcd_dr.learner) of an inventory voter with
+LearnerOptions(rejoin=True, promote=True); each step checks its postcondition first, so a re-run
+continues where an interrupted one stopped.
+
+    res = rejoin(inv, ["master1"])     # or rejoin(inv, None): every inventory voter not a voter member
+
+Exit codes: 0 every host named is a voter again, 1 a step failed (rolled back) or the cluster is not
+safe to change (no quorum, ...), 2 bad input (not in the inventory, not a voter there, a voter
+member already).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
+from etcd_dr.errors import InputError
+from etcd_dr.inventory import Inventory
+from etcd_dr.learner.add import LearnerAddResult, add_learner
+from etcd_dr.learner.plan import LearnerOptions
+from etcd_dr.learner.session import Say
+from etcd_dr.state import ClusterState, observe
+
+HELP = __doc__.split("\n\n")[0].removeprefix("`etcd-dr rejoin`: ")
+
+
+@dataclass(frozen=True)
+class RejoinResult:
+    results: tuple[LearnerAddResult, ...]
+    verdict: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        for r in self.results:
+            if r.plan.refusal is not None:
+                return r.plan.refusal.exit_code
+        return 0 if self.ok else 1
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "duration_s": round(self.duration_s, 3),
+            "hosts": [{"host": r.plan.params.get("host"), **r.to_json()} for r in self.results],
+        }
+
+
+def missing_voters(inv: Inventory, state: ClusterState) -> list[str]:
+    """The inventory's voters that are not voter members of the cluster, in inventory order."""
+    voting = {m.host for m in state.members if m.in_member_list and not m.is_learner}
+    return [h.name for h in inv.voters if h.name not in voting]
+
+
+def rejoin(
+    inv: Inventory,
+    hosts: list[str] | None,
+    opts: LearnerOptions | None = None,
+    *,
+    dry_run: bool = False,
+    say: Say | None = None,
+) -> RejoinResult:
+    """Rejoin each host in turn (hosts None: every inventory voter that is not a voter member),
+    observing the cluster afresh before each; stops at the first that does not succeed."""
+    t0 = time.monotonic()
+    opts = opts or LearnerOptions(promote=True, rejoin=True)
+    if not (opts.rejoin and opts.promote):
+        raise InputError("rejoin needs LearnerOptions(rejoin=True, promote=True)")
+    state = observe(inv)
+    todo = list(hosts) if hosts is not None else missing_voters(inv, state)
+    if not todo:
+        return RejoinResult(
+            (), f"{state.verdict}; every inventory voter is a voter member: nothing to do", 0.0
+        )
+    results: list[LearnerAddResult] = []
+    for i, host in enumerate(todo):
+        if i:
+            state = observe(inv)
+        res = add_learner(inv, host, opts, state=state, dry_run=dry_run, say=say)
+        results.append(res)
+        if not res.ok or dry_run:
+            break
+    verdict = "; ".join(r.verdict for r in results)
+    return RejoinResult(tuple(results), verdict, time.monotonic() - t0)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    if bool(args.host) == bool(args.all):
+        raise InputError("name the master to rejoin with --host HOST, or give --all (not both)")
+    inv = inventory_from_args(args)
+    opts = LearnerOptions(promote=True, rejoin=True, catchup_timeout=args.catchup_timeout)
+    say = None if args.json or args.plan else print
+    res = rejoin(inv, None if args.all else [args.host], opts, dry_run=args.plan, say=say)
+    if args.json:
+        print(json.dumps(res.to_json(), indent=2))
+    elif args.plan or any(r.plan.refused for r in res.results):
+        for r in res.results:
+            print(r.plan.render())
+        if not res.results:
+            print(res.verdict)
+    else:
+        for r in res.results:
+            print(r.verdict)
+            if r.join_s is not None:
+                print(f"member add to caught up: {r.join_s:.2f} s; total {r.duration_s:.2f} s")
+        if not res.results:
+            print(res.verdict)
+    return res.exit_code
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rejoin",
+        help="bring a lost master back after a recovery: set its old member aside, add it as a learner, "
+        "promote it",
+        description=HELP,
+    )
+    add_inventory_arg(p)
+    p.add_argument("--host", default=None, help="inventory voter (role etcd) that is no member any more")
+    p.add_argument("--all", action="store_true", help="every inventory voter that is not a voter member")
+    p.add_argument("--plan", action="store_true", help="print the plan and change nothing (dry run)")
+    p.add_argument("--catchup-timeout", type=float, default=600.0, help="seconds to wait for catch-up (600)")
+    p.add_argument("--json", action="store_true", help="print plans, steps and outcomes as JSON")
+    p.set_defaults(func=_cmd)
