@@ -23,6 +23,24 @@ pytestmark = pytest.mark.lab
 KEYS = 200
 
 
+def _refused_divergent(lab: Lab, inv, host: str, out: dict) -> None:
+    """etcd's force-new-cluster on a quiet cluster can drop a write the survivor had applied, so a
+    member that replays the recovered log lacks it (etcd-io/etcd#14009; seen on this lab about one
+    run in three, fence write or not). The rejoin must then refuse to promote and roll back cleanly:
+    checked here, and the test is reported as an expected failure with the numbers, not hidden."""
+    (res,) = out["hosts"]
+    states = {s["action"]: s["status"] for s in res["steps"]}
+    assert states["wait-caught-up"] == "failed" and states["promote"] == "not-run", res["steps"]
+    assert "not promoted" in out["verdict"] and "rolled back" in out["verdict"], out["verdict"]
+    with one(inv, "master3") as m:
+        names = [x.name for x in m.member_list()]
+    assert names == ["etcd-master3"], names  # the learner was removed again
+    running = sh(lab, host, "docker ps --format '{{.Names}}'").split()
+    assert "etcd" not in running, running  # no etcd left running on the divergent data
+    assert sh(lab, host, "ls -d /var/lib/etcd.bak-* | wc -l").strip() != "0"
+    pytest.xfail(f"etcd-io/etcd#14009 reproduced; rejoin refused and rolled back: {out['verdict'][:200]}")
+
+
 def test_lost_masters_rejoin_after_recovery(running_lab: Lab) -> None:
     lab = running_lab
     wait_voters(lab, 3)
@@ -60,6 +78,8 @@ def test_lost_masters_rejoin_after_recovery(running_lab: Lab) -> None:
         took = {}
         for h in ("master1", "master2"):
             r, took[h] = cli(lab, "rejoin", "--host", h, "--json", timeout=180)
+            if r.returncode == 1 and "etcd-io/etcd#14009" in r.stdout:
+                _refused_divergent(lab, inv, h, json.loads(r.stdout))
             assert r.returncode == 0, r.stderr + r.stdout
             out = json.loads(r.stdout)
             (res,) = out["hosts"]
