@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from etcd_dr.errors import InputError
-from etcd_dr.inventory import Host, Inventory, RuntimeKind
+from etcd_dr.inventory import Host, Inventory
 from etcd_dr.plans import Plan, Refusal, Step
+from etcd_dr.runtime import runtime_params
 
 FAULT_KIND = "fault"
 HEAL_KIND = "fault-heal"
@@ -84,15 +85,6 @@ def _refused(inv: Inventory, why: str) -> Plan:
     # every refusal is about the request or the inventory (not marked for rehearsal, not a voter,
     # a fault active there already, a flag missing): bad input
     return Plan(FAULT_KIND, inv.cluster, f"fault injection refused: {why}", refusal=Refusal.BAD_INPUT)
-
-
-def _runtime_params(inv: Inventory) -> dict[str, object]:
-    e = inv.etcd
-    return {
-        "runtime": str(e.runtime),
-        "name": e.container if e.runtime is RuntimeKind.DOCKER else "etcd",
-        "binary": e.binary,
-    }
 
 
 def _iptables(host: Host) -> str:
@@ -191,7 +183,7 @@ def plan_fault(
             postcondition=f"{host} does not answer on {port}; etcd on it is not running",
             reason="a member that dies alone is the commonest loss; its host and sshd stay up",
             destructive=True,
-            params={**common, **_runtime_params(inv)},
+            params={**common, **runtime_params(inv, h)},
         )
     elif via is Via.LAB:
         what = "network cut (cable out)"
@@ -260,7 +252,7 @@ def plan_heal(inv: Inventory, faults: Sequence[FaultRecord]) -> Plan:
             undo.append(
                 Step(f"start-etcd:{f.host}", "etcd-start", f.host, f"start etcd on {f.host} again "
                      "(same container/unit, same arguments)", f"etcd on {f.host} is running",
-                     "undo the kill", params={**common, **_runtime_params(inv)})
+                     "undo the kill", params={**common, **runtime_params(inv, inv.host(f.host))})
             )  # fmt: skip
         elif f.mode is FaultMode.NETWORK:
             undo.append(

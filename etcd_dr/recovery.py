@@ -34,7 +34,14 @@ from typing import Protocol
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
 from etcd_dr.plans import Plan, Refusal, Step
-from etcd_dr.runtime import RKE_BINDS, InitialClusterState, MemberSpec, etcd_flags, member_name
+from etcd_dr.runtime import (
+    RKE_BINDS,
+    InitialClusterState,
+    MemberSpec,
+    etcd_flags,
+    member_name,
+    runtime_params,
+)
 from etcd_dr.state import ClusterState, MemberState, Reach
 
 KIND = "recover"
@@ -275,18 +282,6 @@ def _runtime_path(inv: Inventory, host_path: str) -> str:
     return host_path
 
 
-def _runtime_params(inv: Inventory, host: Host) -> dict[str, object]:
-    e = inv.etcd
-    return {
-        "runtime": str(e.runtime),
-        "name": e.container if e.runtime is RuntimeKind.DOCKER else "etcd",  # container or unit
-        "image": e.image,
-        "binary": e.binary,
-        "data_dir": e.data_dir,
-        "endpoint": inv.client_url(host),
-    }
-
-
 def _fence_step(inv: Inventory, others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> Step:
     hosts = [str(m.host) for m in others]
     what = _and(hosts) if hosts else "no other voter"
@@ -316,7 +311,7 @@ def _stop_step(inv: Inventory, host: Host, *, graceful: bool) -> Step:
             postcondition=f"etcd on {name} is not running",
             reason="a learner flushes its db on a graceful stop; the copy must be of a quiet file",
             destructive=True,
-            params={**_runtime_params(inv, host), "timeout_s": 30},
+            params={**runtime_params(inv, host), "timeout_s": 30},
         )
     return Step(
         id=f"stop:{name}",
@@ -327,12 +322,12 @@ def _stop_step(inv: Inventory, host: Host, *, graceful: bool) -> Step:
         reason="the data dir must be quiet before it is copied; a kill is safe for a voter (its WAL is "
         "replayed) and `docker stop` would stall 10 s on a leader whose peers are gone",
         destructive=True,
-        params=_runtime_params(inv, host),
+        params=runtime_params(inv, host),
     )
 
 
 def _retire_step(inv: Inventory, host: Host, ts: str) -> Step:
-    rp = _runtime_params(inv, host)
+    rp = runtime_params(inv, host)
     old = f"{rp['name']}-old-{ts}"
     what = "container" if inv.etcd.runtime is RuntimeKind.DOCKER else "unit"
     return Step(
@@ -368,7 +363,7 @@ def _run_step(
         data_dir=_runtime_path(inv, inv.etcd.data_dir),
         extra_flags=extra_flags,
     )
-    rp = _runtime_params(inv, host)
+    rp = runtime_params(inv, host)
     return Step(
         id=step_id,
         action="etcd-run",
@@ -435,7 +430,7 @@ def _restore_step(
         f"--name={name}", f"--initial-cluster={name}={peer}",
         f"--initial-advertise-peer-urls={peer}", f"--data-dir={paths.staging}",
     ]  # fmt: skip
-    rp = _runtime_params(inv, host)
+    rp = runtime_params(inv, host)
     return Step(
         id=f"restore:{host.name}",
         action="snapshot-restore",
@@ -504,7 +499,7 @@ def _force_new_cluster(
     host = inv.host(best.host)
     ts = _stamp(state)
     paths = _Paths(inv.etcd.data_dir, ts)
-    rp = _runtime_params(inv, host)
+    rp = runtime_params(inv, host)
     old = f"{rp['name']}-old-{ts}"
     loss = _loss(best.name, st.raft_index, highest_seen, state)
     forced = _run_step(
@@ -677,7 +672,7 @@ def _start_restored(
 ) -> tuple[Step, ...]:
     """The tail both restore paths share: retire the old member, swap the restored data dir in,
     start it as a one-member cluster from the old member's image, wait, verify."""
-    old = f"{_runtime_params(inv, host)['name']}-old-{ts}"
+    old = f"{runtime_params(inv, host)['name']}-old-{ts}"
     return (
         _retire_step(inv, host, ts),
         _swap_step(inv, host, paths),

@@ -34,6 +34,20 @@ class InitialClusterState(enum.StrEnum):
     EXISTING = "existing"  # joining one (learner add, replacement)
 
 
+def runtime_params(inv: Inventory, host: Host) -> dict[str, object]:
+    """How the member on host runs, as plain data for a plan step's params (faults and recovery
+    plans carry it; their handlers rebuild the runtime from it)."""
+    e = inv.etcd
+    return {
+        "runtime": str(e.runtime),
+        "name": e.container if e.runtime is RuntimeKind.DOCKER else "etcd",  # container or unit
+        "image": e.image,
+        "binary": e.binary,
+        "data_dir": e.data_dir,
+        "endpoint": inv.client_url(host),
+    }
+
+
 def member_name(host: Host) -> str:
     """RKE names each member etcd-<node name>."""
     return f"etcd-{host.name}"
