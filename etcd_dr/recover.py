@@ -8,9 +8,9 @@ A recovery being executed is journalled beside the audit log (`recover-<cluster>
 after a crash resumes that same plan (each step checks its postcondition first, so what is done is
 skipped and the member is never forced twice) instead of planning afresh from a picture the half
 done recovery has changed. The journal is renamed `recover-<cluster>-<ts>.done.json` once the plan
-succeeded. Only the force-new-cluster path is executed; the other paths are planned and shown.
+succeeded. A lock beside it lets one recovery per cluster run at a time.
 
-Exit codes: 0 recovered (or --plan), 1 a step failed, the path is not built yet or the cluster is
+Exit codes: 0 recovered (or --plan), 1 a step failed, another recovery runs, or the cluster is
 not in a state to recover (quorum held, a voter not fenced), 2 not confirmed or bad input (nothing
 changed).
 """
@@ -18,29 +18,30 @@ changed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import enum
+import fcntl
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
-from etcd_dr.errors import InputError
+from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.fencing import gather
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Outcome, Plan, Step, execute
-from etcd_dr.recovery import RecoveryPath, plan_recovery, recovery_path
+from etcd_dr.plans import Outcome, Plan, Step, StepRunner, execute
+from etcd_dr.recovery import RecoveryPath, SnapshotLike, VoterMethod, plan_recovery, recovery_path
 from etcd_dr.recovery_steps import Ctx, handlers
 from etcd_dr.state import observe
 
 Say = Callable[[str], None]
 Confirm = Callable[[Plan], bool]
-NOT_BUILT = "execution of this path is not built yet"
 
 
 class RecoverStatus(enum.StrEnum):
@@ -49,6 +50,7 @@ class RecoverStatus(enum.StrEnum):
     REFUSED = "refused"  # the planner refused (quorum held, a voter not fenced, ...)
     NOT_CONFIRMED = "not-confirmed"
     NOT_BUILT = "not-built"  # a path whose execution does not exist yet
+    BUSY = "busy"  # another recovery of this cluster holds the lock: nothing done
     FAILED = "failed"
 
 
@@ -58,6 +60,7 @@ EXIT = {
     RecoverStatus.REFUSED: 2,
     RecoverStatus.NOT_CONFIRMED: 2,
     RecoverStatus.NOT_BUILT: 1,
+    RecoverStatus.BUSY: 1,
     RecoverStatus.FAILED: 1,
 }
 
@@ -147,6 +150,47 @@ def _close_journal(path: Path) -> Path:
     return done
 
 
+@contextlib.contextmanager
+def _recovery_lock(jpath: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking flock beside the journal: held for the whole recovery (planning
+    included, so a second one cannot plan from a picture the first is changing). The kernel drops
+    it when the holder dies, so a SIGKILLed recovery never leaves a stale lock behind."""
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    with open(jpath.with_suffix(".lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _busy(inv: Inventory, jpath: Path) -> RecoverResult:
+    why = (
+        f"another recovery of cluster {inv.cluster} is running (it holds {jpath.with_suffix('.lock')}); "
+        "nothing was done: wait for it, then check `etcd-dr status`"
+    )
+    audit = audit_log_for(inv)
+    if audit is not None:
+        audit.event(host="-", action="recover", outcome="busy", reason=why)
+    empty = Plan(kind="recover", cluster=inv.cluster, reason=why)
+    return RecoverResult(RecoverStatus.BUSY, why, empty, RecoveryPath.NONE)
+
+
+def _catalog(inv: Inventory) -> list[SnapshotLike]:
+    """The cluster's cataloged snapshots (the planner picks the newest verified one), or none when
+    the inventory has no snapshot directory."""
+    from etcd_dr.snapshots.service import catalog_for  # the snapshot package is only needed here
+
+    try:
+        return list(catalog_for(inv).records(inv.cluster))
+    except (EtcdDrError, OSError):
+        return []  # an unreadable catalog: the snapshot path is refused, naming what is missing
+
+
 # --- recover -------------------------------------------------------------------------------------
 
 
@@ -157,11 +201,33 @@ def recover(
     plan_only: bool,
     say: Say = print,
     confirm: Confirm | None = None,
+    run_step: StepRunner | None = None,
+    method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER,
+    target: str | None = None,
 ) -> RecoverResult:
     """Observe, plan and (with yes, or confirm() saying so) execute the recovery. Without yes and
-    without confirm, nothing is changed (NOT_CONFIRMED)."""
-    audit = audit_log_for(inv)
+    without confirm, nothing is changed (NOT_CONFIRMED). `run_step` wraps each step (the Prefect
+    flow makes each one a task run). One recovery per cluster at a time: a second one started while
+    the first holds the lock is refused (BUSY), nothing changed."""
     jpath = journal_path(inv)
+    with _recovery_lock(jpath) as held:
+        if not held:
+            return _busy(inv, jpath)
+        return _recover(inv, jpath, yes, plan_only, say, confirm, run_step, method, target)
+
+
+def _recover(
+    inv: Inventory,
+    jpath: Path,
+    yes: bool,
+    plan_only: bool,
+    say: Say,
+    confirm: Confirm | None,
+    run_step: StepRunner | None,
+    method: VoterMethod,
+    target: str | None,
+) -> RecoverResult:
+    audit = audit_log_for(inv)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     plan = load_journal(jpath, inv.cluster)
@@ -177,7 +243,9 @@ def recover(
         evidence = gather(inv, hosts) if not state.quorum else {}
         timings["fence"] = time.monotonic() - t1
         t2 = time.monotonic()
-        plan = plan_recovery(state, inv, fenced=evidence)
+        plan = plan_recovery(
+            state, inv, fenced=evidence, method=method, snapshots=_catalog(inv), target=target
+        )
         timings["plan"] = time.monotonic() - t2
     path = recovery_path(plan)
 
@@ -191,8 +259,6 @@ def recover(
         return result(RecoverStatus.REFUSED, plan.reason)
     if plan_only:
         return result(RecoverStatus.PLANNED, plan.reason)
-    if path is not RecoveryPath.FORCE_NEW_CLUSTER:
-        return result(RecoverStatus.NOT_BUILT, f"{path}: {NOT_BUILT} (plan shown, nothing changed)")
     if not yes and not (confirm is not None and confirm(plan)):
         why = "not confirmed: nothing was changed; pass --yes to recover"
         return result(RecoverStatus.NOT_CONFIRMED, why)
@@ -201,7 +267,7 @@ def recover(
     c = Ctx(inv, plan, audit, say)
     t3 = time.monotonic()
     try:
-        outcome = execute(plan, handlers(c), audit=audit, say=say)
+        outcome = execute(plan, handlers(c), audit=audit, say=say, run_step=run_step)
     finally:
         c.close()
     timings["execute"] = time.monotonic() - t3
@@ -235,7 +301,15 @@ def cmd_recover(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     say = (lambda _m: None) if args.json else print
     confirm = _ask if (not args.yes and not args.json and sys.stdin.isatty()) else None
-    res = recover(inv, yes=args.yes, plan_only=args.plan, say=say, confirm=confirm)
+    res = recover(
+        inv,
+        yes=args.yes,
+        plan_only=args.plan,
+        say=say,
+        confirm=confirm,
+        method=VoterMethod(args.method),
+        target=args.target,
+    )
     if args.json:
         print(json.dumps(res.to_json(), indent=2))
     else:
@@ -255,7 +329,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recover",
-        help="recover etcd after quorum loss (force-new-cluster on the most advanced survivor)",
+        help="recover etcd after quorum loss (from the most advanced survivor, a learner or a snapshot)",
         description="Observe the cluster, gather fencing evidence, plan the recovery and, once "
         "confirmed, execute it. Refused while quorum holds or while another voter may still take part. "
         "An unfinished recovery (journal beside the audit log) is resumed, not planned again.",
@@ -264,4 +338,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true", help="print the plan, change nothing")
     p.add_argument("--yes", action="store_true", help="execute without asking")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument(
+        "--method",
+        choices=[str(m) for m in VoterMethod],
+        default=str(VoterMethod.FORCE_NEW_CLUSTER),
+        help="how a surviving voter becomes a one-member cluster: --force-new-cluster once (default; "
+        "lost members that come back are told they were removed) or restore its own db (a new cluster "
+        "id: only when the lost members will not come back, or are rejoined one at a time)",
+    )
+    p.add_argument(
+        "--target",
+        metavar="HOST",
+        help="snapshot restore only: the voter to restore onto (default: the first voter that answers SSH)",
+    )
     p.set_defaults(func=cmd_recover)

@@ -9,8 +9,9 @@ The paths, in the order they are tried:
 
 - quorum held, or a majority of voters answers: nothing to recover; the plan is refused and says so.
 - a voter answers: `--force-new-cluster` once on the most advanced voter (raft index, then applied
-  index, then the preference order), after a backup copy of its data dir and with its old container
-  kept; then a restart without the flag. Only when every other voter is fenced.
+  index, then the preference order), after a graceful stop and a backup copy of its data dir and
+  with its old container kept; then a restart without the flag. Or, asked for (VoterMethod), its
+  own db restored like a learner's. Only when every other voter is fenced.
 - no voter, a learner answers: `--force-new-cluster` on a learner panics ("removed all voters"), so
   its `member/snap/db` is copied and restored (`--skip-hash-check`) into a new one-member cluster,
   in a staging dir that is then swapped in.
@@ -52,9 +53,27 @@ HEALTHY_TIMEOUT_S = 90
 
 class RecoveryPath(enum.StrEnum):
     NONE = "none"  # quorum held (or a majority answers): nothing to recover
+    VOTER_RESTORE = "voter-restore"  # the surviving voter's own db restored as a one-member cluster
     FORCE_NEW_CLUSTER = "force-new-cluster"
     LEARNER_RESTORE = "learner-restore"
     SNAPSHOT_RESTORE = "snapshot-restore"
+
+
+class VoterMethod(enum.StrEnum):
+    """How a surviving voter becomes a one-member cluster.
+
+    FORCE_NEW_CLUSTER (the default): a graceful stop, a backup copy, one start with
+    `--force-new-cluster`, a restart without it. The cluster keeps its id, so lost members that come
+    back with their old data are told they were removed and stop. (Killed instead of stopped, the
+    voter may lose its unsynced commit index and the flag then drops an applied entry:
+    etcd-io/etcd#14009, seen on this lab as a rejoined member one revision behind.)
+    RESTORE: the voter's own db restored into a new one-member cluster: keeps all it applied and
+    elects at once, but the cluster gets a new id: lost members that come back with their data can
+    form their old quorum again. Only when they will not come back, or are rejoined one at a time
+    (`etcd-dr rejoin`) as they return."""
+
+    RESTORE = "restore"
+    FORCE_NEW_CLUSTER = "force-new-cluster"
 
 
 @dataclass(frozen=True)
@@ -103,8 +122,10 @@ def plan_recovery(
     highest_index_seen: int | None = None,
     prefer: Sequence[str] = (),
     target: str | None = None,
+    method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER,
 ) -> Plan:
-    """The recovery plan for what `state` shows. Pure. Raises InputError for bad arguments (unknown
+    """The recovery plan for what `state` shows. Pure. `method` says how a surviving voter is
+    turned into a one-member cluster (VoterMethod). Raises InputError for bad arguments (unknown
     host in prefer/target, negative index); otherwise a refused plan says why and what to do."""
     rank = _ranking(inv, prefer)
     if highest_index_seen is not None and highest_index_seen < 0:
@@ -128,6 +149,8 @@ def plan_recovery(
     reachable = [m for m in voters if m.status is not None and m.host]
     head = f"quorum lost: {len(reachable)} of {state.voters} voters reachable"
     if reachable:
+        if method is VoterMethod.RESTORE:
+            return _voter_restore(state, inv, head, reachable, voters, fenced, highest_index_seen, rank)
         return _force_new_cluster(state, inv, head, reachable, voters, fenced, highest_index_seen, rank)
     learners = [m for m in state.members if m.is_learner and m.status is not None and m.host]
     if learners:
@@ -136,7 +159,9 @@ def plan_recovery(
 
 
 def recovery_path(plan: Plan) -> RecoveryPath:
-    """Which path a recovery plan takes (from its steps)."""
+    """Which path a recovery plan takes (its params; from its steps for a journal of older plans)."""
+    if "path" in plan.params:
+        return RecoveryPath(str(plan.params["path"]))
     ids = {s.id.split(":", 1)[0] for s in plan.steps}
     if "force-new-cluster" in ids:
         return RecoveryPath.FORCE_NEW_CLUSTER
@@ -300,29 +325,30 @@ def _fence_step(inv: Inventory, others: Sequence[MemberState], fenced: Mapping[s
     )
 
 
-def _stop_step(inv: Inventory, host: Host, *, graceful: bool) -> Step:
+def _stop_step(inv: Inventory, host: Host, ts: str, *, voter: bool) -> Step:
+    """A stop that leaves the WAL synced (see recovery_steps.EtcdStop for how a leader is handled)."""
     name = host.name
-    if graceful:
-        return Step(
-            id=f"stop:{name}",
-            action="etcd-stop",
-            host=name,
-            description=f"stop etcd on {name} gracefully",
-            postcondition=f"etcd on {name} is not running",
-            reason="a learner flushes its db on a graceful stop; the copy must be of a quiet file",
-            destructive=True,
-            params={**runtime_params(inv, host), "timeout_s": 30},
-        )
+    why = (
+        "a killed etcd can lose the commit index it had not synced (a commit-only change waits in "
+        "the WAL's buffer), and --force-new-cluster then drops an entry its db had applied "
+        "(etcd-io/etcd#14009)"
+        if voter
+        else "a learner flushes its db on a graceful stop; the copy must be of a quiet file"
+    )
     return Step(
         id=f"stop:{name}",
-        action="etcd-kill",
+        action="etcd-stop",
         host=name,
-        description=f"kill etcd on {name}",
+        description=f"stop etcd on {name} with its WAL synced",
         postcondition=f"etcd on {name} is not running",
-        reason="the data dir must be quiet before it is copied; a kill is safe for a voter (its WAL is "
-        "replayed) and `docker stop` would stall 10 s on a leader whose peers are gone",
+        reason=why,
         destructive=True,
-        params=runtime_params(inv, host),
+        params={
+            **runtime_params(inv, host),
+            "timeout_s": 30,
+            "sync_leader": voter,
+            "sync_key": f"/etcd-dr/recovery/wal-sync-{ts}",
+        },
     )
 
 
@@ -526,7 +552,7 @@ def _force_new_cluster(
     )
     steps = (
         _fence_step(inv, others, fenced),
-        _stop_step(inv, host, graceful=False),
+        _stop_step(inv, host, ts, voter=True),
         Step(
             id=f"backup:{host.name}",
             action="copy-dir",
@@ -549,6 +575,68 @@ def _force_new_cluster(
         reason=f"{decision}; force a new cluster on {best.name} once, then restart it without the flag; "
         f"{loss}",
         steps=steps,
+        params={"path": str(RecoveryPath.FORCE_NEW_CLUSTER)},
+    )
+
+
+def _voter_restore(
+    state: ClusterState,
+    inv: Inventory,
+    head: str,
+    reachable: Sequence[MemberState],
+    voters: Sequence[MemberState],
+    fenced: Mapping[str, FenceEvidence],
+    highest_seen: int | None,
+    rank: Mapping[str, int],
+) -> Plan:
+    best, why = _pick(reachable, rank)
+    st = best.status
+    assert st is not None and best.host is not None
+    decision = f"{head}; {why}"
+    others = [m for m in voters if m is not best]
+    problem = _fencing_problem(others, fenced) or _ssh_problem(best)
+    if problem:
+        return _refuse(inv, f"{decision}; refused: {problem}")
+    host = inv.host(best.host)
+    ts = _stamp(state)
+    paths = _Paths(inv.etcd.data_dir, ts)
+    loss = _loss(best.name, st.raft_index, highest_seen, state)
+    steps = (
+        _fence_step(inv, others, fenced),
+        _stop_step(inv, host, ts, voter=True),
+        _copy_db_step(host, paths, "the voter's db holds everything it applied; the restore works on a copy"),
+        _restore_step(
+            inv, host, paths, st.version, skip_hash_check=True, source=f"the voter's db ({best.name})"
+        ),
+        *_start_restored(
+            inv,
+            host,
+            paths,
+            ts,
+            f"a restored data dir is a new one-member cluster that elects itself at once; no {FORCE_FLAG}",
+            st.revision,
+            f"{best.name} (revision {st.revision})",
+        ),
+    )
+    return Plan(
+        kind=KIND,
+        cluster=inv.cluster,
+        reason=f"{decision}; restore its own db into a new one-member cluster on {best.name} (a new "
+        f"cluster id: rejoin the lost masters one at a time as they return); {loss}",
+        steps=steps,
+        params={"path": str(RecoveryPath.VOTER_RESTORE)},
+    )
+
+
+def _copy_db_step(host: Host, paths: _Paths, reason: str) -> Step:
+    return Step(
+        id=f"copy-db:{host.name}",
+        action="copy-file",
+        host=host.name,
+        description=f"copy {paths.data_dir}/member/snap/db on {host.name} to {paths.db}",
+        postcondition=f"{paths.db} exists, a complete copy of {paths.data_dir}/member/snap/db",
+        reason=reason,
+        params={"src": f"{paths.data_dir}/member/snap/db", "dst": paths.db},
     )
 
 
@@ -575,16 +663,8 @@ def _learner_restore(
     loss = _loss(best.name, st.raft_index, highest_seen, state)
     steps = (
         _fence_step(inv, voters, fenced),
-        _stop_step(inv, host, graceful=True),
-        Step(
-            id=f"copy-db:{host.name}",
-            action="copy-file",
-            host=host.name,
-            description=f"copy {paths.data_dir}/member/snap/db on {host.name} to {paths.db}",
-            postcondition=f"{paths.db} exists with the size of {paths.data_dir}/member/snap/db",
-            reason="the learner's db is the most recent data left; the restore works on a copy",
-            params={"src": f"{paths.data_dir}/member/snap/db", "dst": paths.db},
-        ),
+        _stop_step(inv, host, ts, voter=False),
+        _copy_db_step(host, paths, "the learner's db is the newest data left; the restore works on a copy"),
         # a learner's db has no snapshot hash appended: --skip-hash-check (NOTES)
         _restore_step(
             inv, host, paths, st.version, skip_hash_check=True, source=f"the learner's db ({best.name})"
@@ -606,6 +686,7 @@ def _learner_restore(
         reason=f"{decision}; restore its db into a new one-member cluster on {best.name} "
         f"({FORCE_FLAG} on a learner panics: removed all voters); {loss}",
         steps=steps,
+        params={"path": str(RecoveryPath.LEARNER_RESTORE)},
     )
 
 
@@ -652,7 +733,7 @@ def _snapshot_restore(
             reason="the restore runs on the target host, from a copy whose hash is checked",
             params={"src": str(snap.path), "dst": paths.db, "sha256": snap.sha256, "snapshot": snap.id},
         ),
-        _stop_step(inv, host, graceful=False),
+        _stop_step(inv, host, ts, voter=True),
         _restore_step(inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}"),
         *_start_restored(
             inv,
@@ -664,7 +745,13 @@ def _snapshot_restore(
             f"snapshot {snap.id} (revision {snap.revision})",
         ),
     )
-    return Plan(kind=KIND, cluster=inv.cluster, reason=f"{decision}; {loss}", steps=steps)
+    return Plan(
+        kind=KIND,
+        cluster=inv.cluster,
+        reason=f"{decision}; {loss}",
+        steps=steps,
+        params={"path": str(RecoveryPath.SNAPSHOT_RESTORE)},
+    )
 
 
 def _start_restored(

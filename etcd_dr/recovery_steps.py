@@ -1,6 +1,6 @@
-"""Carrying a force-new-cluster recovery plan out: one handler per step action of
-etcd_dr.recovery's FORCE_NEW_CLUSTER path, for both runtimes (Docker as RKE runs etcd, and a plain
-process), over SSH.
+"""Carrying a recovery plan out: one handler per step action of etcd_dr.recovery's paths (voter
+restore, force-new-cluster, learner restore, snapshot restore), for both runtimes (Docker as RKE
+runs etcd, and a plain process), over SSH.
 
 Every `done()` is read-only and checks the step's postcondition against the hosts as they are now,
 including what later steps of the same plan leave behind, so that a re-run of the same plan after a
@@ -12,6 +12,9 @@ entrypoint, mounts, network, environment; its etcd arguments) with only the clus
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +199,202 @@ class CopyDir:
         ex.run(["sh", "-c", _COPY, "copy", src, dst], timeout=600, reason=f"back up {src} to {dst}")
 
 
+class EtcdStop(EtcdKill):
+    """Stops etcd with its WAL synced; done as for a kill.
+
+    A follower is stopped gracefully (it flushes the WAL; ~1 s). A voter that still leads without a
+    quorum would stall its stop trying to hand leadership to dead peers (measured: over 40 s) and
+    only steps down after up to two election timeouts; instead one entry is proposed to it: the
+    leader appends and fsyncs it (with the commit index it holds) at once, the entry can never
+    commit, --force-new-cluster drops it, and the member is killed."""
+
+    def _leads(self, step: Step) -> bool:
+        ep = _p(step, "endpoint")
+        try:
+            return self.c.client(ep).status(ep, timeout=1.0).is_leader
+        except EtcdDrError:
+            return False  # not answering: nothing to hand over
+
+    def run(self, step: Step) -> str:
+        rt = self.c.runtime(str(step.host), _p(step, "name"))
+        if step.params.get("sync_leader") and self._leads(step):
+            ep = _p(step, "endpoint")
+            with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
+                self.c.client(ep).put(_p(step, "sync_key"), "never committed", timeout=1.0)
+            rt.kill()
+            _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {step.host} stopped")
+            return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
+        timeout = float(_p(step, "timeout_s"))
+        rt.stop(timeout)
+        _wait(lambda: not rt.is_running(), timeout + KILL_WAIT_S, f"etcd on {step.host} stopped")
+        return "stopped gracefully"
+
+
+def _exists(ex: Executor, path: str, test: str = "-e") -> bool:
+    return ex.run(["test", test, path], check=False).ok
+
+
+def _quiet(c: Ctx, step: Step) -> None:
+    """Refuse to read a data dir while the plan's own member runs again (restarted by someone)."""
+    stop = c.later("etcd-kill", step.host) or c.later("etcd-stop", step.host)
+    if stop is not None and c.runtime(str(step.host), _p(stop, "name")).is_running():
+        raise RecoveryStepError(f"{step.host}: etcd runs again: its data dir is not quiet, not copied")
+
+
+class CopyFile:
+    """A complete copy of one file appears at dst atomically (dst.part, then renamed)."""
+
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        return _exists(self.c.executor(str(step.host)), _p(step, "dst"), "-f")
+
+    def run(self, step: Step) -> None:
+        ex = self.c.executor(str(step.host))
+        src, dst = _p(step, "src"), _p(step, "dst")
+        if not _exists(ex, src, "-f"):
+            raise RecoveryStepError(f"{step.host}: {src} does not exist: no etcd db to restore from")
+        _quiet(self.c, step)
+        ex.run(["mkdir", "-p", "-m", "700", posixpath.dirname(dst)], reason="recovery work dir")
+        ex.run(["sh", "-c", _COPY, "copy", src, dst], timeout=600, reason=f"copy {src} to {dst}")
+
+
+def _sha256(ex: Executor, path: str) -> str | None:
+    r = ex.run(["sha256sum", "--", path], check=False, timeout=600)
+    return r.stdout.split()[0] if r.ok and r.stdout.strip() else None
+
+
+class PutFile:
+    """A local file (a cataloged snapshot) on the host at dst, its sha256 checked on both ends."""
+
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        return _sha256(self.c.executor(str(step.host)), _p(step, "dst")) == _p(step, "sha256")
+
+    def run(self, step: Step) -> None:
+        src, want = _p(step, "src"), _p(step, "sha256")
+        try:
+            with open(src, "rb") as f:
+                data = f.read()  # whole in memory: the executor's put is one atomic write
+        except OSError as e:
+            raise RecoveryStepError(f"snapshot {src} cannot be read ({e.strerror}); nothing copied") from e
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            raise RecoveryStepError(
+                f"snapshot {src} has sha256 {got[:12]}..., its catalog record says {want[:12]}...: the file "
+                "changed since it was verified; nothing copied, verify it again (`etcd-dr snapshot verify`)"
+            )
+        ex = self.c.executor(str(step.host))
+        dst = _p(step, "dst")
+        ex.run(["mkdir", "-p", "-m", "700", posixpath.dirname(dst)], reason="recovery work dir")
+        ex.put(data, dst, mode=0o600, reason=f"snapshot {_p(step, 'snapshot')} for the restore")
+
+
+class SnapshotRestore:
+    """`etcdctl|etcdutl snapshot restore` into a staging dir, with the member's own etcd build (a
+    one-off container from its image, or the tool beside its binary). Done once the staging dir is
+    complete, or was already swapped in."""
+
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        ex = self.c.executor(str(step.host))
+        return _exists(ex, f"{_p(step, 'staging')}/member/wal", "-d") or _exists(ex, _swapped(step))
+
+    def _template(self, step: Step) -> DockerRuntime | ProcessRuntime:
+        """The member (or, on a resumed run, the member this plan retired) whose etcd build to use."""
+        host = str(step.host)
+        names = [_p(step, "name")]
+        retire = self.c.later("retire-member", step.host)
+        if retire is not None:
+            names.append(_p(retire, "new_name"))
+        for n in names:
+            rt = self.c.runtime(host, n)
+            if rt.exists():
+                return rt
+        raise RecoveryStepError(
+            f"{host}: no etcd {' or '.join(names)} to take the etcd build from; the restore needs the "
+            "member's image (docker) or unit (process)"
+        )
+
+    def run(self, step: Step) -> None:
+        host = str(step.host)
+        ex = self.c.executor(host)
+        staging = _p(step, "staging")
+        part = f"{staging}.part"
+        if _exists(ex, part):  # an interrupted restore: keep it, never delete
+            ex.run(
+                ["mv", "--", part, f"{part}.failed-{int(time.time())}"], reason="set aside a partial restore"
+            )
+        argv = [str(a) for a in step.params["argv"]]  # type: ignore[attr-defined]
+        argv = [f"--data-dir={part}" if a.startswith("--data-dir=") else a for a in argv]
+        tool, rest = argv[0], argv[1:]
+        tmpl = self._template(step)
+        if isinstance(tmpl, DockerRuntime):
+            t = tmpl.inspect()
+            image = str((t.get("Config") or {}).get("Image") or "")
+            bindir = posixpath.dirname(str(t["Path"]))
+            work = _p(step, "work_dir")
+            cmd = [
+                tmpl.docker, "run", "--rm", "--network=none", "-v", f"{work}:{work}",
+                "--entrypoint", posixpath.join(bindir, tool), image, *rest,
+            ]  # fmt: skip
+        else:
+            cmd = [posixpath.join(posixpath.dirname(tmpl.exec_line()[0]), tool), *rest]
+        r = ex.run(cmd, check=False, timeout=600, reason=f"restore {_p(step, 'db')} into {part}")
+        if not r.ok:
+            raise RecoveryStepError(
+                f"{host}: {tool} snapshot restore failed (exit {r.rc}): {r.stderr.strip()[-300:]}; the data "
+                "dir is untouched"
+            )
+        ex.run(["mv", "--", part, staging], reason="restored dir complete")
+
+
+def _swapped(step: Step) -> str:
+    """The marker the swap leaves in the plan's work dir once the restored dir is in place."""
+    return posixpath.join(posixpath.dirname(_p(step, "staging")), "swapped")
+
+
+_SWAP = """set -e
+d=$1 s=$2 a=$3 m=$4
+if [ ! -e "$s" ]; then
+  [ -d "$d/member" ] || { echo "no restored dir $s and no data dir $d" >&2; exit 3; }
+  : > "$m"; exit 0
+fi
+if [ -e "$d" ]; then
+  [ ! -e "$a" ] || { echo "$a exists already: not moving $d over it" >&2; exit 3; }
+  mv -- "$d" "$a"
+fi
+mv -- "$s" "$d"
+sync
+: > "$m"
+"""
+
+
+class SwapDir:
+    """The old data dir moved aside (kept), the restored one renamed into its place; both renames
+    on one filesystem. Done once the marker is written (a crash between the renames resumes)."""
+
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        ex = self.c.executor(str(step.host))
+        return _exists(ex, _swapped(step)) and not _exists(ex, _p(step, "staging"))
+
+    def run(self, step: Step) -> None:
+        ex = self.c.executor(str(step.host))
+        _quiet(self.c, step)
+        d, s, a = _p(step, "data_dir"), _p(step, "staging"), _p(step, "aside")
+        r = ex.run(["sh", "-c", _SWAP, "swap", d, s, a, _swapped(step)], check=False, reason=f"swap {s} in")
+        if not r.ok:
+            raise RecoveryStepError(f"{step.host}: {r.stderr.strip()}; nothing deleted")
+
+
 class RetireMember:
     """Done when the renamed old member exists and will not restart by itself."""
 
@@ -350,6 +549,11 @@ def handlers(c: Ctx) -> dict[str, StepHandler]:
         "fence-check": FenceCheck(c),
         "etcd-kill": EtcdKill(c),
         "copy-dir": CopyDir(c),
+        "etcd-stop": EtcdStop(c),
+        "copy-file": CopyFile(c),
+        "put-file": PutFile(c),
+        "snapshot-restore": SnapshotRestore(c),
+        "swap-dir": SwapDir(c),
         "retire-member": RetireMember(c),
         "etcd-run": EtcdRun(c),
         "wait-healthy": WaitHealthy(c),

@@ -47,6 +47,7 @@ def one(inv: Inventory, host: str) -> EtcdClient:
 
 
 def test_masters_lost_force_new_cluster_once(running_lab: Lab) -> None:
+    """The classic runbook (--method force-new-cluster): forced once, restarted without the flag."""
     lab = running_lab
     wait_voters(lab, 3)
     inv = load_inventory(lab.cfg.inventory_path)
@@ -57,7 +58,7 @@ def test_masters_lost_force_new_cluster_once(running_lab: Lab) -> None:
         t_off = time.time()
         for h in ("master1", "master2"):
             assert lab.cli("power", h, "off").returncode == 0
-        r, wall = cli(lab, "recover", "--yes", "--json", timeout=180)
+        r, wall = cli(lab, "recover", "--yes", "--json", "--method", "force-new-cluster", timeout=180)
         assert r.returncode == 0, r.stderr + r.stdout
         out = json.loads(r.stdout)
         assert out["status"] == "recovered" and out["path"] == "force-new-cluster"

@@ -3,6 +3,7 @@ the decisions recover() takes before it executes anything."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def _patch(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> list[str]:
 
     monkeypatch.setattr(R, "observe", lambda inv: State())
     monkeypatch.setattr(R, "gather", lambda inv, hosts: {})
-    monkeypatch.setattr(R, "plan_recovery", lambda state, inv, fenced: plan)
+    monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
+    monkeypatch.setattr(R, "_catalog", lambda inv: [])
 
     def fake_execute(p, handlers, **kw):
         calls.append("execute")
@@ -98,13 +100,22 @@ def _patch(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> list[str]:
     return calls
 
 
-def test_other_paths_are_planned_not_executed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_recovery_of_the_cluster_is_refused_while_one_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     step = Step("copy-db:n1", "copy-file", "n1", "copy", "copied", "why")
     calls = _patch(monkeypatch, Plan("recover", "c1", "learner", (step,)))
-    res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
-    assert res.status is R.RecoverStatus.NOT_BUILT and res.exit_code == 1
-    assert "learner-restore: execution of this path is not built yet" in res.reason
+    with open(tmp_path / "recover-c1.lock", "a") as held:  # what a running recovery holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
+    assert res.status is R.RecoverStatus.BUSY and res.exit_code == 1
+    assert res.reason.startswith("another recovery of cluster c1 is running")
     assert not calls and not (tmp_path / "recover-c1.json").exists()
+    # released (the holder ended, even by SIGKILL: the kernel drops the lock): the next one acts
+    calls = _patch(monkeypatch, Plan("recover", "c1", "learner", (step,)))
+    with pytest.raises(AssertionError, match="must not execute"):
+        R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
+    assert calls == ["execute"]
 
 
 def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
-from etcd_dr.recovery import FenceEvidence, RecoveryPath, plan_recovery, recovery_path
+from etcd_dr.recovery import FenceEvidence, RecoveryPath, VoterMethod, plan_recovery, recovery_path
 from etcd_dr.state import ClusterState, Gathered, MemberListSource, Reach, assess
 
 NOW = dt.datetime(2026, 11, 27, 9, 41, 0, tzinfo=dt.UTC)
@@ -114,7 +114,55 @@ def test_a_majority_that_answers_without_a_leader_is_not_forced() -> None:
     assert p.reason.startswith("quorum not lost: 2 of 3 voters answer (a majority)")
 
 
-# --- force-new-cluster on the most advanced voter ----------------------------------------------------
+# --- the most advanced voter: its own db restored (--method restore) ----------------------------------------
+
+
+def test_the_surviving_voter_restored_from_its_own_db_when_asked() -> None:
+    s = cluster(INV, {"master3": (65451,), "node1": (65440,)})
+    p = plan_recovery(
+        s, INV, fenced=fenced("master1", "master2"), highest_index_seen=65463, method=VoterMethod.RESTORE
+    )
+    assert not p.refused and recovery_path(p) is RecoveryPath.VOTER_RESTORE
+    assert p.reason == (
+        "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index 65451; restore its own "
+        "db into a new one-member cluster on master3 (a new cluster id: rejoin the lost masters one at a "
+        "time as they return); may lose up to 12 raft entries beyond master3's index 65451 (the highest "
+        "index observed is 65463)"
+    )
+    assert [st.id for st in p.steps] == [
+        "fence-check",
+        "stop:master3",
+        "copy-db:master3",
+        "restore:master3",
+        "retire:master3",
+        "swap:master3",
+        "start:master3",
+        "wait-healthy:master3",
+        "verify:master3",
+    ]
+    steps = {st.id: st for st in p.steps}
+    assert steps["stop:master3"].action == "etcd-stop"
+    assert steps["copy-db:master3"].params == {
+        "src": "/var/lib/etcd/member/snap/db",
+        "dst": f"/var/lib/etcd.restore-{TS}/db",
+    }
+    restore = steps["restore:master3"].params
+    assert restore["argv"][:4] == ["etcdctl", "snapshot", "restore", f"/var/lib/etcd.restore-{TS}/db"]
+    assert "--skip-hash-check" in restore["argv"]  # a member's db has no snapshot hash appended
+    assert "--initial-cluster=etcd-master3=https://10.9.0.13:2380" in restore["argv"]
+    swap = steps["swap:master3"].params
+    assert swap["aside"] == f"/var/lib/etcd.bak-{TS}"
+    assert swap["staging"] == f"/var/lib/etcd.restore-{TS}/data"
+    start = steps["start:master3"].params
+    assert "--force-new-cluster" not in all_args(p) and start["restart"] == "always"
+    assert start["image_from"] == f"etcd-old-{TS}"
+    assert steps["verify:master3"].params["min_revision"] == 65451 - 100
+    json.dumps(p.to_json())
+
+
+# --- force-new-cluster on the most advanced voter (the default) ---------------------------------
+
+FNC = VoterMethod.FORCE_NEW_CLUSTER
 
 
 def test_force_new_cluster_on_the_only_surviving_voter() -> None:
@@ -139,7 +187,9 @@ def test_force_new_cluster_on_the_only_surviving_voter() -> None:
     ]
     steps = {st.id: st for st in p.steps}
     assert steps["fence-check"].params["hosts"] == ["master1", "master2"]
-    assert steps["stop:master3"].action == "etcd-kill"  # not docker stop: a leader would stall 10 s
+    stop = steps["stop:master3"]
+    assert stop.action == "etcd-stop" and stop.params["sync_leader"] is True
+    assert "etcd-io/etcd#14009" in stop.reason  # why not a kill
     assert steps["backup:master3"].params == {"src": "/var/lib/etcd", "dst": f"/var/lib/etcd.bak-{TS}"}
     retire = steps["retire:master3"].params
     assert (retire["new_name"], retire["restart"]) == (f"etcd-old-{TS}", "no")
@@ -159,7 +209,7 @@ def test_force_new_cluster_on_the_only_surviving_voter() -> None:
 
 def test_a_learner_ahead_of_the_voter_still_leaves_the_voter_forced_and_counts_as_loss() -> None:
     s = cluster(INV, {"master3": (500,), "node1": (510,)})
-    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"))
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"), method=FNC)
     assert recovery_path(p) is RecoveryPath.FORCE_NEW_CLUSTER
     assert (
         "may lose up to 10 raft entries beyond master3's index 500 (the highest index observed is 510)"
@@ -202,7 +252,7 @@ def test_tie_breaks_raft_index_then_applied_then_preference(up, prefer, chosen, 
     s = cluster(INV5, up)
     assert s.voters == 5 and not s.quorum
     others = [f"master{i}" for i in range(1, 6) if f"master{i}" != chosen]
-    p = plan_recovery(s, INV5, fenced=fenced(*others), prefer=prefer)
+    p = plan_recovery(s, INV5, fenced=fenced(*others), prefer=prefer, method=FNC)
     assert not p.refused, p.reason
     assert p.reason.startswith(
         f"quorum lost: 2 of 5 voters reachable; {why}; force a new cluster on {chosen}"

@@ -1,0 +1,125 @@
+"""`etcd-dr recover` when no voter is left on the real lab: the source incident's all-voters-lost
+(3.4 voters master1..3 powered off, the 3.5 learner on node1 survives: its db restored into a new
+one-member cluster, never --force-new-cluster on a learner), and all-lost (no etcd member answers:
+the newest verified snapshot restored onto the first voter that answers SSH). Each leaves a
+one-member cluster; the next test's `running_lab` rebuilds the lab."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+
+from etcd_dr.inventory import load_inventory
+from etcd_dr.lab import lifecycle
+from etcd_dr.lab.config import EtcdSeries
+from etcd_dr.state import client_for
+
+from .conftest import Lab
+from .test_faults import cli, wait_voters
+from .test_recover import one, sh
+
+pytestmark = pytest.mark.lab
+KEYS = 300
+
+
+def _caught_up(inv, learner: str, timeout: float = 30) -> int:
+    """Until the learner has applied everything the leader had when asked; its applied index."""
+    with client_for(inv) as c:
+        voters = [c.status(inv.client_url(h)) for h in inv.voters]
+        target = next(st.raft_index for st in voters if st.is_leader)
+        ep = inv.client_url(inv.host(learner))
+        end = time.monotonic() + timeout
+        while (st := c.status(ep)).raft_applied_index < target:
+            assert time.monotonic() < end, f"{learner} applied {st.raft_applied_index} < {target}"
+            time.sleep(0.1)
+        return st.raft_applied_index
+
+
+def test_all_voters_lost_recovered_from_the_learner(lab: Lab) -> None:
+    cfg = dataclasses.replace(lab.cfg, learner_etcd=EtcdSeries("3.5"))
+    lifecycle.up(cfg, say=print)
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    with client_for(inv) as c:
+        for i in range(KEYS):
+            c.put(f"/learner-test/k{i:04d}", f"v{i}")
+        revision = c.range("/learner-test/k0000").header.revision
+    _caught_up(inv, "node1")
+    node1 = sh(lab, "node1", "docker inspect -f '{{.Config.Image}}' etcd").strip()
+    assert "3.5" in node1, node1
+
+    for h in ("master1", "master2", "master3"):
+        assert lab.cli("power", h, "off").returncode == 0
+    r, wall = cli(lab, "recover", "--plan")
+    assert r.returncode == 0 and "learner node1 has the highest raft index" in r.stdout, r.stdout + r.stderr
+    assert "--force-new-cluster on a learner panics: removed all voters" in r.stdout
+
+    r, wall = cli(lab, "recover", "--yes", "--json", timeout=180)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = json.loads(r.stdout)
+    assert out["status"] == "recovered" and out["path"] == "learner-restore"
+    ids = [s["id"] for s in out["steps"]]
+    assert ids == [
+        "fence-check", "stop:node1", "copy-db:node1", "restore:node1", "retire:node1",
+        "swap:node1", "start:node1", "wait-healthy:node1", "verify:node1",
+    ]  # fmt: skip
+    assert all(s["state"] in ("done", "skipped") for s in out["steps"])
+    print(f"all-voters-lost: recover {wall:.2f} s wall; timings {out['timings']}")
+
+    with one(inv, "node1") as n1:
+        assert n1.range("/learner-test/", "/learner-test0", count_only=True).count == KEYS
+        (m,) = n1.member_list(linearizable=True)
+        assert m.name == "etcd-node1" and not m.is_learner
+        assert n1.status(inv.client_url(inv.host("node1"))).revision > revision
+        n1.put("/learner-test/after", "accepted")
+    args = sh(lab, "node1", "docker inspect -f '{{range .Args}}{{println .}}{{end}}' etcd")
+    assert "--force-new-cluster" not in args and "--initial-cluster=etcd-node1=" in args
+    ts = out["plan"]["steps"][4]["params"]["new_name"].removeprefix("etcd-old-")
+    # the learner kept: its container renamed with restart=no, its data dir moved aside whole
+    assert (
+        sh(lab, "node1", f"docker inspect -f '{{{{.HostConfig.RestartPolicy.Name}}}}' etcd-old-{ts}").strip()
+        == "no"
+    )
+    assert sh(lab, "node1", f"test -f /var/lib/etcd.bak-{ts}/member/snap/db && echo kept").strip() == "kept"
+    # a second run resumes nothing and is refused: the new cluster has its quorum
+    r, _ = cli(lab, "recover", "--yes", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["status"] == "refused"
+
+
+def test_all_lost_restores_the_newest_verified_snapshot(running_lab: Lab) -> None:
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    with client_for(inv) as c:
+        for i in range(KEYS):
+            c.put(f"/snap-test/k{i:04d}", f"v{i}")
+    r, _ = cli(lab, "snapshot", "--json", timeout=180)
+    assert r.returncode == 0, r.stderr
+    snap = json.loads(r.stdout)
+    assert snap["verdict"] == "verified"
+    with client_for(inv) as c:
+        for i in range(20):  # after the snapshot: these are what the restore loses
+            c.put(f"/snap-test/late{i:02d}", "lost")
+
+    for h in ("master1", "master2", "master3"):
+        assert lab.cli("power", h, "off").returncode == 0
+    # master1 comes back, but its etcd does not (a host rebuilt, a disk lost): nothing answers 2379
+    assert lab.cli("power", "master1", "on").returncode == 0
+    sh(lab, "master1", "docker update --restart=no etcd >/dev/null && docker kill etcd >/dev/null || true")
+
+    r, wall = cli(lab, "recover", "--yes", "--json", timeout=180)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = json.loads(r.stdout)
+    assert out["status"] == "recovered" and out["path"] == "snapshot-restore"
+    assert f"restore snapshot {snap['id']} (newest verified, revision {snap['revision']}" in out["reason"]
+    assert "onto master1" in out["reason"]
+    print(f"all-lost: recover {wall:.2f} s wall; timings {out['timings']}")
+    with one(inv, "master1") as m1:
+        assert m1.range("/snap-test/k", "/snap-test/l", count_only=True).count == KEYS
+        assert m1.range("/snap-test/late", "/snap-test/latf", count_only=True).count == 0
+        assert len(m1.member_list(linearizable=True)) == 1
+    ts = out["plan"]["steps"][4]["params"]["new_name"].removeprefix("etcd-old-")
+    assert sh(lab, "master1", f"test -d /var/lib/etcd.bak-{ts}/member && echo kept").strip() == "kept"
