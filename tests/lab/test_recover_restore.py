@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -123,3 +129,84 @@ def test_all_lost_restores_the_newest_verified_snapshot(running_lab: Lab) -> Non
         assert len(m1.member_list(linearizable=True)) == 1
     ts = out["plan"]["steps"][4]["params"]["new_name"].removeprefix("etcd-old-")
     assert sh(lab, "master1", f"test -d /var/lib/etcd.bak-{ts}/member && echo kept").strip() == "kept"
+
+
+def test_masters_lost_restore_method_keeps_the_survivors_db(running_lab: Lab) -> None:
+    """--method restore: master3's own db restored into a new one-member cluster."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    with client_for(inv) as c:
+        for i in range(KEYS):
+            c.put(f"/voter-restore/k{i:04d}", f"v{i}")
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    r, wall = cli(lab, "recover", "--yes", "--json", "--method", "restore", timeout=180)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = json.loads(r.stdout)
+    assert out["status"] == "recovered" and out["path"] == "voter-restore"
+    assert "a new cluster id: rejoin the lost masters one at a time as they return" in out["reason"]
+    print(f"masters-lost, --method restore: recover {wall:.2f} s wall; timings {out['timings']}")
+    with one(inv, "master3") as m3:
+        assert m3.range("/voter-restore/", "/voter-restore0", count_only=True).count == KEYS
+        assert len(m3.member_list(linearizable=True)) == 1
+    args = sh(lab, "master3", "docker inspect -f '{{range .Args}}{{println .}}{{end}}' etcd")
+    assert "--force-new-cluster" not in args
+
+
+def _step_records(audit: Path, since: int) -> list[dict]:
+    lines = audit.read_text().splitlines()[since:]
+    recs = [json.loads(x) for x in lines if x.strip()]
+    return [r for r in recs if r.get("plan") == "recover" and str(r.get("action", "")).startswith("step:")]
+
+
+def test_crash_at_every_step_boundary_resumes_without_repeating(running_lab: Lab) -> None:
+    """SIGKILL `etcd-dr recover` as soon as it has completed a step, run it again, and again: each
+    run resumes the journalled plan, skips what holds, does one more step and dies, until a run
+    finishes. The cluster ends healthy; no destructive step was carried out twice."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    assert inv.audit_log is not None
+    with client_for(inv) as c:
+        for i in range(KEYS):
+            c.put(f"/crash-test/k{i:04d}", f"v{i}")
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    start = len(inv.audit_log.read_text().splitlines())
+    argv = [sys.executable, "-m", "etcd_dr.cli", "recover", "--yes", "--json"]
+    killed = 0
+    for _ in range(12):
+        mark = len(inv.audit_log.read_text().splitlines())
+        p = subprocess.Popen(argv, env=lab.cli_env(), stdout=PIPE, stderr=PIPE, text=True)
+        end = time.monotonic() + 180
+        while p.poll() is None and time.monotonic() < end:
+            # the last step (verify) is let finish: killed after it, the run is done but says nothing
+            recs = _step_records(inv.audit_log, mark)
+            if any(r["outcome"] == "ok" and not r["step"].startswith("verify:") for r in recs):
+                os.kill(p.pid, signal.SIGKILL)  # a step just completed: die at the boundary
+                killed += 1
+                break
+            time.sleep(0.02)
+        out, err = p.communicate(timeout=60)
+        if p.returncode == 0:
+            break
+        assert p.returncode == -signal.SIGKILL, f"rc {p.returncode}: {err}{out}"
+    else:
+        pytest.fail("the recovery never finished")
+    res = json.loads(out)
+    assert res["status"] == "recovered" and res["resumed"], res["status"]
+    assert killed >= 6, f"only {killed} runs were killed: the boundaries were not all crossed"
+    done: dict[str, int] = {}
+    for r in _step_records(inv.audit_log, start):
+        if r["outcome"] == "ok":
+            done[r["step"]] = done.get(r["step"], 0) + 1
+    destructive = {s["id"] for s in res["plan"]["steps"] if s["destructive"]}
+    twice = {k: n for k, n in done.items() if n > 1 and k in destructive}
+    assert not twice, f"destructive steps carried out more than once: {twice}"
+    print(f"crash-resume: {killed} runs killed at step boundaries, then one finished; done counts {done}")
+    with one(inv, "master3") as m3:
+        assert m3.range("/crash-test/", "/crash-test0", count_only=True).count == KEYS
+        assert len(m3.member_list(linearizable=True)) == 1
+    args = sh(lab, "master3", "docker inspect -f '{{range .Args}}{{println .}}{{end}}' etcd")
+    assert "--force-new-cluster" not in args
