@@ -18,6 +18,7 @@ changed).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import enum
@@ -36,7 +37,14 @@ from etcd_dr.executor import audit_log_for
 from etcd_dr.fencing import gather
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Outcome, Plan, Step, StepRunner, execute
-from etcd_dr.recovery import RecoveryPath, SnapshotLike, VoterMethod, plan_recovery, recovery_path
+from etcd_dr.recovery import (
+    FenceEvidence,
+    RecoveryPath,
+    SnapshotLike,
+    VoterMethod,
+    plan_recovery,
+    recovery_path,
+)
 from etcd_dr.recovery_steps import Ctx, handlers
 from etcd_dr.state import observe
 
@@ -232,16 +240,24 @@ def _recover(
     t0 = time.monotonic()
     plan = load_journal(jpath, inv.cluster)
     resumed = plan is not None
+    evidence: dict[str, FenceEvidence] = {}
+    evidence_at: float | None = None
     if plan is not None:
         say(f"resuming the unfinished recovery in {jpath}: {plan.reason}")
     else:
-        state = observe(inv)
-        timings["observe"] = time.monotonic() - t0
-        say(f"observed in {timings['observe']:.2f} s: {state.verdict}")
-        t1 = time.monotonic()
+        # fencing evidence for every inventory voter while observing: dead hosts cost one timeout
+        with cf.ThreadPoolExecutor(max_workers=1) as pool:
+            early = pool.submit(gather, inv, [h.name for h in inv.voters])
+            state = observe(inv)
+            timings["observe"] = time.monotonic() - t0
+            say(f"observed in {timings['observe']:.2f} s: {state.verdict}")
+            evidence = dict(early.result())
+        timings["fence"] = time.monotonic() - t0
+        evidence_at = time.monotonic()
         hosts = [m.host for m in state.members if m.host and m.in_member_list and not m.is_learner]
-        evidence = gather(inv, hosts) if not state.quorum else {}
-        timings["fence"] = time.monotonic() - t1
+        missing = [h for h in hosts if h not in evidence]  # a voter member the inventory lists otherwise
+        if missing and not state.quorum:
+            evidence.update(gather(inv, missing))
         t2 = time.monotonic()
         plan = plan_recovery(
             state, inv, fenced=evidence, method=method, snapshots=_catalog(inv), target=target
@@ -264,7 +280,7 @@ def _recover(
         return result(RecoverStatus.NOT_CONFIRMED, why)
     if not resumed:
         _write_journal(jpath, plan)  # first: a crash from here on resumes this plan
-    c = Ctx(inv, plan, audit, say)
+    c = Ctx(inv, plan, audit, say, evidence=evidence, evidence_at=evidence_at)  # reused while fresh
     t3 = time.monotonic()
     try:
         outcome = execute(plan, handlers(c), audit=audit, say=say, run_step=run_step)

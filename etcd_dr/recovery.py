@@ -47,6 +47,12 @@ from etcd_dr.state import ClusterState, MemberState, Reach
 
 KIND = "recover"
 FORCE_FLAG = "--force-new-cluster"
+# The forced run is one-off and alone, so two more flags only make it faster (the last of a repeated
+# flag wins): a raft snapshot at once records the one-member membership, so the restart without the
+# flag knows it is alone and elects itself in ~1 s; and etcd's default timings shorten the forced
+# run's own first election (it boots seeing the old membership, waits 5 s for peers, then an
+# election timeout: 5-10 s with RKE's 5000 ms).
+FORCED_RUN_FLAGS = (FORCE_FLAG, "--snapshot-count=1", "--heartbeat-interval=100", "--election-timeout=1000")
 # a start with RKE's timings can wait a full randomized election timeout (NOTES: 5-10 s); room for 2 cores
 HEALTHY_TIMEOUT_S = 90
 
@@ -535,7 +541,7 @@ def _force_new_cluster(
         f"start etcd on {host.name} once with {FORCE_FLAG} and itself as the only member (restart=no)",
         "it rewrites the membership to this one member and keeps its data; restart=no so that a "
         "restart can never force again",
-        extra_flags=(FORCE_FLAG,),
+        extra_flags=FORCED_RUN_FLAGS,
         restart_always=False,
         image_from=old,
     )

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import posixpath
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from etcd_dr.audit import AuditLog
@@ -26,13 +26,16 @@ from etcd_dr.executor import Executor, executor_for
 from etcd_dr.fencing import gather
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan, Step, StepHandler
-from etcd_dr.recovery import FORCE_FLAG
+from etcd_dr.recovery import FORCE_FLAG, FenceEvidence
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
 
 Say = Callable[[str], None]
 POLL_S = 0.2
 KILL_WAIT_S = 15.0
 STOP_TIMEOUT_S = 10.0
+# fencing evidence this young (gathered for the plan, no approval wait in between) is not gathered
+# again: a dead host costs a probe timeout each time
+FRESH_EVIDENCE_S = 10.0
 
 
 class RecoveryStepError(EtcdDrError):
@@ -79,6 +82,8 @@ class Ctx:
     plan: Plan
     audit: AuditLog | None
     say: Say
+    evidence: Mapping[str, FenceEvidence] = field(default_factory=dict)  # gathered while planning
+    evidence_at: float | None = None  # time.monotonic() when it was gathered
     first_write_at: float | None = None  # wall clock of the first accepted write (the probe)
     keys: int | None = None
     revision: int | None = None
@@ -144,8 +149,16 @@ class FenceCheck:
         self.c = c
         self.problems: list[str] = []
 
-    def done(self, step: Step) -> bool:
+    def done(self, step: Step) -> bool | str:
         hosts = [str(h) for h in step.params["hosts"]]  # type: ignore[attr-defined]
+        at = self.c.evidence_at
+        age = time.monotonic() - at if at is not None else None
+        if (
+            age is not None
+            and age < FRESH_EVIDENCE_S
+            and all(h in self.c.evidence and self.c.evidence[h].fenced for h in hosts)
+        ):
+            return f"fenced, by the evidence gathered {age:.1f} s ago for the plan"
         ev = gather(self.c.inv, hosts)
         self.problems = [f"{h} is not fenced ({e.how})" for h, e in ev.items() if not e.fenced]
         return not self.problems

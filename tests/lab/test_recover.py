@@ -46,6 +46,16 @@ def one(inv: Inventory, host: str) -> EtcdClient:
     )
 
 
+def assert_steps_ran(out: dict) -> None:
+    """Every destructive step was carried out; the checks (fence, waits) may have held already:
+    the fence by the evidence gathered for the plan, a wait when etcd elected itself at once."""
+    destructive = {s["id"] for s in out["plan"]["steps"] if s["destructive"]}
+    states = {s["id"]: s["state"] for s in out["steps"]}
+    assert all(states[i] == "done" for i in destructive), states
+    assert set(states.values()) <= {"done", "skipped"}, states
+    assert states["fence-check"] == "skipped", states  # master1 and master2 are silent
+
+
 def test_masters_lost_force_new_cluster_once(running_lab: Lab) -> None:
     """The classic runbook (--method force-new-cluster): forced once, restarted without the flag."""
     lab = running_lab
@@ -65,8 +75,7 @@ def test_masters_lost_force_new_cluster_once(running_lab: Lab) -> None:
         assert out["reason"].startswith(
             "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index"
         )
-        # fence-check holds already (master1 and master2 are silent): skipped; the rest ran
-        assert [s["state"] for s in out["steps"]] == ["skipped"] + ["done"] * 8
+        assert_steps_ran(out)
         rto = out["first_write_at"] - t_off
         steps = ", ".join(f"{k.removeprefix('step:')} {v:.2f}" for k, v in out["timings"].items())
         print(f"masters-lost RTO (power loss -> first accepted write) {rto:.2f} s; recover wall {wall:.2f} s")

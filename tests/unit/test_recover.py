@@ -74,6 +74,7 @@ def _inv(tmp_path: Path) -> Inventory:
     class FakeInv:
         cluster = "c1"
         audit_log = tmp_path / "audit.jsonl"
+        voters = ()
 
     return FakeInv()  # type: ignore[return-value]
 
