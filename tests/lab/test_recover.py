@@ -5,15 +5,18 @@ split the cluster, and the refusals that change nothing. Leaves three healthy vo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import sys
 import time
+from subprocess import PIPE
 
 import pytest
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EtcdClient
-from etcd_dr.inventory import Inventory, load_inventory
+from etcd_dr.inventory import Inventory, RuntimeKind, load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.state import client_for
 
@@ -155,3 +158,46 @@ def test_refusals_change_nothing(running_lab: Lab) -> None:
         sh(lab, "master2", f"iptables -w 5 -D {rule}")
         lab.cli("plug", "master1")
     wait_voters(lab, 3)
+
+
+def test_masters_lost_on_the_process_runtime_and_two_recoveries_at_once(lab: Lab) -> None:
+    """etcd as a plain process (a unit started at boot): the same force-new-cluster plan, carried out
+    on units (renamed and kept, never restarted by themselves). Two `etcd-dr recover` started at
+    the same moment: one recovers, the other is refused as busy and changes nothing."""
+    cfg = dataclasses.replace(lab.cfg, runtime=RuntimeKind.PROCESS)
+    lifecycle.up(cfg, say=print)
+    try:
+        wait_voters(lab, 3)
+        inv = load_inventory(lab.cfg.inventory_path)
+        assert inv.etcd.runtime is RuntimeKind.PROCESS
+        with client_for(inv) as c:
+            for i in range(KEYS):
+                c.put(f"/recover-proc/k{i:04d}", f"v{i}")
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "off").returncode == 0
+        argv = [sys.executable, "-m", "etcd_dr.cli", "recover", "--yes", "--json"]
+        procs = [
+            subprocess.Popen(argv, env=lab.cli_env(), stdout=PIPE, stderr=PIPE, text=True) for _ in range(2)
+        ]
+        outs = [json.loads(p.communicate(timeout=180)[0]) for p in procs]
+        statuses = sorted(o["status"] for o in outs)
+        assert statuses == ["busy", "recovered"], [o["reason"] for o in outs]
+        done = next(o for o in outs if o["status"] == "recovered")
+        busy = next(o for o in outs if o["status"] == "busy")
+        assert done["path"] == "force-new-cluster" and busy["steps"] == []
+        assert "another recovery of cluster" in busy["reason"]
+        assert_steps_ran(done)
+        print(f"process runtime, masters-lost: timings {done['timings']}")
+        with one(inv, "master3") as m3:
+            assert m3.range("/recover-proc/", "/recover-proc0", count_only=True).count == KEYS
+            assert len(m3.member_list(linearizable=True)) == 1
+        ts = done["plan"]["steps"][3]["params"]["new_name"].removeprefix("etcd-old-")
+        units = sh(lab, "master3", "ls /etc/etcd-dr/units")
+        # the old and the forced unit kept, neither enabled at boot; the running one is, without the flag
+        assert f"etcd-old-{ts}.sh" in units and f"etcd-forced-{ts}.sh" in units, units
+        assert f"etcd-old-{ts}.enabled" not in units and f"etcd-forced-{ts}.enabled" not in units, units
+        assert "etcd.enabled" in units.split()
+        line = sh(lab, "master3", "grep '^exec ' /etc/etcd-dr/units/etcd.sh")
+        assert "--force-new-cluster" not in line and "--initial-cluster=etcd-master3=" in line
+    finally:
+        lifecycle.up(lab.cfg, say=print)  # back to the docker runtime the other tests expect
