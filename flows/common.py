@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from prefect.runtime import flow_run
 
 from etcd_dr import audit
+from etcd_dr.errors import InputError
+from etcd_dr.inventory import Inventory, load_inventory
 
 
 @contextlib.contextmanager
@@ -26,3 +28,18 @@ def audited_run() -> Iterator[str | None]:
         yield run_id
     finally:
         audit.current_flow_run_id.reset(token)
+
+
+@contextlib.contextmanager
+def cluster_inventory(block: str | None, path: str | None, flow_name: str) -> Iterator[Inventory]:
+    """The core's Inventory from a saved ClusterInventory block (credentials materialized for the
+    duration of the block) or from an inventory file."""
+    if block:
+        from blocks.inventory import ClusterInventory
+
+        with ClusterInventory.load(block).materialize() as inv:
+            yield inv
+    elif path:
+        yield load_inventory(path)
+    else:
+        raise InputError(f"{flow_name} needs inventory_block or inventory_path")

@@ -1,0 +1,247 @@
+"""The recovery flow on the real lab and a real Prefect server: the masters are lost (master1 and
+master2 powered off), the flow runs in a thread, pauses with the approval form, and this test
+answers it as an approver would in the UI (`resume_flow_run` with the form's fields). Approved: the
+cluster is recovered on master3, one task run per plan step, three artifacts. Rejected, or left
+unanswered until the timeout: nothing changed on master3 (containers, data dirs), no journal, no
+step run; the final states are the ones flows/recover.py documents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from etcd_dr.inventory import load_inventory
+from etcd_dr.lab import lifecycle
+from etcd_dr.state import client_for
+
+from .conftest import Lab
+from .test_faults import wait_voters
+from .test_recover import one, sh
+
+pytestmark = pytest.mark.lab
+KEYS = 200
+REASON = "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index"
+# what a recovery on master3 would change: its containers, their state and arguments, its data dirs
+PICTURE = (
+    "docker ps -a --format '{{.Names}} {{.ID}}' | sort; "
+    "docker inspect -f '{{.Id}} {{.State.Running}} {{.State.StartedAt}} {{.HostConfig.RestartPolicy.Name}} "
+    "{{range .Args}}{{.}} {{end}}' etcd; ls -d /var/lib/etcd*"
+)
+
+
+class FlowThread:
+    """recover_flow in a background thread, as a worker would run it; the test is the approver."""
+
+    def __init__(self, **params: Any) -> None:
+        from flows.recover import recover_flow
+
+        self.name = f"recover-test-{uuid.uuid4().hex[:8]}"
+        self.state: Any = None
+        flow = recover_flow.with_options(flow_run_name=self.name)
+
+        def target() -> None:
+            self.state = flow(**params, return_state=True)
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def run(self) -> Any:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        with get_client(sync_client=True) as c:
+            runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name])))
+        return runs[0] if runs else None
+
+    def wait_paused(self, timeout: float = 120) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            run = self.run()
+            if run is not None and run.state is not None and run.state.is_paused():
+                return run
+            assert self.thread.is_alive(), f"the flow ended without pausing: {self.state}"
+            time.sleep(0.3)
+        raise AssertionError(f"flow run {self.name} did not pause within {timeout} s")
+
+    def join(self, timeout: float = 300) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"flow run {self.name} still running after {timeout} s"
+        return self.state
+
+
+def form_of(run: Any) -> tuple[str, dict]:
+    from prefect.input.actions import read_flow_run_input
+
+    keys = run.state.state_details.run_input_keyset
+    return (
+        read_flow_run_input(keys["description"], flow_run_id=run.id),
+        read_flow_run_input(keys["schema"], flow_run_id=run.id),
+    )
+
+
+def task_runs(run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as c:
+        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return sorted(trs, key=lambda t: t.start_time or t.expected_start_time)
+
+
+def artifacts(run_id: Any) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as c:
+        arts = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return {a.key: a for a in arts}
+
+
+def audit_since(lab: Lab, n: int, pred: Callable[[dict], bool] = lambda r: True) -> list[dict]:
+    lines = (lab.cfg.dir / "audit.jsonl").read_text().splitlines()[n:]
+    return [r for r in map(json.loads, lines) if pred(r)]
+
+
+def audit_len(lab: Lab) -> int:
+    path = lab.cfg.dir / "audit.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def flush_logs() -> None:
+    from prefect.logging.handlers import APILogHandler
+
+    asyncio.run(APILogHandler.aflush())  # ship them while the test server is still up
+
+
+def test_rejected_or_unanswered_approval_changes_nothing(running_lab: Lab, prefect_harness) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    lab = running_lab
+    wait_voters(lab, 3)
+    cluster = f"lab-{lab.cfg.prefix}"
+    journal = lab.cfg.dir / f"recover-{cluster}.json"
+    inv_path = str(lab.cfg.inventory_path)
+    before = sh(lab, "master3", PICTURE)
+    n0 = audit_len(lab)
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    try:
+        # rejected in the form: Cancelled, nothing changed
+        ft = FlowThread(inventory_path=inv_path, approval_timeout_s=600, approval_poll_s=1)
+        run = ft.wait_paused()
+        text, _ = form_of(run)
+        assert REASON in text and f"type `{cluster}` as the cluster name" in text
+        resume_flow_run(
+            run.id,
+            run_input={
+                "approve": False,
+                "cluster": cluster,
+                "approver": "test-rejecter",
+                "comment": "not now",
+            },
+        )
+        state = ft.join()
+        assert state.is_cancelled(), state
+        assert state.message == "rejected by test-rejecter (not now); nothing was changed"
+        assert task_runs(run.id) == []
+        arts = artifacts(run.id)
+        assert {f"recover-{k}-{cluster}" for k in ("plan", "timeline", "verdict")} <= set(arts)
+        assert "| status | not-confirmed |" in arts[f"recover-verdict-{cluster}"].data
+        approvals = audit_since(lab, n0, lambda r: r["action"] == "recover-approval")
+        assert [(a["outcome"], a["approver"], a["comment"], a["flow_run_id"]) for a in approvals] == [
+            ("refused", "test-rejecter", "not now", str(run.id))
+        ]
+
+        # nobody answers: the pause expires, the run fails (Prefect's rule), nothing changed
+        ft = FlowThread(inventory_path=inv_path, approval_timeout_s=3, approval_poll_s=1)
+        timed_out = ft.join()
+        assert timed_out.is_failed(), timed_out
+        run2 = ft.run()
+        verdict = artifacts(run2.id)[f"recover-verdict-{cluster}"].data
+        assert "| approval | approval timed out after 3 s |" in verdict
+        assert task_runs(run2.id) == []
+
+        assert sh(lab, "master3", PICTURE) == before
+        assert not journal.exists()
+        assert audit_since(lab, n0, lambda r: r["action"].startswith("step:")) == []
+        looked = audit_since(lab, n0, lambda r: r["action"] == "command")
+        print("commands run while observing:", sorted({" ".join(r["argv"][:3]) for r in looked}))
+    finally:
+        for h in ("master1", "master2"):
+            lab.cli("power", h, "on")
+        flush_logs()
+    wait_voters(lab, 3)
+
+
+def test_approved_in_the_form_recovers_with_a_task_run_per_step(running_lab: Lab, prefect_harness) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    lab = running_lab
+    wait_voters(lab, 3)
+    cluster = f"lab-{lab.cfg.prefix}"
+    inv = load_inventory(lab.cfg.inventory_path)
+    with client_for(inv) as c:
+        for i in range(KEYS):
+            c.put(f"/recover-flow-test/k{i:04d}", f"v{i}")
+    n0 = audit_len(lab)
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    try:
+        t0 = time.monotonic()
+        ft = FlowThread(inventory_path=str(lab.cfg.inventory_path), approval_poll_s=1)
+        run = ft.wait_paused()
+        paused_after = time.monotonic() - t0
+        text, schema = form_of(run)
+        assert REASON in text and "Destructive steps" in text and "--force-new-cluster" in text
+        assert schema["required"] == ["approver"]
+        # the server checks the answer against the form: without a name it is not taken
+        with pytest.raises(RuntimeError, match="'approver' is a required property"):
+            resume_flow_run(run.id, run_input={"approve": True, "cluster": cluster})
+        t1 = time.monotonic()
+        resume_flow_run(run.id, run_input={"approve": True, "cluster": cluster, "approver": "test-approver"})
+        state = ft.join()
+        assert state.is_completed(), state
+        out = state.result()
+        print(
+            f"flow: paused after {paused_after:.1f} s; resume -> completed {time.monotonic() - t1:.1f} s; "
+            f"timings {out['timings']}"
+        )
+        assert out["status"] == "recovered" and out["reason"].startswith(REASON)
+        assert out["approval"] == "approved by test-approver"
+
+        with one(inv, "master3") as m3:
+            assert m3.range("/recover-flow-test/", "/recover-flow-test0", count_only=True).count == KEYS
+            assert len(m3.member_list(linearizable=True)) == 1
+            m3.put("/recover-flow-test/after", "accepted")
+
+        # one task run per plan step, in order, each named by its step id
+        steps = [s["id"] for s in out["plan"]["steps"]]
+        trs = task_runs(run.id)
+        assert [t.name for t in trs] == steps
+        assert all(t.state.is_completed() for t in trs), [(t.name, t.state) for t in trs]
+        assert [s["state"] for s in out["steps"]][1:] == ["done"] * (len(steps) - 1)
+
+        arts = artifacts(run.id)
+        assert REASON in arts[f"recover-plan-{cluster}"].data
+        rows = json.loads(arts[f"recover-timeline-{cluster}"].data)
+        assert [r["step"] for r in rows] == ["observe", "fence", "plan", "approval", *steps, "total"]
+        assert rows[3]["state"] == "approved" and rows[-1]["state"] == "recovered"
+        verdict = arts[f"recover-verdict-{cluster}"].data
+        assert "| status | recovered |" in verdict and f"| keys | {out['keys']} |" in verdict
+
+        recs = audit_since(lab, n0, lambda r: r["flow_run_id"] == str(run.id))
+        (approval,) = [r for r in recs if r["action"] == "recover-approval"]
+        assert (approval["outcome"], approval["approver"]) == ("ok", "test-approver")
+        assert {r["step"] for r in recs if r["action"].startswith("step:")} == set(steps)
+    finally:
+        flush_logs()
+        lifecycle.up(lab.cfg, say=print)  # other tests expect three voters
