@@ -98,7 +98,13 @@ def _cmd(args: argparse.Namespace) -> int:
     if bool(args.host) == bool(args.all):
         raise InputError("name the master to rejoin with --host HOST, or give --all (not both)")
     inv = inventory_from_args(args)
-    opts = LearnerOptions(promote=True, rejoin=True, catchup_timeout=args.catchup_timeout)
+    opts = LearnerOptions(
+        promote=True,
+        rejoin=True,
+        catchup_timeout=args.catchup_timeout,
+        image=args.image,
+        binary=args.binary,
+    )
     say = None if args.json or args.plan else print
     res = rejoin(inv, None if args.all else [args.host], opts, dry_run=args.plan, say=say)
     if args.json:
@@ -131,4 +137,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", action="store_true", help="print the plan and change nothing (dry run)")
     p.add_argument("--catchup-timeout", type=float, default=600.0, help="seconds to wait for catch-up (600)")
     p.add_argument("--json", action="store_true", help="print plans, steps and outcomes as JSON")
+    p.add_argument(
+        "--image",
+        help="docker runtime: the etcd image the rejoined members run (default: the inventory's); after "
+        "a recovery onto a newer etcd (a 3.5 learner) older members cannot join: give its image",
+    )
+    p.add_argument("--binary", help="process runtime: the etcd binary the rejoined members run")
     p.set_defaults(func=_cmd)

@@ -373,6 +373,17 @@ def _member_list(
             return client.member_list(linearizable=True), MemberListSource.LINEARIZABLE
         except EtcdDrError:
             pass
+    # A member that leads a cluster of which it is the only voter is right by itself: after a
+    # recovery onto a host the inventory calls a learner (all voters lost), or onto one voter.
+    for s in voters:
+        if s.is_leader:
+            try:
+                own = client.member_list(linearizable=False, endpoint=s.endpoint)
+            except EtcdDrError:
+                break
+            if [m.id for m in own if not m.is_learner] == [s.member_id]:
+                return own, MemberListSource.LINEARIZABLE
+            break
     # quorum (probably) lost: ask the most advanced member for its own view
     best = max(answered, key=lambda s: (not s.is_learner, s.raft_index))
     try:

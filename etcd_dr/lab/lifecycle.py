@@ -157,7 +157,7 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     if not resume:
         _provision(state, bins, exs, clock)
         if learner_bins is not None:
-            _provision_learner(state, learner_bins, exs[LEARNER_HOST], clock)
+            _provision_learner(state, learner_bins, exs, clock)
     inv = inventory_of(state)
     # voters only: `endpoint health` is a linearizable read, which a learner refuses
     waited = members.wait_healthy(bins.etcdctl, members.etcdctl_env(cfg, inv, hosts=inv.voters))
@@ -168,16 +168,25 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     return state
 
 
-def _provision_learner(state: LabState, bins: EtcdBinaries, ex: ConsoleExecutor, clock: Say) -> None:
-    """What an operator would have on node1 before adding it: the learner's etcd image or binary."""
+def _provision_learner(
+    state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecutor], clock: Say
+) -> None:
+    """What an operator would have before adding node1: the learner's etcd image or binary, on node1
+    and on the voters too (after a recovery onto the learner, the masters rejoin running its etcd:
+    an older etcd cannot join a newer cluster)."""
     cfg = state.config
+    targets = [LEARNER_HOST, *(h for h in state.hosts if cfg.roles(h) & {Role.ETCD})]
+    where = ", ".join(targets)
     if cfg.runtime == RuntimeKind.DOCKER:
         rootfs = images.build_rootfs(bins, cfg.images_dir / f"etcd-{bins.version}.tar")
-        images.load(ex, rootfs, images.image_tag(bins), visible_on_host=True)
-        clock(f"image {images.image_tag(bins)} on {LEARNER_HOST}")
+        tag = images.image_tag(bins)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda h: images.load(exs[h], rootfs, tag, visible_on_host=True), targets))
+        clock(f"image {tag} on {where}")
     elif not bins.version.startswith("3.4"):
-        members.install_binaries(bins, ex)
-        clock(f"etcd {bins.version} installed in /opt/etcd-{bins.version} on {LEARNER_HOST}")
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda h: members.install_binaries(bins, exs[h]), targets))
+        clock(f"etcd {bins.version} installed in /opt/etcd-{bins.version} on {where}")
 
 
 def _add_learner(state: LabState, clock: Say) -> None:

@@ -96,12 +96,15 @@ def add_learner(
 
 
 def _member_endpoints(inv: Inventory, state: ClusterState, opts: LearnerOptions) -> tuple[str, ...]:
-    """For a rejoin, the client URLs of the inventory voters that are members: a lost master whose
-    old etcd restarts in a loop answers now and then and never leads (a write sent there times out)."""
+    """For a rejoin, the client URLs of the inventory hosts that are voter members, the leader
+    first: a lost master whose old etcd restarts in a loop answers now and then and never leads (a
+    write sent there times out). After all voters were lost the only voter member may be a host
+    the inventory calls a learner."""
     if not opts.rejoin:
         return ()
-    members = {m.host for m in state.members if m.in_member_list and not m.is_learner}
-    return tuple(inv.client_url(v) for v in inv.voters if v.name in members)
+    members = [m for m in state.members if m.in_member_list and not m.is_learner and m.host]
+    members.sort(key=lambda m: not (m.status is not None and m.status.is_leader))
+    return tuple(inv.client_url(inv.host(str(m.host))) for m in members)
 
 
 def _confirm_member_list(state: ClusterState, s: Session) -> ClusterState:

@@ -246,14 +246,17 @@ def _leader_status(s: Session, leader_id: int):
     for m in s.members:
         if m.id == leader_id and m.client_urls:
             return s.client.status(m.client_urls[0], timeout=s.inv.etcd.dial_timeout)
-    # no leader known to the learner yet, or a stale list: ask the voters who leads
-    for v in s.inv.voters:
+    # no leader known to the learner yet, or a stale list: ask who leads (after all voters were
+    # lost, the leader may be on a host the inventory calls a learner)
+    for v in s.inv.etcd_hosts:
+        if v.name == s.host.name:
+            continue
         with contextlib.suppress(EtcdDrError):
             st = s.client.status(s.inv.client_url(v), timeout=s.inv.etcd.dial_timeout)
             if st.is_leader:
                 s.member()  # refresh: the leader's client URL is in the list next time
                 return st
-    raise StepFailed("no voter reports itself leader")
+    raise StepFailed("no member reports itself leader")
 
 
 def _check_promoted(s: Session) -> str | None:
