@@ -414,14 +414,15 @@ def inject(
     return FaultRun(plan, outcome, recs, time.monotonic() - t0)
 
 
-def heal(inv: Inventory, host: str | None = None, *, say: Say = print) -> FaultRun:
-    """Undo the active faults (of one host, or all). Idempotent: with none active it does nothing."""
+def heal(inv: Inventory, host: str | None = None, *, wait: bool = True, say: Say = print) -> FaultRun:
+    """Undo the active faults (of one host, or all). Idempotent: with none active it does nothing.
+    wait=False: only undo, do not wait for the members (after a recovery: see plan_heal)."""
     t0 = time.monotonic()
     c, ledger = _ctx(inv, say)
     if host is not None:
         inv.host(host)  # an unknown host is bad input, not "nothing to heal"
     faults = tuple(f for f in ledger.active() if host is None or f.host == host)
-    plan = plan_heal(inv, faults)
+    plan = plan_heal(inv, faults, wait=wait)
     if not faults:
         return FaultRun(plan, None, (), time.monotonic() - t0)
     try:

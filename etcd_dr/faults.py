@@ -228,13 +228,15 @@ def plan_fault(
     return Plan(kind=FAULT_KIND, cluster=inv.cluster, reason=reason, steps=(step,)), rec
 
 
-def plan_heal(inv: Inventory, faults: Sequence[FaultRecord]) -> Plan:
+def plan_heal(inv: Inventory, faults: Sequence[FaultRecord], *, wait: bool = True) -> Plan:
     """Undo every fault, then wait for each member to answer again with a leader. All undo steps come
-    first: a member cannot find a leader until a majority is back."""
+    first: a member cannot find a leader until a majority is back. wait=False only undoes: after a
+    recovery the returning member is refused (or set aside) by design and `etcd-dr rejoin` brings
+    it back, so it would never answer with a leader."""
     if not faults:
         return Plan(kind=HEAL_KIND, cluster=inv.cluster, reason="no active fault: nothing to heal")
     undo: list[Step] = []
-    wait: list[Step] = []
+    waits: list[Step] = []
     for f in faults:
         h = inv.host(f.host)
         common = {"address": h.address, "port": inv.etcd.client_port, "fault": f.id}
@@ -267,7 +269,7 @@ def plan_heal(inv: Inventory, faults: Sequence[FaultRecord]) -> Plan:
                      "powered on at its console", f"{f.host} answers SSH", "a powered-off real host "
                      "cannot be healed remotely: someone powers it on", params=common)
             )  # fmt: skip
-        wait.append(
+        waits.append(
             Step(
                 f"wait-member:{f.host}",
                 "wait-member",
@@ -279,11 +281,12 @@ def plan_heal(inv: Inventory, faults: Sequence[FaultRecord]) -> Plan:
             )
         )
     hosts = ", ".join(f"{f.host} ({f.mode})" for f in faults)
+    no_wait = "" if wait else " (not waiting for the members: they rejoin separately)"
     return Plan(
         kind=HEAL_KIND,
         cluster=inv.cluster,
-        reason=f"heal {len(faults)} active fault{'s' if len(faults) != 1 else ''}: {hosts}",
-        steps=(*undo, *wait),
+        reason=f"heal {len(faults)} active fault{'s' if len(faults) != 1 else ''}: {hosts}{no_wait}",
+        steps=(*undo, *waits) if wait else tuple(undo),
     )
 
 

@@ -57,7 +57,6 @@ class RecoverStatus(enum.StrEnum):
     PLANNED = "planned"  # --plan: shown, nothing changed
     REFUSED = "refused"  # the planner refused (quorum held, a voter not fenced, ...)
     NOT_CONFIRMED = "not-confirmed"
-    NOT_BUILT = "not-built"  # a path whose execution does not exist yet
     BUSY = "busy"  # another recovery of this cluster holds the lock: nothing done
     FAILED = "failed"
 
@@ -67,7 +66,6 @@ EXIT = {
     RecoverStatus.PLANNED: 0,
     RecoverStatus.REFUSED: 2,
     RecoverStatus.NOT_CONFIRMED: 2,
-    RecoverStatus.NOT_BUILT: 1,
     RecoverStatus.BUSY: 1,
     RecoverStatus.FAILED: 1,
 }
@@ -329,7 +327,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.to_json(), indent=2))
     else:
-        if res.status in (RecoverStatus.PLANNED, RecoverStatus.NOT_BUILT, RecoverStatus.NOT_CONFIRMED):
+        if res.status in (RecoverStatus.PLANNED, RecoverStatus.NOT_CONFIRMED):
             if confirm is None:
                 print(res.plan.render())
         elif res.status is RecoverStatus.RECOVERED:

@@ -106,6 +106,15 @@ def test_heal_undoes_everything_first_then_waits_for_each_member() -> None:
     assert not empty.steps and not empty.refused and empty.reason == "no active fault: nothing to heal"
 
 
+def test_heal_without_waiting_only_undoes() -> None:
+    """After a recovery the returning member is refused by design: heal(wait=False) powers it on and
+    leaves the member to `etcd-dr rejoin` (the rehearsal does this)."""
+    _, a = fault()
+    plan = plan_heal(INV, [a], wait=False)
+    assert [s.action for s in plan.steps] == ["lab-power-on"]
+    assert plan.reason.endswith("(not waiting for the members: they rejoin separately)")
+
+
 def test_ledger_round_trip_and_needs_an_audit_log(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="audit_log: fault injection needs an audit log"):
         FaultLedger.for_inventory(INV)

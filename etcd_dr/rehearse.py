@@ -1,0 +1,626 @@
+"""`etcd-dr rehearse`: a disaster and its recovery on the lab, measured.
+
+    report = rehearse(RehearsalOptions(Scenario.MASTERS_LOST), lab_config_from_env(), say=print)
+    report.ok, report.verdict       # "masters-lost recovered by voter-restore on master3: RTO 27.4 s ..."
+
+It builds the lab (3 etcd 3.4 voters, a 3.5 learner on node1: the source incident), writes a data
+set, starts a writer thread that keeps writing and records every acknowledged write (key, revision,
+time) and every failed one, loses hosts through the fault core (etcd_dr.fault_steps, as `etcd-dr
+fault kill-master`), recovers with `etcd_dr.recover.recover(yes=True)` (no approval), checks every
+acknowledged write on the recovered member (RPO: acknowledged writes missing; unacknowledged ones
+that landed are reported too) and takes the RTO from the writer's first accepted write after the
+fault. The lost hosts then come back, are watched for an old cluster coming alive on them, and are
+rejoined (etcd_dr.rejoin, as `etcd-dr rejoin --all`); every member must end identical.
+
+Exit codes: 0 recovered, nothing lost beyond what the plan allowed, rejoined; 1 otherwise (the
+verdict says why); 2 bad input (not root, an inventory that cannot play the scenario).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.etcd.client import EndpointStatus, EtcdClient
+from etcd_dr.inventory import Inventory, load_inventory
+from etcd_dr.lab import lifecycle
+from etcd_dr.lab.config import DEFAULT_SUBNET, EtcdSeries, LabConfig, env_lab_dir, env_prefix, validate_prefix
+from etcd_dr.recover import recover
+from etcd_dr.recovery import VoterMethod
+from etcd_dr.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
+from etcd_dr.rehearsal.report import (
+    MemberFacts,
+    RecoveryFacts,
+    RehearsalReport,
+    RejoinFacts,
+    SnapshotFacts,
+    judge,
+)
+from etcd_dr.rehearsal.scenarios import (
+    FaultPhase,
+    RehearsalError,
+    Return,
+    Scenario,
+    ScenarioSpec,
+    bring_back,
+    inject_scenario,
+    spec_for,
+)
+from etcd_dr.rehearsal.writer import (
+    DIAL_TIMEOUT_S,
+    INTERVAL_S,
+    WRITE_TIMEOUT_S,
+    Writer,
+    WriteRecord,
+    read_back,
+    write_dataset,
+)
+from etcd_dr.state import client_for
+
+Say = Callable[[str], None]
+KEY_ROOT = "/rehearsal/"
+
+
+@dataclass(frozen=True)
+class RehearsalOptions:
+    scenario: Scenario = Scenario.MASTERS_LOST
+    keys: int = 500  # the data set written before the writer starts
+    keep_lab: bool = False  # leave the lab up at the end (to look around)
+    # how recover() turns a surviving voter into a cluster (the core's default)
+    voter_method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER
+    rejoin: bool = True
+    interval_s: float = INTERVAL_S
+    write_timeout_s: float = WRITE_TIMEOUT_S
+    warmup_acks: int = 200  # the writer's acknowledged writes before the fault (and after a snapshot)
+    first_write_timeout_s: float = 120.0  # after recover() returned: the writer's first accepted write
+    settle_s: float = 2.0  # the writer keeps writing this long on the recovered cluster
+    watch_returning_s: float = 20.0  # lost hosts back: watch for an old cluster electing a leader
+    returns: Return | None = None  # how the lost hosts come back (None: the scenario's way)
+    converge_timeout_s: float = 60.0  # after the rejoin: every member at the same revision
+
+    def __post_init__(self) -> None:
+        if self.keys < 1:
+            raise InputError(f"--keys {self.keys}: give at least 1")
+        for name in ("interval_s", "write_timeout_s", "first_write_timeout_s", "converge_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"rehearsal option {name}: {getattr(self, name)} is not > 0")
+        if self.watch_returning_s < 0 or self.settle_s < 0:
+            raise InputError("rehearsal options watch_returning_s and settle_s: give seconds >= 0")
+
+
+def lab_config_from_env(prefix: str | None = None, subnet: str | None = None) -> LabConfig:
+    """The rehearsal's lab: ETCD_DR_LAB_PREFIX, ETCD_DR_LAB_SUBNET, ETCD_DR_LAB_DIR (as `lab up`),
+    with the learner on node1 running etcd 3.5 (3.4 voters: the source incident)."""
+    p = validate_prefix(prefix or env_prefix())
+    return LabConfig(
+        prefix=p,
+        subnet=subnet or os.environ.get("ETCD_DR_LAB_SUBNET") or DEFAULT_SUBNET,
+        dir=env_lab_dir(p),
+        etcd=EtcdSeries.V3_4,
+        learner_etcd=EtcdSeries.V3_5,
+    )
+
+
+class _Clock:
+    def __init__(self, say: Say) -> None:
+        self.t0 = time.monotonic()
+        self.say = say
+        self.marks: dict[str, float] = {}
+
+    def __call__(self, msg: str) -> None:
+        self.say(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
+
+    def tagged(self, tag: str) -> Say:
+        return lambda m: self(f"{tag}: {m}")
+
+    def phase(self, name: str, since: float) -> float:
+        self.marks[name] = time.monotonic() - since
+        return self.marks[name]
+
+
+def rehearse(opts: RehearsalOptions, lab: LabConfig, *, say: Say = print) -> RehearsalReport:
+    """Build the lab, play the scenario, measure, rejoin, report; the lab goes down at the end unless
+    opts.keep_lab. Raises InputError for what cannot be rehearsed at all (not root); any later
+    failure is in the report (ok False, the verdict says what)."""
+    lifecycle.require_root()
+    clock = _Clock(say)
+    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    r = _Run(opts, lab, clock, run_id)
+    try:
+        r.play()
+    except (EtcdDrError, OSError) as e:
+        r.error = str(e)
+        clock(f"rehearsal stopped: {e}")
+    finally:
+        r.close()
+        if not opts.keep_lab:
+            t = time.monotonic()
+            try:
+                lifecycle.down(lab, say=clock.tagged("lab"))
+            except EtcdDrError as e:
+                clock(f"lab down failed: {e}")
+            clock.phase("lab_down", t)
+    clock.marks["total"] = time.monotonic() - clock.t0
+    report = r.report()
+    r.save(report)
+    clock(report.verdict)
+    return report
+
+
+class _Run:
+    """One rehearsal's state while it plays; report() freezes it."""
+
+    def __init__(self, opts: RehearsalOptions, lab: LabConfig, clock: _Clock, run_id: str) -> None:
+        self.opts, self.lab, self.clock, self.run_id = opts, lab, clock, run_id
+        self.prefix = f"{KEY_ROOT}{run_id}/"
+        self.inv: Inventory | None = None
+        self.spec: ScenarioSpec | None = None
+        self.writer: Writer | None = None
+        self.clients: list[EtcdClient] = []
+        self.dataset: tuple[WriteRecord, ...] = ()
+        self.log: tuple[WriteRecord, ...] = ()  # the data set's writes, then the writer's
+        self.fault: FaultPhase | None = None
+        self.recovery: RecoveryFacts | None = None
+        self.measures: Measures | None = None
+        self.allowed: AllowedLoss | None = None
+        self.source_revision: int | None = None
+        self.snapshot: SnapshotFacts | None = None
+        self.rejoin: RejoinFacts | None = None
+        self.error: str | None = None
+
+    # --- the phases ------------------------------------------------------------------------------
+
+    def play(self) -> None:
+        o, c = self.opts, self.clock
+        t = time.monotonic()
+        c(f"rehearsal {o.scenario} on lab '{self.lab.prefix}' ({self.lab.subnet}): building the lab")
+        lifecycle.up(self.lab, say=c.tagged("lab"))
+        c(f"lab up in {c.phase('lab_up', t):.1f} s")
+        inv = self.inv = load_inventory(self.lab.inventory_path)
+        spec = self.spec = spec_for(o.scenario, inv)
+        c(f"scenario {spec.scenario}: {spec.description}")
+
+        t = time.monotonic()
+        data = self._client(client_for(inv))
+        self.dataset = tuple(write_dataset(data, self.prefix, o.keys, self.run_id))
+        c(f"data set: {o.keys} keys under {self.prefix}data/ in {c.phase('dataset', t):.1f} s")
+        self.writer = Writer(
+            self._client(_writer_client(inv, o.write_timeout_s)),
+            self.prefix,
+            self.run_id,
+            interval_s=o.interval_s,
+            timeout_s=o.write_timeout_s,
+        ).start()
+        if not self.writer.wait_acks(o.warmup_acks, 60):
+            raise RehearsalError(f"the writer got fewer than {o.warmup_acks} writes acknowledged in 60 s")
+        if spec.needs_snapshot:
+            self._take_snapshot(inv)
+            target = self.writer.acked_count() + o.warmup_acks
+            self.writer.wait_acks(target, 60)  # writes after the snapshot: the ones all-lost may lose
+        c(f"writer running: {self.writer.acked_count()} writes acknowledged before the fault")
+
+        t = time.monotonic()
+        fault = self.fault = inject_scenario(inv, self.lab, spec, c.tagged("fault"))
+        c(f"fault complete in {c.phase('fault', t):.1f} s: {', '.join(spec.lost)} lost")
+        kept = [h.name for h in inv.etcd_hosts if h.name not in spec.lost]
+        self.source_revision = _highest_revision(inv, kept)
+        self.allowed = self._allowed()
+        c(f"may lose: {self.allowed.why}")
+
+        t = time.monotonic()
+        res = recover(inv, yes=True, plan_only=False, say=c.tagged("recover"), method=o.voter_method)
+        c.phase("recover", t)
+        self.recovery = RecoveryFacts(
+            str(res.status),
+            str(res.path),
+            res.reason,
+            timings=dict(res.timings),
+            first_write_at=res.first_write_at,
+            keys=res.keys,
+            revision=res.revision,
+        )
+        c(f"recover: {res.status} ({res.path}) in {c.marks['recover']:.1f} s: {res.reason}")
+        if str(res.status) != "recovered":
+            self._stop_writer()
+            return
+
+        leader = _leader(inv)
+        if leader is not None:
+            self.recovery = replace(self.recovery, recovered_on=leader.host, cluster_id=leader.cluster_id)
+        first = self.writer.wait_ack_after(fault.done_at, o.first_write_timeout_s)
+        if first is not None:
+            c(f"first write accepted {first.done_at - fault.at:.1f} s after the fault ({first.endpoint})")
+            time.sleep(o.settle_s)
+        self._stop_writer()
+        self._verify(inv, leader)
+        if o.rejoin and leader is not None:
+            self._rejoin(inv, spec, leader)
+
+    def _take_snapshot(self, inv: Inventory) -> None:
+        from etcd_dr.snapshots.service import snapshot_cluster
+        from etcd_dr.state import observe
+
+        t = time.monotonic()
+        rec, _ = snapshot_cluster(inv, observe(inv, check_ssh=False), show_progress=False)
+        self.snapshot = SnapshotFacts(rec.id, rec.revision, rec.verified, rec.reason)
+        took = self.clock.phase("snapshot", t)
+        self.clock(f"snapshot {rec.id}: {rec.verdict}, revision {rec.revision}, {took:.1f} s")
+        if not rec.verified:
+            raise RehearsalError(
+                f"the snapshot was not verified ({rec.reason}): all-lost has nothing to restore"
+            )
+
+    def _allowed(self) -> AllowedLoss:
+        assert self.spec is not None
+        rule = self.spec.loss_rule
+        if rule is LossRule.NONE:
+            return AllowedLoss.none()
+        if rule is LossRule.BEYOND_SNAPSHOT:
+            assert self.snapshot is not None
+            s = self.snapshot
+            return AllowedLoss(
+                rule, s.revision, f"snapshot {s.id} holds revision {s.revision}: writes after it"
+            )
+        rev = self.source_revision
+        if rev is None:
+            return AllowedLoss(rule, None, "the surviving learner did not answer: nothing can be allowed")
+        return AllowedLoss(rule, rev, f"the learner had applied up to revision {rev}: writes after it")
+
+    def _verify(self, inv: Inventory, leader: Leader | None) -> None:
+        assert self.fault is not None and self.allowed is not None
+        t = time.monotonic()
+        if leader is None:
+            raise RehearsalError("recover() said recovered, but no member leads: nothing to verify against")
+        host = leader.host
+        with _one(inv, leader.endpoint) as m:
+            present = read_back(m, self.prefix)
+        self.measures = analyze(
+            self.log,
+            present,
+            fault_at=self.fault.at,
+            fault_done_at=self.fault.done_at,
+            allowed=self.allowed,
+        )
+        mm = self.measures
+        self.clock(
+            f"verified on {host} in {self.clock.phase('verify', t):.1f} s: {mm.acknowledged} acknowledged, "
+            f"{mm.rpo_writes} missing ({mm.lost_beyond_plan} beyond the plan), "
+            f"{mm.unacknowledged_landed} of {mm.unacknowledged} unacknowledged landed"
+        )
+
+    def _rejoin(self, inv: Inventory, spec: ScenarioSpec, leader: Leader) -> None:
+        """The lost hosts come back, together or one by one (RehearsalOptions.returns, else the
+        scenario's); each returning voter is watched for an old cluster electing a leader on it,
+        then rejoined; at the end every member must hold the same revision and keys."""
+        from etcd_dr.learner import LearnerOptions
+        from etcd_dr.rejoin import RejoinResult, rejoin
+
+        c = self.clock
+        # the members join running the recovered member's etcd: after a recovery onto the 3.5
+        # learner a 3.4 master cannot join (an older etcd never joins a newer cluster)
+        rec = inv.host(leader.host)
+        opts = LearnerOptions(
+            promote=True, rejoin=True, image=inv.etcd_image_for(rec), binary=inv.etcd_binary_for(rec)
+        )
+        t = time.monotonic()
+        mode = self.opts.returns or spec.returns
+        recovered = leader.host
+        voters = {h.name for h in inv.voters}
+        returning = [h for h in spec.lost if h != recovered]
+        actions: list[str] = []
+        if recovered in spec.lost:  # all-lost: close the recovered host's own fault record
+            actions.append(bring_back(inv, self.lab, spec, recovered, c.tagged("back")))
+        results: list[RejoinResult] = []
+        revived: list[str] = []
+        watch = self.opts.watch_returning_s
+        if mode is Return.TOGETHER:
+            actions += [bring_back(inv, self.lab, spec, h, c.tagged("back")) for h in returning]
+            back = [h for h in returning if h in voters]
+            revived += _watch_returning(inv, back, leader.member_id, watch, c)
+            results.append(rejoin(inv, None, opts, say=c.tagged("rejoin")))
+        else:
+            each = max(3.0, watch / max(len(returning), 1)) if watch > 0 else 0.0
+            for h in returning:
+                actions.append(bring_back(inv, self.lab, spec, h, c.tagged("back")))
+                if h not in voters:
+                    continue  # a learner host: its old member is no voter, rejoin takes voters
+                revived += _watch_returning(inv, [h], leader.member_id, each, c)
+                results.append(rejoin(inv, [h], opts, say=c.tagged("rejoin")))
+                if not results[-1].ok:
+                    break
+        ok = all(r.ok for r in results)
+        verdict = "; ".join(r.verdict for r in results) or "nothing to rejoin"
+        c(f"rejoin ({mode}) {'ok' if ok else 'FAILED'}: {verdict}")
+        # members catch up within seconds of a good rejoin; after a failed one (or beside a revived
+        # old cluster, which no rejoin ends), one look is enough
+        wait = self.opts.converge_timeout_s if ok and not revived else 0.1
+        n_voters, members, identical = _converge(inv, wait)
+        voter_hosts = {m.host for m in members if not m.is_learner}
+        every = all(h in voter_hosts for h in voters)
+        good = ok and every and identical
+        self.rejoin = RejoinFacts(
+            ok=good,
+            verdict=verdict if good else _rejoin_problem(verdict, ok, every, identical),
+            duration_s=time.monotonic() - t,
+            voters=n_voters,
+            expected_voters=len(voters),
+            members=members,
+            identical=identical,
+            revived=tuple(revived),
+            actions=tuple(actions),
+            returns=str(mode),
+            not_members=tuple(h.name for h in inv.etcd_hosts if h.name not in {m.host for m in members}),
+        )
+        c.phase("rejoin", t)
+        shown = ", ".join(f"{m.host} rev {m.revision} keys {m.keys}" for m in members)
+        c(f"members after the rejoin: {shown}")
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def _client(self, client: EtcdClient) -> EtcdClient:
+        self.clients.append(client)
+        return client
+
+    def _stop_writer(self) -> None:
+        if self.writer is not None and not self.log:
+            self.log = (*self.dataset, *self.writer.stop())
+
+    def close(self) -> None:
+        self._stop_writer()
+        for cl in self.clients:
+            cl.close()
+
+    def report(self) -> RehearsalReport:
+        expected = tuple(str(p) for p in self.spec.expected_paths) if self.spec else ()
+        ok, verdict = judge(
+            self.opts.scenario, expected, self.recovery, self.measures, self.allowed, self.rejoin, self.error
+        )
+        return RehearsalReport(
+            scenario=self.opts.scenario,
+            ok=ok,
+            verdict=verdict,
+            run_id=self.run_id,
+            lab={"prefix": self.lab.prefix, "subnet": self.lab.subnet, "dir": str(self.lab.dir)},
+            voter_method=str(self.opts.voter_method),
+            fault=self.fault,
+            recovery=self.recovery,
+            measures=self.measures,
+            allowed=self.allowed,
+            source_revision=self.source_revision,
+            snapshot=self.snapshot,
+            rejoin=self.rejoin,
+            timings=dict(self.clock.marks),
+            log=str(self._log_path()),
+            error=self.error,
+        )
+
+    def _log_path(self) -> Path:
+        return self.lab.dir / "rehearsals" / f"{self.run_id}-{self.opts.scenario}.writes.jsonl"
+
+    def save(self, report: RehearsalReport) -> None:
+        """The writer's log (JSONL) and the report beside it, in the lab dir (kept by `lab down`)."""
+        path = self._log_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r.to_json()) + "\n" for r in self.log))
+            path.with_name(path.name.replace(".writes.jsonl", ".report.json")).write_text(
+                json.dumps(report.to_json(), indent=2) + "\n"
+            )
+        except OSError as e:
+            self.clock(f"could not save the writer's log to {path}: {e}")
+
+
+def _rejoin_problem(verdict: str, ok: bool, every: bool, identical: bool) -> str:
+    if not ok:
+        return verdict
+    if not every:
+        return f"{verdict}; but not every inventory voter is a voter member"
+    if not identical:
+        return f"{verdict}; but the members differ in revision or key count"
+    return verdict
+
+
+# --- cluster probes ------------------------------------------------------------------------------
+
+
+def _writer_client(inv: Inventory, timeout: float) -> EtcdClient:
+    """Every inventory endpoint (voters, the learner: whichever is recovered is among them), short
+    dial and request timeouts so an attempt against a lost member fails fast."""
+    e = inv.etcd.client
+    return EtcdClient(
+        [inv.client_url(h) for h in inv.etcd_hosts],
+        ca_cert=e.ca_cert,
+        cert=e.cert,
+        key=e.key,
+        dial_timeout=DIAL_TIMEOUT_S,
+        request_timeout=timeout,
+    )
+
+
+def _one(inv: Inventory, endpoint: str, timeout: float = 5.0) -> EtcdClient:
+    e = inv.etcd.client
+    return EtcdClient(
+        [endpoint], ca_cert=e.ca_cert, cert=e.cert, key=e.key, dial_timeout=1.0, request_timeout=timeout
+    )
+
+
+def _statuses(
+    inv: Inventory, hosts: Iterable[str] | None = None, timeout: float = 1.0
+) -> dict[str, EndpointStatus | str]:
+    """host -> EndpointStatus, or the error text; asked in parallel."""
+    names = list(hosts) if hosts is not None else [h.name for h in inv.etcd_hosts]
+    if not names:
+        return {}
+
+    def one(cl: EtcdClient, name: str) -> EndpointStatus | str:
+        try:
+            return cl.status(inv.client_url(inv.host(name)), timeout=timeout)
+        except EtcdDrError as e:
+            return str(e)
+
+    with _writer_client(inv, timeout) as cl, cf.ThreadPoolExecutor(len(names)) as pool:
+        return dict(zip(names, pool.map(lambda n: one(cl, n), names), strict=True))
+
+
+def _highest_revision(inv: Inventory, hosts: list[str]) -> int | None:
+    """The most advanced answering member's revision once the fault is complete (the hosts not
+    lost): what the recovery can keep."""
+    revs = [s.revision for s in _statuses(inv, hosts).values() if isinstance(s, EndpointStatus)]
+    return max(revs, default=None)
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The member that leads (after the recovery: the recovered one)."""
+
+    host: str
+    endpoint: str
+    cluster_id: int
+    member_id: int
+
+
+def _leader(inv: Inventory) -> Leader | None:
+    for host, st in _statuses(inv).items():
+        if isinstance(st, EndpointStatus) and st.is_leader:
+            return Leader(host, inv.client_url(inv.host(host)), st.cluster_id, st.member_id)
+    return None
+
+
+def _watch_returning(
+    inv: Inventory, hosts: list[str], leader_id: int, seconds: float, say: Say
+) -> tuple[str, ...]:
+    """For `seconds`, whether a returning host serves a cluster led by another member than the
+    recovered one: its old cluster alive again (two lost voters of three are a majority of the old
+    membership). One sentence per host that did."""
+    if not hosts or seconds <= 0:
+        return ()
+    say(f"watching {', '.join(hosts)} for {seconds:.0f} s: does an old cluster elect a leader on them?")
+    seen: dict[str, str] = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for host, st in _statuses(inv, hosts, timeout=0.5).items():
+            if not isinstance(st, EndpointStatus) or not st.leader or st.leader == leader_id or host in seen:
+                continue
+            seen[host] = (
+                f"{host} follows leader {st.leader:x} (not the recovered member {leader_id:x}) at "
+                f"revision {st.revision}"
+            )
+            say(f"OLD CLUSTER ALIVE: {seen[host]}")
+        time.sleep(0.5)
+    if not seen:
+        say(f"no returning host served another cluster in {seconds:.0f} s")
+    return tuple(seen.values())
+
+
+def _converge(inv: Inventory, timeout: float) -> tuple[int | None, tuple[MemberFacts, ...], bool]:
+    """After the rejoin: the voter count (linearizable member list) and each member's revision and
+    key count (serializable, on the member itself), polled until they agree or timeout."""
+    end = time.monotonic() + timeout
+    by_addr = {h.address: h.name for h in inv.hosts}
+    while True:
+        members: list[MemberFacts] = []
+        voters: int | None = None
+        try:
+            # asked of the leader itself: lost or returning members in the inventory's endpoint list
+            # would each eat a dial timeout of the request deadline before the leader is reached
+            leader = _leader(inv)
+            if leader is None:
+                raise RehearsalError("no member leads")
+            with _one(inv, leader.endpoint) as cl:
+                ml = cl.member_list(linearizable=True)
+            voters = sum(1 for m in ml if not m.is_learner)
+            for m in ml:
+                ep = m.client_urls[0] if m.client_urls else None
+                host = next((by_addr[a] for a in by_addr if ep and f"//{a}:" in ep), m.name)
+                if ep is None:
+                    members.append(MemberFacts(host, m.is_learner, None, None, "not started"))
+                    continue
+                try:
+                    with _one(inv, ep) as one:
+                        r = one.range(b"\0", b"\0", serializable=True, count_only=True)
+                    members.append(MemberFacts(host, m.is_learner, r.header.revision, r.count))
+                except EtcdDrError as e:
+                    members.append(MemberFacts(host, m.is_learner, None, None, str(e)[:200]))
+        except EtcdDrError as e:
+            members = [MemberFacts("-", False, None, None, str(e)[:200])]
+        same = {(m.revision, m.keys) for m in members}
+        identical = len(same) == 1 and None not in next(iter(same))
+        if identical or time.monotonic() > end:
+            return voters, tuple(sorted(members, key=lambda m: m.host)), identical
+        time.sleep(0.5)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    opts = RehearsalOptions(
+        scenario=Scenario(args.scenario),
+        keys=args.keys,
+        keep_lab=args.keep_lab,
+        voter_method=VoterMethod(args.voter_method),
+        rejoin=not args.no_rejoin,
+        watch_returning_s=args.watch_returning,
+        returns=Return(args.returns) if args.returns else None,
+    )
+    report = rehearse(opts, lab_config_from_env(), say=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        j = report.to_json()
+        print(report.verdict)
+        print(
+            f"RTO {j['rto_s']} s (first write {j['first_write_s']} s), RPO {j['rpo_writes']} writes, "
+            f"{j['acknowledged']} acknowledged, "
+            f"{j['unacknowledged_landed']} of {j['unacknowledged']} unacknowledged landed; "
+            f"writer log {report.log}"
+        )
+    return report.exit_code
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rehearse",
+        help="rehearse a disaster and its recovery on the lab; report RTO and RPO (root)",
+        description="Build the lab (3 etcd 3.4 voters, a 3.5 learner on node1), write a data set, keep "
+        "a writer writing, lose hosts (the scenario), recover with `etcd-dr recover --yes`, check every "
+        "acknowledged write on the recovered member (RPO) and the first write accepted after the fault "
+        "(RTO), bring the hosts back and rejoin them. Env: ETCD_DR_LAB_PREFIX, ETCD_DR_LAB_SUBNET, "
+        "ETCD_DR_LAB_DIR. Exit 0 when recovered with no loss beyond what the plan allowed and rejoined.",
+    )
+    p.add_argument("--scenario", choices=[s.value for s in Scenario], default=Scenario.MASTERS_LOST.value)
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    p.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
+    p.add_argument("--keys", type=int, default=500, help="keys in the data set written first (500)")
+    p.add_argument(
+        "--voter-method",
+        choices=[m.value for m in VoterMethod],
+        default=VoterMethod.FORCE_NEW_CLUSTER.value,
+        help="how recover turns a surviving voter into a one-member cluster (masters-lost)",
+    )
+    p.add_argument("--no-rejoin", action="store_true", help="do not bring the lost hosts back")
+    p.add_argument(
+        "--return",
+        dest="returns",
+        choices=[r.value for r in Return],
+        default=None,
+        help="how the lost hosts come back: together (then rejoin --all) or one by one, each rejoined "
+        "before the next (default: together for masters-lost, one-by-one when every voter was lost)",
+    )
+    p.add_argument(
+        "--watch-returning",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="seconds to watch returning hosts for an old cluster electing a leader (20; 0: off)",
+    )
+    p.set_defaults(func=cmd_rehearse)
