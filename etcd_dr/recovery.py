@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from etcd_dr.errors import InputError
+from etcd_dr.etcd.client import EndpointStatus
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
 from etcd_dr.plans import Plan, Refusal, Step
 from etcd_dr.runtime import (
@@ -154,13 +155,16 @@ def plan_recovery(
     voters = [m for m in state.members if m.in_member_list and not m.is_learner]
     reachable = [m for m in voters if m.status is not None and m.host]
     head = f"quorum lost: {len(reachable)} of {state.voters} voters reachable"
-    if reachable:
-        if method is VoterMethod.RESTORE:
-            return _voter_restore(state, inv, head, reachable, voters, fenced, highest_index_seen, rank)
-        return _force_new_cluster(state, inv, head, reachable, voters, fenced, highest_index_seen, rank)
     learners = [m for m in state.members if m.is_learner and m.status is not None and m.host]
-    if learners:
-        return _learner_restore(state, inv, head, learners, voters, fenced, highest_index_seen, rank)
+    if reachable or learners:
+        chosen = _survivor(state, inv, head, reachable or learners, voters, fenced, highest_index_seen, rank)
+        if isinstance(chosen, Plan):
+            return chosen  # refused
+        if not reachable:
+            return _learner_restore(inv, chosen)
+        if method is VoterMethod.RESTORE:
+            return _voter_restore(inv, chosen)
+        return _force_new_cluster(inv, chosen)
     return _snapshot_restore(state, inv, voters, snapshots, fenced, highest_index_seen, rank, target)
 
 
@@ -507,33 +511,57 @@ def _ssh_problem(m: MemberState) -> str | None:
     return None
 
 
-# --- the three paths -----------------------------------------------------------------------------
+# --- the paths -----------------------------------------------------------------------------------
 
 
-def _force_new_cluster(
+@dataclass(frozen=True)
+class _Survivor:
+    """The member a survivor path works on, and what every such plan says and needs."""
+
+    member: MemberState
+    host: Host
+    decision: str  # "quorum lost: ...; master3 has the highest raft index ..."
+    others: tuple[MemberState, ...]  # the voters that must be fenced
+    fenced: Mapping[str, FenceEvidence]  # the evidence that they are
+    ts: str
+    paths: _Paths
+    loss: str  # what the plan may lose, one clause
+
+    @property
+    def status(self) -> EndpointStatus:
+        assert self.member.status is not None
+        return self.member.status
+
+
+def _survivor(
     state: ClusterState,
     inv: Inventory,
     head: str,
-    reachable: Sequence[MemberState],
+    candidates: Sequence[MemberState],
     voters: Sequence[MemberState],
     fenced: Mapping[str, FenceEvidence],
     highest_seen: int | None,
     rank: Mapping[str, int],
-) -> Plan:
-    best, why = _pick(reachable, rank)
-    st = best.status
-    assert st is not None and best.host is not None
+) -> _Survivor | Plan:
+    """The most advanced candidate, or the refused plan when another voter is not fenced or the
+    candidate cannot be reached over SSH."""
+    best, why = _pick(candidates, rank)
+    assert best.status is not None and best.host is not None
     decision = f"{head}; {why}"
-    others = [m for m in voters if m is not best]
+    others = tuple(m for m in voters if m is not best)
     problem = _fencing_problem(others, fenced) or _ssh_problem(best)
     if problem:
         return _refuse(inv, f"{decision}; refused: {problem}")
-    host = inv.host(best.host)
     ts = _stamp(state)
-    paths = _Paths(inv.etcd.data_dir, ts)
+    loss = _loss(best.name, best.status.raft_index, highest_seen, state)
+    host = inv.host(best.host)
+    return _Survivor(best, host, decision, others, fenced, ts, _Paths(inv.etcd.data_dir, ts), loss)
+
+
+def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
+    host, ts, paths, st, best = sv.host, sv.ts, sv.paths, sv.status, sv.member
     rp = runtime_params(inv, host)
     old = f"{rp['name']}-old-{ts}"
-    loss = _loss(best.name, st.raft_index, highest_seen, state)
     forced = _run_step(
         inv,
         host,
@@ -557,7 +585,7 @@ def _force_new_cluster(
         extra_params={"forced_name": f"{rp['name']}-forced-{ts}"},
     )
     steps = (
-        _fence_step(inv, others, fenced),
+        _fence_step(inv, sv.others, sv.fenced),
         _stop_step(inv, host, ts, voter=True),
         Step(
             id=f"backup:{host.name}",
@@ -578,37 +606,17 @@ def _force_new_cluster(
     return Plan(
         kind=KIND,
         cluster=inv.cluster,
-        reason=f"{decision}; force a new cluster on {best.name} once, then restart it without the flag; "
-        f"{loss}",
+        reason=f"{sv.decision}; force a new cluster on {best.name} once, then restart it without the flag; "
+        f"{sv.loss}",
         steps=steps,
         params={"path": str(RecoveryPath.FORCE_NEW_CLUSTER)},
     )
 
 
-def _voter_restore(
-    state: ClusterState,
-    inv: Inventory,
-    head: str,
-    reachable: Sequence[MemberState],
-    voters: Sequence[MemberState],
-    fenced: Mapping[str, FenceEvidence],
-    highest_seen: int | None,
-    rank: Mapping[str, int],
-) -> Plan:
-    best, why = _pick(reachable, rank)
-    st = best.status
-    assert st is not None and best.host is not None
-    decision = f"{head}; {why}"
-    others = [m for m in voters if m is not best]
-    problem = _fencing_problem(others, fenced) or _ssh_problem(best)
-    if problem:
-        return _refuse(inv, f"{decision}; refused: {problem}")
-    host = inv.host(best.host)
-    ts = _stamp(state)
-    paths = _Paths(inv.etcd.data_dir, ts)
-    loss = _loss(best.name, st.raft_index, highest_seen, state)
+def _voter_restore(inv: Inventory, sv: _Survivor) -> Plan:
+    host, ts, paths, st, best = sv.host, sv.ts, sv.paths, sv.status, sv.member
     steps = (
-        _fence_step(inv, others, fenced),
+        _fence_step(inv, sv.others, sv.fenced),
         _stop_step(inv, host, ts, voter=True),
         _copy_db_step(host, paths, "the voter's db holds everything it applied; the restore works on a copy"),
         _restore_step(
@@ -627,8 +635,8 @@ def _voter_restore(
     return Plan(
         kind=KIND,
         cluster=inv.cluster,
-        reason=f"{decision}; restore its own db into a new one-member cluster on {best.name} (a new "
-        f"cluster id: rejoin the lost masters one at a time as they return); {loss}",
+        reason=f"{sv.decision}; restore its own db into a new one-member cluster on {best.name} (a new "
+        f"cluster id: rejoin the lost masters one at a time as they return); {sv.loss}",
         steps=steps,
         params={"path": str(RecoveryPath.VOTER_RESTORE)},
     )
@@ -646,29 +654,10 @@ def _copy_db_step(host: Host, paths: _Paths, reason: str) -> Step:
     )
 
 
-def _learner_restore(
-    state: ClusterState,
-    inv: Inventory,
-    head: str,
-    learners: Sequence[MemberState],
-    voters: Sequence[MemberState],
-    fenced: Mapping[str, FenceEvidence],
-    highest_seen: int | None,
-    rank: Mapping[str, int],
-) -> Plan:
-    best, why = _pick(learners, rank)
-    st = best.status
-    assert st is not None and best.host is not None
-    decision = f"{head}; {why}"
-    problem = _fencing_problem(voters, fenced) or _ssh_problem(best)
-    if problem:
-        return _refuse(inv, f"{decision}; refused: {problem}")
-    host = inv.host(best.host)
-    ts = _stamp(state)
-    paths = _Paths(inv.etcd.data_dir, ts)
-    loss = _loss(best.name, st.raft_index, highest_seen, state)
+def _learner_restore(inv: Inventory, sv: _Survivor) -> Plan:
+    host, ts, paths, st, best = sv.host, sv.ts, sv.paths, sv.status, sv.member
     steps = (
-        _fence_step(inv, voters, fenced),
+        _fence_step(inv, sv.others, sv.fenced),
         _stop_step(inv, host, ts, voter=False),
         _copy_db_step(host, paths, "the learner's db is the newest data left; the restore works on a copy"),
         # a learner's db has no snapshot hash appended: --skip-hash-check (NOTES)
@@ -689,8 +678,8 @@ def _learner_restore(
     return Plan(
         kind=KIND,
         cluster=inv.cluster,
-        reason=f"{decision}; restore its db into a new one-member cluster on {best.name} "
-        f"({FORCE_FLAG} on a learner panics: removed all voters); {loss}",
+        reason=f"{sv.decision}; restore its db into a new one-member cluster on {best.name} "
+        f"({FORCE_FLAG} on a learner panics: removed all voters); {sv.loss}",
         steps=steps,
         params={"path": str(RecoveryPath.LEARNER_RESTORE)},
     )

@@ -5,9 +5,7 @@ holding {"cert": PEM, "key": PEM} (RKE keeps kube-ca's key in cluster.rkestate, 
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -15,28 +13,14 @@ from prefect.artifacts import create_markdown_artifact
 from etcd_dr.audit import register_secret
 from etcd_dr.certs import CertKeyPair, check_ca
 from etcd_dr.errors import EtcdDrError, InputError
-from etcd_dr.inventory import Inventory, load_inventory
 from etcd_dr.learner import LearnerAddResult, LearnerOptions, Session, planned_only, probe_wanted, run_plan
-from flows.common import audited_run
+from flows.common import audited_run, cluster_inventory
 from tasks.learner import plan_learner, probe_learner_host, rollback_learner, run_learner_step
 from tasks.observe import observe_cluster
 
 
 class LearnerFlowFailed(EtcdDrError):
     """The flow's outcome when the plan was refused or a step failed (after rollback)."""
-
-
-@contextlib.contextmanager
-def _inventory(block: str | None, path: str | None) -> Iterator[Inventory]:
-    if block:
-        from blocks.inventory import ClusterInventory
-
-        with ClusterInventory.load(block).materialize() as inv:
-            yield inv
-    elif path:
-        yield load_inventory(path)
-    else:
-        raise InputError("add_learner_flow needs inventory_block or inventory_path")
 
 
 def ca_from_secret(name: str) -> CertKeyPair:
@@ -97,7 +81,7 @@ def add_learner_flow(
     """Add `host` (role etcd-learner in the inventory) as a learner; promote it when asked."""
     logger = get_run_logger()
     opts = LearnerOptions(promote=promote, image=image, binary=binary)
-    with audited_run(), _inventory(inventory_block, inventory_path) as inv:
+    with audited_run(), cluster_inventory(inventory_block, inventory_path, "add_learner_flow") as inv:
         ca = ca_from_secret(ca_secret_block) if ca_secret_block else None
         state = observe_cluster(inv)
         with Session(inv, host, opts, ca=ca, say=logger.info) as s:
