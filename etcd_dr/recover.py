@@ -186,6 +186,14 @@ def _busy(inv: Inventory, jpath: Path) -> RecoverResult:
     return RecoverResult(RecoverStatus.BUSY, why, empty, RecoveryPath.NONE)
 
 
+def _quick_ssh(inv: Inventory) -> Inventory:
+    """For observing only: SSH connects bounded by the etcd dial timeout, so that hosts that are
+    gone cost what their etcd ports cost, not the longer SSH connect timeout (measured: 3.1 s ->
+    2 s). A live host's SSH answers in 0.1-0.2 s; the steps themselves use the inventory's timeout."""
+    t = min(inv.ssh.connect_timeout, inv.etcd.dial_timeout)
+    return dataclasses.replace(inv, ssh=dataclasses.replace(inv.ssh, connect_timeout=t))
+
+
 def _catalog(inv: Inventory) -> list[SnapshotLike]:
     """The cluster's cataloged snapshots (the planner picks the newest verified one), or none when
     the inventory has no snapshot directory."""
@@ -246,7 +254,7 @@ def _recover(
         # fencing evidence for every inventory voter while observing: dead hosts cost one timeout
         with cf.ThreadPoolExecutor(max_workers=1) as pool:
             early = pool.submit(gather, inv, [h.name for h in inv.voters])
-            state = observe(inv)
+            state = observe(_quick_ssh(inv))
             timings["observe"] = time.monotonic() - t0
             say(f"observed in {timings['observe']:.2f} s: {state.verdict}")
             evidence = dict(early.result())

@@ -92,6 +92,7 @@ def _patch(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> list[str]:
     monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
     monkeypatch.setattr(R, "_catalog", lambda inv: [])
+    monkeypatch.setattr(R, "_quick_ssh", lambda inv: inv)
 
     def fake_execute(p, handlers, **kw):
         calls.append("execute")
