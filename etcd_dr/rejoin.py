@@ -15,6 +15,7 @@ member already).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -57,9 +58,20 @@ class RejoinResult:
 
 
 def missing_voters(inv: Inventory, state: ClusterState) -> list[str]:
-    """The inventory's voters that are not voter members of the cluster, in inventory order."""
+    """The inventory's voters that are not voter members of the cluster, in inventory order; then
+    its learner hosts that are no member at all (a recovery removed them, or left them behind)."""
     voting = {m.host for m in state.members if m.in_member_list and not m.is_learner}
-    return [h.name for h in inv.voters if h.name not in voting]
+    listed = {m.host for m in state.members if m.in_member_list}
+    learners = [h.name for h in inv.etcd_hosts if h.is_learner and h.name not in listed]
+    return [h.name for h in inv.voters if h.name not in voting] + learners
+
+
+def options_for(inv: Inventory, host: str, opts: LearnerOptions) -> LearnerOptions:
+    """A voter of the inventory comes back promoted, with the etcd build asked for; a learner host
+    as a learner again, running its own (the inventory's) etcd."""
+    if inv.host(host).is_voter:
+        return opts
+    return dataclasses.replace(opts, promote=False, image=None, binary=None)
 
 
 def rejoin(
@@ -86,7 +98,7 @@ def rejoin(
     for i, host in enumerate(todo):
         if i:
             state = observe(inv)
-        res = add_learner(inv, host, opts, state=state, dry_run=dry_run, say=say)
+        res = add_learner(inv, host, options_for(inv, host, opts), state=state, dry_run=dry_run, say=say)
         results.append(res)
         if not res.ok or dry_run:
             break

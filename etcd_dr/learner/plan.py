@@ -48,8 +48,8 @@ class LearnerOptions:
     start_settle: float = 3.0  # a started member that runs this long without exiting counts as started
     catchup_timeout: float = 600.0
     promote_timeout: float = 60.0  # `learner not in sync` while it lags
-    # a voter of the inventory that is no member any more (a master back after a recovery): its old
-    # member is set aside, running or not; it is added as a learner and promoted
+    # a host of the inventory that is no member any more (back after a recovery): its old member is
+    # set aside, running or not; it is added as a learner, and a voter of the inventory promoted
     rejoin: bool = False
 
     def __post_init__(self) -> None:
@@ -58,8 +58,6 @@ class LearnerOptions:
                 raise InputError(f"learner option {name}: {getattr(self, name)} is not > 0; give seconds")
         if self.max_lag is not None and self.max_lag < 0:
             raise InputError(f"--max-lag {self.max_lag} is negative; give raft entries >= 0")
-        if self.rejoin and not self.promote:
-            raise InputError("a rejoin ends with the member promoted: give promote=True with rejoin=True")
 
 
 @dataclass(frozen=True)
@@ -125,11 +123,18 @@ def _plan_add(
     except InputError as e:
         return _refuse(inv, host_name, Refusal.BAD_INPUT, f"{e}; add it to the inventory first")
     idx = inv.hosts.index(host)
-    if opts.rejoin and not host.is_voter:
+    if opts.rejoin and not (host.is_voter or host.is_learner):
         return _refuse(
             inv, host.name, Refusal.BAD_INPUT,
-            f"{host.name} is not an etcd voter in the inventory (hosts[{idx}].roles has no etcd): rejoin "
-            "brings a master back; add other hosts with `etcd-dr learner add`",
+            f"{host.name} is not an etcd voter or learner in the inventory (hosts[{idx}].roles has no "
+            "etcd nor etcd-learner): rejoin brings a lost member back; add other hosts with `etcd-dr "
+            "learner add`",
+        )  # fmt: skip
+    if opts.rejoin and host.is_voter != opts.promote:
+        want = "a voter: promote" if host.is_voter else "a learner: do not promote"
+        return _refuse(
+            inv, host.name, Refusal.BAD_INPUT,
+            f"{host.name} rejoins as {want} it (hosts[{idx}].roles); rejoin() chooses this itself",
         )  # fmt: skip
     if host.is_voter and not opts.rejoin:
         return _refuse(
@@ -300,6 +305,9 @@ def _plan_add(
         verdict = (
             f"{state.verdict}; {host.name} is an inventory voter but no member: rejoin it as a learner "
             f"running {what} and promote it"
+            if host.is_voter
+            else f"{state.verdict}; {host.name} is an inventory learner but no member: rejoin it as a "
+            f"learner running {what}"
         )
     elif m is None:
         verdict = f"{state.verdict}; {host.name} is not a member: add it as a learner running {what}" + (

@@ -150,9 +150,10 @@ def gather_facts(s: Session) -> HostFacts:
 
 
 def probe_wanted(inv: Inventory, host: str, opts: LearnerOptions | None = None) -> bool:
-    """Worth probing over SSH: a host of the inventory that may become a learner (a voter, to rejoin)."""
+    """Worth probing over SSH: a host of the inventory that may become a learner (to rejoin: a voter
+    or a learner host)."""
     try:
         h = inv.host(host)
     except InputError:
         return False
-    return h.is_voter if opts is not None and opts.rejoin else h.is_learner
+    return (h.is_voter or h.is_learner) if opts is not None and opts.rejoin else h.is_learner

@@ -60,7 +60,7 @@ def test_lost_masters_rejoin_after_recovery(running_lab: Lab) -> None:
         r, _ = cli(lab, "rejoin", "--host", "master3")
         assert r.returncode == 2 and "master3 is a voter member of" in r.stdout, r.stdout + r.stderr
         r, _ = cli(lab, "rejoin", "--host", "node1")
-        assert r.returncode == 2 and "node1 is not an etcd voter in the inventory" in r.stdout
+        assert r.returncode == 2 and "node1 is not an etcd voter or learner in the inventory" in r.stdout
         r, _ = cli(lab, "rejoin", "--host", "nosuch")
         assert r.returncode == 2 and "no host named 'nosuch' in the inventory" in r.stderr
 

@@ -290,9 +290,17 @@ def test_rejoin_of_a_voter_member_is_refused() -> None:
     assert plan.reason == "master3 is a voter member of t already (member 13): nothing to rejoin"
 
 
-def test_rejoin_of_a_non_voter_is_refused() -> None:
+def test_rejoin_of_a_learner_host_comes_back_as_a_learner() -> None:
     plan = plan_learner_add(INV, recovered(), "node1", FRESH, REJOIN)
-    assert plan.refusal is Refusal.BAD_INPUT and "node1 is not an etcd voter in the inventory" in plan.reason
+    assert (
+        plan.refusal is Refusal.BAD_INPUT and "node1 rejoins as a learner: do not promote it" in plan.reason
+    )
+    plan = plan_learner_add(INV, recovered(), "node1", FRESH, dataclasses.replace(REJOIN, promote=False))
+    assert (
+        not plan.refused
+        and "node1 is an inventory learner but no member: rejoin it as a learner" in plan.reason
+    )
+    assert "promote" not in [str(s.action) for s in plan.steps]
 
 
 def test_rejoin_without_quorum_is_refused() -> None:
@@ -300,9 +308,9 @@ def test_rejoin_without_quorum_is_refused() -> None:
     assert plan.refusal is Refusal.UNSAFE and "a member can only be added while quorum holds" in plan.reason
 
 
-def test_rejoin_needs_promote() -> None:
-    with pytest.raises(InputError, match="promote=True"):
-        LearnerOptions(rejoin=True)
+def test_a_master_rejoins_promoted() -> None:
+    plan = plan_learner_add(INV, recovered(), "master1", OLD, LearnerOptions(rejoin=True))
+    assert plan.refusal is Refusal.BAD_INPUT and "master1 rejoins as a voter: promote it" in plan.reason
 
 
 class _Status:
