@@ -74,6 +74,7 @@ def test_masters_lost_rpo_zero_and_three_voters_again(rehearsal_lab: Lab) -> Non
     assert out["recovery"]["recovered_on"] == "master3"
     check_rejoined(out)
     assert out["rejoin"]["voters"] == 3
+    assert out["rejoin"]["not_members"] == []  # node1's learner, removed by the flag, is back too
     assert {m["host"] for m in out["rejoin"]["members"]} >= {"master1", "master2", "master3"}
     assert out["ok"] and rc == 0, out["verdict"]
     log = Path(out["log"])
