@@ -18,7 +18,7 @@ from subprocess import PIPE
 
 import pytest
 
-from etcd_dr.inventory import load_inventory
+from etcd_dr.inventory import RuntimeKind, load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import EtcdSeries
 from etcd_dr.state import client_for
@@ -212,3 +212,40 @@ def test_crash_at_every_step_boundary_resumes_without_repeating(running_lab: Lab
         assert len(m3.member_list(linearizable=True)) == 1
     args = sh(lab, "master3", "docker inspect -f '{{range .Args}}{{println .}}{{end}}' etcd")
     assert "--force-new-cluster" not in args
+
+
+def test_all_voters_lost_on_the_process_runtime(lab: Lab) -> None:
+    """The learner path with etcd as plain processes: node1's 3.5 learner stopped (SIGTERM), its db
+    restored with the etcdutl beside its binary, the old unit renamed and kept, not started at boot."""
+    cfg = dataclasses.replace(lab.cfg, runtime=RuntimeKind.PROCESS, learner_etcd=EtcdSeries("3.5"))
+    lifecycle.up(cfg, say=print)
+    try:
+        wait_voters(lab, 3)
+        inv = load_inventory(lab.cfg.inventory_path)
+        assert inv.etcd.runtime is RuntimeKind.PROCESS
+        with client_for(inv) as c:
+            for i in range(KEYS):
+                c.put(f"/proc-learner/k{i:04d}", f"v{i}")
+        _caught_up(inv, "node1")
+        for h in ("master1", "master2", "master3"):
+            assert lab.cli("power", h, "off").returncode == 0
+        r, wall = cli(lab, "recover", "--yes", "--json", timeout=180)
+        assert r.returncode == 0, r.stderr + r.stdout
+        out = json.loads(r.stdout)
+        assert out["status"] == "recovered" and out["path"] == "learner-restore"
+        restore = next(s for s in out["plan"]["steps"] if s["id"] == "restore:node1")
+        assert restore["params"]["argv"][0] == "etcdutl"
+        print(f"all-voters-lost, process runtime: recover {wall:.2f} s wall; timings {out['timings']}")
+        with one(inv, "node1") as n1:
+            assert n1.range("/proc-learner/", "/proc-learner0", count_only=True).count == KEYS
+            (m,) = n1.member_list(linearizable=True)
+            assert m.name == "etcd-node1" and not m.is_learner
+        ts = out["plan"]["steps"][4]["params"]["new_name"].removeprefix("etcd-old-")
+        units = sh(lab, "node1", "ls /etc/etcd-dr/units").split()
+        assert f"etcd-old-{ts}.sh" in units and f"etcd-old-{ts}.enabled" not in units, units
+        assert "etcd.enabled" in units
+        assert (
+            sh(lab, "node1", f"test -f /var/lib/etcd.bak-{ts}/member/snap/db && echo kept").strip() == "kept"
+        )
+    finally:
+        lifecycle.up(lab.cfg, say=print)  # back to the docker runtime the other tests expect
