@@ -160,10 +160,8 @@ def plan_recovery(
         chosen = _survivor(state, inv, head, reachable or learners, voters, fenced, highest_index_seen, rank)
         if isinstance(chosen, Plan):
             return chosen  # refused
-        if not reachable:
-            return _learner_restore(inv, chosen)
-        if method is VoterMethod.RESTORE:
-            return _voter_restore(inv, chosen)
+        if not reachable or method is VoterMethod.RESTORE:
+            return _db_restore(inv, chosen)
         return _force_new_cluster(inv, chosen)
     return _snapshot_restore(state, inv, voters, snapshots, fenced, highest_index_seen, rank, target)
 
@@ -613,32 +611,51 @@ def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
     )
 
 
-def _voter_restore(inv: Inventory, sv: _Survivor) -> Plan:
+def _db_restore(inv: Inventory, sv: _Survivor) -> Plan:
+    """A survivor's own db restored into a new one-member cluster: a learner's (all voters lost:
+    --force-new-cluster on a learner panics) or, asked for, a voter's (VoterMethod.RESTORE)."""
     host, ts, paths, st, best = sv.host, sv.ts, sv.paths, sv.status, sv.member
+    voter = not best.is_learner
+    who = "the voter" if voter else "the learner"
     steps = (
         _fence_step(inv, sv.others, sv.fenced),
-        _stop_step(inv, host, ts, voter=True),
-        _copy_db_step(host, paths, "the voter's db holds everything it applied; the restore works on a copy"),
-        _restore_step(
-            inv, host, paths, st.version, skip_hash_check=True, source=f"the voter's db ({best.name})"
+        _stop_step(inv, host, ts, voter=voter),
+        _copy_db_step(
+            host,
+            paths,
+            f"{who}'s db holds "
+            + ("everything it applied" if voter else "the newest data left")
+            + "; the restore works on a copy",
         ),
+        # a member's db has no snapshot hash appended: --skip-hash-check (NOTES)
+        _restore_step(inv, host, paths, st.version, skip_hash_check=True, source=f"{who}'s db ({best.name})"),
         *_start_restored(
             inv,
             host,
             paths,
             ts,
-            f"a restored data dir is a new one-member cluster that elects itself at once; no {FORCE_FLAG}",
+            "a restored data dir is a new one-member cluster that elects itself at once; "
+            + (
+                f"no {FORCE_FLAG}"
+                if voter
+                else f"{FORCE_FLAG} is never used on a learner (panic: removed all voters)"
+            ),
             st.revision,
-            f"{best.name} (revision {st.revision})",
+            f"{'' if voter else 'learner '}{best.name} (revision {st.revision})",
         ),
+    )
+    why = (
+        "(a new cluster id: rejoin the lost masters one at a time as they return)"
+        if voter
+        else f"({FORCE_FLAG} on a learner panics: removed all voters)"
     )
     return Plan(
         kind=KIND,
         cluster=inv.cluster,
-        reason=f"{sv.decision}; restore its own db into a new one-member cluster on {best.name} (a new "
-        f"cluster id: rejoin the lost masters one at a time as they return); {sv.loss}",
+        reason=f"{sv.decision}; restore its {'own ' if voter else ''}db into a new one-member cluster on "
+        f"{best.name} {why}; {sv.loss}",
         steps=steps,
-        params={"path": str(RecoveryPath.VOTER_RESTORE)},
+        params={"path": str(RecoveryPath.VOTER_RESTORE if voter else RecoveryPath.LEARNER_RESTORE)},
     )
 
 
@@ -651,37 +668,6 @@ def _copy_db_step(host: Host, paths: _Paths, reason: str) -> Step:
         postcondition=f"{paths.db} exists, a complete copy of {paths.data_dir}/member/snap/db",
         reason=reason,
         params={"src": f"{paths.data_dir}/member/snap/db", "dst": paths.db},
-    )
-
-
-def _learner_restore(inv: Inventory, sv: _Survivor) -> Plan:
-    host, ts, paths, st, best = sv.host, sv.ts, sv.paths, sv.status, sv.member
-    steps = (
-        _fence_step(inv, sv.others, sv.fenced),
-        _stop_step(inv, host, ts, voter=False),
-        _copy_db_step(host, paths, "the learner's db is the newest data left; the restore works on a copy"),
-        # a learner's db has no snapshot hash appended: --skip-hash-check (NOTES)
-        _restore_step(
-            inv, host, paths, st.version, skip_hash_check=True, source=f"the learner's db ({best.name})"
-        ),
-        *_start_restored(
-            inv,
-            host,
-            paths,
-            ts,
-            f"a restored data dir is a new one-member cluster; {FORCE_FLAG} is never used on a learner "
-            "(panic: removed all voters)",
-            st.revision,
-            f"learner {best.name} (revision {st.revision})",
-        ),
-    )
-    return Plan(
-        kind=KIND,
-        cluster=inv.cluster,
-        reason=f"{sv.decision}; restore its db into a new one-member cluster on {best.name} "
-        f"({FORCE_FLAG} on a learner panics: removed all voters); {sv.loss}",
-        steps=steps,
-        params={"path": str(RecoveryPath.LEARNER_RESTORE)},
     )
 
 
