@@ -150,3 +150,51 @@ def test_an_unfinished_recovery_is_resumed_not_planned_again(
     monkeypatch.setattr(R, "observe", lambda inv: pytest.fail("a resumed plan is not observed again"))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
     assert res.resumed and res.plan.reason == "quorum lost (journalled)"
+
+
+class _Ran:
+    ok = True
+    stdout = ""
+    stderr = ""
+    rc = 0
+
+
+class _FakeHost:
+    """What CopyDir and CopyFile ask of a host and of the member runtime, recorded."""
+
+    def __init__(self, running: bool) -> None:
+        self.running = running
+        self.commands: list[list[str]] = []
+
+    def run(self, argv, **kw):
+        self.commands.append(list(argv))
+        return _Ran()
+
+    def is_running(self) -> bool:
+        return self.running
+
+
+def _ctx(plan: Plan, host: _FakeHost):
+    from etcd_dr.recovery_steps import Ctx
+
+    c = Ctx.__new__(Ctx)
+    c.plan = plan
+    c.executor = lambda h: host  # type: ignore[method-assign]
+    c.runtime = lambda h, name: host  # type: ignore[method-assign]
+    return c
+
+
+@pytest.mark.parametrize("action", ["copy-dir", "copy-file"])
+def test_a_data_dir_is_not_copied_while_the_member_runs_again(action: str) -> None:
+    from etcd_dr.recovery_steps import RecoveryStepError, handlers
+
+    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, {"name": "etcd"})
+    copy = Step(f"{action}:m3", action, "m3", "copy", "copied", "why", False, {"src": "/d", "dst": "/d.bak"})
+    plan = Plan("recover", "c1", "quorum lost", (stop, copy))
+    host = _FakeHost(running=True)  # restarted by someone since the stop
+    with pytest.raises(RecoveryStepError, match="etcd runs again: its data dir is not quiet"):
+        handlers(_ctx(plan, host))[action].run(copy)
+    assert not any(c[:2] == ["sh", "-c"] for c in host.commands)  # nothing copied
+    host = _FakeHost(running=False)
+    handlers(_ctx(plan, host))[action].run(copy)
+    assert any(c[:2] == ["sh", "-c"] for c in host.commands)
