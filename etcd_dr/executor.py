@@ -734,6 +734,13 @@ class SSHExecutor:
                         raise TransportError(
                             self.host, f"{what}: no answer in {self.command_timeout:g} s"
                         ) from None
+                    if e.errno is None:
+                        # paramiko's "Socket is closed": the channel went away under us (another
+                        # thread's timeout closed the connection): a lost connection, retried once
+                        self.close()
+                        if attempt == 1:
+                            continue
+                        raise TransportError(self.host, f"{what}: connection lost ({e})") from None
                     # The SFTP server answered: the file operation itself failed.
                     raise CommandError(self.host, what, 1, e.strerror or str(e)) from None
                 except (paramiko.SSHException, EOFError) as e:

@@ -173,6 +173,17 @@ def test_get_missing_file_is_a_command_error(ex, tmp_path):
     assert "get " in str(ei.value)
 
 
+def test_a_closed_sftp_channel_is_a_lost_connection_retried_not_a_file_error(ex, tmp_path):
+    """paramiko says "Socket is closed" (an OSError without errno) when the SFTP channel went away
+    under a reader, e.g. closed by another thread's timeout: retried on a new connection, never
+    reported as the file's fault (a readiness check once called a certificate unreadable so)."""
+    f = tmp_path / "cert.pem"
+    f.write_text("pem")
+    assert ex.get(str(f)) == b"pem"
+    ex._sftp.get_channel().close()  # the SFTP channel is gone; the executor still holds it
+    assert ex.get(str(f)) == b"pem"
+
+
 def test_timeout_kills_the_command(ex, audit):
     needle = f"31.{uuid.uuid4().int % 10**8}"  # a sleep nobody else runs
     t0 = time.monotonic()
