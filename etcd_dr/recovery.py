@@ -478,8 +478,7 @@ def _restore_step(
             "db": paths.db,
             "staging": paths.staging,
             "work_dir": paths.work,  # a one-off container mounts it at the same path
-            "argv": argv,
-            "tool": tool,
+            "argv": argv,  # argv[0] is the tool: etcdctl (3.4) or etcdutl
         },
     )
 

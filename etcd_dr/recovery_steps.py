@@ -199,12 +199,12 @@ class CopyDir:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return self.c.executor(str(step.host)).run(["test", "-d", _p(step, "dst")], check=False).ok
+        return _exists(self.c.executor(str(step.host)), _p(step, "dst"), "-d")
 
     def run(self, step: Step) -> None:
         ex = self.c.executor(str(step.host))
         src, dst = _p(step, "src"), _p(step, "dst")
-        if not ex.run(["test", "-d", f"{src}/member"], check=False).ok:
+        if not _exists(ex, f"{src}/member", "-d"):
             raise RecoveryStepError(f"{step.host}: {src} holds no etcd data (no member dir); nothing copied")
         _quiet(self.c, step)
         ex.run(["sh", "-c", _COPY, "copy", src, dst], timeout=600, reason=f"back up {src} to {dst}")

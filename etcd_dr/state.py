@@ -10,6 +10,7 @@ when Status says a leader is there, so a lost quorum costs one dial timeout, not
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import contextvars
 import datetime as dt
 import enum
@@ -375,15 +376,12 @@ def _member_list(
             pass
     # A member that leads a cluster of which it is the only voter is right by itself: after a
     # recovery onto a host the inventory calls a learner (all voters lost), or onto one voter.
-    for s in voters:
-        if s.is_leader:
-            try:
-                own = client.member_list(linearizable=False, endpoint=s.endpoint)
-            except EtcdDrError:
-                break
-            if [m.id for m in own if not m.is_learner] == [s.member_id]:
+    leader = next((s for s in voters if s.is_leader), None)
+    if leader is not None:
+        with contextlib.suppress(EtcdDrError):
+            own = client.member_list(linearizable=False, endpoint=leader.endpoint)
+            if [m.id for m in own if not m.is_learner] == [leader.member_id]:
                 return own, MemberListSource.LINEARIZABLE
-            break
     # quorum (probably) lost: ask the most advanced member for its own view
     best = max(answered, key=lambda s: (not s.is_learner, s.raft_index))
     try:
