@@ -28,6 +28,7 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan, Step, StepHandler
 from etcd_dr.recovery import FORCE_FLAG, FenceEvidence
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
+from etcd_dr.state import client_for
 
 Say = Callable[[str], None]
 POLL_S = 0.2
@@ -107,11 +108,9 @@ class Ctx:
     def client(self, endpoint: str) -> EtcdClient:
         if endpoint not in self._clients:
             e = self.inv.etcd
-            self._clients[endpoint] = EtcdClient(
+            self._clients[endpoint] = client_for(
+                self.inv,
                 [endpoint],
-                ca_cert=e.client.ca_cert,
-                cert=e.client.cert,
-                key=e.client.key,
                 dial_timeout=min(e.dial_timeout, 2.0),
                 request_timeout=min(e.request_timeout, 2.0),
             )

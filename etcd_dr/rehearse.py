@@ -435,22 +435,11 @@ def _rejoin_problem(verdict: str, ok: bool, every: bool, identical: bool) -> str
 def _writer_client(inv: Inventory, timeout: float) -> EtcdClient:
     """Every inventory endpoint (voters, the learner: whichever is recovered is among them), short
     dial and request timeouts so an attempt against a lost member fails fast."""
-    e = inv.etcd.client
-    return EtcdClient(
-        [inv.client_url(h) for h in inv.etcd_hosts],
-        ca_cert=e.ca_cert,
-        cert=e.cert,
-        key=e.key,
-        dial_timeout=DIAL_TIMEOUT_S,
-        request_timeout=timeout,
-    )
+    return client_for(inv, dial_timeout=DIAL_TIMEOUT_S, request_timeout=timeout)
 
 
 def _one(inv: Inventory, endpoint: str, timeout: float = 5.0) -> EtcdClient:
-    e = inv.etcd.client
-    return EtcdClient(
-        [endpoint], ca_cert=e.ca_cert, cert=e.cert, key=e.key, dial_timeout=1.0, request_timeout=timeout
-    )
+    return client_for(inv, [endpoint], dial_timeout=1.0, request_timeout=timeout)
 
 
 def _statuses(

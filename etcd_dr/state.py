@@ -15,7 +15,7 @@ import contextvars
 import datetime as dt
 import enum
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -291,14 +291,23 @@ def _ssh_probe(make: ExecutorFactory, host: Host) -> tuple[Reach, str | None]:
             ex.close()
 
 
-def client_for(inv: Inventory) -> EtcdClient:
+def client_for(
+    inv: Inventory,
+    endpoints: Sequence[str] | None = None,
+    *,
+    dial_timeout: float | None = None,
+    request_timeout: float | None = None,
+) -> EtcdClient:
+    """The one way from an inventory to an etcd client: its TLS files, every etcd host's client URL
+    (or `endpoints`), its timeouts unless given."""
+    e = inv.etcd
     return EtcdClient(
-        [inv.client_url(h) for h in inv.etcd_hosts],
-        ca_cert=inv.etcd.client.ca_cert,
-        cert=inv.etcd.client.cert,
-        key=inv.etcd.client.key,
-        dial_timeout=inv.etcd.dial_timeout,
-        request_timeout=inv.etcd.request_timeout,
+        list(endpoints) if endpoints is not None else [inv.client_url(h) for h in inv.etcd_hosts],
+        ca_cert=e.client.ca_cert,
+        cert=e.client.cert,
+        key=e.client.key,
+        dial_timeout=e.dial_timeout if dial_timeout is None else dial_timeout,
+        request_timeout=e.request_timeout if request_timeout is None else request_timeout,
     )
 
 

@@ -15,6 +15,7 @@ from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.learner.plan import HostFacts, LearnerOptions
 from etcd_dr.runtime import runtime_for
+from etcd_dr.state import client_for
 
 Say = Callable[[str], None]
 
@@ -65,14 +66,8 @@ class Session:
     @property
     def client(self) -> EtcdClient:
         if self._client is None:
-            e = self.inv.etcd
-            self._client = EtcdClient(
-                list(self._endpoints) or [self.inv.client_url(v) for v in self.inv.voters],
-                ca_cert=e.client.ca_cert,
-                cert=e.client.cert,
-                key=e.client.key,
-                dial_timeout=e.dial_timeout,
-                request_timeout=e.request_timeout,
+            self._client = client_for(
+                self.inv, list(self._endpoints) or [self.inv.client_url(v) for v in self.inv.voters]
             )
         return self._client
 
