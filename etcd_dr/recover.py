@@ -27,16 +27,19 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from etcd_dr import audit as audit_mod
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
 from etcd_dr.errors import EtcdDrError, InputError
-from etcd_dr.executor import audit_log_for
+from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.fencing import gather
+from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Outcome, Plan, Step, StepRunner, execute
+from etcd_dr.lease import ClusterLease, owner_text
+from etcd_dr.plans import Outcome, Plan, Step, StepBody, StepResult, StepRunner, StepState, execute
 from etcd_dr.recovery import (
     FenceEvidence,
     RecoveryPath,
@@ -46,7 +49,7 @@ from etcd_dr.recovery import (
     recovery_path,
 )
 from etcd_dr.recovery_steps import Ctx, handlers
-from etcd_dr.state import observe
+from etcd_dr.state import ClusterState, Reach, observe
 
 Say = Callable[[str], None]
 Confirm = Callable[[Plan], bool]
@@ -57,7 +60,8 @@ class RecoverStatus(enum.StrEnum):
     PLANNED = "planned"  # --plan: shown, nothing changed
     REFUSED = "refused"  # the planner refused (quorum held, a voter not fenced, ...)
     NOT_CONFIRMED = "not-confirmed"
-    BUSY = "busy"  # another recovery of this cluster holds the lock: nothing done
+    BUSY = "busy"  # another recovery of this cluster holds the lock or the lease: nothing done
+    STALE = "stale"  # the cluster changed since the plan was made: nothing done, journal closed
     FAILED = "failed"
 
 
@@ -67,6 +71,7 @@ EXIT = {
     RecoverStatus.REFUSED: 2,
     RecoverStatus.NOT_CONFIRMED: 2,
     RecoverStatus.BUSY: 1,
+    RecoverStatus.STALE: 1,
     RecoverStatus.FAILED: 1,
 }
 
@@ -128,7 +133,18 @@ def plan_from_json(d: dict) -> Plan:
     return Plan(**{k: v for k, v in d.items() if k in plan_fields and k != "steps"}, steps=steps)
 
 
-def load_journal(path: Path, cluster: str) -> Plan | None:
+@dataclass(frozen=True)
+class Journal:
+    """An unfinished recovery: its plan, the incident it was made for, and the destructive steps
+    it had begun (each is recorded before it runs). A journal of an older format has no incident,
+    and counts every step as begun: it is resumed as it always was."""
+
+    plan: Plan
+    incident: Incident | None
+    started: tuple[str, ...]
+
+
+def load_journal(path: Path, cluster: str) -> Journal | None:
     try:
         d = json.loads(path.read_text())
     except FileNotFoundError:
@@ -138,20 +154,44 @@ def load_journal(path: Path, cluster: str) -> Plan | None:
     if d.get("cluster") != cluster:
         raise InputError(f"{path}: journal of cluster {d.get('cluster')!r}, not {cluster!r}; move it aside")
     try:
-        return plan_from_json(d["plan"])
-    except (KeyError, TypeError) as e:
+        plan = plan_from_json(d["plan"])
+        incident = Incident.from_json(d["incident"]) if d.get("incident") else None
+        started = d.get("started")
+        begun = tuple(s.id for s in plan.steps) if started is None else tuple(str(i) for i in started)
+        return Journal(plan, incident, begun)
+    except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: recovery journal unreadable ({e}); move it aside to plan afresh") from e
 
 
-def _write_journal(path: Path, plan: Plan) -> None:
+def _write_journal(
+    path: Path, plan: Plan, incident: Incident | None = None, started: Sequence[str] = ()
+) -> None:
+    body = {
+        "cluster": plan.cluster,
+        "started_at": time.time(),
+        "incident": incident.to_json() if incident else None,
+        "started": list(started),
+        "plan": plan.to_json(),
+    }
     tmp = path.with_suffix(".part")
-    body = {"cluster": plan.cluster, "started_at": time.time(), "plan": plan.to_json()}
     tmp.write_text(json.dumps(body, indent=2))
     os.replace(tmp, path)
 
 
-def _close_journal(path: Path) -> Path:
-    done = path.with_name(f"{path.stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.done.json")
+def _mark_started(path: Path, step_id: str) -> None:
+    """Record, before it runs, that a destructive step begins: from then on the journal is resumed,
+    never dropped (the cluster is no longer what was observed)."""
+    d = json.loads(path.read_text())
+    started = list(d.get("started") or [])
+    if step_id not in started:
+        d["started"] = [*started, step_id]
+        tmp = path.with_suffix(".part")
+        tmp.write_text(json.dumps(d, indent=2))
+        os.replace(tmp, path)
+
+
+def _close_journal(path: Path, suffix: str = "done") -> Path:
+    done = path.with_name(f"{path.stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{suffix}.json")
     os.replace(path, done)
     return done
 
@@ -223,6 +263,11 @@ def recover(
     without confirm, nothing is changed (NOT_CONFIRMED). `run_step` wraps each step (the Prefect
     flow makes each one a task run). One recovery per cluster at a time: a second one started while
     the first holds the lock is refused (BUSY), nothing changed."""
+    if target is not None and not inv.host(target).is_voter:  # bad input: before any host is contacted
+        raise InputError(
+            f"target: {target} is not an etcd voter in the inventory; pick one of "
+            f"{', '.join(h.name for h in inv.voters)}"
+        )
     jpath = journal_path(inv)
     with _recovery_lock(jpath) as held:
         if not held:
@@ -244,12 +289,23 @@ def _recover(
     audit = audit_log_for(inv)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    plan = load_journal(jpath, inv.cluster)
-    resumed = plan is not None
+    journal = load_journal(jpath, inv.cluster)
     evidence: dict[str, FenceEvidence] = {}
     evidence_at: float | None = None
-    if plan is not None:
+    state: ClusterState | None = None
+    if journal is not None and not journal.started:
+        # nothing of it changed a host: a plan made from an old picture is not worth resuming
+        why = "none of its destructive steps had begun; planning afresh from a new observation"
+        _closed(audit, _close_journal(jpath, "closed"), journal.plan, why, say)
+        journal = None
+    if journal is not None:
+        plan, incident = journal.plan, journal.incident
         say(f"resuming the unfinished recovery in {jpath}: {plan.reason}")
+        state = observe(_quick_ssh(inv))
+        timings["observe"] = time.monotonic() - t0
+        why = healthy_without(incident, state) if incident else None
+        if why:
+            return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
     else:
         # fencing evidence for every inventory voter while observing: dead hosts cost one timeout
         with cf.ThreadPoolExecutor(max_workers=1) as pool:
@@ -269,6 +325,8 @@ def _recover(
             state, inv, fenced=evidence, method=method, snapshots=_catalog(inv), target=target
         )
         timings["plan"] = time.monotonic() - t2
+        incident = Incident.of(plan, state)
+    resumed = journal is not None
     path = recovery_path(plan)
 
     def result(status: RecoverStatus, reason: str, **kw: object) -> RecoverResult:
@@ -284,14 +342,58 @@ def _recover(
     if not yes and not (confirm is not None and confirm(plan)):
         why = "not confirmed: nothing was changed; pass --yes to recover"
         return result(RecoverStatus.NOT_CONFIRMED, why)
-    if not resumed:
-        _write_journal(jpath, plan)  # first: a crash from here on resumes this plan
-    c = Ctx(inv, plan, audit, say, evidence=evidence, evidence_at=evidence_at)  # reused while fresh
-    t3 = time.monotonic()
+
+    executors: dict[str, Executor] = {}
+
+    def ex(host: str) -> Executor:
+        if host not in executors:
+            executors[host] = executor_for(inv, host, audit=audit)
+        return executors[host]
+
+    lease = _cluster_lease(inv, plan, incident, state, ex)
     try:
-        outcome = execute(plan, handlers(c), audit=audit, say=say, run_step=run_step)
+        holder = lease.acquire()
+    except EtcdDrError as e:
+        _close_executors(executors)
+        return result(RecoverStatus.FAILED, f"the recovery lease could not be taken: {e}; nothing was done")
+    if holder is not None:
+        _close_executors(executors)
+        why = (
+            f"another recovery of cluster {inv.cluster} holds it: {holder.sentence}; nothing was done: "
+            "wait for it, then check `etcd-dr status`"
+        )
+        return result(RecoverStatus.BUSY, why)
+    try:
+        # the lease keeps every other recovery out from here on; what happened before it shows now
+        t1 = time.monotonic()
+        fresh = observe(_quick_ssh(inv))
+        timings["recheck"] = time.monotonic() - t1
+        if resumed:
+            why = healthy_without(incident, fresh) if incident else None
+            if why:
+                assert journal is not None
+                return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
+        else:
+            why = changed_since(incident, fresh) if incident else None
+            if why:
+                return result(
+                    RecoverStatus.STALE,
+                    f"the cluster changed since this plan was made: {why}; nothing was done: "
+                    "run `etcd-dr recover` again to plan from what the cluster is now",
+                )
+            _write_journal(jpath, plan, incident)  # first: a crash from here on resumes this plan
+        say(f"checked again in {timings['recheck']:.2f} s, the plan still fits: {fresh.verdict}")
+        c = Ctx(inv, plan, audit, say, evidence=evidence, evidence_at=evidence_at)  # reused while fresh
+        t3 = time.monotonic()
+        try:
+            outcome = execute(
+                plan, handlers(c), audit=audit, say=say, run_step=_journalled(jpath, lease, run_step)
+            )
+        finally:
+            c.close()
     finally:
-        c.close()
+        lease.release()
+        _close_executors(executors)
     timings["execute"] = time.monotonic() - t3
     for r in outcome.results:
         timings[f"step:{r.step.id}"] = r.duration_s
@@ -299,6 +401,17 @@ def _recover(
     if not outcome.ok:
         failed = outcome.failed
         why = f"{failed.step.description}: {failed.error}" if failed else "a step did not finish"
+        j = load_journal(jpath, inv.cluster)
+        if j is not None and not j.started:
+            closed = _close_journal(jpath, "closed")
+            return result(
+                RecoverStatus.FAILED,
+                f"recovery failed at: {why}; nothing was changed (no destructive step had begun), so "
+                "its journal is closed: the next `etcd-dr recover` plans afresh",
+                outcome=outcome,
+                journal=str(closed),
+                **extra,
+            )
         return result(
             RecoverStatus.FAILED,
             f"recovery failed at: {why}; run `etcd-dr recover` again to resume this plan",
@@ -308,6 +421,99 @@ def _recover(
         )
     done = _close_journal(jpath)
     return result(RecoverStatus.RECOVERED, plan.reason, outcome=outcome, journal=str(done), **extra)
+
+
+def _cluster_lease(
+    inv: Inventory,
+    plan: Plan,
+    incident: Incident | None,
+    state: ClusterState | None,
+    ex: Callable[[str], Executor],
+) -> ClusterLease:
+    """The lease on the plan's target and on every other etcd host that answered SSH, in the
+    inventory's order (etcd_dr.lease)."""
+    target = plan_target(plan)
+
+    def answered(h: str) -> bool:
+        try:
+            return state is not None and state.member(h).ssh is Reach.OK
+        except KeyError:
+            return False
+
+    hosts = [h.name for h in inv.etcd_hosts if h.name == target or answered(h.name)]
+    return ClusterLease(
+        inv.cluster,
+        incident.id if incident else f"journal-{plan.cluster}",
+        hosts,
+        ex,
+        required=[target] if target else [],
+        owner=owner_text(audit_mod.current_flow_run_id.get()),
+    )
+
+
+def _journalled(jpath: Path, lease: ClusterLease, run_step: StepRunner | None) -> StepRunner:
+    """Each step: the lease renewed when due, and a destructive step recorded in the journal as
+    begun before it runs (then the caller's wrapper, e.g. a Prefect task run)."""
+    inner = run_step or (lambda _step, body: body())
+
+    def wrap(step: Step, body: StepBody) -> StepResult:
+        def journalled() -> StepResult:
+            try:
+                lease.renew_if_due()
+            except EtcdDrError as e:
+                return StepResult(step, StepState.FAILED, 0.0, str(e), str(e))
+            if step.destructive:
+                _mark_started(jpath, step.id)
+            return body()
+
+        return inner(step, journalled)
+
+    return wrap
+
+
+def _stale_journal(
+    inv: Inventory,
+    jpath: Path,
+    journal: Journal,
+    why: str,
+    audit,
+    say: Say,
+    timings: dict[str, float],
+    t0: float,
+) -> RecoverResult:
+    """A journal whose cluster is healthy by other means: closed, not resumed."""
+    closed = _close_journal(jpath, "closed")
+    begun = ", ".join(journal.started) or "none"
+    reason = (
+        f"{why}: this recovery's journal is closed, not resumed (steps it had begun: {begun}); nothing "
+        f"was done now: check `etcd-dr status`, and rejoin a member the recovery had stopped with "
+        f"`etcd-dr rejoin`"
+    )
+    _closed(audit, closed, journal.plan, reason, say)
+    timings["total"] = time.monotonic() - t0
+    path = recovery_path(journal.plan)
+    return RecoverResult(
+        RecoverStatus.STALE, reason, journal.plan, path, resumed=True, timings=timings, journal=str(closed)
+    )
+
+
+def _closed(audit, closed: Path, plan: Plan, why: str, say: Say) -> None:
+    say(f"recovery journal closed ({closed.name}): {why}")
+    if audit is not None:
+        audit.event(
+            host="-",
+            action="recover-journal",
+            outcome="closed",
+            reason=why,
+            journal=str(closed),
+            plan=plan.reason,
+        )
+
+
+def _close_executors(executors: dict[str, Executor]) -> None:
+    for e in executors.values():
+        e.close()
+    executors.clear()
 
 
 # --- CLI -----------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from etcd_dr import recover as R
+from etcd_dr.incident import Incident
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Plan, Step
+from etcd_dr.lease import Holder
+from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
 from etcd_dr.recovery import FORCE_FLAG
 from etcd_dr.recovery_steps import recovery_args
 
@@ -59,15 +61,37 @@ def _plan() -> Plan:
 
 def test_plan_round_trips_through_the_journal(tmp_path: Path) -> None:
     path = tmp_path / "recover-c1.json"
-    R._write_journal(path, _plan())
+    R._write_journal(path, _plan(), INC)
     back = R.load_journal(path, "c1")
-    assert back is not None and back.to_json() == _plan().to_json()
+    assert back is not None and back.plan.to_json() == _plan().to_json()
+    assert back.incident == INC and back.started == ()
+    R._mark_started(path, "etcd-run:m3")
+    R._mark_started(path, "etcd-run:m3")
+    assert R.load_journal(path, "c1").started == ("etcd-run:m3",)  # type: ignore[union-attr]
     with pytest.raises(R.InputError, match="journal of cluster 'c1', not 'c2'"):
         R.load_journal(path, "c2")
     path.write_text("{not json")
     with pytest.raises(R.InputError, match="unreadable"):
         R.load_journal(path, "c1")
     assert R.load_journal(tmp_path / "none.json", "c1") is None
+    # a journal written before incidents were recorded: every step counts as begun (resumed as before)
+    path.write_text(json.dumps({"cluster": "c1", "plan": _plan().to_json()}))
+    old = R.load_journal(path, "c1")
+    assert old is not None and old.incident is None and old.started == ("etcd-run:m3",)
+
+
+INC = Incident(
+    id="inc1",
+    cluster="c1",
+    target="m3",
+    target_member_id=3,
+    target_index=100,
+    cluster_id=7,
+    voter_ids=(1, 2, 3),
+    answering=("m3",),
+    observed_at="2026-12-05T00:00:00+00:00",
+    verdict="quorum lost: 1 of 3 voters reachable",
+)
 
 
 def _inv(tmp_path: Path) -> Inventory:
@@ -79,7 +103,17 @@ def _inv(tmp_path: Path) -> Inventory:
     return FakeInv()  # type: ignore[return-value]
 
 
-def _patch(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> list[str]:
+def _patch(
+    monkeypatch: pytest.MonkeyPatch,
+    plan: Plan,
+    *,
+    changed: str | None = None,
+    healthy: str | None = None,
+    holder: Holder | None = None,
+    execute=None,
+) -> list[str]:
+    """recover() with its I/O replaced: observe, fencing, the pure checks and the cluster lease
+    recorded in `calls`; execute() fails the test unless given."""
     calls: list[str] = []
 
     class State:
@@ -87,18 +121,36 @@ def _patch(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> list[str]:
         quorum = False
         members = ()
 
-    monkeypatch.setattr(R, "observe", lambda inv: State())
+    class Lease:
+        def acquire(self):
+            calls.append("lease")
+            return holder
+
+        def release(self):
+            calls.append("release")
+
+        def renew_if_due(self):
+            pass
+
+    monkeypatch.setattr(R, "observe", lambda inv: calls.append("observe") or State())
     monkeypatch.setattr(R, "gather", lambda inv, hosts: {})
-    monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: plan)
+    monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: calls.append("plan") or plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
     monkeypatch.setattr(R, "_catalog", lambda inv: [])
     monkeypatch.setattr(R, "_quick_ssh", lambda inv: inv)
+    monkeypatch.setattr(R.Incident, "of", classmethod(lambda cls, p, s: INC))
+    monkeypatch.setattr(R, "changed_since", lambda inc, fresh: changed)
+    monkeypatch.setattr(R, "healthy_without", lambda inc, fresh: healthy)
+    monkeypatch.setattr(R, "_cluster_lease", lambda *a: Lease())
 
     def fake_execute(p, handlers, **kw):
         calls.append("execute")
-        raise AssertionError("must not execute")
+        if execute is None:
+            raise AssertionError("must not execute")
+        return execute(p, **kw)
 
     monkeypatch.setattr(R, "execute", fake_execute)
+    monkeypatch.setattr(R, "handlers", lambda c: {})
     return calls
 
 
@@ -117,7 +169,43 @@ def test_a_second_recovery_of_the_cluster_is_refused_while_one_runs(
     calls = _patch(monkeypatch, Plan("recover", "c1", "learner", (step,)))
     with pytest.raises(AssertionError, match="must not execute"):
         R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
-    assert calls == ["execute"]
+    assert calls == ["observe", "plan", "lease", "observe", "execute", "release"]
+
+
+def test_a_recovery_started_elsewhere_holds_the_cluster_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8: two operators with two copies of the inventory share only the cluster."""
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    other = Holder("m3", "inc-other", "bob@laptop pid 42", 590)
+    calls = _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)), holder=other)
+    res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
+    assert res.status is R.RecoverStatus.BUSY and res.exit_code == 1
+    assert res.reason == (
+        "another recovery of cluster c1 holds it: m3 is leased to recovery inc-other (bob@laptop pid 42) "
+        "for another 590 s; nothing was done: wait for it, then check `etcd-dr status`"
+    )
+    assert "execute" not in calls and not (tmp_path / "recover-c1.json").exists()
+
+
+def test_an_approval_given_after_the_cluster_changed_does_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: the fresh look after the approval (and under the lease) finds the plan stale."""
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    calls = _patch(
+        monkeypatch,
+        Plan("recover", "c1", "quorum lost", (step,)),
+        changed="quorum is held again (quorum held)",
+    )
+    res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None, confirm=lambda p: True)
+    assert res.status is R.RecoverStatus.STALE and res.exit_code == 1
+    assert res.reason == (
+        "the cluster changed since this plan was made: quorum is held again (quorum held); nothing was "
+        "done: run `etcd-dr recover` again to plan from what the cluster is now"
+    )
+    assert calls == ["observe", "plan", "lease", "observe", "release"]
+    assert not list(tmp_path.glob("recover-c1*.json"))
 
 
 def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +217,7 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
     assert res.reason == "quorum held: 3 of 3; nothing to recover"
 
     step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why")
-    calls = _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)))
+    calls += _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None)
     assert res.status is R.RecoverStatus.NOT_CONFIRMED and res.exit_code == 2
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None, confirm=lambda p: False)
@@ -137,19 +225,99 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
     res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
     assert res.status is R.RecoverStatus.PLANNED and res.exit_code == 0
     assert json.loads(json.dumps(res.to_json()))["path"] == "force-new-cluster"
-    assert not calls and not (tmp_path / "recover-c1.json").exists()
+    assert "lease" not in calls and "execute" not in calls
+    assert not (tmp_path / "recover-c1.json").exists()
 
 
 def test_an_unfinished_recovery_is_resumed_not_planned_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why")
+    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", True)
     journalled = Plan("recover", "c1", "quorum lost (journalled)", (step,))
-    R._write_journal(tmp_path / "recover-c1.json", journalled)
-    _patch(monkeypatch, Plan("recover", "c1", "quorum held", refused=True))
-    monkeypatch.setattr(R, "observe", lambda inv: pytest.fail("a resumed plan is not observed again"))
+    R._write_journal(tmp_path / "recover-c1.json", journalled, INC, started=[step.id])
+    calls = _patch(monkeypatch, Plan("recover", "c1", "quorum held", refused=True))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
     assert res.resumed and res.plan.reason == "quorum lost (journalled)"
+    assert "plan" not in calls
+
+
+def test_a_journal_nothing_of_which_was_done_is_closed_and_planned_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: a failed run's journal is not resumed for a different incident."""
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "old: force m3", (step,)), INC)
+    calls = _patch(monkeypatch, Plan("recover", "c1", "new: force m2", (step,)))
+    res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
+    assert not res.resumed and res.plan.reason == "new: force m2" and "plan" in calls
+    assert not (tmp_path / "recover-c1.json").exists()
+    assert len(list(tmp_path.glob("recover-c1-*.closed.json"))) == 1
+
+
+def test_a_resumed_journal_of_a_cluster_healthy_again_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "force m3", (step,)), INC, [step.id])
+    calls = _patch(
+        monkeypatch, Plan("recover", "c1", "unused", ()), healthy="the cluster is healthy again without this"
+    )
+    res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
+    assert res.status is R.RecoverStatus.STALE and res.resumed
+    assert res.reason.startswith("the cluster is healthy again without this: this recovery's journal is")
+    assert "(steps it had begun: stop:m3)" in res.reason
+    assert "lease" not in calls and "execute" not in calls
+    assert (
+        not (tmp_path / "recover-c1.json").exists() and res.journal and res.journal.endswith(".closed.json")
+    )
+
+
+def _fails_at(step_id: str):
+    def run(plan, run_step, **kw):
+        results = []
+        for s in plan.steps:
+            if results and results[-1].state is StepState.FAILED:
+                results.append(StepResult(s, StepState.NOT_RUN))
+                continue
+            state = StepState.FAILED if s.id == step_id else StepState.DONE
+            results.append(
+                run_step(
+                    s,
+                    lambda s=s, state=state: StepResult(s, state, 0.0, "boom" if state == "failed" else None),
+                )
+            )
+        return Outcome(plan, tuple(results))
+
+    return run
+
+
+@pytest.mark.parametrize(("fails", "kept"), [("fence-check", False), ("stop:m3", True)])
+def test_a_failed_run_keeps_its_journal_only_once_it_changed_something(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str, kept: bool
+) -> None:
+    fence = Step("fence-check", "fence-check", None, "check fencing", "fenced", "why")
+    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (fence, stop)), execute=_fails_at(fails))
+    res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
+    assert res.status is R.RecoverStatus.FAILED
+    assert (tmp_path / "recover-c1.json").exists() is kept
+    if kept:
+        assert R.load_journal(tmp_path / "recover-c1.json", "c1").started == ("stop:m3",)  # type: ignore[union-attr]
+        assert res.reason.endswith("run `etcd-dr recover` again to resume this plan")
+    else:
+        assert "nothing was changed (no destructive step had begun)" in res.reason
+
+
+def test_a_bad_target_is_refused_before_any_host_is_contacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_recovery import INV
+
+    monkeypatch.setattr(R, "observe", lambda inv: pytest.fail("observed before checking the input"))
+    with pytest.raises(R.InputError, match="nosuchhost"):
+        R.recover(INV, yes=True, plan_only=True, target="nosuchhost")
+    with pytest.raises(R.InputError, match="node1 is not an etcd voter"):
+        R.recover(INV, yes=True, plan_only=True, target="node1")
 
 
 class _Ran:

@@ -1,0 +1,202 @@
+"""One recovery per cluster, wherever it is started: a lease kept on the cluster's own hosts.
+
+A local flock and Prefect's concurrency limit only keep out recoveries started from the same
+machine or the same Prefect server. Two operators with two copies of an inventory share nothing but
+the cluster, so the lease lives there: a small file on each etcd host that answers SSH,
+`/var/lib/etcd-dr/recover-<cluster>.lease`, holding the incident it belongs to, its owner and its
+expiry on that host's own clock (so clock skew between controllers cannot make it lapse early).
+Reading and writing it happens under `flock(1)` on the host, which makes take/renew/release atomic
+there. A lease that has expired (a SIGKILLed recovery) may be taken over; the same incident (a
+resumed journal) takes its own lease again.
+
+The cluster lease is taken on every host in the inventory's order, all or nothing: two recoveries
+that picked different targets still meet on the first host they share, and a fixed order means
+they cannot hold half each and wait for one another.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from etcd_dr.errors import EtcdDrError, TransportError
+from etcd_dr.executor import Executor
+
+LEASE_DIR = "/var/lib/etcd-dr"
+TTL_S = 600  # longer than any one step (a wait-healthy is at most 90 s); renewed between steps
+
+# $1 action, $2 lease file, $3 incident, $4 ttl, $5 owner. Prints TAKEN, HELD (then the file),
+# RELEASED or NOT-HELD. The flock file beside it is never removed: a lock on a file that another
+# process may unlink and recreate protects nothing.
+_SCRIPT = r"""
+set -eu
+action=$1 f=$2 inc=$3 ttl=$4 owner=$5
+mkdir -p "$(dirname "$f")"
+exec 9>>"$f.flock"
+flock -w 10 9 || { echo FLOCK-TIMEOUT; exit 3; }
+now=$(date +%s)
+cur=""; exp=0
+if [ -f "$f" ]; then
+  cur=$(sed -n 's/^incident=//p' "$f")
+  exp=$(sed -n 's/^expires=//p' "$f")
+fi
+case "$exp" in ''|*[!0-9]*) exp=0 ;; esac
+case "$action" in
+take)
+  if [ -z "$cur" ] || [ "$cur" = "$inc" ] || [ "$exp" -lt "$now" ]; then
+    printf 'incident=%s\nowner=%s\nexpires=%s\ntaken=%s\n' "$inc" "$owner" "$((now + ttl))" "$now" > "$f.tmp"
+    mv -f "$f.tmp" "$f"
+    echo "TAKEN $cur"
+  else
+    echo "HELD $now"; cat "$f"
+  fi ;;
+release)
+  if [ "$cur" = "$inc" ]; then rm -f "$f"; echo RELEASED; else echo NOT-HELD; fi ;;
+esac
+"""
+
+
+class LeaseError(EtcdDrError):
+    """The lease could not be read or written on a host (not: held by another recovery)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a host's lease, as the lease file says."""
+
+    host: str
+    incident: str
+    owner: str
+    expires_in_s: int  # by the host's clock
+
+    @property
+    def sentence(self) -> str:
+        return (
+            f"{self.host} is leased to recovery {self.incident} ({self.owner}) for another "
+            f"{self.expires_in_s} s"
+        )
+
+
+def lease_path(cluster: str, base: str = LEASE_DIR) -> str:
+    return f"{base}/recover-{re.sub(r'[^A-Za-z0-9_.-]', '_', cluster)}.lease"
+
+
+def owner_text(run_id: str | None = None) -> str:
+    """Who is recovering, for the operator who finds the lease taken (no secret in it)."""
+    who = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+    return re.sub(r"[\r\n]", " ", f"{who}, flow run {run_id}" if run_id else who)
+
+
+def _call(
+    ex: Executor, action: str, cluster: str, incident: str, owner: str, ttl_s: int, base: str
+) -> list[str]:
+    path = lease_path(cluster, base)
+    argv = ["sh", "-c", _SCRIPT, "etcd-dr-lease", action, path, incident, str(ttl_s), owner]
+    r = ex.run(argv, timeout=20, check=False, reason=f"recovery lease: {action}")
+    lines = r.stdout.splitlines()
+    if r.rc != 0 or not lines:
+        raise LeaseError(
+            f"{ex.host}: recovery lease {path}, {action} failed "
+            f"(rc {r.rc}: {(r.stderr or r.stdout).strip()[:200]}); "
+            f"it needs flock(1) and a writable {base} on the host"
+        )
+    return lines
+
+
+def take(
+    ex: Executor, cluster: str, incident: str, owner: str, ttl_s: int = TTL_S, base: str = LEASE_DIR
+) -> Holder | None:
+    """Take (or renew) the lease on one host: None when it is ours now, else who holds it."""
+    lines = _call(ex, "take", cluster, incident, owner, ttl_s, base)
+    if lines[0].startswith("TAKEN"):
+        return None
+    if not lines[0].startswith("HELD"):
+        raise LeaseError(f"{ex.host}: unexpected answer from the recovery lease: {lines[0][:100]}")
+    now = int(lines[0].split()[1])
+    fields = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
+    exp = fields.get("expires", "")
+    left = int(exp) - now if exp.isdigit() else 0
+    return Holder(ex.host, fields.get("incident", "?"), fields.get("owner", "?"), max(0, left))
+
+
+def release(ex: Executor, cluster: str, incident: str, base: str = LEASE_DIR) -> bool:
+    """Give the lease back if it is this incident's; True when it was."""
+    return _call(ex, "release", cluster, incident, "-", 0, base)[0] == "RELEASED"
+
+
+class ClusterLease:
+    """The lease on every reachable host of a cluster, taken all or nothing (see the module doc).
+
+    `acquire()` returns None when held, else the Holder that keeps this recovery out (what it took
+    is given back first). Hosts that do not answer SSH are skipped, except `required` ones (the
+    plan's target: its steps need it anyway): their transport error is raised."""
+
+    def __init__(
+        self,
+        cluster: str,
+        incident: str,
+        hosts: Sequence[str],
+        executor: Callable[[str], Executor],
+        *,
+        required: Sequence[str] = (),
+        owner: str | None = None,
+        ttl_s: int = TTL_S,
+        base: str = LEASE_DIR,
+    ) -> None:
+        self.cluster, self.incident, self.hosts = cluster, incident, list(hosts)
+        self.executor, self.required = executor, set(required)
+        self.owner = owner or owner_text()
+        self.ttl_s, self.base = ttl_s, base
+        self.held: list[str] = []
+        self.skipped: dict[str, str] = {}  # host -> why it holds no lease
+        self._taken_at = 0.0
+
+    def acquire(self) -> Holder | None:
+        for h in self.hosts:
+            try:
+                holder = take(
+                    self.executor(h), self.cluster, self.incident, self.owner, self.ttl_s, self.base
+                )
+            except TransportError as e:
+                if h in self.required:
+                    self.release()
+                    raise
+                self.skipped[h] = str(e)
+                continue
+            except EtcdDrError:
+                self.release()
+                raise
+            if holder is not None:
+                self.release()
+                return holder
+            self.held.append(h)
+        self._taken_at = time.monotonic()
+        return None
+
+    def renew_if_due(self) -> None:
+        """Renew when half the lease has run out (between steps: one SSH command per host)."""
+        if self.held and time.monotonic() - self._taken_at > self.ttl_s / 2:
+            for h in self.held:
+                holder = take(
+                    self.executor(h), self.cluster, self.incident, self.owner, self.ttl_s, self.base
+                )
+                if holder is not None:  # only after it expired: someone else took it over
+                    raise LeaseError(f"the recovery lease was lost: {holder.sentence}")
+            self._taken_at = time.monotonic()
+
+    def release(self) -> None:
+        """Best effort: a lease that cannot be given back lapses at its expiry."""
+        for h in self.held:
+            try:
+                release(self.executor(h), self.cluster, self.incident, self.base)
+            except EtcdDrError as e:
+                self.skipped[h] = f"not released ({e}); it lapses in at most {self.ttl_s} s"
+        self.held = []
+
+    def to_json(self) -> dict:
+        return {"incident": self.incident, "held": list(self.held), "skipped": dict(self.skipped)}
