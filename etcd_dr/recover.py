@@ -38,7 +38,7 @@ from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.fencing import gather
 from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
 from etcd_dr.inventory import Inventory
-from etcd_dr.lease import ClusterLease, owner_text
+from etcd_dr.lease import ClusterLease, controller_id, owner_text
 from etcd_dr.plans import Outcome, Plan, Step, StepBody, StepResult, StepRunner, StepState, execute
 from etcd_dr.recovery import (
     FenceEvidence,
@@ -350,7 +350,7 @@ def _recover(
             executors[host] = executor_for(inv, host, audit=audit)
         return executors[host]
 
-    lease = _cluster_lease(inv, plan, incident, state, ex)
+    lease = _cluster_lease(inv, jpath, plan, incident, state, ex)
     try:
         holder = lease.acquire()
     except EtcdDrError as e:
@@ -425,13 +425,14 @@ def _recover(
 
 def _cluster_lease(
     inv: Inventory,
+    jpath: Path,
     plan: Plan,
     incident: Incident | None,
     state: ClusterState | None,
     ex: Callable[[str], Executor],
 ) -> ClusterLease:
     """The lease on the plan's target and on every other etcd host that answered SSH, in the
-    inventory's order (etcd_dr.lease)."""
+    inventory's order, held by this machine's state directory (etcd_dr.lease)."""
     target = plan_target(plan)
 
     def answered(h: str) -> bool:
@@ -443,11 +444,13 @@ def _cluster_lease(
     hosts = [h.name for h in inv.etcd_hosts if h.name == target or answered(h.name)]
     return ClusterLease(
         inv.cluster,
-        incident.id if incident else f"journal-{plan.cluster}",
+        controller_id(jpath.parent),
         hosts,
         ex,
         required=[target] if target else [],
-        owner=owner_text(audit_mod.current_flow_run_id.get()),
+        owner=owner_text(
+            incident.id if incident else "of an older journal", audit_mod.current_flow_run_id.get()
+        ),
     )
 
 

@@ -54,7 +54,9 @@ def test_two_operators_with_two_inventories_recover_once(running_lab: Lab, tmp_p
         loser_dir = (a, b)[[o["status"] for o in outs].index(statuses[0])]
         loser = next(o for o in outs if o["status"] != "recovered")
         assert loser["steps"] == []
-        assert "master3 is leased to recovery" in loser["reason"] or "changed since" in loser["reason"]
+        assert (
+            "master3 is leased to another recovery" in loser["reason"] or "changed since" in loser["reason"]
+        )
         assert not [e for e in audit_events(loser_dir / "audit.jsonl", "step:etcd-stop")]
         assert not (loser_dir / f"recover-lab-{lab.cfg.prefix}.json").exists()
         names = containers(lab)

@@ -17,10 +17,14 @@ def test_take_hold_release(tmp_path: Path) -> None:
     ex, base = LocalExecutor("m3"), str(tmp_path)
     assert take(ex, "c1", "inc-a", "alice@box pid 1", 600, base) is None
     held = take(ex, "c1", "inc-b", "bob@other pid 2", 600, base)
-    assert held is not None and held.incident == "inc-a" and held.owner == "alice@box pid 1"
+    assert held is not None and held.holder == "inc-a" and held.owner == "alice@box pid 1"
     assert 595 <= held.expires_in_s <= 600
-    assert "m3 is leased to recovery inc-a (alice@box pid 1)" in held.sentence
-    assert take(ex, "c1", "inc-a", "alice@box pid 9", 600, base) is None  # the same incident: a resume
+    assert (
+        held.sentence
+        == f"m3 is leased to another recovery (alice@box pid 1) for another {held.expires_in_s} s"
+    )
+    # the same holder (the next run from the same place, after a crash) takes it again at once
+    assert take(ex, "c1", "inc-a", "alice@box pid 9", 600, base) is None
     assert not release(ex, "c1", "inc-b", base)  # not bob's to give back
     assert Path(lease_path("c1", base)).exists()
     assert release(ex, "c1", "inc-a", base)
@@ -33,7 +37,7 @@ def test_an_expired_lease_is_taken_over(tmp_path: Path) -> None:
     assert take(ex, "c1", "crashed", "alice", -5, base) is None  # expired 5 s ago (the host's clock)
     assert take(ex, "c1", "inc-b", "bob", 600, base) is None
     held = take(ex, "c1", "crashed", "alice", 600, base)
-    assert held is not None and held.incident == "inc-b"
+    assert held is not None and held.holder == "inc-b"
 
 
 def test_one_of_many_racing_takers_wins(tmp_path: Path) -> None:
@@ -44,7 +48,7 @@ def test_one_of_many_racing_takers_wins(tmp_path: Path) -> None:
         )
     winners = [i for i, h in enumerate(got) if h is None]
     assert len(winners) == 1
-    assert {h.incident for h in got if h is not None} == {f"inc-{winners[0]}"}
+    assert {h.holder for h in got if h is not None} == {f"inc-{winners[0]}"}
 
 
 class _Host(LocalExecutor):
@@ -69,7 +73,7 @@ def test_the_cluster_lease_is_all_or_nothing(tmp_path: Path) -> None:
     # b picked another target (the learner) but meets a's lease on the first host they share
     b = ClusterLease("c1", "inc-b", ["master1", "node1"], hosts.__getitem__, required=["node1"], owner="b")
     held = b.acquire()
-    assert held is not None and held.host == "node1" and held.incident == "inc-a"
+    assert held is not None and held.host == "node1" and held.holder == "inc-a" and held.owner == "a"
     assert b.held == [] and not (tmp_path / "master1" / "recover-c1.lease").exists()  # given back
     a.release()
     assert b.acquire() is None and b.held == ["master1", "node1"]
@@ -77,9 +81,17 @@ def test_the_cluster_lease_is_all_or_nothing(tmp_path: Path) -> None:
 
 def test_an_unreachable_host_is_skipped_unless_required(tmp_path: Path) -> None:
     hosts = {"master1": _Host("master1", tmp_path, down=True), "master3": _Host("master3", tmp_path)}
-    lease = ClusterLease("c1", "inc", ["master1", "master3"], hosts.__getitem__, required=["master3"])
+    lease = ClusterLease("c1", "ctl", ["master1", "master3"], hosts.__getitem__, required=["master3"])
     assert lease.acquire() is None and lease.held == ["master3"] and "master1" in lease.skipped
     lease.release()
     hosts["master3"].down = True
     with pytest.raises(TransportError):
-        ClusterLease("c1", "inc", ["master3"], hosts.__getitem__, required=["master3"]).acquire()
+        ClusterLease("c1", "ctl", ["master3"], hosts.__getitem__, required=["master3"]).acquire()
+
+
+def test_the_holder_is_the_controller(tmp_path: Path) -> None:
+    from etcd_dr.lease import controller_id, owner_text
+
+    assert controller_id(tmp_path) == controller_id(tmp_path / ".") != controller_id(tmp_path / "other")
+    text = owner_text("3f2a", "run-1")
+    assert "incident 3f2a, flow run run-1" in text and "\n" not in text

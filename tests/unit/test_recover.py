@@ -177,13 +177,13 @@ def test_a_recovery_started_elsewhere_holds_the_cluster_lease(
 ) -> None:
     """Issue 8: two operators with two copies of the inventory share only the cluster."""
     step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
-    other = Holder("m3", "inc-other", "bob@laptop pid 42", 590)
+    other = Holder("m3", "ctl-bob", "bob@laptop pid 42, incident 77aa", 590)
     calls = _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)), holder=other)
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
     assert res.status is R.RecoverStatus.BUSY and res.exit_code == 1
     assert res.reason == (
-        "another recovery of cluster c1 holds it: m3 is leased to recovery inc-other (bob@laptop pid 42) "
-        "for another 590 s; nothing was done: wait for it, then check `etcd-dr status`"
+        "another recovery of cluster c1 holds it: m3 is leased to another recovery (bob@laptop pid 42, "
+        "incident 77aa) for another 590 s; nothing was done: wait for it, then check `etcd-dr status`"
     )
     assert "execute" not in calls and not (tmp_path / "recover-c1.json").exists()
 
