@@ -215,6 +215,14 @@ def timeline_rows(res: RecoverResult, approval: Approval | None) -> list[dict[st
         rows.insert(0, row("journal", "resumed", None, "the unfinished recovery's plan, not planned again"))
     if approval is not None:
         rows.append(row("approval", approval.state, approval.waited_s, approval.sentence))
+    if "recheck" in t:  # the fresh look under the cluster lease, just before the first destructive step
+        stale = res.status is RecoverStatus.STALE
+        fits = (
+            "the cluster changed since the plan was made"
+            if stale
+            else "the plan fits what the cluster is now"
+        )
+        rows.append(row("recheck", "changed" if stale else "done", t["recheck"], fits))
     done = {r.step.id: r for r in res.outcome.results} if res.outcome else {}
     for s in res.plan.steps:
         r = done.get(s.id)

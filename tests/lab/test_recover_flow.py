@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from etcd_dr.lab import lifecycle
 from etcd_dr.state import client_for
 
 from .conftest import Lab
-from .test_faults import wait_voters
+from .test_faults import inventory_copy, wait_voters
 from .test_recover import assert_steps_ran, one, sh
 
 pytestmark = pytest.mark.lab
@@ -233,7 +234,15 @@ def test_approved_in_the_form_recovers_with_a_task_run_per_step(running_lab: Lab
         arts = artifacts(run.id)
         assert REASON in arts[f"recover-plan-{cluster}"].data
         rows = json.loads(arts[f"recover-timeline-{cluster}"].data)
-        assert [r["step"] for r in rows] == ["observe", "fence", "plan", "approval", *steps, "total"]
+        assert [r["step"] for r in rows] == [
+            "observe",
+            "fence",
+            "plan",
+            "approval",
+            "recheck",
+            *steps,
+            "total",
+        ]
         assert rows[3]["state"] == "approved" and rows[-1]["state"] == "recovered"
         verdict = arts[f"recover-verdict-{cluster}"].data
         assert "| status | recovered |" in verdict and f"| keys | {out['keys']} |" in verdict
@@ -245,3 +254,41 @@ def test_approved_in_the_form_recovers_with_a_task_run_per_step(running_lab: Lab
     finally:
         flush_logs()
         lifecycle.up(lab.cfg, say=print)  # other tests expect three voters
+
+
+def test_an_approval_given_after_the_cluster_was_recovered_does_nothing(
+    running_lab: Lab, prefect_harness, tmp_path: Path
+) -> None:
+    """Issue 15: the run waits for approval; meanwhile another operator recovers the cluster from
+    the CLI (with their own copy of the inventory); then the approval arrives. The run must not stop
+    and force master3 a second time: its fresh look under the cluster lease finds the plan stale."""
+    from prefect.flow_runs import resume_flow_run
+
+    lab = running_lab
+    wait_voters(lab, 3)
+    cluster = f"lab-{lab.cfg.prefix}"
+    other = inventory_copy(lab, tmp_path, rehearsal=True)
+    n0 = audit_len(lab)
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    try:
+        ft = FlowThread(inventory_path=str(lab.cfg.inventory_path), approval_poll_s=1)
+        run = ft.wait_paused()
+        r = lab.etcd_dr("recover", "--yes", "--json", "-i", str(other), timeout=240)
+        assert r.returncode == 0 and json.loads(r.stdout)["status"] == "recovered", r.stderr + r.stdout
+        picture = sh(lab, "master3", PICTURE)
+        resume_flow_run(run.id, run_input={"approve": True, "cluster": cluster, "approver": "late-approver"})
+        state = ft.join()
+        assert state.is_failed(), state
+        assert state.message.startswith(
+            "stale: the cluster changed since this plan was made: quorum is held again (quorum held: 1 of 1"
+        ), state.message
+        assert task_runs(run.id) == []
+        assert sh(lab, "master3", PICTURE) == picture  # nothing stopped, renamed or forced again
+        assert audit_since(lab, n0, lambda r: r["action"].startswith("step:")) == []
+        assert not (lab.cfg.dir / f"recover-{cluster}.json").exists()
+        rows = json.loads(artifacts(run.id)[f"recover-timeline-{cluster}"].data)
+        assert [r["state"] for r in rows if r["step"] in ("approval", "total")] == ["approved", "stale"]
+    finally:
+        flush_logs()
+        lifecycle.up(lab.cfg, say=print)

@@ -1,7 +1,7 @@
 """One recovery per cluster wherever it is started, and never on a stale picture (issues 8 and 15),
 on the real lab: two operators with two copies of the inventory (two audit logs, two journals, two
-local locks: only the cluster in common) recover at the same moment; and an approval given after
-someone else already recovered the cluster does nothing."""
+local locks: only the cluster in common) recover at the same moment. (An approval given after
+someone else recovered the cluster: tests/lab/test_recover_flow.py.)"""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from subprocess import PIPE
 
 import pytest
 
-from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import lifecycle
-from etcd_dr.plans import Plan
-from etcd_dr.recover import RecoverStatus, recover
 
 from .conftest import Lab
 from .test_faults import audit_events, inventory_copy, wait_voters
@@ -70,42 +67,5 @@ def test_two_operators_with_two_inventories_recover_once(running_lab: Lab, tmp_p
             ).strip()
             == "0"
         )
-    finally:
-        lifecycle.up(lab.cfg, say=print)
-
-
-def test_an_approval_given_after_the_cluster_was_recovered_does_nothing(
-    running_lab: Lab, tmp_path: Path
-) -> None:
-    """Issue 15: a recovery waits for its approval; meanwhile another operator (their own inventory
-    copy) recovers the cluster from the CLI; the approval then arrives."""
-    lab = running_lab
-    wait_voters(lab, 3)
-    other = inventory_copy(lab, tmp_path, rehearsal=True)
-    inv = load_inventory(lab.cfg.inventory_path)
-    seen: list[Plan] = []
-
-    def approve_late(plan: Plan) -> bool:
-        seen.append(plan)
-        r = subprocess.run(
-            recover_argv(other), env=lab.cli_env(), capture_output=True, text=True, timeout=240
-        )
-        assert r.returncode == 0 and json.loads(r.stdout)["status"] == "recovered", r.stderr + r.stdout
-        return True  # approved, an hour late
-
-    try:
-        for h in ("master1", "master2"):
-            assert lab.cli("power", h, "off").returncode == 0
-        stops_before = len(audit_events(lab.cfg.dir / "audit.jsonl", "step:etcd-stop"))
-        res = recover(inv, yes=False, plan_only=False, confirm=approve_late, say=print)
-        assert seen and seen[0].steps and res.status is RecoverStatus.STALE, res.reason
-        assert res.reason.startswith("the cluster changed since this plan was made: quorum is held again")
-        assert res.outcome is None and res.journal is None
-        assert not (lab.cfg.dir / f"recover-lab-{lab.cfg.prefix}.json").exists()
-        names = containers(lab)
-        assert len([n for n in names if n.startswith("etcd-forced-")]) == 1, names  # the CLI's, only
-        # this recovery stopped nothing: the only stop on record is in the other operator's log
-        assert len(audit_events(lab.cfg.dir / "audit.jsonl", "step:etcd-stop")) == stops_before
-        assert len(audit_events(tmp_path / "audit.jsonl", "step:etcd-stop")) == 1
     finally:
         lifecycle.up(lab.cfg, say=print)
