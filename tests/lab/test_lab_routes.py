@@ -14,12 +14,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from etcd_dr.lab import net
-from etcd_dr.lab.config import DEFAULT_SUBNET, HOSTS, LabConfig, LabState
+from etcd_dr.lab.config import DEFAULT_SUBNET, HOSTS, Build, LabConfig, LabState
 
 from .conftest import Lab
 
@@ -122,3 +123,24 @@ def test_up_on_a_subnet_in_use_is_refused_and_changes_nothing(guarded: Lab, tmp_
     assert not other_dir.exists()  # no keys, no state, no disks
     assert f"lab subnet {mine} overlaps" in r.stderr and "nothing was changed" in r.stderr
     assert _answers(lab)
+
+
+def test_a_built_lab_is_complete_and_an_interrupted_one_says_so(guarded: Lab) -> None:
+    """`lab up` records how far it got; a build stopped before its end (as a SIGINT during the
+    learner add leaves it) is called incomplete by `lab status`, and commands that fall back to the
+    lab's inventory warn. Simulated by putting the state file back one stage: no SIGINT needed."""
+    lab = guarded
+    state = lab.state
+    assert state.build is Build.COMPLETE
+    r = lab.cli("status")
+    assert r.returncode == 0 and "incomplete" not in r.stdout, r.stdout
+    try:
+        replace(state, build=Build.VOTERS).save()
+        r = lab.cli("status")
+        assert r.returncode == 1 and f"lab '{lab.cfg.prefix}' is incomplete" in r.stdout, r.stdout
+        assert "etcd-dr lab up --resume" in r.stdout
+        r = lab.etcd_dr("status")  # no -i: the lab's inventory
+        assert r.returncode == 0, r.stderr  # its cluster is healthy ...
+        assert f"warning: lab '{lab.cfg.prefix}' is incomplete" in r.stderr  # ... but the lab is not
+    finally:
+        replace(lab.state, build=Build.COMPLETE).save()
