@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,14 +30,17 @@ def inventory_path(arg: Path | None) -> Path:
     env = os.environ.get("ETCD_DR_INVENTORY")
     if env:
         return Path(env)
-    from etcd_dr.lab.config import default_inventory_path
+    from etcd_dr.lab.config import default_inventory_path, incomplete
     from etcd_dr.lab.lifecycle import running_lab
 
     path = default_inventory_path()
-    if not path.exists() or running_lab() is None:
+    lab = running_lab()
+    if not path.exists() or lab is None:
         raise InputError(
             f"no inventory given and no lab is up ({path}): pass -i INVENTORY or run `etcd-dr lab up`"
         )
+    if missing := incomplete(lab):  # its status would look healthy without what the build left out
+        print(f"etcd-dr: warning: {missing}", file=sys.stderr)
     return path
 
 

@@ -330,6 +330,30 @@ _HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo", "etcd_image", 
 
 _MISSING: Any = object()
 
+# What the smallest usable inventory holds (every other key has a default): shown when a file is
+# empty or lists no host, so the operator sees the shape instead of a list of missing keys.
+MINIMAL_INVENTORY = """\
+cluster: prod-eu1               # a name for audit records, locks and snapshots
+ssh:
+  key_file: keys/id_ed25519     # the private key etcd-dr logs in with
+  known_hosts: keys/known_hosts # every host's verified key
+etcd:
+  client:                       # etcd's client certificate, on this machine
+    ca_cert: certs/kube-ca.pem
+    cert: certs/kube-etcd-client.pem
+    key: certs/kube-etcd-client-key.pem
+hosts:
+  - name: master1
+    address: 10.0.0.11
+    roles: [etcd, controlplane] # etcd (voter), etcd-learner, controlplane, worker
+"""
+_MINIMAL_HOSTS = MINIMAL_INVENTORY[MINIMAL_INVENTORY.index("\nhosts:") + 1 :]
+
+
+def _shown(yaml_text: str) -> str:
+    """A YAML example inside a problem line, indented under it."""
+    return "".join(f"\n      {line}" for line in yaml_text.rstrip().splitlines())
+
 
 class InventoryError(InputError):
     """The inventory is unusable. `problems` lists every problem found, each
@@ -383,10 +407,18 @@ def parse_inventory(
     later (the lab, before it generates keys) may pass False. Raises InventoryError with every problem.
     """
     c = _Checker(Path(base_dir).expanduser().absolute(), check_files)
+    if data is None or data == {}:  # an empty file, or only comments: say what one holds
+        raise InventoryError(
+            [
+                "the inventory is empty (no YAML in it, only comments or blanks); a minimal one holds:"
+                + _shown(MINIMAL_INVENTORY)
+            ],
+            source,
+        )
     if not isinstance(data, dict):  # nothing else can be checked: say only this
         c.mapping(data, "", _TOP_KEYS)
         raise InventoryError(c.problems, source)
-    top = c.mapping(data, "", _TOP_KEYS, required=("cluster", "hosts"))
+    top = c.mapping(data, "", _TOP_KEYS, required=("cluster",))  # hosts: c.hosts() says what one holds
     cluster = c.name(top, "", "cluster")
     rehearsal = c.boolean(top, "", "rehearsal", False)
     audit_log = c.local_path(top, "", "audit_log", None, must_exist=False)
@@ -740,9 +772,18 @@ class _Checker:
             self.add("ssh.key_file", f"{p} is a public key; give the private key (the file without .pub)")
 
     def hosts(self, value: object, ssh: SshSettings) -> tuple[Host, ...]:
-        if value is _MISSING:
-            return ()  # reported as missing
-        if not isinstance(value, list) or not value:
+        if value is _MISSING or value is None or value == []:
+            what = (
+                "is missing"
+                if value is _MISSING
+                else f"is {_kind(value) if value is None else 'an empty list'}"
+            )
+            self.add(
+                "hosts",
+                f"{what}: no host; list each with its name, address and roles:{_shown(_MINIMAL_HOSTS)}",
+            )
+            return ()
+        if not isinstance(value, list):
             self.add(
                 "hosts",
                 f"is {_kind(value)}, not a list of hosts; add `- name: ... address: ... roles: [...]`",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -18,8 +17,11 @@ from etcd_dr.lab.config import (
     HOST_NAMES,
     EtcdSeries,
     LabConfig,
+    LabState,
     env_lab_dir,
     env_prefix,
+    env_subnet,
+    incomplete,
     resolve_config,
     validate_prefix,
 )
@@ -59,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         cfg = LabConfig(
             prefix=prefix,
-            subnet=args.subnet or os.environ.get("ETCD_DR_LAB_SUBNET") or DEFAULT_SUBNET,
+            subnet=args.subnet or env_subnet(),
             dir=args.dir or env_lab_dir(prefix),
             etcd=EtcdSeries(args.etcd),
             runtime=RuntimeKind(args.runtime),
@@ -152,7 +154,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     )
     print(f"lab '{cfg.prefix}' {cfg.subnet} etcd {cfg.etcd} runtime {cfg.runtime} dir {cfg.dir}")
-    return 0 if all(r.power for r in rows) else 1
+    state = LabState.load(cfg.dir)
+    missing = incomplete(state) if state is not None else None
+    if missing:
+        print(missing)
+    return 0 if all(r.power for r in rows) and not missing else 1
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

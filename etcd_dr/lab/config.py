@@ -211,6 +211,10 @@ def env_lab_dir(prefix: str | None = None) -> Path:
     return Path(d) if d else default_lab_dir(prefix or env_prefix())
 
 
+def env_subnet() -> str:
+    return os.environ.get("ETCD_DR_LAB_SUBNET") or DEFAULT_SUBNET
+
+
 def default_inventory_path() -> Path:
     """The lab's inventory: what every other etcd-dr command uses when no inventory is given.
     Honours ETCD_DR_LAB_DIR, else ETCD_DR_LAB_PREFIX (default 'edr') -> /tmp/etcd-dr/lab-<prefix>."""
@@ -229,6 +233,15 @@ class HostProc:
     start_ticks: int
 
 
+class Build(enum.StrEnum):
+    """How far `lab up` got building the lab on its disks (saved at each stage): an interrupted build
+    (a SIGINT during the learner add) must not pass for a lab that is whole."""
+
+    HOSTS = "hosts"  # hosts booting; etcd not provisioned yet
+    VOTERS = "voters"  # voters healthy, inventory written; a learner asked for has not joined yet
+    COMPLETE = "complete"
+
+
 @dataclass(frozen=True)
 class LabState:
     config: LabConfig
@@ -237,6 +250,7 @@ class LabState:
     etcd_version: str | None = None
     etcd_bindir: str | None = None
     learner_version: str | None = None  # full version of node1's learner etcd, when the lab has one
+    build: Build = Build.HOSTS
 
     def with_host(self, name: str, proc: HostProc | None) -> LabState:
         hosts = dict(self.hosts)
@@ -255,6 +269,7 @@ class LabState:
             "etcd_version": self.etcd_version,
             "etcd_bindir": self.etcd_bindir,
             "learner_version": self.learner_version,
+            "build": str(self.build),
         }
         tmp = self.config.state_path.with_suffix(".part")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -278,18 +293,47 @@ class LabState:
             etcd_version=data.get("etcd_version"),
             etcd_bindir=data.get("etcd_bindir"),
             learner_version=data.get("learner_version"),
+            # a state file from before the field: nothing tells, take it as built
+            build=Build(data.get("build", Build.COMPLETE)),
         )
+
+
+def up_command(cfg: LabConfig) -> str:
+    """The `etcd-dr lab up` that builds this lab again from scratch."""
+    learner = f" --learner --learner-etcd {cfg.learner_etcd}" if cfg.learner_etcd else ""
+    return (
+        f"etcd-dr lab up --prefix {cfg.prefix} --subnet {cfg.subnet} --dir {cfg.dir} "
+        f"--etcd {cfg.etcd} --runtime {cfg.runtime}{learner}"
+    )
+
+
+def incomplete(state: LabState) -> str | None:
+    """Pure: None for a lab whose build finished, else one sentence: what is missing and the fix."""
+    if state.build is Build.COMPLETE:
+        return None
+    lab, rebuild = f"lab '{state.config.prefix}' is incomplete", f"rebuild it: `{up_command(state.config)}`"
+    if state.build is Build.HOSTS:
+        return f"{lab}: its `lab up` stopped before etcd ran on the voters; {rebuild}"
+    missing = (
+        f"before node1 joined as the learner it asked for (--learner {state.config.learner_etcd})"
+        if state.config.learner_etcd
+        else "before its last step"
+    )
+    return f"{lab}: its `lab up` stopped {missing}; finish it with `etcd-dr lab up --resume`, or {rebuild}"
 
 
 def resolve_config(
     *,
     prefix: str | None = None,
     lab_dir: Path | None = None,
+    subnet: str | None = None,
 ) -> LabConfig:
-    """The config of an existing lab: from its state file (flags/env name which lab), else defaults."""
+    """The config of an existing lab: from its state file (flags/env name which lab), else the one
+    asked for (ETCD_DR_LAB_SUBNET): never the default subnet behind the caller's back, which another
+    lab may be using (a `lab down` routes its subnet as unreachable)."""
     prefix = prefix or env_prefix()
     d = lab_dir or env_lab_dir(prefix)
     state = LabState.load(Path(d))
     if state is not None:
         return state.config
-    return LabConfig(prefix=validate_prefix(prefix), dir=Path(d))
+    return LabConfig(prefix=validate_prefix(prefix), subnet=subnet or env_subnet(), dir=Path(d))

@@ -18,7 +18,7 @@ from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory, Role, RuntimeKind
 from etcd_dr.lab import hosts, images, members, net
-from etcd_dr.lab.config import HOSTS, LEARNER_HOST, LabConfig, LabState, env_lab_dir
+from etcd_dr.lab.config import HOSTS, LEARNER_HOST, Build, LabConfig, LabState, env_lab_dir, incomplete
 from etcd_dr.lab.console import ConsoleExecutor
 from etcd_dr.lab.inventory_file import lab_inventory, write_inventory
 from etcd_dr.runtime import DockerRuntime, InitialClusterState, MemberSpec, ProcessRuntime
@@ -89,7 +89,8 @@ def clean(cfg: LabConfig, state: LabState | None, say: Say) -> None:
     """Remove what a lab with this prefix left: its processes (by PID, after proof), veths,
     namespaces, bridge and dockerd cgroups."""
     killed = hosts.kill_all(cfg, state)
-    net.down(cfg)
+    if note := net.down(cfg):
+        say(note)
     cg = hosts.remove_cgroups(cfg)
     if killed or cg:
         say(f"cleaned a previous lab '{cfg.prefix}': {killed} processes killed, {cg} cgroup dirs removed")
@@ -109,22 +110,28 @@ def _wait_dockerd(ex: ConsoleExecutor, timeout: float = 60.0) -> None:
 
 
 def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
-    """Build the lab (fresh disks) or, with resume, boot it again on the disks `down` kept."""
+    """Build the lab (fresh disks) or, with resume, boot it again on the disks `down` kept (and
+    finish a build that stopped before its learner joined)."""
     require_root()
     clock = _Clock(say)
     old = LabState.load(cfg.dir)
     if resume and old is None:
         raise InputError(f"no lab to resume in {cfg.dir}: run `etcd-dr lab up` without --resume")
+    if resume and old is not None:
+        cfg = old.config
+        if old.build is Build.HOSTS:
+            raise InputError(f"cannot resume: {incomplete(old)}")
+    # Every refusal before the first change: cleaning removes the old lab's routes and installs a
+    # guard, which must not happen for an `up` that is then refused.
+    net.check_subnet_free(cfg, own_bridges={old.config.bridge} if old is not None else ())
     if old is not None and old.config != cfg and not resume:
         say(
             f"replacing the lab in {cfg.dir} "
             f"(was: {old.config.runtime}, etcd {old.config.etcd}, {old.config.subnet})"
         )
-    if resume and old is not None:
-        cfg = old.config
     clean(cfg, old, clock)
-    if old is not None and old.config.prefix != cfg.prefix:
-        # the dir was reused with another prefix: that lab's names differ
+    if old is not None and (old.config.prefix, old.config.subnet) != (cfg.prefix, cfg.subnet):
+        # the dir was reused with another prefix or subnet: that lab's names and routes differ
         clean(old.config, old, clock)
     if not resume:
         hosts.wipe(cfg)
@@ -140,6 +147,7 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
         etcd_version=bins.version,
         etcd_bindir=str(bins.bindir),
         learner_version=learner_bins.version if learner_bins else None,
+        build=old.build if resume and old is not None else Build.HOSTS,
     )
     for h in HOSTS:
         proc = hosts.boot(cfg, h.name)
@@ -163,8 +171,17 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     waited = members.wait_healthy(bins.etcdctl, members.etcdctl_env(cfg, inv, hosts=inv.voters))
     clock(f"etcd healthy on {len(inv.voters)} voters ({waited:.2f} s after start)")
     write_inventory(cfg, image=state.image, binary=_host_binary(state), learner_runs=_learner_runs(state))
-    if learner_bins is not None and not resume:
-        _add_learner(state, clock)
+    if state.build is not Build.COMPLETE:
+        state = _saved(state, Build.VOTERS)
+        if learner_bins is not None:
+            _add_learner(state, clock)  # on resume too: learner add continues where it stopped
+    return _saved(state, Build.COMPLETE)
+
+
+def _saved(state: LabState, build: Build) -> LabState:
+    """The state at this stage of the build, on disk at once: an interrupted `up` says how far it got."""
+    state = replace(state, build=build)
+    state.save()
     return state
 
 
@@ -241,7 +258,8 @@ def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:
     clock = _Clock(say)
     state = LabState.load(cfg.dir)
     n = hosts.kill_all(cfg, state)
-    net.down(cfg)
+    if note := net.down(cfg):
+        clock(note)
     hosts.remove_cgroups(cfg)
     if wipe:
         hosts.wipe(cfg)

@@ -21,6 +21,7 @@ from etcd_dr.readiness.model import (
     Check,
     CheckResult,
     DiskFree,
+    FailCause,
     Failed,
     Gathered,
     Readiness,
@@ -41,6 +42,38 @@ _TAKE_SNAPSHOT = "take one now (`etcd-dr snapshot take`, or the snapshot flow) a
 
 def _reissue(host: str) -> str:
     return f"re-issue it with the cluster CA (`etcd-dr cert issue --host {host}`) and restart etcd there"
+
+
+def evaluate_host_key(host: str, reason: str, known_hosts: Path | str, *, critical: bool) -> CheckResult:
+    """SSH refused the host's key: say that, and how to fix it. Nothing was read from the host, so
+    no other check of it may guess at a cause (an unreadable certificate here is not a bad one)."""
+    return failed(
+        Check.SSH,
+        host,
+        reason,
+        f"{host}'s SSH host key changed or is unknown: check the key on {host}'s console "
+        "(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`); if the host was reinstalled, put that "
+        f"key in {known_hosts} in place of the old line (`ssh-keygen -R <address> -f {known_hosts}`), "
+        "else treat the connection as intercepted; its certificates, clock and disk are checked once "
+        "SSH trusts it",
+        critical=critical,
+    )
+
+
+def _not_checked(check: Check, host: str) -> CheckResult:
+    """A check of a host whose SSH host key was refused: unknown, never judged (not critical: the
+    ssh result is)."""
+    return failed(
+        check,
+        host,
+        f"not checked: SSH refused {host}'s host key",
+        "fix the host key first (the ssh result above)",
+        critical=False,
+    )
+
+
+def _host_key_refusal(*probes: object) -> Failed | None:
+    return next((p for p in probes if isinstance(p, Failed) and p.cause is FailCause.HOST_KEY), None)
 
 
 def evaluate_quorum(state: ClusterState | Failed) -> CheckResult:
@@ -291,6 +324,9 @@ def evaluate_clocks(clocks: Mapping[str, ClockSample | Failed], max_skew: float)
     bad = set(rep.outliers(max_skew)) if rep else set()
     out = []
     for h, s in clocks.items():
+        if isinstance(s, Failed) and s.cause is FailCause.HOST_KEY:
+            out.append(_not_checked(Check.CLOCK, h))
+            continue
         if isinstance(s, Failed):
             out.append(
                 failed(
@@ -336,6 +372,8 @@ def parse_df(text: str) -> tuple[int, int, str]:
 def evaluate_disk(host: str, disk: DiskFree | Failed, db_size: int | None, factor: float) -> CheckResult:
     """Critical: a restore stages a copy of the db beside the data dir before it swaps it in, so the
     filesystem must hold factor x the db."""
+    if isinstance(disk, Failed) and disk.cause is FailCause.HOST_KEY:
+        return _not_checked(Check.DISK, host)
     if isinstance(disk, Failed):
         return failed(
             Check.DISK,
@@ -375,6 +413,11 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Readi
     )
     results += evaluate_learner(state, c.learner_max_lag, candidates)
     results.append(evaluate_snapshot(g.snapshot, now, c.snapshot_max_age_hours, g.snapshot_dir))
+    for h in inv.hosts:
+        refused = _host_key_refusal(g.clocks.get(h.name), g.certs.get(h.name), g.disks.get(h.name))
+        if refused is not None:
+            kh, crit = inv.ssh.known_hosts, h.runs_etcd  # a worker's key is no member's problem
+            results.append(evaluate_host_key(h.name, refused.reason, kh, critical=crit))
     for h in inv.etcd_hosts:
         sample = g.clocks.get(h.name)
         # a certificate is judged by the clock of the host that uses it
@@ -384,6 +427,9 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Readi
             else (now, "; unmeasured, this machine's")
         )
         files = g.certs.get(h.name, Failed("not gathered"))
+        if isinstance(files, Failed) and files.cause is FailCause.HOST_KEY:
+            results.append(_not_checked(Check.CERT, h.name))
+            continue
         if isinstance(files, Failed):
             files = tuple(
                 CertFile(h.name, kind, path, None, files.reason)

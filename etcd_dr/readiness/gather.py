@@ -14,13 +14,21 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from etcd_dr.audit import redact
-from etcd_dr.errors import CommandError, EtcdDrError
+from etcd_dr.errors import CommandError, EtcdDrError, HostKeyError
 from etcd_dr.etcd.client import Alarm
 from etcd_dr.executor import Executor
 from etcd_dr.hostcare import measure_clock
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.readiness.evaluate import assess, parse_df
-from etcd_dr.readiness.model import CertFile, CertKind, DiskFree, Failed, Gathered, Readiness
+from etcd_dr.readiness.model import (
+    CertFile,
+    CertKind,
+    DiskFree,
+    FailCause,
+    Failed,
+    Gathered,
+    Readiness,
+)
 from etcd_dr.snapshots import Catalog
 from etcd_dr.state import client_for, observe
 
@@ -38,6 +46,8 @@ def run_all(jobs: Mapping[Hashable, Callable[[], Any]], deadline_s: float) -> di
     def work(key: Hashable, fn: Callable[[], Any]) -> None:
         try:
             r = fn()
+        except HostKeyError as e:
+            r = Failed(str(e), FailCause.HOST_KEY)
         except EtcdDrError as e:
             r = Failed(str(e))
         except Exception as e:  # one probe's bug must not sink the other checks: say what it was
@@ -55,7 +65,7 @@ def run_all(jobs: Mapping[Hashable, Callable[[], Any]], deadline_s: float) -> di
             cond.wait(left)
         out = dict(results)
     for key in jobs:
-        out.setdefault(key, Failed(f"no answer within the {deadline_s:g} s deadline"))
+        out.setdefault(key, Failed(f"no answer within the {deadline_s:g} s deadline", FailCause.DEADLINE))
     return out
 
 

@@ -23,6 +23,7 @@ class Check(enum.StrEnum):
     CERT = "cert"
     CLOCK = "clock"
     DISK = "disk"
+    SSH = "ssh"  # only a refusal: the other probes of a host tell that it answers
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,20 @@ class Readiness:
         }
 
 
+class FailCause(enum.StrEnum):
+    ERROR = "error"
+    DEADLINE = "deadline"
+    # SSH refused the host's key (changed or unknown): nothing was read from the host, so its
+    # certificates, clock and disk are unknown, not broken
+    HOST_KEY = "host-key"
+
+
 @dataclass(frozen=True)
 class Failed:
     """A probe that raised, or did not answer before the deadline."""
 
     reason: str
+    cause: FailCause = FailCause.ERROR
 
 
 class CertKind(enum.StrEnum):

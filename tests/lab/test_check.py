@@ -270,3 +270,42 @@ def test_check_flow_publishes_a_table_and_fails_when_not_ready(
     assert art.description.startswith("**ready: 17 of 18 checks ok")
     # ship the runs' logs while the server is up (else the handler retries them at exit for a minute)
     asyncio.run(APILogHandler.aflush())
+
+
+def test_check_says_a_refused_host_key_and_not_to_reissue_certificates(
+    running_lab: Lab, tmp_path: Path
+) -> None:
+    """master2's line in known_hosts names another key (what a reinstalled host, or an interceptor,
+    looks like): check must say the host key was refused and how to fix known_hosts, and must not
+    call its certificates unreadable or suggest re-issuing them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    inv = lab_inventory(running_lab, tmp_path / "snapshots")
+    other = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    addr = inv.host("master2").address
+    lines = Path(inv.ssh.known_hosts).read_text().splitlines()
+    kh = tmp_path / "known_hosts"
+    kh.write_text(
+        "".join(
+            f"{ln.split()[0]} {other.decode()}\n" if ln.startswith(f"{addr},") else f"{ln}\n" for ln in lines
+        )
+    )
+    inv = dataclasses.replace(inv, ssh=dataclasses.replace(inv.ssh, known_hosts=kh))
+    t0 = time.monotonic()
+    r = check_readiness(inv, deadline_s=10)
+    took = time.monotonic() - t0
+    mine = [x for x in r.results if x.host == "master2"]
+    (ssh,) = [x for x in mine if x.check is Check.SSH]
+    assert not ssh.ok and ssh.critical and "host key refused" in ssh.detail and "does not match" in ssh.detail
+    assert "host key changed or is unknown" in ssh.hint and str(kh) in ssh.hint
+    assert not any("re-issue" in x.hint or "cert issue" in x.hint for x in mine), mine
+    assert {x.check for x in mine if x.detail == "not checked: SSH refused master2's host key"} == {
+        Check.CERT, Check.CLOCK, Check.DISK
+    }  # fmt: skip
+    assert not any(x.check is Check.SSH for x in r.results if x.host != "master2")
+    print(f"check with master2's host key refused: {took:.2f} s")

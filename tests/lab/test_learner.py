@@ -20,6 +20,7 @@ from etcd_dr.etcdbin import ensure_binaries
 from etcd_dr.executor import executor_for
 from etcd_dr.inventory import Inventory, inventory_to_dict, load_inventory
 from etcd_dr.lab import images, lifecycle
+from etcd_dr.lab.config import Build
 from etcd_dr.learner import LearnerOptions, add_learner, remove_learner
 from etcd_dr.plans import StepState
 from etcd_dr.state import client_for
@@ -285,5 +286,6 @@ def test_lab_up_learner_gives_a_learner_in_status(lab: Lab) -> None:
         inv = yaml.safe_load(lab.cfg.inventory_path.read_text())
         n1 = next(h for h in inv["hosts"] if h["name"] == "node1")
         assert n1["roles"] == ["etcd-learner", "worker"] and n1["etcd_image"].startswith("lab/etcd:3.5.")
+        assert lab.state.build is Build.COMPLETE  # recorded only once node1 joined
     finally:
         lifecycle.up(lab.cfg, say=lambda m: None)  # back to three voters for the other tests

@@ -244,3 +244,49 @@ def test_loading_contacts_nothing(invdir: Path, monkeypatch):
     inv = load_inventory(invdir / "far.yaml")
     assert time.monotonic() - t0 < 0.5
     assert inv.host("master2").address == "unreachable.invalid"
+
+
+# --- an empty inventory: say so, and show what a minimal one holds (it used to say "0 problems")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# an inventory, some day\n", "---\n", "{}\n"])
+def test_empty_file_says_it_is_empty_and_shows_a_minimal_inventory(tmp_path: Path, text: str) -> None:
+    from etcd_dr.inventory import MINIMAL_INVENTORY
+
+    path = tmp_path / "inv.yaml"
+    path.write_text(text)
+    with pytest.raises(InventoryError) as ei:
+        load_inventory(path)
+    msg = str(ei.value)
+    assert msg.startswith(f"{path}: 1 problem\n  - the inventory is empty")
+    assert "0 problems" not in msg
+    for line in MINIMAL_INVENTORY.splitlines():
+        assert f"\n      {line}" in msg  # the whole example, indented under the problem
+
+
+def test_the_minimal_inventory_shown_is_valid(tmp_path: Path) -> None:
+    from etcd_dr.inventory import MINIMAL_INVENTORY
+
+    inv = parse_inventory(yaml.safe_load(MINIMAL_INVENTORY), tmp_path, check_files=False)
+    assert inv.cluster == "prod-eu1" and [h.name for h in inv.voters] == ["master1"]
+    assert inv.ssh.known_hosts == tmp_path / "keys" / "known_hosts"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "what"), [(DELETE, "is missing"), (None, "is empty"), ([], "is an empty list")]
+)
+def test_no_hosts_shows_what_a_host_holds(invdir: Path, hosts: object, what: str) -> None:
+    d = data()
+    if hosts is DELETE:
+        del d["hosts"]
+    else:
+        d["hosts"] = hosts
+    (p,) = [p for p in problems_of(d, invdir) if p.startswith("hosts")]
+    assert p.startswith(f"hosts: {what}: no host; list each with its name, address and roles:")
+    example = p.split("\n", 1)[1].splitlines()
+    assert [ln.split("#")[0].strip() for ln in example] == [
+        "hosts:",
+        "- name: master1",
+        "address: 10.0.0.11",
+        "roles: [etcd, controlplane]",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,14 @@ from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import (
     HOSTS,
     MAX_PREFIX_LEN,
+    Build,
+    EtcdSeries,
     HostProc,
     LabConfig,
     LabState,
     default_inventory_path,
+    incomplete,
+    resolve_config,
 )
 from etcd_dr.lab.inventory_file import inventory_dict
 
@@ -156,3 +162,118 @@ def test_written_inventory_loads_as_the_lab_inventory(tmp_path: Path) -> None:
         loaded = load_inventory(path)
         assert loaded == lab_inventory(cfg, image="lab/etcd:3.4.23", binary="/usr/bin/etcd")
         assert loaded.ssh.key_file == cfg.dir / "keys" / "id_ed25519"
+
+
+# --- no state file: the subnet asked for, never the default (another lab may be on it)
+
+
+def test_resolve_config_without_state_uses_the_env_subnet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETCD_DR_LAB_SUBNET", "10.231.112.0/24")
+    cfg = resolve_config(prefix="honeb", lab_dir=tmp_path / "none")
+    assert (cfg.prefix, cfg.subnet) == ("honeb", "10.231.112.0/24")
+    # a state file wins: it is the lab's own subnet
+    LabState(LabConfig(prefix="honeb", subnet="10.231.111.0/24", dir=tmp_path / "lab")).save()
+    assert resolve_config(prefix="honeb", lab_dir=tmp_path / "lab").subnet == "10.231.111.0/24"
+
+
+# --- an interrupted `lab up` (a SIGINT during the learner add) is not a whole lab
+
+
+def _state(tmp_path: Path, build: Build, learner: bool = True) -> LabState:
+    cfg = LabConfig(
+        prefix="ut",
+        subnet="10.231.9.0/24",
+        dir=tmp_path / "lab",
+        learner_etcd=EtcdSeries.V3_5 if learner else None,
+    )
+    return LabState(cfg, etcd_version="3.4.23", build=build)
+
+
+def test_build_stage_round_trip_and_old_state_files(tmp_path: Path) -> None:
+    st = _state(tmp_path, Build.VOTERS)
+    st.save()
+    back = LabState.load(st.config.dir)
+    assert back is not None and back.build is Build.VOTERS
+    data = json.loads(st.config.state_path.read_text())
+    del data["build"]  # written before the field existed: nothing tells, taken as built
+    st.config.state_path.write_text(json.dumps(data))
+    back = LabState.load(st.config.dir)
+    assert back is not None and back.build is Build.COMPLETE and incomplete(back) is None
+    # a new state starts unbuilt: only `up` finishing says complete
+    assert LabState(st.config).build is Build.HOSTS
+
+
+def test_incomplete_says_what_is_missing_and_the_fix(tmp_path: Path) -> None:
+    assert incomplete(_state(tmp_path, Build.COMPLETE)) is None
+    rebuild = (
+        f"`etcd-dr lab up --prefix ut --subnet 10.231.9.0/24 --dir {tmp_path / 'lab'} --etcd 3.4 "
+        "--runtime docker --learner --learner-etcd 3.5`"
+    )
+    msg = incomplete(_state(tmp_path, Build.VOTERS))
+    assert msg == (
+        "lab 'ut' is incomplete: its `lab up` stopped before node1 joined as the learner it asked for "
+        f"(--learner 3.5); finish it with `etcd-dr lab up --resume`, or rebuild it: {rebuild}"
+    )
+    msg = incomplete(_state(tmp_path, Build.HOSTS))
+    assert msg is not None and "before etcd ran on the voters" in msg and rebuild in msg
+    assert "--resume" not in msg  # nothing on the disks to resume
+
+
+def test_lab_status_says_incomplete_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    st = _state(tmp_path, Build.VOTERS)
+    st.save()
+    assert cli.main(["lab", "status", "--prefix", "ut", "--dir", str(st.config.dir)]) == 1
+    out = capsys.readouterr().out
+    assert "lab 'ut' is incomplete" in out and "etcd-dr lab up --resume" in out
+
+
+def test_resume_of_a_lab_never_provisioned_is_refused_before_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 0)
+    touched: list[str] = []
+    monkeypatch.setattr(lifecycle, "clean", lambda *a, **k: touched.append("clean"))
+    monkeypatch.setattr(lifecycle.net, "check_subnet_free", lambda *a, **k: touched.append("routes"))
+    st = _state(tmp_path, Build.HOSTS)
+    st.save()
+    with pytest.raises(InputError, match=r"cannot resume: lab 'ut' is incomplete.*rebuild it"):
+        lifecycle.up(st.config, resume=True, say=print)
+    assert touched == []
+
+
+def test_a_refused_subnet_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subnet is checked before cleaning: cleaning installs a guard route (and removes names)."""
+    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 0)
+    touched: list[str] = []
+    monkeypatch.setattr(lifecycle, "clean", lambda *a, **k: touched.append("clean"))
+    monkeypatch.setattr(lifecycle.hosts, "wipe", lambda *a, **k: touched.append("wipe"))
+
+    def in_use(cfg: LabConfig, own_bridges: object = ()) -> None:
+        raise InputError(f"lab subnet {cfg.subnet}: in use")
+
+    monkeypatch.setattr(lifecycle.net, "check_subnet_free", in_use)
+    with pytest.raises(InputError, match="in use"):
+        lifecycle.up(_state(tmp_path, Build.HOSTS).config, say=print)
+    assert touched == []
+
+
+def test_commands_on_the_lab_inventory_warn_of_an_incomplete_lab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from etcd_dr import cliutil
+
+    st = _state(tmp_path, Build.VOTERS)
+    st.save()
+    st.config.inventory_path.write_text("cluster: lab\n")
+    monkeypatch.delenv("ETCD_DR_INVENTORY", raising=False)
+    monkeypatch.setenv("ETCD_DR_LAB_DIR", str(st.config.dir))
+    monkeypatch.setattr(lifecycle, "running_lab", lambda: st)  # as if its bridge were up
+    assert cliutil.inventory_path(None) == st.config.inventory_path
+    assert "warning: lab 'ut' is incomplete" in capsys.readouterr().err
+    monkeypatch.setattr(lifecycle, "running_lab", lambda: replace(st, build=Build.COMPLETE))
+    cliutil.inventory_path(None)
+    assert capsys.readouterr().err == ""

@@ -3,6 +3,7 @@ skew math, free-disk math, learner lag, snapshot age, alarms, the deadline runne
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.cli import main
+from etcd_dr.errors import HostKeyError
 from etcd_dr.etcd.client import Alarm, EndpointStatus
 from etcd_dr.hostcare import parse_epoch, sample_from, skew
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
@@ -28,7 +30,7 @@ from etcd_dr.readiness.evaluate import (
     parse_df,
 )
 from etcd_dr.readiness.gather import run_all
-from etcd_dr.readiness.model import CertFile, CertKind, DiskFree
+from etcd_dr.readiness.model import CertFile, CertKind, DiskFree, FailCause
 from etcd_dr.snapshots import SnapshotRecord, Verdict
 from etcd_dr.state import ClusterState, MemberListSource, MemberState, Reach
 
@@ -287,6 +289,61 @@ def test_assess_orders_results_and_counts_only_critical_failures() -> None:
     assert set(j["results"][0]) == {"check", "host", "ok", "critical", "detail", "hint"}
 
 
+def test_a_refused_host_key_is_said_as_such_and_never_called_a_certificate_problem() -> None:
+    """The reviewer's case: SSH refused master2's key (reinstalled host, or an interception). check
+    used to call its certificates unreadable and suggest re-issuing them."""
+    now = dt.datetime.now(dt.UTC)
+    good = issue_cert(CA, "m", days=365).cert_pem
+    certs: dict[str, object] = {
+        h.name: (
+            CertFile(h.name, CertKind.MEMBER, INV.etcd.cert_path(h), good),
+            CertFile(h.name, CertKind.CA, INV.etcd.ca_path(), CA.cert_pem),
+        )
+        for h in HOSTS
+        if h.runs_etcd
+    }
+    # what run_all makes of the executor's HostKeyError (its message, as SSHExecutor words it)
+    (refused,) = run_all(
+        {"x": lambda: (_ for _ in ()).throw(HostKeyError("master2", "host key refused: 10.9.0.12 ..."))}, 5
+    ).values()
+    assert refused == Failed("master2: host key refused: 10.9.0.12 ...", FailCause.HOST_KEY)
+    certs["master2"] = refused
+    clocks = _samples({"master1": 0, "master3": 0, "node1": 0}, at=now) | {"master2": refused}
+    disks = {h.name: DiskFree(h.name, "/var/lib/etcd", "/", 10**10, 10**11) for h in HOSTS}
+    disks["master2"] = refused
+    g = Gathered(
+        state=_state(VOTERS),
+        alarms=(),
+        snapshot=_record(dt.timedelta(hours=1), now),
+        clocks=clocks,
+        certs=certs,
+        disks=disks,
+        snapshot_dir=Path("/s"),
+        deadline_s=15,
+        started=0.0,
+        finished=1.0,
+    )
+    r = assess(INV, g, now=now)
+    mine = [x for x in r.results if x.host == "master2"]
+    (ssh,) = [x for x in mine if x.check is Check.SSH]
+    assert not ssh.ok and ssh.critical and ssh.detail == refused.reason
+    assert "host key changed or is unknown" in ssh.hint and str(INV.ssh.known_hosts) in ssh.hint
+    assert "ssh-keygen -lf" in ssh.hint and "ssh-keygen -R" in ssh.hint
+    for x in mine:
+        assert "re-issue" not in x.hint and "cert issue" not in x.hint, x
+    assert {(x.check, x.critical, x.detail) for x in mine if x.check is not Check.SSH} == {
+        (c, False, "not checked: SSH refused master2's host key")
+        for c in (Check.CERT, Check.CLOCK, Check.DISK)
+    }
+    assert [x.host for x in r.critical_failures] == ["master2"] and not r.ok
+    # a plain connection failure stays what it was: not a host-key message
+    gone = Failed("master2 unreachable: no answer in 3 s")
+    certs["master2"] = gone
+    disks["master2"] = gone
+    r = assess(INV, dataclasses.replace(g, certs=certs, clocks=clocks | {"master2": gone}), now=now)
+    assert not any(x.check is Check.SSH for x in r.results)
+
+
 # -- the deadline, the CLI ------------------------------------------------------------------------
 
 
@@ -298,7 +355,7 @@ def test_one_deadline_bounds_every_probe() -> None:
     out = run_all({"fast": lambda: 1, "slow": lambda: time.sleep(5), "boom": boom}, 0.3)
     took = time.monotonic() - t0
     assert out["fast"] == 1
-    assert out["slow"] == Failed("no answer within the 0.3 s deadline")
+    assert out["slow"] == Failed("no answer within the 0.3 s deadline", FailCause.DEADLINE)
     assert out["boom"] == Failed("RuntimeError: probe bug")
     assert 0.29 < took < 1.0
 
