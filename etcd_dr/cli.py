@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     ("fault", "etcd_dr.fault_cli"),
     ("recover", "etcd_dr.recover"),
     ("rejoin", "etcd_dr.rejoin"),
+    ("diverged", "etcd_dr.diverged.cli"),
     ("rehearse", "etcd_dr.rehearse"),
 )
 

@@ -20,11 +20,12 @@ import re
 import secrets
 import select
 import shlex
+import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -120,6 +121,26 @@ def audit_put(
         )
 
 
+def audit_get(audit, host: str, path: str, size: int, dt: float, reason: str) -> None:
+    if audit is not None:
+        audit.event(host=host, action="get", outcome="ok", reason=reason, path=path, size=size, duration_s=dt)
+
+
+def _land(local_path: Path, fill: Callable[[Path], object]) -> int:
+    """fill(a temp file beside local_path), fsync, rename over local_path: a reader never sees half a
+    file. The temp file is removed when fill fails."""
+    local_path = Path(local_path)
+    tmp = local_path.with_name(f".{local_path.name}.{secrets.token_hex(4)}.part")
+    try:
+        fill(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, local_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return local_path.stat().st_size
+
+
 class LocalExecutor:
     """Runs commands on this machine (the orchestrator's own host)."""
 
@@ -193,6 +214,13 @@ class LocalExecutor:
     def get(self, remote_path: str) -> bytes:
         with open(remote_path, "rb") as f:
             return f.read()
+
+    def get_to(self, remote_path: str, local_path: Path, *, reason: str = "") -> int:
+        """Copy a (possibly large) file to local_path, streamed; returns its size."""
+        t0 = time.monotonic()
+        size = _land(local_path, lambda tmp: shutil.copyfile(remote_path, tmp))
+        audit_get(self.audit, self.host, remote_path, size, time.monotonic() - t0, reason)
+        return size
 
     def close(self) -> None:
         pass
@@ -704,6 +732,22 @@ class SSHExecutor:
                 return f.read()
 
         return self._with_sftp(read, f"get {remote_path}")
+
+    def get_to(self, remote_path: str, local_path: Path, *, reason: str = "") -> int:
+        """Copy a (possibly large) file from the host to local_path, streamed over SFTP (memory stays
+        flat; under sudo it is read whole through `cat`), landed atomically; returns its size."""
+        t0 = time.monotonic()
+        log.debug("%s: get %s -> %s", self.host, remote_path, local_path)
+
+        def fetch(tmp: Path) -> None:
+            if self.sudo:
+                tmp.write_bytes(self.get(remote_path))
+            else:
+                self._with_sftp(lambda sftp: sftp.get(remote_path, str(tmp)), f"get {remote_path}")
+
+        size = _land(local_path, fetch)
+        audit_get(self.audit, self.host, remote_path, size, time.monotonic() - t0, reason)
+        return size
 
     def _with_sftp(self, fn, what: str):
         import paramiko

@@ -21,10 +21,12 @@ import time
 from dataclasses import dataclass
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
+from etcd_dr.diverged.keep import keep_old_member
+from etcd_dr.diverged.read import DivergedReport
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner.add import LearnerAddResult, add_learner
-from etcd_dr.learner.plan import LearnerOptions
+from etcd_dr.learner.plan import Action, LearnerOptions
 from etcd_dr.learner.session import Say
 from etcd_dr.state import ClusterState, observe
 
@@ -36,6 +38,8 @@ class RejoinResult:
     results: tuple[LearnerAddResult, ...]
     verdict: str
     duration_s: float
+    # what each old member held beyond the recovered cluster, read before its data dir was set aside
+    diverged: tuple[DivergedReport, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -54,6 +58,7 @@ class RejoinResult:
             "verdict": self.verdict,
             "duration_s": round(self.duration_s, 3),
             "hosts": [{"host": r.plan.params.get("host"), **r.to_json()} for r in self.results],
+            "diverged": [d.to_json() for d in self.diverged],
         }
 
 
@@ -95,15 +100,37 @@ def rejoin(
             (), f"{state.verdict}; every inventory voter is a voter member: nothing to do", 0.0
         )
     results: list[LearnerAddResult] = []
+    reports: list[DivergedReport] = []
     for i, host in enumerate(todo):
         if i:
             state = observe(inv)
-        res = add_learner(inv, host, options_for(inv, host, opts), state=state, dry_run=dry_run, say=say)
+        o = options_for(inv, host, opts)
+        if not dry_run:
+            kept = _keep_old_member(inv, host, o, state, say)
+            if isinstance(kept, LearnerAddResult):
+                results.append(kept)
+                break
+            reports += [kept] if kept is not None else []
+        res = add_learner(inv, host, o, state=state, dry_run=dry_run, say=say)
         results.append(res)
         if not res.ok or dry_run:
             break
-    verdict = "; ".join(r.verdict for r in results)
-    return RejoinResult(tuple(results), verdict, time.monotonic() - t0)
+    verdict = "; ".join([*(r.verdict for r in results), *(d.sentence for d in reports if d.count)])
+    return RejoinResult(tuple(results), verdict, time.monotonic() - t0, tuple(reports))
+
+
+def _keep_old_member(
+    inv: Inventory, host: str, opts: LearnerOptions, state: ClusterState, say: Say | None
+) -> LearnerAddResult | DivergedReport | None:
+    """When the plan would set an old member aside, do that part first and read what it holds beyond
+    the recovered cluster (etcd_dr.diverged): nothing acknowledged is dropped without a word. The
+    plan is made first (a dry run), so a refused rejoin (returned) changes nothing on the host."""
+    pre = add_learner(inv, host, opts, state=state, dry_run=True)
+    if pre.plan.refused:
+        return pre
+    if not any(st.action == Action.SET_ASIDE for st in pre.plan.steps):
+        return None
+    return keep_old_member(inv, host, opts, state, say)
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -127,6 +154,8 @@ def _cmd(args: argparse.Namespace) -> int:
         if not res.results:
             print(res.verdict)
     else:
+        for d in res.diverged:
+            print(d.sentence)
         for r in res.results:
             print(r.verdict)
             if r.join_s is not None:

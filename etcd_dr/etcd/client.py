@@ -482,6 +482,24 @@ class EtcdClient:
 
         return self._failover("put", call, write=True, timeout=timeout)
 
+    def put_if_mod_revision(
+        self, key: bytes | str, value: bytes | str, mod_revision: int, *, timeout: float | None = None
+    ) -> tuple[bool, int]:
+        """Put only while the key's mod_revision is still `mod_revision` (0: the key is absent), in one
+        transaction. Returns (put?, the cluster's revision): False means someone changed it meanwhile."""
+        cmp = pb.Compare(
+            result=pb.Compare.EQUAL, target=pb.Compare.MOD, key=_b(key), mod_revision=mod_revision
+        )
+        req = pb.TxnRequest(
+            compare=[cmp], success=[pb.RequestOp(request_put=pb.PutRequest(key=_b(key), value=_b(value)))]
+        )
+
+        def call(ep: str, t: float) -> tuple[bool, int]:
+            r = self._unary(ep, _KV + "Txn", req, pb.TxnResponse, t, require_leader=True)
+            return bool(r.succeeded), int(r.header.revision)
+
+        return self._failover("txn", call, write=True, timeout=timeout)
+
     # -- per-endpoint calls (no failover) --
 
     def status(self, endpoint: str, *, timeout: float | None = None) -> EndpointStatus:

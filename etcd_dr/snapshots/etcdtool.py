@@ -73,8 +73,16 @@ def snapshot_status(bins: EtcdBinaries, path: Path, timeout: float = 600.0) -> F
 
 
 def snapshot_restore(
-    bins: EtcdBinaries, path: Path, data_dir: Path, *, name: str, peer_url: str, timeout: float = 1800.0
+    bins: EtcdBinaries,
+    path: Path,
+    data_dir: Path,
+    *,
+    name: str,
+    peer_url: str,
+    timeout: float = 1800.0,
+    skip_hash_check: bool = False,
 ) -> None:
+    """skip_hash_check: for a member's own `member/snap/db`, which carries no snapshot hash (NOTES)."""
     _run(
         [
             *_tool(bins),
@@ -85,6 +93,7 @@ def snapshot_restore(
             f"--initial-cluster={name}={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
             f"--data-dir={data_dir}",
+            *(["--skip-hash-check"] if skip_hash_check else []),
         ],
         "snapshot restore",
         timeout,

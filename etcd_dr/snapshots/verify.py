@@ -14,8 +14,6 @@ it wrong, but a check could not be made: never read that as CORRUPT), with a one
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +23,9 @@ from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import HashKVResult
 from etcd_dr.etcd.errors import EtcdError, RevisionCompacted
 from etcd_dr.etcdbin import EtcdBinaries, EtcdBinariesError
-from etcd_dr.snapshots.etcdtool import ToolError, binaries_for, snapshot_restore, snapshot_status
+from etcd_dr.snapshots.etcdtool import ToolError, binaries_for, snapshot_status
 from etcd_dr.snapshots.record import Verdict
+from etcd_dr.snapshots.trial import served_db
 
 _SHA256_LEN = 32
 _CHUNK = 1 << 20
@@ -264,34 +263,8 @@ def _member_reference(
 
 def _restore_and_hash(bins: EtcdBinaries, path: Path, revision: int, scratch_parent: Path) -> HashKVResult:
     """Restore into a scratch dir, serve it with a throwaway single-member TLS etcd on loopback, and
-    ask it for HashKV at `revision`. The scratch dir (ours alone) is removed afterwards."""
-    from etcd_dr.certs import issue_cert, new_ca
-    from etcd_dr.etcd.localcluster import LocalCluster, wait_for
-
-    scratch = Path(tempfile.mkdtemp(prefix=".verify-", dir=scratch_parent))
-    ca = new_ca("etcd-dr-verify")
-    cluster = LocalCluster(
-        bins,
-        scratch,
-        ca,
-        issue_cert(ca, "etcd-dr-verify", ips=("127.0.0.1",)),
-        issue_cert(ca, "etcd-dr-verify-client", server=False),
-    )
-    try:
-        cluster._write_certs()
-        node = cluster.new_node("verify")
-        snapshot_restore(bins, path, node.data_dir, name=node.name, peer_url=node.peer_url)
-        cluster.nodes = [node]
-        cluster.start(node, f"{node.name}={node.peer_url}", "new")
-        with cluster.client(request_timeout=120.0) as c:
-
-            def ready() -> bool:
-                if not node.running:
-                    raise RuntimeError(f"throwaway etcd exited: {cluster.log_tail(node, 3)}")
-                return c.status(node.client_url, timeout=1.0).leader != 0
-
-            wait_for("throwaway etcd on the restored snapshot", ready, RESTORE_START_TIMEOUT, 0.05)
-            return c.hash_kv(node.client_url, revision, timeout=600.0)
-    finally:
-        cluster.stop_all()
-        shutil.rmtree(scratch, ignore_errors=True)
+    ask it for HashKV at `revision`."""
+    with served_db(
+        bins, path, scratch_parent, start_timeout=RESTORE_START_TIMEOUT, scratch_prefix=".verify-"
+    ) as (c, endpoint):
+        return c.hash_kv(endpoint, revision, timeout=600.0)

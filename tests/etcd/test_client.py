@@ -314,3 +314,13 @@ def test_all_members_killed_unavailable(cluster: LocalCluster) -> None:
                 assert ep in msg, msg
             assert "BEGIN" not in msg and "PRIVATE" not in msg
     # The next test's `cluster` fixture restarts the members from their data dirs.
+
+
+def test_put_if_mod_revision_puts_only_while_the_key_is_unchanged(cluster: LocalCluster) -> None:
+    with cluster.client() as c:
+        key = f"/txn-test/{time.monotonic_ns()}"
+        ok, rev = c.put_if_mod_revision(key, "first", 0)  # 0: only while absent
+        assert ok and c.range(key).kvs[0].mod_revision == rev
+        assert c.put_if_mod_revision(key, "again", 0) == (False, rev)  # present now: not put
+        ok, rev2 = c.put_if_mod_revision(key, "second", rev)
+        assert ok and rev2 > rev and c.range(key).kvs[0].value == b"second"

@@ -1,0 +1,71 @@
+"""A db file served by a throwaway single-member TLS etcd on loopback: the trial restore that the
+snapshot verification hashes, and that `etcd-dr diverged` reads an old member's keys from.
+
+    with served_db(bins, Path("db"), Path("/tmp"), skip_hash_check=True) as (client, endpoint):
+        client.range(b"\\0", b"\\0", serializable=True)
+
+The scratch dir (ours alone) and the process (killed by the PID it was started with) are gone
+afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from etcd_dr.etcd.client import EtcdClient
+from etcd_dr.etcdbin import EtcdBinaries
+from etcd_dr.snapshots.etcdtool import snapshot_restore
+
+RESTORE_START_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def served_db(
+    bins: EtcdBinaries,
+    path: Path,
+    scratch_parent: Path,
+    *,
+    skip_hash_check: bool = False,
+    request_timeout: float = 120.0,
+    start_timeout: float = RESTORE_START_TIMEOUT,
+    scratch_prefix: str = ".trial-",
+) -> Iterator[tuple[EtcdClient, str]]:
+    """Restore `path` (a snapshot, or with skip_hash_check a member's `member/snap/db`) into a scratch
+    dir under scratch_parent and serve it; yields (a client of it, its endpoint) once it leads.
+    Raises ToolError when the restore fails, TimeoutError/RuntimeError when etcd does not serve it."""
+    from etcd_dr.certs import issue_cert, new_ca
+    from etcd_dr.etcd.localcluster import LocalCluster, wait_for
+
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix, dir=scratch_parent))
+    ca = new_ca("etcd-dr-trial")
+    cluster = LocalCluster(
+        bins,
+        scratch,
+        ca,
+        issue_cert(ca, "etcd-dr-trial", ips=("127.0.0.1",)),
+        issue_cert(ca, "etcd-dr-trial-client", server=False),
+    )
+    try:
+        cluster._write_certs()
+        node = cluster.new_node("trial")
+        snapshot_restore(
+            bins, path, node.data_dir, name=node.name, peer_url=node.peer_url, skip_hash_check=skip_hash_check
+        )
+        cluster.nodes = [node]
+        cluster.start(node, f"{node.name}={node.peer_url}", "new")
+        with cluster.client(request_timeout=request_timeout) as c:
+
+            def ready() -> bool:
+                if not node.running:
+                    raise RuntimeError(f"throwaway etcd exited: {cluster.log_tail(node, 3)}")
+                return c.status(node.client_url, timeout=1.0).leader != 0
+
+            wait_for("throwaway etcd on the restored db", ready, start_timeout, 0.05)
+            yield c, node.client_url
+    finally:
+        cluster.stop_all()
+        shutil.rmtree(scratch, ignore_errors=True)
