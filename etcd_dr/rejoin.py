@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
-from etcd_dr.diverged.keep import keep_old_member
 from etcd_dr.diverged.read import DivergedReport
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner.add import LearnerAddResult, add_learner
-from etcd_dr.learner.plan import Action, LearnerOptions
+from etcd_dr.learner.plan import LearnerOptions
 from etcd_dr.learner.session import Say
 from etcd_dr.state import ClusterState, observe
 
@@ -100,37 +99,17 @@ def rejoin(
             (), f"{state.verdict}; every inventory voter is a voter member: nothing to do", 0.0
         )
     results: list[LearnerAddResult] = []
-    reports: list[DivergedReport] = []
     for i, host in enumerate(todo):
         if i:
             state = observe(inv)
-        o = options_for(inv, host, opts)
-        if not dry_run:
-            kept = _keep_old_member(inv, host, o, state, say)
-            if isinstance(kept, LearnerAddResult):
-                results.append(kept)
-                break
-            reports += [kept] if kept is not None else []
-        res = add_learner(inv, host, o, state=state, dry_run=dry_run, say=say)
+        # its set-aside step reads what the old member holds beyond the cluster (etcd_dr.diverged)
+        res = add_learner(inv, host, options_for(inv, host, opts), state=state, dry_run=dry_run, say=say)
         results.append(res)
         if not res.ok or dry_run:
             break
+    reports = tuple(r.diverged for r in results if r.diverged is not None)
     verdict = "; ".join([*(r.verdict for r in results), *(d.sentence for d in reports if d.count)])
-    return RejoinResult(tuple(results), verdict, time.monotonic() - t0, tuple(reports))
-
-
-def _keep_old_member(
-    inv: Inventory, host: str, opts: LearnerOptions, state: ClusterState, say: Say | None
-) -> LearnerAddResult | DivergedReport | None:
-    """When the plan would set an old member aside, do that part first and read what it holds beyond
-    the recovered cluster (etcd_dr.diverged): nothing acknowledged is dropped without a word. The
-    plan is made first (a dry run), so a refused rejoin (returned) changes nothing on the host."""
-    pre = add_learner(inv, host, opts, state=state, dry_run=True)
-    if pre.plan.refused:
-        return pre
-    if not any(st.action == Action.SET_ASIDE for st in pre.plan.steps):
-        return None
-    return keep_old_member(inv, host, opts, state, say)
+    return RejoinResult(tuple(results), verdict, time.monotonic() - t0, reports)
 
 
 def _cmd(args: argparse.Namespace) -> int:

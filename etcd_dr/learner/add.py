@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from etcd_dr.certs import CertKeyPair
 from etcd_dr.errors import EtcdDrError
@@ -24,6 +25,9 @@ from etcd_dr.learner.steps import handlers
 from etcd_dr.learner.undo import set_aside_member
 from etcd_dr.plans import Plan, Rollback, StepResult, StepRunner, StepState, execute
 from etcd_dr.state import ClusterState, MemberListSource, observe
+
+if TYPE_CHECKING:
+    from etcd_dr.diverged.read import DivergedReport
 
 # Steps after which a failure leaves something in the cluster or on the host to undo.
 _ROLLBACK_AFTER = frozenset({Action.MEMBER_ADD, Action.START, Action.WAIT_CAUGHT_UP, Action.PROMOTE})
@@ -42,6 +46,7 @@ class LearnerAddResult:
     join_s: float | None = None  # member add + start + catch-up
     rollback: Rollback | None = None
     duration_s: float = 0.0
+    diverged: DivergedReport | None = None  # a rejoin: what the old member held beyond the cluster
 
     def to_json(self) -> dict:
         return {
@@ -87,12 +92,13 @@ def add_learner(
     with Session(inv, host, opts, ca=ca, say=say, endpoints=_member_endpoints(inv, state, opts)) as s:
         if opts.rejoin:
             state = _confirm_member_list(state, s)
+            s.state = state
         facts = gather_facts(s) if probe_wanted(inv, host, opts) else None
         plan = plan_learner_add(inv, state, host, facts, opts)
         if plan.refused or dry_run:
             return planned_only(plan, s, duration_s=time.monotonic() - t0)
         res = run_plan(plan, s)
-    return dataclasses.replace(res, duration_s=time.monotonic() - t0)
+    return dataclasses.replace(res, duration_s=time.monotonic() - t0, diverged=s.diverged)
 
 
 def _member_endpoints(inv: Inventory, state: ClusterState, opts: LearnerOptions) -> tuple[str, ...]:

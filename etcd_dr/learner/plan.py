@@ -229,7 +229,8 @@ def _plan_add(
                 Action.SET_ASIDE,
                 f"set the old etcd {kind} and data dir on {host.name} aside",
                 runs=f"stop and rename the old etcd {kind} on {host.name}; "
-                f"mv {e.data_dir} {e.data_dir}.bak-<UTC timestamp>",
+                f"mv {e.data_dir} {e.data_dir}.bak-<UTC timestamp>"
+                + ("; read what its db holds beyond the recovered cluster (reported)" if opts.rejoin else ""),
                 destructive=False,
                 postcondition=f"no etcd {kind} named for the member and no {e.data_dir}/member on "
                 f"{host.name}",

@@ -5,6 +5,7 @@ read-only probe of the host that the planner decides on."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from etcd_dr.audit import AuditLog
 from etcd_dr.certissue import existing_pair_problem, load_ca_cert, read_host_clock
@@ -15,7 +16,10 @@ from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.learner.plan import HostFacts, LearnerOptions
 from etcd_dr.runtime import runtime_for
-from etcd_dr.state import client_for
+from etcd_dr.state import ClusterState, client_for
+
+if TYPE_CHECKING:
+    from etcd_dr.diverged.read import DivergedReport
 
 Say = Callable[[str], None]
 
@@ -54,6 +58,9 @@ class Session:
         self.t_start: float | None = None
         self.caught_up_s: float | None = None
         self.t_caught_up: float | None = None
+        # a rejoin: the picture it was planned from, and what the old member held beyond the cluster
+        self.state: ClusterState | None = None
+        self.diverged: DivergedReport | None = None
 
     # -- handles (lazy: a refused plan opens nothing it does not need)
 

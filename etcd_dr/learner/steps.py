@@ -16,7 +16,7 @@ from etcd_dr.etcd import errors as E
 from etcd_dr.etcd.client import EndpointStatus
 from etcd_dr.learner.plan import Action, max_lag
 from etcd_dr.learner.session import Session
-from etcd_dr.learner.undo import move_data_dir, set_aside_runtime
+from etcd_dr.learner.undo import data_dir_aside, set_aside_runtime
 from etcd_dr.plans import Step, StepHandler
 from etcd_dr.runtime import InitialClusterState, MemberSpec, member_name
 
@@ -52,7 +52,18 @@ def _check_set_aside(s: Session) -> str | None:
 
 
 def _set_aside(s: Session) -> str:
-    done = set_aside_runtime(s) + move_data_dir(s)
+    done = set_aside_runtime(s)
+    kept = data_dir_aside(s)
+    if kept:
+        done.append(f"data dir moved to {kept}")
+    if kept and s.opts.rejoin and s.state is not None:
+        # a lost master's data may hold writes its old majority acknowledged after the survivor's
+        # last one: read and report them before anything else happens (nothing dropped silently)
+        from etcd_dr.diverged.read import report_for, save_report
+
+        s.diverged = save_report(s.inv, report_for(s.inv, s.host.name, kept, s.state, ex=s.ex), s.audit)
+        s.say(s.diverged.sentence)
+        done.append(s.diverged.sentence)
     return "; ".join(done) or "nothing was there"
 
 

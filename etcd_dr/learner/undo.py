@@ -31,13 +31,20 @@ def set_aside_runtime(s: Session, label: str = "old") -> list[str]:
     return [f"etcd stopped and renamed to {name}"]
 
 
-def move_data_dir(s: Session) -> list[str]:
+def data_dir_aside(s: Session) -> str | None:
+    """Move the data dir to <data_dir>.bak-<UTC ts> (never deleted); where it went, or None when
+    there was none."""
     d = s.inv.etcd.data_dir
     if not s.ex.run(["test", "-e", d], check=False).ok:
-        return []
+        return None
     dest = f"{d}.bak-{_stamp()}"
     s.ex.run(["mv", d, dest], reason="move the member's data dir aside (never deleted)")
-    return [f"data dir moved to {dest}"]
+    return dest
+
+
+def move_data_dir(s: Session) -> list[str]:
+    dest = data_dir_aside(s)
+    return [f"data dir moved to {dest}"] if dest else []
 
 
 def _remove_member(s: Session, reason: str) -> list[str]:
