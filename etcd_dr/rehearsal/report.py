@@ -157,6 +157,9 @@ def judge(
             m = rejoin.members[0] if rejoin.members else None
             same = f", revision {m.revision} and {m.keys} keys on every member" if m else ""
             parts.append(f"rejoined: {rejoin.voters} voters{same}")
+        elif rejoin.fork and rejoin.verdict.startswith(rejoin.fork):
+            ok = False
+            parts.append("rejoin refused on the fork")  # its sentence is the fork's, said just above
         else:
             ok = False
             parts.append(f"rejoin FAILED: {rejoin.verdict}")

@@ -179,6 +179,9 @@ def test_verdict_sentences() -> None:
     ok, s = judge(Scenario.MASTERS_LOST, PATHS, REC, _measures(), AllowedLoss.none(), forked)
     assert not ok and f"; FORK after the lost hosts came back: {fork}" in s
     assert forked.to_json()["fork"] == fork
+    refused = dataclasses.replace(forked, ok=False, verdict=f"{fork}; both sides accept writes: ...")
+    ok, s = judge(Scenario.MASTERS_LOST, PATHS, REC, _measures(), AllowedLoss.none(), refused)
+    assert not ok and s.endswith(f"FORK after the lost hosts came back: {fork}; rejoin refused on the fork")
     ok, s = judge(Scenario.MASTERS_LOST, ("learner-restore",), REC, _measures(), AllowedLoss.none(), None)
     assert not ok and s.endswith("(expected learner-restore)")
     gone = dataclasses.replace(_rejoined(), not_members=("node1",))
