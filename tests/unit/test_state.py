@@ -312,3 +312,15 @@ def test_a_refused_host_key_is_named_in_the_verdict() -> None:
         "; master2: SSH host key refused (not the one in known_hosts), so what is learnt over SSH "
         "there (reachability, files, runtime) is unknown"
     )
+
+
+def test_status_table_marks_each_sides_leader_and_the_id_a_member_reports() -> None:
+    from etcd_dr.status import EXIT_CODES, render
+
+    s = assess(INV, _restore_fork())
+    text = render(s)
+    rows = {c[0]: c for c in ([x.strip() for x in ln.split("|")[1:-1]] for ln in text.splitlines()) if c}
+    assert rows["master3"][1] == "13 (says 7a7a)"
+    assert [rows[n][6] for n in ("master1", "master2", "master3", "node1")] == ["*", "", "*", ""]
+    assert text.splitlines()[-1].startswith("what to do: both sides accept writes")
+    assert EXIT_CODES[s.health] == 3
