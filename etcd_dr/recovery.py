@@ -142,6 +142,8 @@ def plan_recovery(
             f"target: {target} is not an etcd voter in the inventory; pick one of {_voters(inv)}"
         )
 
+    if state.forked:  # two sides that lead: nothing to recover, and forcing either forks a third
+        return _refuse(inv, state.fork_advice)
     if state.quorum:
         return _refuse(inv, f"{state.verdict}; nothing to recover")
     if state.voters and state.voters_answering >= state.quorum_needed:

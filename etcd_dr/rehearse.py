@@ -321,11 +321,13 @@ class _Run:
             actions.append(bring_back(inv, self.lab, spec, recovered, c.tagged("back")))
         results: list[RejoinResult] = []
         revived: list[str] = []
+        forks: list[str] = []
         watch = self.opts.watch_returning_s
         if mode is Return.TOGETHER:
             actions += [bring_back(inv, self.lab, spec, h, c.tagged("back")) for h in returning]
             back = [h for h in returning if h in voters]
             revived += _watch_returning(inv, back, leader.member_id, watch, c)
+            forks += _fork_seen(inv, c)
             results.append(rejoin(inv, None, opts, say=c.tagged("rejoin")))
         else:
             each = max(3.0, watch / max(len(returning), 1)) if watch > 0 else 0.0
@@ -334,6 +336,7 @@ class _Run:
                 if h not in voters:
                     continue  # a learner host: its old member is no voter, rejoin takes voters
                 revived += _watch_returning(inv, [h], leader.member_id, each, c)
+                forks += _fork_seen(inv, c)
                 results.append(rejoin(inv, [h], opts, say=c.tagged("rejoin")))
                 if not results[-1].ok:
                     break
@@ -342,7 +345,7 @@ class _Run:
         c(f"rejoin ({mode}) {'ok' if ok else 'FAILED'}: {verdict}")
         # members catch up within seconds of a good rejoin; after a failed one (or beside a revived
         # old cluster, which no rejoin ends), one look is enough
-        wait = self.opts.converge_timeout_s if ok and not revived else 0.1
+        wait = self.opts.converge_timeout_s if ok and not revived and not forks else 0.1
         n_voters, members, identical = _converge(inv, wait)
         voter_hosts = {m.host for m in members if not m.is_learner}
         every = all(h in voter_hosts for h in voters)
@@ -356,6 +359,7 @@ class _Run:
             members=members,
             identical=identical,
             revived=tuple(revived),
+            fork=forks[0] if forks else None,
             actions=tuple(actions),
             returns=str(mode),
             not_members=tuple(h.name for h in inv.etcd_hosts if h.name not in {m.host for m in members}),
@@ -508,6 +512,18 @@ def _watch_returning(
     if not seen:
         say(f"no returning host served another cluster in {seconds:.0f} s")
     return tuple(seen.values())
+
+
+def _fork_seen(inv: Inventory, say: Say) -> list[str]:
+    """The lost hosts back: one observation, as `etcd-dr status` makes it. A fork (two clusters that
+    each lead, both accepting writes) fails the rehearsal with the status verdict that names it."""
+    from etcd_dr.state import observe
+
+    state = observe(inv, check_ssh=False)
+    if not state.forked:
+        return []
+    say(f"FORK: {state.verdict}")
+    return [state.verdict]
 
 
 def _converge(inv: Inventory, timeout: float) -> tuple[int | None, tuple[MemberFacts, ...], bool]:

@@ -25,8 +25,9 @@ from etcd_dr.diverged.read import DivergedReport
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner.add import LearnerAddResult, add_learner
-from etcd_dr.learner.plan import LearnerOptions
+from etcd_dr.learner.plan import REJOIN_KIND, LearnerOptions
 from etcd_dr.learner.session import Say
+from etcd_dr.plans import Plan, Refusal
 from etcd_dr.state import ClusterState, observe
 
 HELP = __doc__.split("\n\n")[0].removeprefix("`etcd-dr rejoin`: ")
@@ -93,6 +94,13 @@ def rejoin(
     if not (opts.rejoin and opts.promote):
         raise InputError("rejoin needs LearnerOptions(rejoin=True, promote=True)")
     state = observe(inv)
+    if state.forked:  # before "nothing to do": one side's member list may well list every voter
+        refused = Plan(
+            REJOIN_KIND, inv.cluster, state.fork_advice, refusal=Refusal.UNSAFE,
+            params={"host": ", ".join(hosts) if hosts else None},
+        )  # fmt: skip
+        res = LearnerAddResult(refused, (), False, refused.reason)
+        return RejoinResult((res,), refused.reason, time.monotonic() - t0)
     todo = list(hosts) if hosts is not None else missing_voters(inv, state)
     if not todo:
         return RejoinResult(

@@ -15,7 +15,7 @@ import contextvars
 import datetime as dt
 import enum
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -32,6 +32,15 @@ class Reach(enum.StrEnum):
     UNREACHABLE = "unreachable"
     HOST_KEY_REFUSED = "host-key-refused"
     NOT_CHECKED = "not-checked"
+
+
+class Health(enum.StrEnum):
+    """What the picture says, closed: `status`'s exit code and the planners' refusals key on it."""
+
+    QUORUM = "quorum"  # one cluster; a majority of voters answer and agree on a leader that answers
+    NO_LEADER = "no-leader"  # a majority answers but agrees on no leader (an election, a partition)
+    QUORUM_LOST = "quorum-lost"  # fewer than a majority of voters answer
+    FORKED = "forked"  # the answering members form two or more clusters that each have a leader
 
 
 class MemberListSource(enum.StrEnum):
@@ -66,6 +75,32 @@ class MemberState:
 
 
 @dataclass(frozen=True)
+class ClusterSide:
+    """Answering members that form one cluster, as each of them reports it (Status: the header's
+    cluster id, the leader it knows, its term)."""
+
+    cluster_id: int
+    leader: str | None  # the member that says it leads this cluster (its own word), None: none does
+    members: tuple[str, ...]
+    revision: int  # the highest revision among its members: what this side holds
+    raft_term: int
+
+    def describe(self) -> str:
+        """'master1, master2 (cluster 3ed8..., leader master1, revision 1234)'"""
+        lead = f"leader {self.leader}" if self.leader else "no leader"
+        return f"{', '.join(self.members)} (cluster {self.cluster_id:x}, {lead}, revision {self.revision})"
+
+    def to_json(self) -> dict:
+        return {
+            "cluster_id": f"{self.cluster_id:x}",
+            "leader": self.leader,
+            "members": list(self.members),
+            "revision": self.revision,
+            "raft_term": self.raft_term,
+        }
+
+
+@dataclass(frozen=True)
 class ClusterState:
     cluster: str
     observed_at: dt.datetime
@@ -79,6 +114,22 @@ class ClusterState:
     most_advanced: str | None  # reachable member with the highest raft index (voters first on ties)
     verdict: str
     duration_s: float = field(compare=False, default=0.0)
+    # the answering members grouped into the clusters they report (one, unless something is wrong)
+    clusters: tuple[ClusterSide, ...] = ()
+    forked: bool = False  # two or more of `clusters` have a leader: both may accept writes
+
+    @property
+    def health(self) -> Health:
+        if self.forked:
+            return Health.FORKED
+        if self.quorum:
+            return Health.QUORUM
+        return Health.NO_LEADER if self.voters_answering >= self.quorum_needed else Health.QUORUM_LOST
+
+    @property
+    def fork_advice(self) -> str:
+        """For a refusal on a forked cluster: the verdict (which side holds what) and what to do."""
+        return f"{self.verdict}; {FORK_ADVICE}"
 
     def member(self, name: str) -> MemberState:
         for m in self.members:
@@ -91,6 +142,9 @@ class ClusterState:
         return {
             "cluster": self.cluster,
             "quorum": self.quorum,
+            "health": str(self.health),
+            "forked": self.forked,
+            "clusters": [c.to_json() for c in self.clusters],
             "verdict": self.verdict,
             "leader": self.leader,
             "voters": self.voters,
@@ -110,6 +164,10 @@ class ClusterState:
                     "is_learner": m.is_learner,
                     "reachable": m.etcd_reachable,
                     "ssh": str(m.ssh),
+                    # as the member itself reports them (Status): a fork shows here first
+                    "cluster_id": f"{m.status.cluster_id:x}" if m.status else None,
+                    "reported_id": f"{m.status.member_id:x}" if m.status else None,
+                    "reported_leader": f"{m.status.leader:x}" if m.status and m.status.leader else None,
                     "raft_index": m.status.raft_index if m.status else None,
                     "raft_applied_index": m.status.raft_applied_index if m.status else None,
                     "raft_term": m.status.raft_term if m.status else None,
@@ -134,6 +192,9 @@ class Gathered:
     member_list_source: MemberListSource
     started: float
     finished: float
+    # asked only when two or more members say they lead: each one's own (serializable) member list,
+    # as its voters' ids (endpoint -> ids); None where it did not answer
+    leader_views: Mapping[str, tuple[int, ...] | None] = field(default_factory=dict)
 
 
 def _host_of_url(url: str) -> str:
@@ -213,6 +274,10 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Clust
     leader_id, votes = max(leader_votes.items(), key=lambda kv: kv[1], default=(0, 0))
     leader_answers = any(m.member_id == leader_id for m in answering)
     quorum = len(answering) >= needed and votes >= needed and leader_answers
+    sides = _sides(members, g.leader_views)
+    forked = sum(1 for c in sides if c.leader) > 1
+    # a fork's majority is a majority of one side's membership, not of the cluster's: never "held"
+    quorum = quorum and not forked
     leader = id_to_name.get(leader_id) if quorum else None
 
     reachable = [m for m in members if m.status is not None]
@@ -222,7 +287,20 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Clust
         default=None,
     )
 
-    verdict = _verdict(quorum, len(voters), len(answering), leader, most, members, g.member_list_source)
+    if forked:
+        verdict = f"forked: the members form {len(sides)} clusters: {_and(c.describe() for c in sides)}"
+    else:
+        verdict = _verdict(quorum, len(voters), len(answering), leader, most, members, g.member_list_source)
+        if len(sides) > 1:
+            verdict += f"; the answering members report {len(sides)} cluster ids: " + _and(
+                c.describe() for c in sides
+            )
+    refused = [m.name for m in members if m.ssh is Reach.HOST_KEY_REFUSED]
+    if refused:
+        verdict += (
+            f"; {_and(refused)}: SSH host key refused (not the one in known_hosts), so what is "
+            "learnt over SSH there (reachability, files, runtime) is unknown"
+        )
     return ClusterState(
         cluster=inv.cluster,
         observed_at=now or dt.datetime.now(dt.UTC),
@@ -236,7 +314,108 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Clust
         most_advanced=most.name if most else None,
         verdict=verdict,
         duration_s=g.finished - g.started,
+        clusters=sides,
+        forked=forked,
     )
+
+
+FORK_ADVICE = (
+    "both sides accept writes: stop etcd on the side whose writes you give up (export them first "
+    "with `etcd-dr diverged export`), then `etcd-dr rejoin` moves its data aside and joins it to the "
+    "other side"
+)
+
+
+def _and(parts: Iterable[str]) -> str:
+    items = list(parts)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _sides(
+    members: Sequence[MemberState], views: Mapping[str, tuple[int, ...] | None]
+) -> tuple[ClusterSide, ...]:
+    """Group the answering members into the clusters they say they are in. What is a fork:
+
+    - Different cluster ids. A cluster id is fixed when a cluster is bootstrapped (from its first
+      membership): two ids that answer are two clusters. A restore onto a survivor makes a new id
+      while the lost masters, back together, elect a leader in the old one.
+    - One cluster id, two members that each say they lead (their own word, not a follower's). Raft
+      elects at most one leader per term, so two leaders at the SAME term are two clusters (a
+      --force-new-cluster copy keeps the id). At different terms it is the normal moment after an
+      election: the old leader has not heard the new term yet, steps down at the first message that
+      carries it, and commits nothing meanwhile (a majority has moved on): not a fork, UNLESS the
+      two leaders' own member lists differ. A forced copy lists only itself while the returning old
+      members list the old membership; a stale leader shares the membership of the new one.
+    - A member naming a leader outside the member list read is not a fork by itself: that list may
+      come from either side, and just after a member remove it is normal. The leaders' own lists
+      decide instead.
+    A side with no leader (members of an old cluster left behind, a removed member restarting)
+    accepts no writes: it is listed, it is not a fork, and rejoin sets such members aside.
+    """
+    by_cluster: dict[int, list[MemberState]] = {}
+    for m in members:
+        if m.status is not None:
+            by_cluster.setdefault(m.status.cluster_id, []).append(m)
+    sides: list[list[MemberState]] = []
+    heads: list[MemberState | None] = []
+    for group in by_cluster.values():
+        leaders = sorted((m for m in group if m.status and m.status.is_leader), key=_term, reverse=True)
+        teams: list[list[MemberState]] = []  # a distinct leader first, then stale leaders merged in
+        for ld in leaders:
+            team = next((t for t in teams if not _distinct(t[0], ld, views)), None)
+            if team is None:
+                teams.append([ld])
+            else:
+                team.append(ld)
+        own = [[*t] for t in teams]
+        rest: list[MemberState] = []
+        for m in group:
+            if m.status is None or m.status.is_leader:
+                continue
+            named = m.status.leader
+            i = next((i for i, t in enumerate(teams) if any(_reported_id(x) == named for x in t)), None)
+            if i is None and len(teams) == 1:
+                i = 0  # one leader in this cluster: a member that knows none yet is still in it
+            (own[i] if i is not None else rest).append(m)
+        for t, members_of in zip(teams, own, strict=True):
+            sides.append(members_of)
+            heads.append(t[0])
+        if rest:
+            sides.append(rest)
+            heads.append(None)
+    order = {m.name: i for i, m in enumerate(members)}
+    out = []
+    for side, head in zip(sides, heads, strict=True):
+        side.sort(key=lambda m: order[m.name])
+        out.append(
+            ClusterSide(
+                cluster_id=side[0].status.cluster_id if side[0].status else 0,
+                leader=head.name if head else None,
+                members=tuple(m.name for m in side),
+                revision=max(m.status.revision for m in side if m.status),
+                raft_term=max(m.status.raft_term for m in side if m.status),
+            )
+        )
+    out.sort(key=lambda c: order[c.members[0]])
+    return tuple(out)
+
+
+def _reported_id(m: MemberState) -> int:
+    """The member id the member itself reports (a restored member has a new one; the member list
+    read from the other side still shows its old one)."""
+    return m.status.member_id if m.status else 0
+
+
+def _term(m: MemberState) -> int:
+    return m.status.raft_term if m.status else 0
+
+
+def _distinct(a: MemberState, b: MemberState, views: Mapping[str, tuple[int, ...] | None]) -> bool:
+    """Whether two members that both say they lead the same cluster id lead two clusters."""
+    if _term(a) == _term(b):
+        return True
+    va, vb = views.get(a.endpoint), views.get(b.endpoint)
+    return va is not None and vb is not None and set(va) != set(vb)
 
 
 def _verdict(
@@ -360,12 +539,35 @@ def observe(
                 except EtcdDrError as e:
                     statuses[ep] = _reason(ep, str(e))
             members, source = _member_list(client, statuses, len(inv.voters))
+            views = _leader_views(pool, client, statuses)
             ssh = {name: f.result() for name, f in ssh_f.items()}
     finally:
         if own_client:
             client.close()
-    g = Gathered(statuses, ssh, members, source, started, time.monotonic())
+    g = Gathered(statuses, ssh, members, source, started, time.monotonic(), views)
     return assess(inv, g)
+
+
+def _leader_views(
+    pool: cf.ThreadPoolExecutor, client: EtcdClient, statuses: Mapping[str, EndpointStatus | str]
+) -> dict[str, tuple[int, ...] | None]:
+    """When two or more members say they lead: each one's own member list (its voters' ids), which
+    tells a stale leader (same membership) from a forked one (assess: _sides). Costs nothing when
+    one member leads, the normal case."""
+    leaders = [s.endpoint for s in statuses.values() if isinstance(s, EndpointStatus) and s.is_leader]
+    if len(leaders) < 2:
+        return {}
+
+    def view(ep: str) -> tuple[int, ...] | None:
+        try:
+            return tuple(
+                m.id for m in client.member_list(linearizable=False, endpoint=ep) if not m.is_learner
+            )
+        except EtcdDrError:
+            return None
+
+    futures = {ep: _submit(pool, view, ep) for ep in leaders}
+    return {ep: f.result() for ep, f in futures.items()}
 
 
 def _member_list(

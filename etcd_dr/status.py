@@ -1,5 +1,6 @@
 """`etcd-dr status`: the cluster at a glance, like `etcdctl endpoint status` joined with the member
-list, and a verdict sentence. Exit 0 with quorum, 1 without, 2 on bad input."""
+list, and a verdict sentence. Exit 0 with quorum, 1 without, 2 on bad input, 3 when the members
+form two clusters that each lead (a fork: see EXIT_FORKED)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import argparse
 import json
 
 from etcd_dr.cliutil import add_inventory_arg, human_bytes, inventory_from_args, table
-from etcd_dr.state import ClusterState, observe
+from etcd_dr.state import FORK_ADVICE, ClusterState, Health, MemberState, observe
+
+# its own code: a fork is worse than a lost quorum (two sides accept writes) and needs other hands
+EXIT_FORKED = 3
+EXIT_CODES = {Health.QUORUM: 0, Health.NO_LEADER: 1, Health.QUORUM_LOST: 1, Health.FORKED: EXIT_FORKED}
 
 HEADERS = (
     "NAME",
@@ -34,12 +39,13 @@ def render(state: ClusterState) -> str:
         rows.append(
             (
                 m.name,
-                f"{m.member_id:x}" if m.member_id is not None else "-",
+                _id(m),
                 m.endpoint or "-",
                 "learner" if m.is_learner else "voter",
                 str(m.ssh),
                 "up" if s else "down",
-                "*" if state.leader == m.name else "",
+                # a fork has no leader of the cluster; mark each side's own
+                "*" if state.leader == m.name or (state.forked and s and s.is_leader) else "",
                 s.raft_term if s else "",
                 s.raft_index if s else "",
                 s.raft_applied_index if s else "",
@@ -49,7 +55,17 @@ def render(state: ClusterState) -> str:
                 ", ".join(s.errors) if s and s.errors else (_short(m.etcd_error) if not s else ""),
             )
         )
-    return f"{table(HEADERS, rows)}\n{state.verdict}"
+    out = f"{table(HEADERS, rows)}\n{state.verdict}"
+    return f"{out}\nwhat to do: {FORK_ADVICE}" if state.forked else out
+
+
+def _id(m: MemberState) -> str:
+    """The id in the member list, and the one the member itself reports when they differ (a member
+    restored into another cluster is listed by the old side under its old id)."""
+    listed = f"{m.member_id:x}" if m.member_id is not None else "-"
+    if m.status and m.member_id is not None and m.status.member_id != m.member_id:
+        return f"{listed} (says {m.status.member_id:x})"
+    return listed
 
 
 def _short(err: str | None, n: int = 60) -> str:
@@ -65,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(state.to_json(), indent=2))
     else:
         print(render(state))
-    return 0 if state.quorum else 1
+    return EXIT_CODES[state.health]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -157,6 +157,8 @@ def _plan_add(
             "inventory, or pass --image",
         )  # fmt: skip
 
+    if state.forked:  # the member list is one side's: adding to it picks a side for the operator
+        return _refuse(inv, host.name, Refusal.UNSAFE, state.fork_advice)
     if not state.quorum:
         return _refuse(
             inv, host.name, Refusal.UNSAFE,

@@ -29,7 +29,7 @@ from etcd_dr.readiness.model import (
     passed,
 )
 from etcd_dr.snapshots import SnapshotRecord
-from etcd_dr.state import ClusterState
+from etcd_dr.state import FORK_ADVICE, ClusterState
 
 _ALARM_HINTS = {
     "NOSPACE": "the db hit its quota and etcd refuses writes: compact, defragment each member, then "
@@ -84,6 +84,9 @@ def evaluate_quorum(state: ClusterState | Failed) -> CheckResult:
             f"the cluster could not be observed: {state.reason}",
             "run `etcd-dr status` to see which members answer",
         )
+    if state.forked:
+        # two sides each with a majority of their own membership: "quorum" is the wrong question
+        return failed(Check.FORK, None, state.verdict, FORK_ADVICE)
     if state.quorum:
         return passed(Check.QUORUM, None, state.verdict)
     best = f" ({state.most_advanced})" if state.most_advanced else ""

@@ -17,6 +17,7 @@ from etcd_dr.state import ClusterState
 
 class Check(enum.StrEnum):
     QUORUM = "quorum"
+    FORK = "fork"  # in place of quorum when the members form two clusters that each lead
     ALARMS = "alarms"
     LEARNER = "learner"
     SNAPSHOT = "snapshot"

@@ -71,6 +71,7 @@ class RejoinFacts:
     members: tuple[MemberFacts, ...] = ()
     identical: bool = False  # same revision and key count on every member
     revived: tuple[str, ...] = ()  # returning hosts that served an old cluster with a leader
+    fork: str | None = None  # the lost hosts back, the members formed two clusters: status's verdict
     actions: tuple[str, ...] = ()
     returns: str = "together"  # Return: how the lost hosts came back
     not_members: tuple[str, ...] = ()  # inventory etcd hosts that are no member at the end
@@ -85,6 +86,7 @@ class RejoinFacts:
             "identical": self.identical,
             "members": [m.to_json() for m in self.members],
             "old_cluster_revived": list(self.revived),
+            "fork": self.fork,
             "returns": self.returns,
             "not_members": list(self.not_members),
             "actions": list(self.actions),
@@ -113,7 +115,7 @@ def judge(
 ) -> tuple[bool, str]:
     """ok, and the verdict in one sentence. ok: recovered on an expected path, a write accepted
     after it, no acknowledged write lost beyond what the plan allowed, and (when it ran) the rejoin
-    ended with every member identical and no old cluster revived."""
+    ended with every member identical, no old cluster revived and no fork."""
     if error is not None:
         return False, f"{scenario}: rehearsal did not complete: {error}"
     if recovery is None:
@@ -148,10 +150,16 @@ def judge(
         if rejoin.revived:
             ok = False
             parts.append(f"OLD CLUSTER REVIVED before the rejoin: {'; '.join(rejoin.revived)}")
+        if rejoin.fork:
+            ok = False
+            parts.append(f"FORK after the lost hosts came back: {rejoin.fork}")
         if rejoin.ok:
             m = rejoin.members[0] if rejoin.members else None
             same = f", revision {m.revision} and {m.keys} keys on every member" if m else ""
             parts.append(f"rejoined: {rejoin.voters} voters{same}")
+        elif rejoin.fork and rejoin.verdict.startswith(rejoin.fork):
+            ok = False
+            parts.append("rejoin refused on the fork")  # its sentence is the fork's, said just above
         else:
             ok = False
             parts.append(f"rejoin FAILED: {rejoin.verdict}")

@@ -105,3 +105,17 @@ def test_all_lost_restored_from_the_verified_snapshot(rehearsal_lab: Lab) -> Non
     assert out["rpo_writes"] == out["lost_within_plan"] > 0
     check_rejoined(out)
     assert out["ok"] and rc == 0, out["verdict"]
+
+
+def test_a_fork_after_a_restore_fails_the_rehearsal(rehearsal_lab: Lab) -> None:
+    """--voter-method restore gives master3 a new cluster id; master1 and master2, back together,
+    lead their old cluster: a fork. The rehearsal must fail with the sentence `status` says."""
+    out, rc, _ = rehearse(
+        rehearsal_lab, "masters-lost", "--voter-method", "restore", "--return", "together", "--keys", "100"
+    )
+    check_recovered(out, ("voter-restore",))
+    fork = out["rejoin"]["fork"]
+    assert fork and fork.startswith("forked: the members form 2 clusters: "), out["rejoin"]
+    assert "leader master3" in fork
+    assert not out["ok"] and rc == 1
+    assert f"FORK after the lost hosts came back: {fork}" in out["verdict"]

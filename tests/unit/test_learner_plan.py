@@ -351,3 +351,12 @@ def test_rejoin_promotes_only_a_member_with_the_leaders_revision() -> None:
 class SimpleRuntime:
     def is_running(self) -> bool:
         return True
+
+
+def test_a_forked_cluster_gets_no_member() -> None:
+    forked = dataclasses.replace(
+        state(), quorum=False, forked=True, verdict="forked: the members form 2 clusters"
+    )
+    plan = plan_learner_add(INV, forked, "node1", FRESH, LearnerOptions(promote=True))
+    assert plan.refused and plan.refusal is Refusal.UNSAFE and plan.steps == ()
+    assert plan.reason.startswith("forked: the members form 2 clusters; both sides accept writes: stop etcd")

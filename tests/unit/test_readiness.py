@@ -24,6 +24,7 @@ from etcd_dr.readiness.evaluate import (
     evaluate_clocks,
     evaluate_disk,
     evaluate_learner,
+    evaluate_quorum,
     evaluate_snapshot,
     go_time,
     learner_lag,
@@ -32,7 +33,7 @@ from etcd_dr.readiness.evaluate import (
 from etcd_dr.readiness.gather import run_all
 from etcd_dr.readiness.model import CertFile, CertKind, DiskFree, FailCause
 from etcd_dr.snapshots import SnapshotRecord, Verdict
-from etcd_dr.state import ClusterState, MemberListSource, MemberState, Reach
+from etcd_dr.state import ClusterSide, ClusterState, MemberListSource, MemberState, Reach
 
 NOW = dt.datetime(2026, 6, 1, 4, 49, 1, tzinfo=dt.UTC)
 CA = new_ca()
@@ -197,6 +198,23 @@ def _state(members: tuple[MemberState, ...], quorum: bool = True) -> ClusterStat
 
 
 VOTERS = (_member("master1", 5000), _member("master2", 5000), _member("master3", 4990))
+
+
+def test_a_fork_fails_critically_naming_both_sides() -> None:
+    sides = (
+        ClusterSide(0x3ED8, "master1", ("master1", "master2"), 900, 9),
+        ClusterSide(0xC46E, "master3", ("master3",), 40, 2),
+    )
+    verdict = "forked: the members form 2 clusters: " + " and ".join(c.describe() for c in sides)
+    state = ClusterState(
+        "t", NOW, VOTERS, MemberListSource.LINEARIZABLE, 3, 3, 2, False, None, "master1", verdict,
+        clusters=sides, forked=True,
+    )  # fmt: skip
+    r = evaluate_quorum(state)
+    assert not r.ok and r.critical and r.check is Check.FORK
+    assert "master1, master2 (cluster 3ed8, leader master1, revision 900)" in r.detail
+    assert "master3 (cluster c46e, leader master3, revision 40)" in r.detail
+    assert "etcd-dr diverged export" in r.hint and "etcd-dr rejoin" in r.hint
 
 
 def test_learner_lag_against_the_leader() -> None:

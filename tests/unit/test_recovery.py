@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -104,6 +104,23 @@ def test_quorum_held_refuses_and_says_so() -> None:
         == "quorum held: 3 of 3 voters healthy, leader master1; learner node1 answering; nothing to recover"
     )
     assert recovery_path(p) is RecoveryPath.NONE
+
+
+def test_a_forked_cluster_is_refused_naming_each_side_and_what_to_do() -> None:
+    # master3 restored into a new cluster (new id, leads itself), master1 and master2 lead the old one
+    old = {
+        h: replace(status(INV, h, 900, leader="master1"), cluster_id=0xAAA) for h in ("master1", "master2")
+    }
+    m3 = replace(status(INV, "master3", 200), cluster_id=0xBBB, member_id=0x777, leader=0x777)
+    s = cluster(INV, {**old, "master3": m3})
+    assert s.forked
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"), method=VoterMethod.RESTORE)
+    assert p.refused and p.steps == ()
+    assert p.reason.startswith(
+        "forked: the members form 2 clusters: master1, master2 (cluster aaa, leader master1, revision "
+        "800) and master3 (cluster bbb, leader master3, revision 100); both sides accept writes: stop etcd "
+        "on the side whose writes you give up"
+    )
 
 
 def test_a_majority_that_answers_without_a_leader_is_not_forced() -> None:

@@ -171,6 +171,17 @@ def test_verdict_sentences() -> None:
         Scenario.MASTERS_LOST, PATHS, REC, _measures(), AllowedLoss.none(), _rejoined(True, revived)
     )
     assert not ok and "OLD CLUSTER REVIVED before the rejoin: master2 follows leader 2a" in s
+    fork = (
+        "forked: the members form 2 clusters: master1, master2 (cluster 5ab9, leader master1, revision 102) "
+        "and master3 (cluster 2c57, leader master3, revision 103)"
+    )
+    forked = dataclasses.replace(_rejoined(), fork=fork)
+    ok, s = judge(Scenario.MASTERS_LOST, PATHS, REC, _measures(), AllowedLoss.none(), forked)
+    assert not ok and f"; FORK after the lost hosts came back: {fork}" in s
+    assert forked.to_json()["fork"] == fork
+    refused = dataclasses.replace(forked, ok=False, verdict=f"{fork}; both sides accept writes: ...")
+    ok, s = judge(Scenario.MASTERS_LOST, PATHS, REC, _measures(), AllowedLoss.none(), refused)
+    assert not ok and s.endswith(f"FORK after the lost hosts came back: {fork}; rejoin refused on the fork")
     ok, s = judge(Scenario.MASTERS_LOST, ("learner-restore",), REC, _measures(), AllowedLoss.none(), None)
     assert not ok and s.endswith("(expected learner-restore)")
     gone = dataclasses.replace(_rejoined(), not_members=("node1",))
