@@ -12,7 +12,7 @@ import pytest
 from etcd_dr import recover as R
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan, Step
-from etcd_dr.recovery import FORCE_FLAG
+from etcd_dr.recovery import FORCE_FLAG, Probe
 from etcd_dr.recovery_steps import recovery_args
 
 OLD = [
@@ -89,6 +89,7 @@ def _patch(monkeypatch: pytest.MonkeyPatch, plan: Plan) -> list[str]:
 
     monkeypatch.setattr(R, "observe", lambda inv: State())
     monkeypatch.setattr(R, "gather", lambda inv, hosts: {})
+    monkeypatch.setattr(R, "probe", lambda inv, hosts: Probe())
     monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
     monkeypatch.setattr(R, "_catalog", lambda inv: [])
