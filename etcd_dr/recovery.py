@@ -205,7 +205,7 @@ def plan_recovery(
     reachable = [m for m in voters if m.status is not None and m.host]
     head = f"quorum lost: {len(reachable)} of {state.voters} voters reachable"
     lost = [str(m.host) for m in voters if m.status is None and m.host]
-    seen = [s for s in probe.sightings if s.host in lost]
+    seen = sorted((s for s in probe.sightings if s.host in lost), key=lambda s: (s.seen_from, s.host, s.port))
     if seen:
         alive = sorted({s.host for s in seen})
         return _refuse(
