@@ -73,6 +73,29 @@ class RuntimeKind(enum.StrEnum):
     PROCESS = "process"
 
 
+class PowerDriver(enum.StrEnum):
+    LAB = "lab"  # the lab's own power state (its state file and the host's PID 1)
+    IPMI = "ipmi"  # `ipmitool chassis power status` against the host's BMC
+    COMMAND = "command"  # a command run on this machine (e.g. a cloud CLI) whose output says off
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    """How to ask whether a host's power is off: fencing evidence that needs no answer from the host.
+    `address` (ipmi) and `argv` (command) may hold {host} (its name) and {address}; the IPMI password
+    comes from the environment variable `password_env` names, never from the inventory."""
+
+    driver: PowerDriver
+    dir: Path | None = None  # lab: the lab's directory (default: the inventory's)
+    address: str | None = None  # ipmi: the BMC
+    user: str | None = None  # ipmi
+    password_env: str | None = None  # ipmi: the NAME of the variable holding the password
+    interface: str = "lanplus"  # ipmi: ipmitool -I
+    argv: tuple[str, ...] = ()  # command
+    off: str | None = None  # command: a regular expression found in its output when the power is off
+    timeout: float = 10.0  # seconds per query
+
+
 @dataclass(frozen=True)
 class Host:
     """One machine. user/port are the effective SSH values: the loader fills them from `ssh.*` unless
@@ -88,6 +111,7 @@ class Host:
     # another etcd version in a second data center, as in the source incident).
     etcd_image: str | None = None
     etcd_binary: str | None = None
+    power: PowerSettings | None = None  # this host's own power driver (else the inventory's)
 
     @property
     def is_voter(self) -> bool:
@@ -222,7 +246,11 @@ class Inventory:
     snapshots: SnapshotSettings | None = None
     ca: CASettings = field(default_factory=CASettings)
     check: CheckSettings = field(default_factory=CheckSettings)
+    power: PowerSettings | None = None  # the power driver of every host without its own
     source: Path | None = field(default=None, compare=False)
+
+    def power_for(self, host: Host) -> PowerSettings | None:
+        return host.power or self.power
 
     def ca_host(self) -> Host:
         return self.host(self.ca.host) if self.ca.host else self.voters[0]
@@ -286,7 +314,14 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 
-_TOP_KEYS = ("cluster", "rehearsal", "audit_log", "ssh", "etcd", "snapshots", "ca", "check", "hosts")
+_TOP_KEYS = ("cluster", "rehearsal", "audit_log", "ssh", "etcd", "snapshots", "ca", "check", "power", "hosts")
+_POWER_KEYS = ("driver", "dir", "address", "user", "password_env", "interface", "argv", "off", "timeout")
+_POWER_NEEDS = {
+    PowerDriver.LAB: ((), ("dir",)),
+    PowerDriver.IPMI: (("address", "user", "password_env"), ("address", "user", "password_env", "interface")),
+    PowerDriver.COMMAND: (("argv", "off"), ("argv", "off")),
+}
+POWER_DRIVER_NAMES = ", ".join(d.value for d in PowerDriver)
 _SNAPSHOT_KEYS = ("dir", "keep_last", "keep_daily", "keep_weekly", "offsite")
 _OFFSITE_KEYS = ("dir", "s3")
 _S3_KEYS = ("endpoint", "bucket", "prefix", "region", "access_key_id_env", "secret_access_key_env")
@@ -326,7 +361,7 @@ _ETCD_KEYS = (
     "request_timeout",
 )
 _CLIENT_KEYS = ("ca_cert", "cert", "key")
-_HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo", "etcd_image", "etcd_binary")
+_HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo", "etcd_image", "etcd_binary", "power")
 
 _MISSING: Any = object()
 
@@ -493,6 +528,7 @@ def parse_inventory(
         min_free_factor=c.positive(ck, "check", "min_free_factor", 2.0),
         learner_max_lag=c.integer(ck, "check", "learner_max_lag", 1000, "raft entries"),
     )
+    power = c.power(top["power"], "power") if "power" in top else None
     if c.problems:
         raise InventoryError(c.problems, source)
     return Inventory(
@@ -505,8 +541,23 @@ def parse_inventory(
         snapshots=snapshots,
         ca=ca,
         check=check,
+        power=power,
         source=source,
     )
+
+
+def power_to_dict(ps: PowerSettings, p: Callable[[Path | None], str | None]) -> dict:
+    """A power section as the loader reads it: the driver's own keys only."""
+    d: dict = {"driver": ps.driver.value}
+    if ps.driver is PowerDriver.LAB and ps.dir is not None:
+        d["dir"] = p(ps.dir)
+    elif ps.driver is PowerDriver.IPMI:
+        d |= {"address": ps.address, "user": ps.user, "password_env": ps.password_env}
+        d["interface"] = ps.interface
+    elif ps.driver is PowerDriver.COMMAND:
+        d |= {"argv": list(ps.argv), "off": ps.off}
+    d["timeout"] = ps.timeout
+    return d
 
 
 def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dict:
@@ -567,6 +618,8 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
             d["etcd_image"] = h.etcd_image
         if h.etcd_binary:
             d["etcd_binary"] = h.etcd_binary
+        if h.power is not None:
+            d["power"] = power_to_dict(h.power, p)
         hosts.append(d)
     if inv.snapshots is not None:
         sn = inv.snapshots
@@ -585,6 +638,8 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
         out["ca"] = ca
     if inv.check != CheckSettings():
         out["check"] = dict(vars(inv.check))
+    if inv.power is not None:
+        out["power"] = power_to_dict(inv.power, p)
     out["hosts"] = hosts
     return out
 
@@ -827,11 +882,64 @@ class _Checker:
                     sudo=self.boolean(m, p, "sudo", False) or ssh.sudo,
                     etcd_image=self.string(m, p, "etcd_image", None),
                     etcd_binary=self.host_path(m, p, "etcd_binary", None),
+                    power=self.power(m["power"], f"{p}.power") if "power" in m else None,
                 )
             )
         if out and not any(h.is_voter for h in out) and not any("roles" in q for q in self.problems):
             self.add("hosts", "no host has the role etcd; at least one etcd voter is needed")
         return tuple(out)
+
+    def power(self, value: object, path: str) -> PowerSettings | None:
+        """A power section (global `power:` or a host's): the driver and its own keys only."""
+        m = self.mapping(value, path, _POWER_KEYS, required=("driver",))
+        if "driver" not in m:
+            return None
+        driver = self.choice(m, path, "driver", PowerDriver, None, "power driver", POWER_DRIVER_NAMES)
+        if driver is None:
+            return None
+        required, allowed = _POWER_NEEDS[driver]
+        for k in m:
+            if k in _POWER_KEYS and k not in ("driver", "timeout", *allowed):
+                self.add(_join(path, k), f"is not a setting of driver {driver}; remove it")
+        for k in required:
+            if k not in m:
+                self.add(_join(path, k), f"is missing; driver {driver} needs {', '.join(required)}")
+        argv: tuple[str, ...] = ()
+        if "argv" in m:
+            v = m["argv"]
+            if not isinstance(v, list) or not v or not all(isinstance(a, str) and a for a in v):
+                self.add(
+                    _join(path, "argv"),
+                    "is not a list of strings; give the command as a list, e.g. [my-cli, status, '{host}']",
+                )
+            else:
+                argv = tuple(v)
+        off = self.string(m, path, "off", None)
+        if isinstance(off, str):
+            try:
+                re.compile(off)
+            except re.error as e:
+                self.add(_join(path, "off"), f"{off!r} is not a regular expression ({e}); e.g. '\\boff\\b'")
+        for k in ("address", "argv"):
+            v = m.get(k)
+            for a in v if isinstance(v, list) else [v] if isinstance(v, str) else []:
+                try:
+                    str(a).format(host="h", address="a")
+                except (KeyError, IndexError, ValueError):
+                    self.add(_join(path, k), f"{a!r}: only {{host}} and {{address}} may be filled in")
+        return PowerSettings(
+            driver=driver,
+            dir=self.local_path(m, path, "dir", None, must_exist=False)
+            if driver is PowerDriver.LAB
+            else None,
+            address=self.string(m, path, "address", None),
+            user=self.user(m, path, "user", None),
+            password_env=self.string(m, path, "password_env", None, _ENV_RE, "name an environment variable"),
+            interface=self.string(m, path, "interface", "lanplus", re.compile(r"^[a-z]+$"), "e.g. lanplus"),
+            argv=argv,
+            off=off,
+            timeout=self.positive(m, path, "timeout", 10.0),
+        )
 
     def snapshots(self, value: object) -> SnapshotSettings | None:
         m = self.mapping(value, "snapshots", _SNAPSHOT_KEYS, required=("dir",))

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import enum
 import fcntl
+import getpass
 import json
 import os
 import sys
@@ -32,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcd_dr import audit as audit_mod
+from etcd_dr.audit import AuditLog
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
-from etcd_dr.fencing import gather
+from etcd_dr.fencing import attest, gather, probe
 from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
 from etcd_dr.inventory import Inventory
 from etcd_dr.lease import ClusterLease, controller_id, owner_text
@@ -53,6 +55,27 @@ from etcd_dr.state import ClusterState, Reach, observe
 
 Say = Callable[[str], None]
 Confirm = Callable[[Plan], bool]
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """An operator's explicit word that these voters are down (`--confirm-down HOST`, the approval
+    form): recorded in the audit log with `by`, and named in the plan's risk sentence."""
+
+    hosts: tuple[str, ...]
+    by: str
+    via: str  # "--confirm-down", "the approval form"
+
+    def check(self, inv: Inventory) -> None:
+        for h in self.hosts:
+            if not inv.host(h).is_voter:  # InputError for an unknown host
+                raise InputError(f"--confirm-down {h}: {h} is not an etcd voter; name a lost voter")
+        if not self.by.strip():
+            raise InputError("attestation: who attests is missing; give your name")
+
+
+# an attended run's way to ask for an attestation when only silent voters stand in the way
+Attest = Callable[[Plan], Attestation | None]
 
 
 class RecoverStatus(enum.StrEnum):
@@ -214,6 +237,19 @@ def _recovery_lock(jpath: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _record_attestation(audit: AuditLog | None, a: Attestation | None) -> None:
+    if audit is not None and a is not None:
+        audit.event(
+            host="-",
+            action="recover-attestation",
+            outcome="ok",
+            reason=f"{a.by} attests {', '.join(a.hosts)} down ({a.via})",
+            hosts=list(a.hosts),
+            attester=a.by,
+            via=a.via,
+        )
+
+
 def _busy(inv: Inventory, jpath: Path) -> RecoverResult:
     why = (
         f"another recovery of cluster {inv.cluster} is running (it holds {jpath.with_suffix('.lock')}); "
@@ -258,21 +294,30 @@ def recover(
     run_step: StepRunner | None = None,
     method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER,
     target: str | None = None,
+    attestation: Attestation | None = None,
+    attest: Attest | None = None,
 ) -> RecoverResult:
     """Observe, plan and (with yes, or confirm() saying so) execute the recovery. Without yes and
     without confirm, nothing is changed (NOT_CONFIRMED). `run_step` wraps each step (the Prefect
     flow makes each one a task run). One recovery per cluster at a time: a second one started while
-    the first holds the lock is refused (BUSY), nothing changed."""
-    if target is not None and not inv.host(target).is_voter:  # bad input: before any host is contacted
+    the first holds the lock is refused (BUSY), nothing changed. `attestation`: voters an operator
+    explicitly attests are down; `attest(refused plan)`: asked (the flow's form) when only voters
+    without evidence stand in the way. A run with yes and neither is unattended: it goes on only on
+    power-off or stopped-etcd evidence. Bad input raises InputError before any host is contacted."""
+    if target is not None and not inv.host(target).is_voter:
         raise InputError(
             f"target: {target} is not an etcd voter in the inventory; pick one of "
             f"{', '.join(h.name for h in inv.voters)}"
         )
+    if attestation is not None:
+        attestation.check(inv)
     jpath = journal_path(inv)
     with _recovery_lock(jpath) as held:
         if not held:
             return _busy(inv, jpath)
-        return _recover(inv, jpath, yes, plan_only, say, confirm, run_step, method, target)
+        return _recover(
+            inv, jpath, yes, plan_only, say, confirm, run_step, method, target, attestation, attest
+        )
 
 
 def _recover(
@@ -285,6 +330,8 @@ def _recover(
     run_step: StepRunner | None,
     method: VoterMethod,
     target: str | None,
+    attestation: Attestation | None,
+    attest_fn: Attest | None,
 ) -> RecoverResult:
     audit = audit_log_for(inv)
     timings: dict[str, float] = {}
@@ -307,23 +354,49 @@ def _recover(
         if why:
             return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
     else:
-        # fencing evidence for every inventory voter while observing: dead hosts cost one timeout
-        with cf.ThreadPoolExecutor(max_workers=1) as pool:
-            early = pool.submit(gather, inv, [h.name for h in inv.voters])
-            state = observe(_quick_ssh(inv))
+        # fencing evidence and the partition probe for every inventory voter while observing: dead
+        # hosts cost one timeout, once
+        quick = _quick_ssh(inv)
+        voters = [h.name for h in inv.voters]
+        with cf.ThreadPoolExecutor(max_workers=2) as pool:
+            early = pool.submit(gather, quick, voters)
+            seen = pool.submit(probe, quick, voters)
+            state = observe(quick)
             timings["observe"] = time.monotonic() - t0
             say(f"observed in {timings['observe']:.2f} s: {state.verdict}")
             evidence = dict(early.result())
+            sightings = seen.result()
         timings["fence"] = time.monotonic() - t0
         evidence_at = time.monotonic()
         hosts = [m.host for m in state.members if m.host and m.in_member_list and not m.is_learner]
         missing = [h for h in hosts if h not in evidence]  # a voter member the inventory lists otherwise
         if missing and not state.quorum:
-            evidence.update(gather(inv, missing))
+            evidence.update(gather(quick, missing))
         t2 = time.monotonic()
-        plan = plan_recovery(
-            state, inv, fenced=evidence, method=method, snapshots=_catalog(inv), target=target
-        )
+
+        def plan_with(a: Attestation | None) -> Plan:
+            ev = dict(evidence)
+            for h in a.hosts if a else ():
+                ev[h] = attest(ev[h], a.by) if h in ev else ev.get(h)  # type: ignore[assignment]
+            return plan_recovery(
+                state,
+                inv,
+                fenced={h: e for h, e in ev.items() if e is not None},
+                method=method,
+                snapshots=_catalog(inv),
+                target=target,
+                probe=sightings,
+                unattended=yes and a is None,
+            )
+
+        _record_attestation(audit, attestation)
+        plan = plan_with(attestation)
+        if plan.refused and plan.params.get("unfenced") and attestation is None and attest_fn is not None:
+            attestation = attest_fn(plan)  # the approver may attest the silent voters down
+            if attestation is not None:
+                attestation.check(inv)
+                _record_attestation(audit, attestation)
+                plan = plan_with(attestation)
         timings["plan"] = time.monotonic() - t2
         incident = Incident.of(plan, state)
     resumed = journal is not None
@@ -532,6 +605,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     say = (lambda _m: None) if args.json else print
     confirm = _ask if (not args.yes and not args.json and sys.stdin.isatty()) else None
+    down = tuple(dict.fromkeys(args.confirm_down or ()))
+    attestation = Attestation(down, getpass.getuser(), "--confirm-down") if down else None
     res = recover(
         inv,
         yes=args.yes,
@@ -540,6 +615,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         confirm=confirm,
         method=VoterMethod(args.method),
         target=args.target,
+        attestation=attestation,
     )
     if args.json:
         print(json.dumps(res.to_json(), indent=2))
@@ -581,5 +657,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--target",
         metavar="HOST",
         help="snapshot restore only: the voter to restore onto (default: the first voter that answers SSH)",
+    )
+    p.add_argument(
+        "--confirm-down",
+        metavar="HOST",
+        action="append",
+        help="attest that this lost voter is down (repeatable): recorded in the audit log with your "
+        "user name, and the plan states the risk (if it still runs, the cluster forks); only for a "
+        "voter with no power-off or stopped-etcd evidence, never for one that answers anyone",
     )
     p.set_defaults(func=cmd_recover)

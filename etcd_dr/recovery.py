@@ -23,6 +23,7 @@ Every decision is one sentence (`Plan.reason`), ending with the data the plan ma
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -83,14 +84,57 @@ class VoterMethod(enum.StrEnum):
     FORCE_NEW_CLUSTER = "force-new-cluster"
 
 
+class FenceKind(enum.StrEnum):
+    """How a voter is known to be out of the old cluster: positive evidence only. Silence (no answer,
+    a timeout) is not among them: a partitioned majority is silent too, and forking it loses what it
+    acknowledged."""
+
+    STOPPED = "stopped"  # its etcd is not running and will not start again (checked over SSH)
+    POWER_OFF = "power-off"  # a power driver says it is off
+    ATTESTED = "attested"  # an operator's explicit, recorded word that it is down
+    NONE = "none"  # no evidence: not fenced
+
+
 @dataclass(frozen=True)
 class FenceEvidence:
     """Whether a voter can no longer take part in the old cluster, and how that is known (fenced) or
-    how to make it so (not fenced): one sentence either way."""
+    how to make it so (not fenced): one sentence either way. `by`: who attested (ATTESTED)."""
 
     host: str
-    fenced: bool
+    kind: FenceKind
     how: str
+    by: str | None = None
+
+    @property
+    def fenced(self) -> bool:
+        return self.kind is not FenceKind.NONE
+
+
+THIS_MACHINE = "this machine"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A lost voter answered: `seen_from` (an inventory host, or this machine) reached `host` on `port`."""
+
+    seen_from: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.seen_from} reaches {self.host} on {self.port}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The partition probe: who tried the voters' client and peer ports (`probers`: the hosts that ran
+    it, this machine included) and every answer they got."""
+
+    probers: tuple[str, ...] = ()
+    sightings: tuple[Sighting, ...] = ()
+
+
+NO_PROBE = Probe()
 
 
 class SnapshotLike(Protocol):
@@ -130,10 +174,15 @@ def plan_recovery(
     prefer: Sequence[str] = (),
     target: str | None = None,
     method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER,
+    probe: Probe = NO_PROBE,
+    unattended: bool = False,
 ) -> Plan:
     """The recovery plan for what `state` shows. Pure. `method` says how a surviving voter is
-    turned into a one-member cluster (VoterMethod). Raises InputError for bad arguments (unknown
-    host in prefer/target, negative index); otherwise a refused plan says why and what to do."""
+    turned into a one-member cluster (VoterMethod). `fenced`: the evidence per voter (FenceKind);
+    `probe`: who tried the voters' ports and what answered: any answer from a lost voter refuses the
+    plan (a partition, not a loss). `unattended` (no one approves this run): an attestation does
+    not count. Raises InputError for bad arguments (unknown host in prefer/target, negative index);
+    otherwise a refused plan says why and what to do."""
     rank = _ranking(inv, prefer)
     if highest_index_seen is not None and highest_index_seen < 0:
         raise InputError(f"highest_index_seen: {highest_index_seen} is negative; give a raft index or None")
@@ -157,6 +206,18 @@ def plan_recovery(
     voters = [m for m in state.members if m.in_member_list and not m.is_learner]
     reachable = [m for m in voters if m.status is not None and m.host]
     head = f"quorum lost: {len(reachable)} of {state.voters} voters reachable"
+    lost = [str(m.host) for m in voters if m.status is None and m.host]
+    seen = sorted((s for s in probe.sightings if s.host in lost), key=lambda s: (s.seen_from, s.host, s.port))
+    if seen:
+        alive = sorted({s.host for s in seen})
+        return _refuse(
+            inv,
+            f"{head}; refused: a partition, not a loss: {'; '.join(map(str, seen))}: {_and(alive)} "
+            f"{'is' if len(alive) == 1 else 'are'} alive and may "
+            "still form a majority that accepts writes; never force a new cluster beside it: heal the "
+            "network (or stop etcd on the lost voters) and check `etcd-dr status`",
+        )
+    fenced = _weigh(inv, fenced, lost, probe, unattended)
     learners = [m for m in state.members if m.is_learner and m.status is not None and m.host]
     if reachable or learners:
         chosen = _survivor(state, inv, head, reachable or learners, voters, fenced, highest_index_seen, rank)
@@ -231,25 +292,70 @@ def _and(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _fencing_problem(others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> str | None:
-    """Why the other voters are not known to be fenced, or None when they all are."""
+def _weigh(
+    inv: Inventory, fenced: Mapping[str, FenceEvidence], lost: Sequence[str], probe: Probe, unattended: bool
+) -> Mapping[str, FenceEvidence]:
+    """The evidence as this run may use it: what the probe saw of each silent, unfenced voter is
+    added to its sentence; unattended, an attestation does not count (no one answers for it)."""
+    out = dict(fenced)
+    e = inv.etcd
+    for h, ev in fenced.items():
+        if ev.kind is FenceKind.ATTESTED and unattended:
+            out[h] = FenceEvidence(
+                h,
+                FenceKind.NONE,
+                f"{ev.how}, but this run is unattended and an attestation counts only in an approved "
+                "or explicit run",
+            )
+        elif ev.kind is FenceKind.NONE and h in lost and probe.probers:
+            out[h] = dataclasses.replace(
+                ev,
+                how=f"{ev.how}; no answer on {e.client_port} or {e.peer_port} from "
+                f"{_and(list(probe.probers))}, but silence is not evidence",
+            )
+    return out
+
+
+def _risk(others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> str:
+    """The risk an attestation takes, one sentence per attester (empty without attestations)."""
+    by: dict[str, list[str]] = {}
+    for m in others:
+        ev = fenced.get(str(m.host))
+        if ev is not None and ev.kind is FenceKind.ATTESTED:
+            by.setdefault(ev.by or "an operator", []).append(str(m.host))
+    return "".join(
+        f"; {_and(hosts)} {'is' if len(hosts) == 1 else 'are'} fenced only by {who}'s word: if "
+        f"{'it is' if len(hosts) == 1 else 'they are'} still running, the cluster forks"
+        for who, hosts in by.items()
+    )
+
+
+def _fencing_problem(
+    others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]
+) -> tuple[str | None, tuple[str, ...]]:
+    """Why the other voters are not known to be fenced (None when they all are), and the voters
+    that only lack evidence (an operator's attestation could fence them)."""
     strangers = [m.name for m in others if not m.host]
     if strangers:
         return (
             f"voter {_and(strangers)} is not in the inventory, so it cannot be checked or fenced: add it "
             "to the inventory (or remove it from the membership) and plan again"
-        )
+        ), ()
     missing = [m.host for m in others if m.host not in fenced]
     if missing:
         return (
-            f"no fencing evidence for {_and([str(h) for h in missing])}: check that they answer on neither "
-            "2379 nor 2380 or that their etcd is stopped (etcd_dr.fencing.gather) and plan again"
-        )
-    for m in others:
-        ev = fenced[str(m.host)]
-        if not ev.fenced:
-            return f"{m.host} is not fenced ({ev.how}); fence it, then plan again"
-    return None
+            f"no fencing evidence for {_and([str(h) for h in missing])}: gather it (etcd_dr.fencing.gather: "
+            "power state, etcd stopped over SSH) and plan again"
+        ), ()
+    unfenced = tuple(str(m.host) for m in others if not fenced[str(m.host)].fenced)
+    if unfenced:
+        problems = "; ".join(f"{h} is not fenced ({fenced[h].how})" for h in unfenced)
+        return (
+            f"{problems}; fence {'it' if len(unfenced) == 1 else 'them'} (stop etcd and keep it from "
+            "starting again, or power off), or, knowing it is down, attest it (`--confirm-down HOST` or "
+            "the approval form), then plan again"
+        ), unfenced
+    return None, ()
 
 
 def _loss(kept: str, index: int, highest_seen: int | None, state: ClusterState) -> str:
@@ -324,13 +430,20 @@ def _fence_step(inv: Inventory, others: Sequence[MemberState], fenced: Mapping[s
         id="fence-check",
         action="fence-check",
         host=None,
-        description=f"check that {what} cannot rejoin: no answer on 2379 and 2380, or etcd stopped",
-        postcondition=f"{what} answer on neither 2379 nor 2380, or their etcd is not running",
-        reason="a forced or restored cluster next to a live old member would split the cluster in two",
+        description=f"check again that {what} cannot take part: etcd stopped for good, power off, or "
+        "attested; and that none answers on 2379 or 2380",
+        postcondition=f"{what}: each fenced on positive evidence (stopped over SSH, power off, or the "
+        "attestation recorded here), none seen answering",
+        reason="a forked or restored cluster beside a live old member would split the cluster in two; "
+        "silence is not evidence (a partitioned majority is silent too)",
         params={
             "hosts": hosts,
             "ports": [inv.etcd.client_port, inv.etcd.peer_port],
-            "evidence": {h: fenced[h].how for h in hosts if h in fenced},
+            "evidence": {
+                h: {"kind": str(fenced[h].kind), "how": fenced[h].how, "by": fenced[h].by}
+                for h in hosts
+                if h in fenced
+            },
         },
     )
 
@@ -499,9 +612,11 @@ def _swap_step(inv: Inventory, host: Host, paths: _Paths) -> Step:
     )
 
 
-def _refuse(inv: Inventory, reason: str) -> Plan:
-    # bad arguments raise InputError; a refused recovery is about the cluster's state
-    return Plan(kind=KIND, cluster=inv.cluster, reason=reason, refusal=Refusal.UNSAFE)
+def _refuse(inv: Inventory, reason: str, unfenced: Sequence[str] = ()) -> Plan:
+    # bad arguments raise InputError; a refused recovery is about the cluster's state. `unfenced`:
+    # the voters only evidence stands for (an attended run may ask an operator to attest them)
+    params = {"unfenced": list(unfenced)} if unfenced else {}
+    return Plan(kind=KIND, cluster=inv.cluster, reason=reason, refusal=Refusal.UNSAFE, params=params)
 
 
 def _ssh_problem(m: MemberState) -> str | None:
@@ -548,7 +663,10 @@ def _survivor(
     assert best.status is not None and best.host is not None
     decision = f"{head}; {why}"
     others = tuple(m for m in voters if m is not best)
-    problem = _fencing_problem(others, fenced) or _ssh_problem(best)
+    problem, unfenced = _fencing_problem(others, fenced)
+    if problem:
+        return _refuse(inv, f"{decision}; refused: {problem}", unfenced)
+    problem = _ssh_problem(best)
     if problem:
         return _refuse(inv, f"{decision}; refused: {problem}")
     ts = _stamp(state)
@@ -606,7 +724,7 @@ def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
         kind=KIND,
         cluster=inv.cluster,
         reason=f"{sv.decision}; force a new cluster on {best.name} once, then restart it without the flag; "
-        f"{sv.loss}",
+        f"{sv.loss}{_risk(sv.others, sv.fenced)}",
         steps=steps,
         params={"path": str(RecoveryPath.FORCE_NEW_CLUSTER)},
     )
@@ -654,7 +772,7 @@ def _db_restore(inv: Inventory, sv: _Survivor) -> Plan:
         kind=KIND,
         cluster=inv.cluster,
         reason=f"{sv.decision}; restore its {'own ' if voter else ''}db into a new one-member cluster on "
-        f"{best.name} {why}; {sv.loss}",
+        f"{best.name} {why}; {sv.loss}{_risk(sv.others, sv.fenced)}",
         steps=steps,
         params={"path": str(RecoveryPath.VOTER_RESTORE if voter else RecoveryPath.LEARNER_RESTORE)},
     )
@@ -698,9 +816,9 @@ def _snapshot_restore(
         f"{head}; restore snapshot {snap.id} (newest verified, revision {snap.revision}, taken {taken}) "
         f"onto {host.name}"
     )
-    problem = _fencing_problem(others, fenced)
+    problem, unfenced = _fencing_problem(others, fenced)
     if problem:
-        return _refuse(inv, f"{decision}; refused: {problem}")
+        return _refuse(inv, f"{decision}; refused: {problem}", unfenced)
     ts = _stamp(state)
     paths = _Paths(inv.etcd.data_dir, ts)
     loss = _loss(f"snapshot {snap.id}", snap.raft_index, highest_seen, state)
@@ -730,7 +848,7 @@ def _snapshot_restore(
     return Plan(
         kind=KIND,
         cluster=inv.cluster,
-        reason=f"{decision}; {loss}",
+        reason=f"{decision}; {loss}{_risk(others, fenced)}",
         steps=steps,
         params={"path": str(RecoveryPath.SNAPSHOT_RESTORE)},
     )

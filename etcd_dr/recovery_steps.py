@@ -23,7 +23,7 @@ from etcd_dr.audit import AuditLog
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import Executor, executor_for
-from etcd_dr.fencing import gather
+from etcd_dr.fencing import gather, probe
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan, Step, StepHandler
 from etcd_dr.recovery import FORCE_FLAG, FenceEvidence
@@ -158,8 +158,17 @@ class FenceCheck:
             and all(h in self.c.evidence and self.c.evidence[h].fenced for h in hosts)
         ):
             return f"fenced, by the evidence gathered {age:.1f} s ago for the plan"
-        ev = gather(self.c.inv, hosts)
+        # the plan's attestations stand (they were recorded); the rest is gathered and probed again
+        recorded = step.params.get("evidence") or {}
+        attested = {
+            h: str(e["by"])
+            for h, e in recorded.items()
+            if isinstance(e, dict) and e.get("kind") == "attested"
+        }
+        ev = gather(self.c.inv, hosts, attested=attested)
+        seen = probe(self.c.inv, hosts).sightings
         self.problems = [f"{h} is not fenced ({e.how})" for h, e in ev.items() if not e.fenced]
+        self.problems += [f"a partition, not a loss: {s}" for s in seen]
         return not self.problems
 
     def run(self, step: Step) -> None:

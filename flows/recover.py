@@ -52,7 +52,7 @@ from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan
-from etcd_dr.recover import RecoverResult, RecoverStatus, journal_path, recover
+from etcd_dr.recover import Attestation, RecoverResult, RecoverStatus, journal_path, recover
 from etcd_dr.recovery import VoterMethod, recovery_path
 from flows.common import audited_run, cluster_inventory
 from tasks.recover import run_recover_step
@@ -106,6 +106,13 @@ class RecoveryApproval(RunInput):
     cluster: str = Field(default="", title="Cluster name", description="Type the cluster's name to confirm")
     approver: str = Field(min_length=1, title="Your name", description="Recorded in the audit log")
     comment: str = Field(default="", title="Comment", description="Optional: why (audit log)")
+    down: list[str] = Field(
+        default_factory=list,
+        title="Hosts you attest are down",
+        description="Only when asked (a lost voter with no power-off or stopped-etcd evidence): the "
+        "voters you know are down. Recorded with your name; the plan then says the cluster forks if "
+        "one still runs",
+    )
 
 
 @dataclass(frozen=True)
@@ -335,6 +342,9 @@ def recover_flow(
                 say=logger.info,
                 confirm=approval.confirm,
                 run_step=run_recover_step,
+                # unattended (approve=true, an alert-started run): no one to attest; fencing then
+                # rests on power-off or stopped-etcd evidence alone
+                attest=None if approve or plan_only else approval.attest,
                 **kw,
             )
     except RecoveryNotDone as e:
@@ -350,7 +360,8 @@ def recover_flow(
 
 class ApprovalGate:
     """The core's confirm(plan) callback: publish the plan, pause the run with the approval form,
-    judge the answer, audit it."""
+    judge the answer, audit it. And attest(refused plan): the same form, asking which silent voters
+    the approver attests are down."""
 
     def __init__(self, inv: Inventory, logger: Log, timeout_s: int, poll_s: int) -> None:
         self.inv, self.audit = inv, audit_log_for(inv)
@@ -388,6 +399,44 @@ class ApprovalGate:
                 waited_s=round(a.waited_s, 1),
             )
         return a.ok
+
+    def attest(self, plan: Plan) -> Attestation | None:
+        form = RecoveryApproval.with_initial_data(description=attest_description(plan, self.timeout_s))
+        self.logger.warning(
+            "no fencing evidence; asking for an attestation in the Prefect UI: %s", plan.reason
+        )
+        try:
+            answer = pause_flow_run(wait_for_input=form, timeout=self.timeout_s, poll_interval=self.poll_s)
+        except FlowPauseTimeout:
+            return None
+        a = judge(answer, plan.cluster)
+        down = tuple(dict.fromkeys(h.strip() for h in answer.down if h.strip()))
+        if not a.ok or not down:
+            self.logger.warning("no attestation: %s", a.sentence if not a.ok else "no host listed")
+            return None
+        return Attestation(down, str(a.approver), "the approval form")
+
+
+def attest_description(plan: Plan, timeout_s: int) -> str:
+    """The form's text when only voters without evidence stand in the way (markdown)."""
+    hosts = ", ".join(f"`{h}`" for h in plan.params.get("unfenced", []))  # type: ignore[union-attr]
+    return redact(
+        "\n".join(
+            [
+                f"## Recovery of etcd cluster `{plan.cluster}`: refused for want of fencing evidence",
+                "",
+                f"**Why.** {plan.reason}",
+                "",
+                f"No power driver or SSH check proved {hosts} down, and silence is not evidence: a "
+                "partitioned majority is silent too. If you KNOW they are down (you see them off), list "
+                "them under *Hosts you attest are down*, tick **Approve** and type the cluster's name. "
+                "Your name is recorded; a new plan is made and shown for approval, stating that the "
+                "cluster forks if one still runs. Anything else changes nothing.",
+                "",
+                f"This request expires in {timeout_s} s.",
+            ]
+        )
+    )
 
 
 def _finish(res: RecoverResult, approval: Approval | None, logger: Log) -> dict | State:

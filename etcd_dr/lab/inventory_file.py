@@ -7,7 +7,17 @@ from pathlib import Path
 
 import yaml
 
-from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.inventory import (
+    ClientTLS,
+    EtcdSettings,
+    Host,
+    Inventory,
+    PowerDriver,
+    PowerSettings,
+    Role,
+    RuntimeKind,
+    SshSettings,
+)
 from etcd_dr.lab.config import HOSTS, LabConfig
 
 
@@ -62,6 +72,8 @@ def inventory_dict(
             "sudo": False,
         },
         "etcd": etcd,
+        # the lab's power state is fencing evidence: a host `etcd-dr lab power H off` took down is off
+        "power": {"driver": "lab", "dir": "."},
         "hosts": [_host_dict(cfg, h.name, learner_runs) for h in HOSTS],
     }
 
@@ -111,5 +123,6 @@ def lab_inventory(
         ssh=SshSettings(key_file=cfg.keys_dir / "id_ed25519", known_hosts=cfg.keys_dir / "known_hosts"),
         rehearsal=True,
         audit_log=cfg.dir / "audit.jsonl",
+        power=PowerSettings(PowerDriver.LAB, dir=cfg.dir),
         source=cfg.inventory_path,
     )

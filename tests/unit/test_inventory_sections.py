@@ -83,3 +83,45 @@ def test_section_errors(invdir: Path, extra: dict, path: str, phrase: str) -> No
     with pytest.raises(InventoryError) as e:
         parse_inventory(_data(**extra), invdir)
     assert any(p.startswith(f"{path}:") and phrase in p for p in e.value.problems), e.value.problems
+
+
+def test_power_drivers_load_round_trip_and_run(invdir: Path) -> None:
+    from etcd_dr.executor import LocalExecutor
+    from etcd_dr.fencing import Power, power_state
+    from etcd_dr.inventory import PowerDriver
+
+    data = _data(
+        power={"driver": "command", "argv": ["echo", "{host} at {address} is stopped"], "off": r"\bstopped\b"}
+    )
+    data["hosts"][1]["power"] = {
+        "driver": "ipmi",
+        "address": "{host}-bmc",
+        "user": "fencer",
+        "password_env": "NOPE_PW",
+    }
+    inv = parse_inventory(data, invdir, invdir / "inventory.yaml")
+    m1, m2 = inv.hosts[0], inv.hosts[1]
+    assert inv.power_for(m1).driver is PowerDriver.COMMAND and inv.power_for(m2).driver is PowerDriver.IPMI
+    assert parse_inventory(inventory_to_dict(inv), invdir, invdir / "inventory.yaml") == inv
+    # the command driver, really run: its output says off
+    assert power_state(inv, m1, inv.power_for(m1), LocalExecutor()) == (
+        Power.OFF,
+        "powered off (`echo` output matches '\\\\bstopped\\\\b')",
+    )
+    # ipmi without its password variable: never evidence, and the message names the variable only
+    got = power_state(inv, m2, inv.power_for(m2), LocalExecutor())
+    assert got[0] is Power.UNKNOWN and "NOPE_PW, which is not set" in got[1]
+
+
+def test_power_section_errors_name_the_field(invdir: Path) -> None:
+    data = _data(power={"driver": "command", "argv": ["x", "{nope}"], "off": "(", "user": "u"})
+    data["hosts"][0]["power"] = {"driver": "ipmi", "address": "bmc"}
+    data["hosts"][1]["power"] = {"driver": "wol"}
+    with pytest.raises(InventoryError) as e:
+        parse_inventory(data, invdir)
+    p = "\n".join(e.value.problems)
+    assert "power.user: is not a setting of driver command; remove it" in p
+    assert "power.off: '(' is not a regular expression" in p
+    assert "power.argv: '{nope}': only {host} and {address} may be filled in" in p
+    assert "hosts[0].power.user: is missing; driver ipmi needs address, user, password_env" in p
+    assert "hosts[1].power.driver: 'wol' is not a power driver; use one of lab, ipmi, command" in p

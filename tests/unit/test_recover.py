@@ -14,7 +14,7 @@ from etcd_dr.incident import Incident
 from etcd_dr.inventory import Inventory
 from etcd_dr.lease import Holder
 from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
-from etcd_dr.recovery import FORCE_FLAG
+from etcd_dr.recovery import FORCE_FLAG, Probe
 from etcd_dr.recovery_steps import recovery_args
 
 OLD = [
@@ -134,6 +134,7 @@ def _patch(
 
     monkeypatch.setattr(R, "observe", lambda inv: calls.append("observe") or State())
     monkeypatch.setattr(R, "gather", lambda inv, hosts: {})
+    monkeypatch.setattr(R, "probe", lambda inv, hosts: Probe())
     monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: calls.append("plan") or plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
     monkeypatch.setattr(R, "_catalog", lambda inv: [])

@@ -12,7 +12,16 @@ import pytest
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
-from etcd_dr.recovery import FenceEvidence, RecoveryPath, VoterMethod, plan_recovery, recovery_path
+from etcd_dr.recovery import (
+    FenceEvidence,
+    FenceKind,
+    Probe,
+    RecoveryPath,
+    Sighting,
+    VoterMethod,
+    plan_recovery,
+    recovery_path,
+)
 from etcd_dr.state import ClusterState, Gathered, MemberListSource, Reach, assess
 
 NOW = dt.datetime(2026, 11, 27, 9, 41, 0, tzinfo=dt.UTC)
@@ -84,7 +93,7 @@ def cluster(inv: Inventory, up: dict, ssh: dict | None = None, members: bool = T
 
 
 def fenced(*hosts: str) -> dict[str, FenceEvidence]:
-    return {h: FenceEvidence(h, True, "no answer on 2379 and 2380 within 2 s") for h in hosts}
+    return {h: FenceEvidence(h, FenceKind.POWER_OFF, "powered off (the lab's power state)") for h in hosts}
 
 
 def all_args(plan) -> str:
@@ -281,27 +290,84 @@ def test_a_reachable_second_voter_must_be_fenced_too() -> None:
     s = cluster(INV5, {"master1": (700,), "master4": (705,)})
     ev = {
         **fenced("master2", "master3", "master5"),
-        "master1": FenceEvidence("master1", False, "answers on 2379 and 2380 and etcd runs: kill it"),
+        "master1": FenceEvidence("master1", FenceKind.NONE, "its container etcd runs (checked over SSH)"),
     }
     p = plan_recovery(s, INV5, fenced=ev)
-    assert p.refused and p.reason.endswith(
-        "refused: master1 is not fenced (answers on 2379 and 2380 and etcd runs: kill it); "
-        "fence it, then plan again"
+    assert p.refused and "refused: master1 is not fenced (its container etcd runs (checked over SSH)); " in (
+        p.reason
     )
+    assert p.params["unfenced"] == ["master1"]
 
 
-def test_refused_when_a_dead_voter_still_answers_on_2380() -> None:
+SILENT = "SSH to master1 timed out; power on (the lab's power state)"
+
+
+def test_silence_never_fences() -> None:
+    """The finding: master1 and master2 answer no one (a partitioned majority is silent too)."""
     s = cluster(INV, {"master3": (65451,)})
-    how = (
-        "no answer on 2379 but answers on 2380 and its etcd runs: stop it (`docker kill etcd` on "
-        "master1), power master1 off, or cut 2379/2380"
-    )
-    ev = {**fenced("master2"), "master1": FenceEvidence("master1", False, how)}
-    p = plan_recovery(s, INV, fenced=ev)
+    ev = {h: FenceEvidence(h, FenceKind.NONE, SILENT.replace("master1", h)) for h in ("master1", "master2")}
+    probe = Probe(("this machine", "master3", "node1", "node2"), ())
+    p = plan_recovery(s, INV, fenced=ev, probe=probe)
     assert p.refused and p.steps == ()
-    assert p.reason == (
-        "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index 65451; "
-        f"refused: master1 is not fenced ({how}); fence it, then plan again"
+    assert p.reason.startswith(
+        "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index 65451; refused: "
+        f"master1 is not fenced ({SILENT}; no answer on 2379 or 2380 from this machine, master3, node1 "
+        "and node2, but silence is not evidence); master2 is not fenced ("
+    )
+    assert "attest it (`--confirm-down HOST` or the approval form)" in p.reason
+    assert p.params["unfenced"] == ["master1", "master2"]
+
+
+def test_a_partition_is_refused_naming_who_reached_whom() -> None:
+    """Any answer from a lost voter, seen from any host: alive, whatever the other evidence says."""
+    s = cluster(INV, {"master3": (65451,)})
+    probe = Probe(
+        ("this machine", "master3", "node1"),
+        (Sighting("node1", "master1", 2380), Sighting("node1", "master2", 2379)),
+    )
+    p = plan_recovery(s, INV, fenced=fenced("master1", "master2"), probe=probe)
+    assert p.refused and p.steps == ()
+    assert p.reason.startswith(
+        "quorum lost: 1 of 3 voters reachable; refused: a partition, not a loss: node1 reaches master1 on "
+        "2380; node1 reaches master2 on 2379: master1 and master2 are alive"
+    )
+    # an answer from the survivor itself is no sign of a partition
+    p = plan_recovery(
+        s,
+        INV,
+        fenced=fenced("master1", "master2"),
+        probe=Probe(("node1",), (Sighting("node1", "master3", 2379),)),
+    )
+    assert not p.refused
+
+
+@pytest.mark.parametrize("kind", [FenceKind.POWER_OFF, FenceKind.STOPPED])
+def test_power_off_and_stopped_fence_even_unattended(kind: FenceKind) -> None:
+    s = cluster(INV, {"master3": (65451,)})
+    ev = {h: FenceEvidence(h, kind, "checked") for h in ("master1", "master2")}
+    p = plan_recovery(s, INV, fenced=ev, unattended=True)
+    assert not p.refused and "fenced only by" not in p.reason
+    fence = p.steps[0]
+    assert fence.id == "fence-check"
+    assert fence.params["evidence"]["master1"] == {"kind": str(kind), "how": "checked", "by": None}
+
+
+def test_an_attestation_fences_with_the_risk_stated_and_never_unattended() -> None:
+    s = cluster(INV, {"master3": (65451,)})
+    ev = {
+        "master1": FenceEvidence("master1", FenceKind.ATTESTED, "attested down by alice", by="alice"),
+        "master2": FenceEvidence("master2", FenceKind.POWER_OFF, "powered off"),
+    }
+    p = plan_recovery(s, INV, fenced=ev)
+    assert not p.refused
+    assert p.reason.endswith(
+        "; master1 is fenced only by alice's word: if it is still running, the cluster forks"
+    )
+    assert p.steps[0].params["evidence"]["master1"]["kind"] == "attested"
+    # unattended (an alert-started run, --yes without attestations): the word does not count
+    p = plan_recovery(s, INV, fenced=ev, unattended=True)
+    assert (
+        p.refused and "master1 is not fenced (attested down by alice, but this run is unattended" in p.reason
     )
 
 
