@@ -282,13 +282,19 @@ def _pkey_from_bytes(data: bytes, what: str) -> paramiko.PKey:
 
 def _add_host_keys(keys: paramiko.HostKeys, text: str) -> None:
     """known_hosts lines held in memory, as HostKeys.load reads a file (hashed names included)."""
-    from paramiko.hostkeys import HostKeyEntry
+    import paramiko
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
-    for line in text.splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        entry = HostKeyEntry.from_line(line)
+        try:
+            entry = HostKeyEntry.from_line(line)
+        except (paramiko.SSHException, InvalidHostKey, ValueError):  # its message would quote the line
+            entry = None
+        if entry is None:
+            raise InputError(f"ssh.known_hosts: line {n} is not a known_hosts entry; fix it")
         if entry is not None and entry.key is not None:
             for name in entry.hostnames:
                 keys.add(name, entry.key.get_name(), entry.key)
