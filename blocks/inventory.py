@@ -67,13 +67,9 @@ class ClusterInventory(Block):
     @classmethod
     def from_inventory_file(cls, path: str | Path, *, ssh_key: bool = True) -> ClusterInventory:
         """Capture an inventory file and the files it points at (validated first). `ssh_key=False`
-        leaves the SSH key out of the block: the worker then uses the inventory's ssh.key_file (an
-        absolute path there) or its ssh-agent."""
+        leaves the SSH key out of the block: the worker then reads the inventory's ssh.key_file (relative:
+        to base_dir) or asks its ssh-agent (ssh.agent: true)."""
         inv = load_inventory(path)
-        if not ssh_key and not inv.ssh.agent and not Path(str(inv.ssh.key_file)).is_absolute():
-            raise InputError(
-                f"{path}: ssh.key_file: with ssh_key=False give an absolute path (the key on the worker)"
-            )
         return cls(
             inventory_yaml=Path(path).read_text(),
             base_dir=str(Path(path).expanduser().absolute().parent),
