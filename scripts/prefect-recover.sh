@@ -19,7 +19,8 @@ mkdir -p "$RUN_DIR"
 #    server exposes"); stop it with: kill -- -$(cat $RUN_DIR/server.pid)
 setsid prefect server start --host 127.0.0.1 --port "${PORT:-4200}" >"$RUN_DIR/server.log" 2>&1 &
 echo $! >"$RUN_DIR/server.pid"
-until curl -sf "$PREFECT_API_URL/health" >/dev/null; do sleep 1; done
+until python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "$PREFECT_API_URL/health" \
+  2>/dev/null; do sleep 1; done
 
 # 2. the work pool every deployment in deployments/prefect.yaml names
 prefect work-pool create etcd-dr --type process --overwrite
