@@ -80,8 +80,10 @@ def register_secret(secret: str | bytes | None) -> None:
         secret = secret.decode(errors="replace")
     # PEM armor lines ("-----BEGIN ... KEY-----") are not secret, and masking them would hide the
     # block from the PEM rule in redact().
-    lines = (ln.strip() for ln in secret.splitlines())
-    parts = {secret.strip()} | {ln for ln in lines if len(ln) >= 16 and not ln.startswith("-----")}
+    lines = [ln.strip() for ln in secret.splitlines()]
+    parts = {ln for ln in lines if len(ln) >= 16 and not ln.startswith("-----")}
+    if any(ln and not ln.startswith("-----") for ln in lines):  # not armor alone (a stub key file)
+        parts.add(secret.strip())
     with _secrets_lock:
         _secrets.update(p for p in parts if len(p) >= _MIN_SECRET_LEN)
 

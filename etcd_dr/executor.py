@@ -273,12 +273,69 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} SHA256:{digest}"
 
 
+def _pkey_from_bytes(data: bytes, what: str) -> paramiko.PKey:
+    """A private key from its text (OpenSSH or PEM), as paramiko.PKey.from_path reads a file. Errors
+    name the field, never the content (a parser's message could quote it)."""
+    import io
+
+    import paramiko
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    try:
+        try:
+            loaded = serialization.load_ssh_private_key(data, password=None)
+        except ValueError:
+            loaded = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # "Password was not given but private key is encrypted"
+        raise InputError(f"ssh.key_file: {what} is encrypted; etcd-dr needs an unencrypted key") from None
+    except (ValueError, paramiko.SSHException) as e:
+        why = e.__class__.__name__
+        raise InputError(f"ssh.key_file: {what} is not a usable private key ({why})") from None
+    classes = (
+        (rsa.RSAPrivateKey, paramiko.RSAKey),
+        (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
+        (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
+    )
+    for kind, cls in classes:
+        if isinstance(loaded, kind):
+            try:
+                return cls.from_private_key(io.StringIO(data.decode()))
+            except (ValueError, paramiko.SSHException) as e:
+                raise InputError(
+                    f"ssh.key_file: {what} is not a usable private key ({e.__class__.__name__})"
+                ) from None
+    raise InputError(f"ssh.key_file: {what} is a key type paramiko cannot use; give ed25519, ECDSA or RSA")
+
+
+def _add_host_keys(keys: paramiko.HostKeys, text: str) -> None:
+    """known_hosts lines held in memory, as HostKeys.load reads a file (hashed names included)."""
+    import paramiko
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = HostKeyEntry.from_line(line)
+        except (paramiko.SSHException, InvalidHostKey, ValueError):  # its message would quote the line
+            entry = None
+        if entry is None:
+            raise InputError(f"ssh.known_hosts: line {n} is not a known_hosts entry; fix it")
+        if entry is not None and entry.key is not None:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+
+
 class SSHExecutor:
     """Runs commands and moves files on one host over SSH (paramiko).
 
     - Host keys: only `ssh.known_hosts` is trusted (not ~/.ssh, never auto-added); an unknown or
       changed key raises HostKeyError before anything is sent.
-    - Auth: the private key in `ssh.key_file` only (no agent, no ~/.ssh keys, no passwords).
+    - Auth: the private key in `ssh.key_file` (a path, or its content held in memory from a Prefect
+      block: never written to disk), then, only with `ssh.agent: true`, the ssh-agent's keys; never
+      ~/.ssh keys or passwords.
     - Timeouts: connect_timeout bounds connecting (TCP, banner, key exchange, auth: each gets what is
       left of it); timeout/command_timeout bounds a command from exec to exit, enforced here by a
       deadline, because after a power loss paramiko itself would wait forever. Commands run as
@@ -334,11 +391,24 @@ class SSHExecutor:
 
     # -- connection
 
-    def _key(self) -> paramiko.PKey:
+    def _key(self) -> paramiko.PKey | None:
         import paramiko
 
+        from etcd_dr.inventory import InMemoryFile
+
+        kf = self.ssh.key_file
+        if kf is None:  # ssh.agent only
+            if not os.environ.get("SSH_AUTH_SOCK"):
+                raise InputError(
+                    "ssh.agent: no ssh-agent (SSH_AUTH_SOCK is not set for this process); start one with "
+                    "the key added (ssh-agent, ssh-add) in the worker's environment, or give ssh.key_file"
+                )
+            return None
+        if self._pkey is None and isinstance(kf, InMemoryFile):
+            register_secret(bytes(kf))  # before parsing: should it ever be echoed, redact() masks it
+            self._pkey = _pkey_from_bytes(bytes(kf), str(kf))
         if self._pkey is None:
-            path = Path(self.ssh.key_file)
+            path = Path(kf)
             try:
                 text = path.read_text()
                 self._pkey = paramiko.PKey.from_path(path)
@@ -359,14 +429,22 @@ class SSHExecutor:
     def _connect(self) -> paramiko.SSHClient:
         import paramiko
 
-        h, kh, ct = self.target, Path(self.ssh.known_hosts), self.connect_timeout
+        from etcd_dr.inventory import InMemoryFile
+
+        h, ct = self.target, self.connect_timeout
+        kh = self.ssh.known_hosts
+        kh = kh if isinstance(kh, InMemoryFile) else Path(kh)
         pkey = self._key()
         client = paramiko.SSHClient()
-        if not kh.is_file():
+        # and not load_system_host_keys(): only these keys are trusted
+        if isinstance(kh, InMemoryFile):
+            _add_host_keys(client.get_host_keys(), bytes(kh).decode(errors="replace"))
+        elif not kh.is_file():
             raise HostKeyError(
                 self.host, f"known_hosts file {kh} does not exist; create it with verified host keys"
             )
-        client.load_host_keys(str(kh))  # and not load_system_host_keys(): only this file is trusted
+        else:
+            client.load_host_keys(str(kh))
         client.set_missing_host_key_policy(_Refuse())
         where = f"{h.address}:{h.port}"
         t0 = time.monotonic()
@@ -394,7 +472,7 @@ class SSHExecutor:
                 banner_timeout=left(),
                 auth_timeout=left(),
                 channel_timeout=left(),
-                allow_agent=False,
+                allow_agent=self.ssh.agent,
                 look_for_keys=False,
             )
         except _UnknownHostKey as e:
@@ -422,7 +500,7 @@ class SSHExecutor:
             client.close()
             raise TransportError(
                 self.host,
-                f"authentication as {h.user} at {where} with key {self.ssh.key_file} failed; "
+                f"authentication as {h.user} at {where} with {self._auth_means()} failed; "
                 "add its public key to the host's authorized_keys",
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as e:
@@ -435,6 +513,10 @@ class SSHExecutor:
             t.set_keepalive(max(1, round(self.ssh.keepalive)))
         log.debug("%s: connected in %.3f s", self.host, time.monotonic() - t0)
         return client
+
+    def _auth_means(self) -> str:
+        means = [f"key {self.ssh.key_file}"] if self.ssh.key_file is not None else []
+        return " or ".join([*means, "the ssh-agent's keys"] if self.ssh.agent else means)
 
     def _transport(self) -> tuple[paramiko.Transport, bool]:
         """The live transport and whether it was reused (vs. just opened)."""

@@ -308,7 +308,7 @@ class FaultLedger:
                 "audit_log: fault injection needs an audit log (every fault is recorded, and the fault "
                 "ledger lives beside it); set audit_log in the inventory"
             )
-        return cls(inv.audit_log.parent / f"faults-{inv.cluster}.json", inv.cluster)
+        return cls(inv.state_path(f"faults-{inv.cluster}.json"), inv.cluster)
 
     def active(self) -> list[FaultRecord]:
         try:

@@ -3,15 +3,19 @@
 An inventory is a YAML file (format in README.md, "Inventory"). It is validated up front: every
 problem is reported with its path and the fix (`hosts[2].address: '10.0.0' is not an IP address or
 host name`), and nothing is contacted while loading. Relative file paths resolve against the
-directory of the inventory file.
+directory of the inventory file (a Prefect block keeps that directory as its `base_dir`), never the
+process's working directory: the CLI and a flow run from anywhere see the same files.
 
     cluster: lab                    # a name: audit records, locks and snapshots carry it
     rehearsal: true                 # fault injection is refused unless true
     audit_log: audit.jsonl          # append-only, hash-chained (etcd_dr.audit)
+    state_dir: /var/lib/etcd-dr     # optional: journal, lock, fault ledger, default audit log and
+                                    # snapshots; default: audit_log's directory, else the inventory's
     ssh:
       user: root
       port: 22
       key_file: keys/id_ed25519     # private key (never logged)
+      agent: false                  # true: also (or only, without key_file) the ssh-agent's keys
       known_hosts: keys/known_hosts # strict host-key checking, never auto-added
       connect_timeout: 3            # seconds
       command_timeout: 60
@@ -131,25 +135,52 @@ class Host:
         return self.address.replace(".", "-").replace(":", "-")
 
 
+class InMemoryFile(bytes):
+    """A credential file's content held in memory where the inventory has a path (a Prefect block's
+    keys: never written to disk). It is bytes, so the etcd client takes it as PEM; its repr and str
+    name the field, never the content."""
+
+    field: str
+
+    def __new__(cls, data: bytes | str, field: str = "credential") -> InMemoryFile:
+        obj = super().__new__(cls, data.encode() if isinstance(data, str) else data)
+        obj.field = field
+        return obj
+
+    def __repr__(self) -> str:
+        return f"<{self.field} held in memory>"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format(repr(self), spec)
+
+
+# A local file etcd-dr reads (key, known_hosts, client TLS): its path, or its content in memory.
+LocalFile = Path | InMemoryFile
+
+
 @dataclass(frozen=True)
 class SshSettings:
-    key_file: Path
-    known_hosts: Path
+    key_file: LocalFile | None  # None: only the ssh-agent's keys (agent: true)
+    known_hosts: LocalFile
     user: str = "root"
     port: int = 22
     connect_timeout: float = 3.0
     command_timeout: float = 60.0
     keepalive: float = 5.0
     sudo: bool = False
+    agent: bool = False  # offer the keys of the ssh-agent at $SSH_AUTH_SOCK (after key_file's)
 
 
 @dataclass(frozen=True)
 class ClientTLS:
-    """Files on the orchestrator's machine that etcd-dr uses to reach etcd over mTLS."""
+    """Files on the orchestrator's machine (or their content in memory) that etcd-dr uses to reach
+    etcd over mTLS."""
 
-    ca_cert: Path
-    cert: Path
-    key: Path
+    ca_cert: LocalFile
+    cert: LocalFile
+    key: LocalFile
 
 
 @dataclass(frozen=True)
@@ -247,7 +278,29 @@ class Inventory:
     ca: CASettings = field(default_factory=CASettings)
     check: CheckSettings = field(default_factory=CheckSettings)
     power: PowerSettings | None = None  # the power driver of every host without its own
+    state_dir: Path | None = None  # as the inventory says; state_path() gives the one in use
     source: Path | None = field(default=None, compare=False)
+    base_dir: Path | None = field(default=None, compare=False)  # what relative paths resolved against
+
+    def state_path(self, name: str | None = None) -> Path:
+        """THE place of this cluster's state on this machine (or a file in it): the recovery journal
+        and its lock, the fault ledger, the default snapshot catalog. `state_dir`, else audit_log's
+        directory, else the inventory's own directory; never the process's working directory, so
+        the CLI and every flow (whatever the worker's cwd) share one journal, lock and catalog."""
+        if self.state_dir is not None:
+            d = self.state_dir
+        elif self.audit_log is not None:
+            d = self.audit_log.parent
+        elif self.base_dir is not None:
+            d = self.base_dir
+        elif self.source is not None:
+            d = self.source.parent
+        else:
+            raise InputError(
+                "state_dir: the inventory has no state_dir, audit_log or file of its own; set state_dir "
+                "(etcd-dr keeps its journal, lock and snapshot catalog there)"
+            )
+        return d / name if name else d
 
     def power_for(self, host: Host) -> PowerSettings | None:
         return host.power or self.power
@@ -262,11 +315,10 @@ class Inventory:
         return self.ca.key or f"{self.etcd.cert_dir}/kube-ca-key.pem"
 
     def snapshot_settings(self) -> SnapshotSettings:
-        """The inventory's, or the default: snapshots/ beside the inventory file."""
+        """The inventory's, or the default: snapshots/ in the state directory (state_path())."""
         if self.snapshots is not None:
             return self.snapshots
-        base = self.source.parent if self.source else Path.cwd()
-        return SnapshotSettings(dir=base / "snapshots")
+        return SnapshotSettings(dir=self.state_path("snapshots"))
 
     def etcd_image_for(self, host: Host) -> str | None:
         """The image host's member runs (docker runtime): the host's own, else etcd.image."""
@@ -314,7 +366,19 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 
-_TOP_KEYS = ("cluster", "rehearsal", "audit_log", "ssh", "etcd", "snapshots", "ca", "check", "power", "hosts")
+_TOP_KEYS = (
+    "cluster",
+    "rehearsal",
+    "audit_log",
+    "state_dir",
+    "ssh",
+    "etcd",
+    "snapshots",
+    "ca",
+    "check",
+    "power",
+    "hosts",
+)
 _POWER_KEYS = ("driver", "dir", "address", "user", "password_env", "interface", "argv", "off", "timeout")
 _POWER_NEEDS = {
     PowerDriver.LAB: ((), ("dir",)),
@@ -344,6 +408,7 @@ _SSH_KEYS = (
     "command_timeout",
     "keepalive",
     "sudo",
+    "agent",
 )
 _ETCD_KEYS = (
     "runtime",
@@ -456,9 +521,19 @@ def parse_inventory(
     top = c.mapping(data, "", _TOP_KEYS, required=("cluster",))  # hosts: c.hosts() says what one holds
     cluster = c.name(top, "", "cluster")
     rehearsal = c.boolean(top, "", "rehearsal", False)
+    state_dir = c.local_path(top, "", "state_dir", None, must_exist=False)
     audit_log = c.local_path(top, "", "audit_log", None, must_exist=False)
+    if audit_log is None and state_dir is not None:
+        audit_log = state_dir / "audit.jsonl"  # an explicit state_dir holds all of etcd-dr's state
 
-    s = c.mapping(top.get("ssh", {}), "ssh", _SSH_KEYS, required=("key_file", "known_hosts"))
+    raw_ssh = top.get("ssh", {})
+    s = c.mapping(raw_ssh, "ssh", _SSH_KEYS)
+    agent = c.boolean(s, "ssh", "agent", False)
+    ssh_ok = raw_ssh is None or isinstance(raw_ssh, dict)  # else that is the one problem
+    if ssh_ok and "known_hosts" not in s:
+        c.add("ssh.known_hosts", "is missing; add it")
+    if ssh_ok and "key_file" not in s and not agent:
+        c.add("ssh.key_file", "is missing; give the private key etcd-dr logs in with, or set ssh.agent: true")
     ssh = SshSettings(
         key_file=c.local_path(s, "ssh", "key_file", None, fix="give the private key etcd-dr logs in with"),
         known_hosts=c.local_path(
@@ -474,6 +549,7 @@ def parse_inventory(
         command_timeout=c.positive(s, "ssh", "command_timeout", 60.0),
         keepalive=c.positive(s, "ssh", "keepalive", 5.0, zero_ok=True),
         sudo=c.boolean(s, "ssh", "sudo", False),
+        agent=agent,
     )
     if check_files and isinstance(ssh.key_file, Path) and ssh.key_file.is_file():
         c.check_private_key(ssh.key_file)
@@ -542,7 +618,9 @@ def parse_inventory(
         ca=ca,
         check=check,
         power=power,
+        state_dir=state_dir,
         source=source,
+        base_dir=c.base_dir,
     )
 
 
@@ -579,6 +657,8 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
     out: dict = {"cluster": inv.cluster, "rehearsal": inv.rehearsal}
     if inv.audit_log is not None:
         out["audit_log"] = p(inv.audit_log)
+    if inv.state_dir is not None:
+        out["state_dir"] = p(inv.state_dir)
     out["ssh"] = {
         "user": s.user,
         "port": s.port,
@@ -588,7 +668,10 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
         "command_timeout": s.command_timeout,
         "keepalive": s.keepalive,
         "sudo": s.sudo,
+        **({"agent": True} if s.agent else {}),
     }
+    if s.key_file is None:
+        del out["ssh"]["key_file"]
     out["etcd"] = {
         "runtime": e.runtime.value,
         "container": e.container,
@@ -805,6 +888,8 @@ class _Checker:
         v = m.get(key, _MISSING)
         if v is _MISSING:
             return default  # a required one was reported by mapping(required=...)
+        if isinstance(v, InMemoryFile):
+            return v  # a Prefect block's credential: nothing on disk to check
         if not isinstance(v, str) or not v:
             self.add(_join(path, key), f"{v!r} is not a path; give a file path (quoted if odd)")
             return default

@@ -145,7 +145,7 @@ def journal_path(inv: Inventory) -> Path:
             "audit_log: recovery needs an audit log (every step is recorded, and the recovery journal "
             "lives beside it); set audit_log in the inventory"
         )
-    return inv.audit_log.parent / f"recover-{inv.cluster}.json"
+    return inv.state_path(f"recover-{inv.cluster}.json")
 
 
 def plan_from_json(d: dict) -> Plan:

@@ -3,16 +3,25 @@ flow logs is redacted before Prefect ships it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import stat
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from blocks.inventory import ClusterInventory
 from etcd_dr.certs import issue_cert, new_ca
+from etcd_dr.errors import InputError
+from etcd_dr.executor import SSHExecutor
+from etcd_dr.inventory import InMemoryFile
 
 
 def _write_inventory(d: Path) -> tuple[Path, bytes, bytes]:
@@ -40,20 +49,112 @@ def _write_inventory(d: Path) -> tuple[Path, bytes, bytes]:
     return path, key, client.key_pem
 
 
-def test_inventory_block_materializes_private_files_and_hides_keys(tmp_path: Path) -> None:
+def test_inventory_block_holds_keys_in_memory_and_resolves_paths_beside_the_inventory(
+    tmp_path: Path, tmp_path_factory, monkeypatch
+) -> None:
     path, ssh_key, etcd_key = _write_inventory(tmp_path)
+    text = path.read_text().replace("cluster: blk", "audit_log: audit.jsonl\ncluster: blk")
+    path.write_text(text)
     block = ClusterInventory.from_inventory_file(path)
+    assert block.base_dir == str(tmp_path)
     shown = repr(block) + block.model_dump_json()
     assert ssh_key.decode() not in shown and etcd_key.decode() not in shown
+    elsewhere = tmp_path_factory.mktemp("worker-cwd")
+    monkeypatch.chdir(elsewhere)  # a worker runs flows from wherever it was started
+    before = set(Path(tempfile.gettempdir()).iterdir())
     with block.materialize() as inv:
-        d = inv.ssh.key_file.parent
-        assert stat.S_IMODE(d.stat().st_mode) == 0o700
-        for f in (inv.ssh.key_file, inv.etcd.client.key, inv.etcd.client.cert):
-            assert stat.S_IMODE(f.stat().st_mode) == 0o600
-        assert inv.ssh.key_file.read_bytes() == ssh_key
-        assert inv.etcd.client.key.read_bytes() == etcd_key
+        assert isinstance(inv.ssh.key_file, InMemoryFile) and bytes(inv.ssh.key_file) == ssh_key
+        assert isinstance(inv.etcd.client.key, InMemoryFile) and bytes(inv.etcd.client.key) == etcd_key
+        assert ssh_key.decode() not in repr(inv) and etcd_key.decode() not in repr(inv)
+        assert set(Path(tempfile.gettempdir()).iterdir()) == before  # no credential file written
+        assert inv.audit_log == tmp_path / "audit.jsonl"
+        assert inv.state_path() == tmp_path and inv.snapshot_settings().dir == tmp_path / "snapshots"
         assert [h.name for h in inv.voters] == ["master1"]
-    assert not d.exists()
+        # the executor and the etcd client take the material as it is
+        assert SSHExecutor(inv.voters[0], inv.ssh)._key() is not None
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_block_without_base_dir_refuses_relative_state_paths(tmp_path: Path) -> None:
+    path, _, _ = _write_inventory(tmp_path)
+    block = ClusterInventory.from_inventory_file(path)
+    block.base_dir = None
+    block.inventory_yaml = "audit_log: audit.jsonl\n" + block.inventory_yaml
+    why = r"^audit_log: 'audit.jsonl' is relative and the block has no base_dir"
+    with pytest.raises(InputError, match=why), block.materialize():
+        pass
+    block.inventory_yaml = block.inventory_yaml.replace("audit.jsonl", str(tmp_path / "abs.jsonl"))
+    with block.materialize() as inv:
+        assert inv.state_path() == tmp_path
+
+
+_HOLDER = """
+import sys, time
+from blocks.inventory import ClusterInventory
+block = ClusterInventory.from_inventory_file(sys.argv[1])
+with block.materialize() as inv:
+    assert bytes(inv.ssh.key_file) == open(sys.argv[2], "rb").read()
+    print("materialized", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_sigkilled_run_leaves_no_key_on_disk(tmp_path: Path, tmp_path_factory) -> None:
+    """A process that materializes a block and is SIGKILLed: no key file anywhere it could write
+    (its temp dir, its cwd, the inventory's directory beyond the inventory's own key files)."""
+    invdir = tmp_path_factory.mktemp("inv")
+    path, ssh_key, etcd_key = _write_inventory(invdir)
+    tmp, cwd = tmp_path / "tmp", tmp_path / "cwd"
+    tmp.mkdir()
+    cwd.mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), str(invdir / "id")],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "materialized"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    originals = {invdir / "id", invdir / "client-key.pem"}
+    for root in (tmp, cwd, invdir, Path(tempfile.gettempdir())):
+        for f in root.rglob("*"):
+            if f in originals or not f.is_file() or f.is_symlink():
+                continue
+            with contextlib.suppress(OSError):
+                data = f.read_bytes()
+                assert ssh_key not in data and etcd_key not in data, f
+    assert not list(Path(tempfile.gettempdir()).glob("etcd-dr-cred-*"))
+
+
+def test_the_server_hands_a_stored_ssh_key_to_any_caller(prefect_harness, tmp_path: Path) -> None:
+    """What the README says about Prefect OSS: block documents with include_secrets=true return the
+    SSH key to a caller with no credentials at all; without it the field is masked."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    path, ssh_key, _ = _write_inventory(tmp_path)
+    block_id = ClusterInventory.from_inventory_file(path).save("exposure-test", overwrite=True)
+    api = PREFECT_API_URL.value()
+    with httpx.Client(timeout=10) as http:  # no Authorization header
+        masked = http.get(f"{api}/block_documents/{block_id}").json()
+        full = http.get(f"{api}/block_documents/{block_id}", params={"include_secrets": "true"}).json()
+    body = ssh_key.decode().splitlines()[1]
+    assert body not in json.dumps(masked)
+    assert body in json.dumps(full)  # the private key, in clear
+    # and the recommended way keeps it off the server
+    ClusterInventory.from_inventory_file(path, ssh_key=False).save("exposure-test", overwrite=True)
+    with httpx.Client(timeout=10) as http:
+        full = http.get(f"{api}/block_documents/{block_id}", params={"include_secrets": "true"}).json()
+    assert body not in json.dumps(full)
 
 
 def test_flow_logs_are_redacted(prefect_harness) -> None:

@@ -83,9 +83,8 @@ class Sshd:
     def settings(self, known_hosts: Path | None = None, **kw) -> SshSettings:
         kw.setdefault("connect_timeout", 2.0)
         kw.setdefault("command_timeout", 10.0)
-        return SshSettings(
-            key_file=self.client_key, known_hosts=known_hosts or self.known_hosts, port=self.port, **kw
-        )
+        kw.setdefault("key_file", self.client_key)
+        return SshSettings(known_hosts=known_hosts or self.known_hosts, port=self.port, **kw)
 
     def known_hosts_line(self, pub: str | None = None) -> str:
         name = self.address if self.port == 22 else f"[{self.address}]:{self.port}"

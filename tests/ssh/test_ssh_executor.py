@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from etcd_dr.audit import AuditLog, verify
-from etcd_dr.errors import CommandError, HostKeyError, TransportError
+from etcd_dr.errors import CommandError, HostKeyError, InputError, TransportError
 from etcd_dr.executor import CommandResult, Executor, SSHExecutor
 from etcd_dr.inventory import Host, Role
 
@@ -333,3 +333,61 @@ def test_background_child_holding_stdout_does_not_hang(ex):
     r = ex.run(["sh", "-c", "sleep 4.25 & echo started"], timeout=10)
     assert r.stdout == "started\n" and r.rc == 0
     assert time.monotonic() - t0 < 3.5
+
+
+def test_key_and_known_hosts_held_in_memory(sshd, client_key: Path) -> None:
+    """A Prefect block's credentials: handed to paramiko as bytes, no file involved."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from etcd_dr.inventory import InMemoryFile
+
+    s = sshd.settings(
+        key_file=InMemoryFile(client_key.read_bytes(), "ssh.key_file (block)"),
+        known_hosts=InMemoryFile(sshd.known_hosts_line(), "ssh.known_hosts (block)"),
+    )
+    with SSHExecutor(sshd.host(), s) as e:
+        assert e.run(["echo", "in-memory"]).stdout.strip() == "in-memory"
+    other = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    wrong = sshd.settings(
+        key_file=InMemoryFile(client_key.read_bytes(), "ssh.key_file (block)"),
+        known_hosts=InMemoryFile(sshd.known_hosts_line(other.decode()), "kh"),
+    )
+    with pytest.raises(HostKeyError), SSHExecutor(sshd.host(), wrong) as e:
+        e.run(["true"])
+    junk = b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n"
+    bad = sshd.settings(key_file=InMemoryFile(junk, "ssh.key_file (b)"))
+    with pytest.raises(InputError, match=r"^ssh\.key_file: <ssh\.key_file \(b\) held in memory> is not"):
+        SSHExecutor(sshd.host(), bad).run(["true"])
+    garbled = sshd.settings(known_hosts=InMemoryFile(b"127.0.0.1 ssh-ed25519 AAAA\n", "kh"))
+    with pytest.raises(InputError, match=r"^ssh\.known_hosts: line 1 is not a known_hosts entry"):
+        SSHExecutor(sshd.host(), garbled).run(["true"])
+
+
+def test_ssh_agent(sshd, client_key: Path, tmp_path: Path, monkeypatch) -> None:
+    """ssh.agent: true with no key_file logs in with the agent's key (the production default that
+    keeps the key off the Prefect server); without an agent, a clear input error."""
+    import subprocess
+
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(client_key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with SSHExecutor(sshd.host(), sshd.settings(key_file=None, agent=True)) as e:
+            assert e.run(["echo", "agent"]).stdout.strip() == "agent"
+        monkeypatch.delenv("SSH_AUTH_SOCK")
+        with pytest.raises(InputError, match=r"^ssh\.agent: no ssh-agent"):
+            SSHExecutor(sshd.host(), sshd.settings(key_file=None, agent=True)).run(["true"])
+    finally:
+        agent.terminate()  # by PID: only the agent this test started
+        agent.wait(5)

@@ -257,3 +257,11 @@ def test_registered_key_does_not_defeat_the_pem_rule(tmp_path: Path):
     out = redact(f"x {PEM} y")
     assert not any(b in out for b in PEM_BODY)
     assert "-----BEGIN OPENSSH PRIVATE KEY-----***-----END OPENSSH PRIVATE KEY-----" in out
+
+
+def test_armor_alone_is_not_registered(tmp_path: Path):
+    """A stub key file holding only an armor line (test inventories, a truncated copy) registered as
+    a secret would mask every PEM block's first line and defeat the PEM rule."""
+    register_secret("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    out = redact(f"x {PEM} y")
+    assert "-----BEGIN OPENSSH PRIVATE KEY-----***-----END OPENSSH PRIVATE KEY-----" in out

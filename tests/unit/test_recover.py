@@ -100,6 +100,9 @@ def _inv(tmp_path: Path) -> Inventory:
         audit_log = tmp_path / "audit.jsonl"
         voters = ()
 
+        def state_path(self, name: str) -> Path:
+            return tmp_path / name
+
     return FakeInv()  # type: ignore[return-value]
 
 
