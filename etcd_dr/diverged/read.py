@@ -20,7 +20,7 @@ from pathlib import Path
 
 from etcd_dr.audit import AuditLog
 from etcd_dr.diverged.compare import Divergence, History, Seen, compare, history_needed, key_text
-from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EtcdClient, KeyValue
 from etcd_dr.etcd.errors import RevisionCompacted
 from etcd_dr.executor import Executor, audit_log_for, executor_for
@@ -77,19 +77,15 @@ class DivergedReport:
 
 
 def state_dir(inv: Inventory) -> Path:
-    """Reports and work files live beside the audit log (the recovery journal's place)."""
-    if inv.audit_log is None:
-        raise InputError("audit_log: diverged-write reports are kept beside the audit log; set audit_log")
-    return inv.audit_log.parent / "diverged"
+    """Reports and work files live in the cluster's state directory, beside the recovery journal."""
+    return inv.state_path("diverged")
 
 
 def fork_revision(inv: Inventory) -> tuple[int | None, str]:
     """The revision the recovered cluster started from, from the newest finished recovery journal
     (its verify step's min_revision: the survivor's, the learner's or the snapshot's revision), with
     where it came from; (None, why not) without one."""
-    if inv.audit_log is None:
-        return None, "no audit log, so no recovery journal"
-    journals = sorted(inv.audit_log.parent.glob(f"recover-{inv.cluster}-*.done.json"))
+    journals = sorted(inv.state_path().glob(f"recover-{inv.cluster}-*.done.json"))
     for path in reversed(journals):
         try:
             steps = json.loads(path.read_text())["plan"]["steps"]

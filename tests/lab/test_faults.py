@@ -60,6 +60,8 @@ def inventory_copy(lab: Lab, dest: Path, *, rehearsal: bool) -> Path:
     d["ssh"]["known_hosts"] = str(base / d["ssh"]["known_hosts"])
     for k in ("ca_cert", "cert", "key"):
         d["etcd"]["client"][k] = str(base / d["etcd"]["client"][k])
+    if (d.get("power") or {}).get("dir"):  # the lab's power driver reads the lab's own state
+        d["power"]["dir"] = str(base / d["power"]["dir"])
     path = dest / "inventory.yaml"
     path.write_text(yaml.safe_dump(d))
     return path
