@@ -9,5 +9,5 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME="${PREFECT_HOME:-$PWD
 mkdir -p "$PREFECT_HOME"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-if [ "${1:-}" = --quick ]; then shift; set -- -m "not lab" -n 2 --dist loadfile "$@"; fi
+if [ "${1:-}" = --quick ]; then shift; set -- -m "not lab and not deploy" -n 2 --dist loadfile "$@"; fi
 exec .venv/bin/pytest "$@"
