@@ -21,7 +21,6 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.executor import Executor, LocalExecutor
@@ -104,7 +103,9 @@ def _lab_power(inv: Inventory, host: Host, ps: PowerSettings) -> tuple[Power, st
     from etcd_dr.lab import hosts
     from etcd_dr.lab.config import LabState
 
-    d = ps.dir or (inv.source.parent if inv.source else Path.cwd())
+    d = ps.dir or inv.base_dir or (inv.source.parent if inv.source else None)
+    if d is None:  # never the process's working directory: it says nothing about the lab
+        return Power.UNKNOWN, "power.dir: the lab power driver needs the lab's directory; set power.dir"
     state = LabState.load(d)
     if state is None:
         return Power.UNKNOWN, f"no lab state in {d}: the lab power driver cannot tell"

@@ -1,7 +1,8 @@
 """One recovery per cluster wherever it is started, and never on a stale picture (issues 8 and 15),
 on the real lab: two operators with two copies of the inventory (two audit logs, two journals, two
-local locks: only the cluster in common) recover at the same moment. (An approval given after
-someone else recovered the cluster: tests/lab/test_recover_flow.py.)"""
+local locks: only the cluster in common) recover at the same moment; an approval given after the
+lost masters came back changes nothing and leaves nothing for the next incident to resume. (An
+approval given after someone else recovered the cluster: tests/lab/test_recover_flow.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from subprocess import PIPE
 
 import pytest
 
+from etcd_dr.incident import plan_target
+from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import lifecycle
+from etcd_dr.plans import Plan
+from etcd_dr.recover import RecoverStatus, recover
 
 from .conftest import Lab
 from .test_faults import audit_events, inventory_copy, wait_voters
@@ -67,5 +72,42 @@ def test_two_operators_with_two_inventories_recover_once(running_lab: Lab, tmp_p
             ).strip()
             == "0"
         )
+    finally:
+        lifecycle.up(lab.cfg, say=print)
+
+
+def test_a_failed_approval_leaves_nothing_to_resume_for_the_next_incident(running_lab: Lab) -> None:
+    """Issue 15: a recovery is approved only after the lost masters came back (quorum 3/3): it must
+    change nothing and leave no journal; when a new incident later leaves master2 the only survivor,
+    the plan is made for master2 afresh (the old run's plan, for master3, would have told the
+    operator to kill master2's etcd: the only survivor)."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    journal = lab.cfg.dir / f"recover-lab-{lab.cfg.prefix}.json"
+    before = containers(lab)
+
+    def approve_after_they_came_back(plan: Plan) -> bool:
+        assert plan_target(plan) == "master3", plan.reason
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "on").returncode == 0
+        wait_voters(lab, 3)
+        return True
+
+    try:
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "off").returncode == 0
+        res = recover(inv, yes=False, plan_only=False, confirm=approve_after_they_came_back, say=print)
+        assert res.status is RecoverStatus.STALE and res.outcome is None, res.reason
+        assert "quorum is held again (quorum held: 3 of 3 voters healthy" in res.reason
+        assert not journal.exists() and containers(lab) == before
+
+        for h in ("master1", "master3"):  # the next incident: master2 survives
+            assert lab.cli("power", h, "off").returncode == 0
+        r = lab.etcd_dr("recover", "--plan", "--json", timeout=120)
+        out = json.loads(r.stdout)
+        assert r.returncode == 0 and not out["resumed"], out["reason"]
+        assert "master2 has the highest raft index" in out["reason"]
+        assert {s["host"] for s in out["plan"]["steps"]} == {None, "master2"}
     finally:
         lifecycle.up(lab.cfg, say=print)
