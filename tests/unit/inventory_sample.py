@@ -57,3 +57,12 @@ def write_invdir(tmp_path: Path) -> Path:
     (tmp_path / "certs/kube-etcd-client-key.pem").write_text("x\n")
     (tmp_path / "inventory.yaml").write_text(VALID)
     return tmp_path
+
+
+def sample_data(**extra: object) -> dict:
+    """VALID as a dict, with top-level keys replaced or added."""
+    import yaml
+
+    d = yaml.safe_load(VALID)
+    d.update(extra)
+    return d

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-from inventory_sample import VALID, write_invdir
+from inventory_sample import sample_data, write_invdir
 
 from etcd_dr.inventory import InventoryError, OffsiteKind, inventory_to_dict, parse_inventory
 
@@ -16,14 +15,8 @@ def invdir(tmp_path: Path) -> Path:
     return write_invdir(tmp_path)
 
 
-def _data(**extra) -> dict:
-    d = yaml.safe_load(VALID)
-    d.update(extra)
-    return d
-
-
 def test_defaults_without_sections(invdir: Path) -> None:
-    inv = parse_inventory(_data(), invdir, invdir / "inventory.yaml")
+    inv = parse_inventory(sample_data(), invdir, invdir / "inventory.yaml")
     assert inv.snapshots is None
     assert inv.snapshot_settings().dir == invdir / "snapshots"
     assert inv.ca_host().name == "master1"
@@ -32,7 +25,7 @@ def test_defaults_without_sections(invdir: Path) -> None:
 
 
 def test_sections_load_and_round_trip(invdir: Path) -> None:
-    data = _data(
+    data = sample_data(
         snapshots={
             "dir": "snaps",
             "keep_last": 3,
@@ -81,7 +74,7 @@ def test_sections_load_and_round_trip(invdir: Path) -> None:
 )
 def test_section_errors(invdir: Path, extra: dict, path: str, phrase: str) -> None:
     with pytest.raises(InventoryError) as e:
-        parse_inventory(_data(**extra), invdir)
+        parse_inventory(sample_data(**extra), invdir)
     assert any(p.startswith(f"{path}:") and phrase in p for p in e.value.problems), e.value.problems
 
 
@@ -90,7 +83,7 @@ def test_power_drivers_load_round_trip_and_run(invdir: Path) -> None:
     from etcd_dr.fencing import Power, power_state
     from etcd_dr.inventory import PowerDriver
 
-    data = _data(
+    data = sample_data(
         power={"driver": "command", "argv": ["echo", "{host} at {address} is stopped"], "off": r"\bstopped\b"}
     )
     data["hosts"][1]["power"] = {
@@ -114,7 +107,7 @@ def test_power_drivers_load_round_trip_and_run(invdir: Path) -> None:
 
 
 def test_power_section_errors_name_the_field(invdir: Path) -> None:
-    data = _data(power={"driver": "command", "argv": ["x", "{nope}"], "off": "(", "user": "u"})
+    data = sample_data(power={"driver": "command", "argv": ["x", "{nope}"], "off": "(", "user": "u"})
     data["hosts"][0]["power"] = {"driver": "ipmi", "address": "bmc"}
     data["hosts"][1]["power"] = {"driver": "wol"}
     with pytest.raises(InventoryError) as e:

@@ -7,8 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
-from inventory_sample import VALID, write_invdir
+from inventory_sample import sample_data, write_invdir
 
 from etcd_dr.errors import InputError
 from etcd_dr.faults import FaultLedger
@@ -21,17 +20,11 @@ def invdir(tmp_path: Path) -> Path:
     return write_invdir(tmp_path)
 
 
-def _data(**extra) -> dict:
-    d = yaml.safe_load(VALID)
-    d.update(extra)
-    return d
-
-
 def test_default_state_is_beside_the_audit_log_whatever_the_cwd(
     invdir: Path, tmp_path_factory, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
-    inv = parse_inventory(_data(), invdir)
+    inv = parse_inventory(sample_data(), invdir)
     assert inv.audit_log == invdir / "audit.jsonl"
     assert inv.state_path() == invdir
     assert journal_path(inv) == invdir / "recover-lab.json"
@@ -40,7 +33,7 @@ def test_default_state_is_beside_the_audit_log_whatever_the_cwd(
 
 
 def test_an_explicit_state_dir_holds_journal_ledger_catalog_and_default_audit_log(invdir: Path) -> None:
-    data = _data(state_dir="state")
+    data = sample_data(state_dir="state")
     del data["audit_log"]
     inv = parse_inventory(data, invdir)
     st = invdir / "state"
@@ -54,12 +47,12 @@ def test_an_explicit_state_dir_holds_journal_ledger_catalog_and_default_audit_lo
 
 def test_an_audit_log_elsewhere_takes_the_state_with_it(invdir: Path, tmp_path_factory) -> None:
     logs = tmp_path_factory.mktemp("logs")
-    inv = parse_inventory(_data(audit_log=str(logs / "a.jsonl")), invdir)
+    inv = parse_inventory(sample_data(audit_log=str(logs / "a.jsonl")), invdir)
     assert inv.state_path("x") == logs / "x"
 
 
 def test_no_state_anywhere_is_an_input_error_not_the_cwd(invdir: Path) -> None:
-    data = _data()
+    data = sample_data()
     del data["audit_log"]
     inv = dataclasses.replace(parse_inventory(data, invdir), base_dir=None, source=None)
     with pytest.raises(InputError, match=r"^state_dir: .*set state_dir"):
@@ -69,7 +62,7 @@ def test_no_state_anywhere_is_an_input_error_not_the_cwd(invdir: Path) -> None:
 
 
 def test_ssh_agent_without_key_file(invdir: Path) -> None:
-    data = _data()
+    data = sample_data()
     del data["ssh"]["key_file"]
     with pytest.raises(InventoryError, match=r"ssh.key_file: is missing; .*ssh.agent: true"):
         parse_inventory(data, invdir)
@@ -84,7 +77,7 @@ def test_ssh_agent_without_key_file(invdir: Path) -> None:
 
 def test_in_memory_credentials_never_show_their_content(invdir: Path) -> None:
     secret = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n"
-    data = _data()
+    data = sample_data()
     data["ssh"]["key_file"] = InMemoryFile(secret, "ssh.key_file (block)")
     data["etcd"]["client"]["key"] = InMemoryFile(secret.encode(), "etcd.client.key (block)")
     inv = parse_inventory(data, invdir)
