@@ -67,9 +67,11 @@ def _answers(lab: Lab) -> bool:
 
 
 @pytest.fixture
-def guarded(lab: Lab) -> Iterator[Lab]:
-    """This session's lab, up; afterwards nothing of the other lab is left (its guard route, names)
-    and, should a broken build have replaced it, this lab's connected route is put back."""
+def guarded(running_lab: Lab) -> Iterator[Lab]:
+    """This session's lab, up (rebuilt if an earlier test took it down); afterwards nothing of the
+    other lab is left (its guard route, names) and, should a broken build have replaced it, this
+    lab's connected route is put back."""
+    lab = running_lab
     cfg = lab.cfg
     other = ipaddress.IPv4Network(OTHER_SUBNET)
     had_other_guard = any(r.get("type") == "unreachable" for r in _routes(OTHER_SUBNET))
