@@ -37,13 +37,14 @@ from etcd_dr.audit import AuditLog
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
-from etcd_dr.fencing import attest, gather, probe
+from etcd_dr.fencing import attest, gather, powered_off, probe
 from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
 from etcd_dr.inventory import Inventory
 from etcd_dr.lease import ClusterLease, controller_id, owner_text
 from etcd_dr.plans import Outcome, Plan, Step, StepBody, StepResult, StepRunner, StepState, execute
 from etcd_dr.recovery import (
     FenceEvidence,
+    FenceKind,
     RecoveryPath,
     SnapshotLike,
     VoterMethod,
@@ -439,7 +440,10 @@ def _recover(
     try:
         # the lease keeps every other recovery out from here on; what happened before it shows now
         t1 = time.monotonic()
-        fresh = observe(_quick_ssh(inv))
+        # hosts the plan counts as powered off are asked again (their power driver, not a dial
+        # timeout): a powered-off host cannot answer, and one powered on again is dialed as usual
+        off = [h for h, e in evidence.items() if e.kind is FenceKind.POWER_OFF]
+        fresh = observe(_quick_ssh(inv), known_down=powered_off(inv, off))
         timings["recheck"] = time.monotonic() - t1
         if resumed:
             why = healthy_without(incident, fresh) if incident else None

@@ -510,9 +510,13 @@ def observe(
     executor_factory: ExecutorFactory | None = None,
     check_ssh: bool = True,
     client: EtcdClient | None = None,
+    known_down: Mapping[str, str] | None = None,
 ) -> ClusterState:
-    """Look at the cluster once (in parallel, bounded by the inventory's timeouts) and assess it."""
+    """Look at the cluster once (in parallel, bounded by the inventory's timeouts) and assess it.
+    `known_down`: host -> why it cannot answer (a power driver said off just now): not dialed, so a
+    look with powered-off hosts costs no dial timeout."""
     started = time.monotonic()
+    down = dict(known_down or {})
     own_client = client is None
     client = client or client_for(inv)
     if executor_factory is None and check_ssh:
@@ -523,16 +527,18 @@ def observe(
         def executor_factory(h: Host) -> Executor:
             return executor_for(inv, h, audit=audit)
 
-    endpoints = [inv.client_url(h) for h in inv.etcd_hosts]
+    up = [h for h in inv.etcd_hosts if h.name not in down]
     try:
-        with cf.ThreadPoolExecutor(max_workers=2 * len(endpoints) + 1) as pool:
-            status_f = {ep: _submit(pool, client.status, ep) for ep in endpoints}
+        with cf.ThreadPoolExecutor(max_workers=2 * len(up) + 1) as pool:
+            status_f = {inv.client_url(h): _submit(pool, client.status, inv.client_url(h)) for h in up}
             ssh_f = (
-                {h.name: _submit(pool, _ssh_probe, executor_factory, h) for h in inv.etcd_hosts}
+                {h.name: _submit(pool, _ssh_probe, executor_factory, h) for h in up}
                 if check_ssh and executor_factory
                 else {}
             )
-            statuses: dict[str, EndpointStatus | str] = {}
+            statuses: dict[str, EndpointStatus | str] = {
+                inv.client_url(inv.host(h)): why for h, why in down.items()
+            }
             for ep, f in status_f.items():
                 try:
                     statuses[ep] = f.result()
@@ -541,6 +547,8 @@ def observe(
             members, source = _member_list(client, statuses, len(inv.voters))
             views = _leader_views(pool, client, statuses)
             ssh = {name: f.result() for name, f in ssh_f.items()}
+            if check_ssh and executor_factory:
+                ssh.update({h: (Reach.UNREACHABLE, why) for h, why in down.items()})
     finally:
         if own_client:
             client.close()
