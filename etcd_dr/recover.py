@@ -425,8 +425,10 @@ def _recover(
         return executors[host]
 
     lease = _cluster_lease(inv, jpath, plan, incident, state, ex)
+    t_lease = time.monotonic()
     try:
         holder = lease.acquire()
+        timings["lease"] = time.monotonic() - t_lease
     except EtcdDrError as e:
         _close_executors(executors)
         return result(RecoverStatus.FAILED, f"the recovery lease could not be taken: {e}; nothing was done")
