@@ -109,7 +109,9 @@ def export(
         for d in div.diverged
     ]
     tmp = out.with_name(f".{out.name}.part")
-    with open(tmp, "w") as f:
+    # the values are the cluster's data (Kubernetes Secrets among them): readable by this user only
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
         for w in writes:
             f.write(json.dumps(w.to_json(data_dir)) + "\n")
     os.replace(tmp, out)

@@ -82,6 +82,7 @@ def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
         assert r.returncode == 0, r.stderr + r.stdout
         lines = [json.loads(x) for x in dump.read_text().splitlines()]
         assert sorted(x["key_text"] for x in lines) == want
+        assert dump.stat().st_mode & 0o777 == 0o600  # the values are the cluster's data
         print(f"diverged export: {took:.1f} s")
 
         r, _ = cli(lab, "diverged", "replay", str(dump), timeout=60)
