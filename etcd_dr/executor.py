@@ -323,7 +323,7 @@ def _add_host_keys(keys: paramiko.HostKeys, text: str) -> None:
             entry = None
         if entry is None:
             raise InputError(f"ssh.known_hosts: line {n} is not a known_hosts entry; fix it")
-        if entry is not None and entry.key is not None:
+        if entry.key is not None:
             for name in entry.hostnames:
                 keys.add(name, entry.key.get_name(), entry.key)
 

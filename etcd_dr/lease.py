@@ -200,6 +200,3 @@ class ClusterLease:
             except EtcdDrError as e:
                 self.skipped[h] = f"not released ({e}); it lapses in at most {self.ttl_s} s"
         self.held = []
-
-    def to_json(self) -> dict:
-        return {"holder": self.holder, "held": list(self.held), "skipped": dict(self.skipped)}
