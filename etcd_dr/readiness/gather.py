@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from etcd_dr.audit import redact
-from etcd_dr.errors import CommandError, EtcdDrError, HostKeyError
+from etcd_dr.errors import CommandError, EtcdDrError, HostKeyError, TransportError
 from etcd_dr.etcd.client import Alarm
 from etcd_dr.executor import Executor
 from etcd_dr.hostcare import measure_clock
@@ -87,13 +87,21 @@ def read_disk(ex: Executor, data_dir: str, timeout: float) -> DiskFree:
 
 def read_certs(inv: Inventory, host: Host, ex: Executor) -> tuple[CertFile, ...]:
     """The member certificate and kube-ca.pem as the host has them (never a key). A file that cannot
-    be read is recorded as such; an unreachable host raises."""
+    be read is recorded as such; an unreachable host raises. A connection lost mid-read is tried
+    once more: the host answered the connect probe, and an unread certificate fails the check (a CI
+    run once saw both of a reachable host's files fail in a 0.7 s check, its clock and disk fine)."""
     out = []
     for kind, path in ((CertKind.MEMBER, inv.etcd.cert_path(host)), (CertKind.CA, inv.etcd.ca_path())):
-        try:
-            out.append(CertFile(host.name, kind, path, ex.get(path)))
-        except CommandError as e:
-            out.append(CertFile(host.name, kind, path, None, e.stderr or str(e)))
+        for attempt in (1, 2):
+            try:
+                out.append(CertFile(host.name, kind, path, ex.get(path)))
+            except CommandError as e:
+                out.append(CertFile(host.name, kind, path, None, e.stderr or str(e)))
+            except TransportError as e:
+                if attempt == 2 or isinstance(e, HostKeyError):
+                    raise
+                continue
+            break
     return tuple(out)
 
 

@@ -129,7 +129,7 @@ def test_check_names_no_learner_and_the_snapshot_age(running_lab: Lab, tmp_path:
         [sys.executable, "-m", "etcd_dr.cli", "check", "-i", str(path)],
         env=running_lab.cli_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 0, table.stdout + table.stderr
     assert "| learner  | -       | warn   | no learner" in table.stdout
     assert "what to do:\n  learner: add one in another failure domain" in table.stdout
     assert re.search(r"^ready: 17 of 18 checks ok; 1 warning \(learner\)", table.stdout, re.M), table.stdout

@@ -13,7 +13,7 @@ import pytest
 
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.cli import main
-from etcd_dr.errors import HostKeyError
+from etcd_dr.errors import HostKeyError, TransportError
 from etcd_dr.etcd.client import Alarm, EndpointStatus
 from etcd_dr.hostcare import parse_epoch, sample_from, skew
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
@@ -30,7 +30,7 @@ from etcd_dr.readiness.evaluate import (
     learner_lag,
     parse_df,
 )
-from etcd_dr.readiness.gather import run_all
+from etcd_dr.readiness.gather import read_certs, run_all
 from etcd_dr.readiness.model import CertFile, CertKind, DiskFree, FailCause
 from etcd_dr.snapshots import SnapshotRecord, Verdict
 from etcd_dr.state import ClusterSide, ClusterState, MemberListSource, MemberState, Reach
@@ -382,3 +382,26 @@ def test_check_refuses_a_bad_deadline_with_exit_2(capsys) -> None:
     assert main(["check", "--deadline", "0", "-i", "/nonexistent.yaml"]) == 2
     assert "--deadline 0" in capsys.readouterr().err
     assert main(["check", "-i", "/nonexistent.yaml"]) == 2
+
+
+class _FlakyGet:
+    """An executor whose first read of each file loses the connection (then reads fine)."""
+
+    host = "m1"
+
+    def __init__(self, fail: type[Exception] = TransportError) -> None:
+        self.fail, self.tries = fail, []
+
+    def get(self, path: str) -> bytes:
+        self.tries.append(path)
+        if self.tries.count(path) == 1:
+            raise self.fail("m1", "connection lost")
+        return b"pem of " + path.encode()
+
+
+def test_a_certificate_read_that_loses_the_connection_is_tried_once_more() -> None:
+    ex = _FlakyGet()
+    files = read_certs(INV, INV.host("master1"), ex)
+    assert [f.pem for f in files] == [b"pem of " + f.path.encode() for f in files] and len(ex.tries) == 4
+    with pytest.raises(HostKeyError):  # a refused host key is never retried
+        read_certs(INV, INV.host("master1"), _FlakyGet(HostKeyError))
