@@ -25,7 +25,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -90,6 +90,12 @@ class Executor(Protocol):
 
     def get(self, remote_path: str) -> bytes:
         """Read a whole file from the host."""
+        ...
+
+    def tunnel(self, address: str, port: int) -> contextlib.AbstractContextManager[tuple[str, int]]:
+        """An (address, port) on this machine whose connections reach address:port as the host dials
+        it (`ssh -L`): to ask a service the way its own host sees it. Open for the `with` block;
+        TransportError when no tunnel can be made."""
         ...
 
     def close(self) -> None: ...
@@ -214,6 +220,10 @@ class LocalExecutor:
     def get(self, remote_path: str) -> bytes:
         with open(remote_path, "rb") as f:
             return f.read()
+
+    @contextlib.contextmanager
+    def tunnel(self, address: str, port: int) -> Iterator[tuple[str, int]]:
+        yield address, port  # this machine dials it itself
 
     def get_to(self, remote_path: str, local_path: Path, *, reason: str = "") -> int:
         """Copy a (possibly large) file to local_path, streamed; returns its size."""
@@ -799,6 +809,66 @@ class SSHExecutor:
                 dt,
             )
             audit_put(self.audit, self.host, remote_path, mode, len(data), dt, reason, outcome)
+
+    @contextlib.contextmanager
+    def tunnel(self, address: str, port: int) -> Iterator[tuple[str, int]]:
+        """A loopback port whose connections this host's sshd makes to address:port (a direct-tcpip
+        channel each, as `ssh -L`), pumped by daemon threads until the block ends. Audited: what was
+        reached through which host."""
+        import paramiko
+
+        t, _ = self._transport()
+        lsock = socket.create_server(("127.0.0.1", 0))
+        lsock.settimeout(0.2)
+        local = lsock.getsockname()[:2]
+        done = threading.Event()
+
+        def pump(conn: socket.socket) -> None:
+            try:
+                chan = t.open_channel("direct-tcpip", (address, port), local, timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                log.debug("%s: tunnel to %s:%d refused: %s", self.host, address, port, e)
+                conn.close()
+                return
+            try:
+                while not done.is_set():
+                    ready, _, _ = select.select([conn, chan], [], [], 0.2)
+                    for src, dst in ((conn, chan), (chan, conn)):
+                        if src in ready:
+                            data = src.recv(65536)
+                            if not data:
+                                return
+                            dst.sendall(data)
+            except OSError:
+                pass  # either end closed: the client sees its connection end
+            finally:
+                chan.close()
+                conn.close()
+
+        def accept() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = lsock.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                threading.Thread(target=pump, args=(conn,), daemon=True, name=f"tunnel-{self.host}").start()
+
+        acceptor = threading.Thread(target=accept, daemon=True, name=f"tunnel-accept-{self.host}")
+        acceptor.start()
+        t0 = time.monotonic()
+        try:
+            yield local
+        finally:
+            done.set()
+            lsock.close()
+            acceptor.join(1)
+            if self.audit is not None:
+                self.audit.event(
+                    host=self.host, action="tunnel", outcome="closed", reason=f"to {address}:{port}",
+                    duration_s=round(time.monotonic() - t0, 3),
+                )  # fmt: skip
 
     def get(self, remote_path: str) -> bytes:
         log.debug("%s: get %s", self.host, remote_path)

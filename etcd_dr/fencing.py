@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 
 from etcd_dr.errors import EtcdDrError
+from etcd_dr.etcd.client import EndpointStatus
 from etcd_dr.executor import Executor, LocalExecutor
 from etcd_dr.inventory import Host, Inventory, PowerDriver, PowerSettings, RuntimeKind
 from etcd_dr.recovery import THIS_MACHINE, FenceEvidence, FenceKind, Probe, Sighting
@@ -160,9 +161,10 @@ def evidence_for(
         rt = runtime_for(inv, ex, host=host)
         running = rt.is_running()
         restarts = (rt.restarts() if rt.exists() else False) if not running else True
+        own = asked_on_host(inv, host, ex) if running else None
     except EtcdDrError as err:
         notes.append(f"its etcd could not be checked over SSH ({err})")
-        running = restarts = None
+        running = restarts = own = None
     finally:
         if ex is not None:
             ex.close()
@@ -170,7 +172,24 @@ def evidence_for(
         return FenceEvidence(
             host.name, FenceKind.STOPPED, f"its {what} is not running and does not restart (checked over SSH)"
         )
-    if running:
+    if running and own is not None:
+        if isinstance(own, EndpointStatus):
+            term = f"term {own.raft_term}, raft index {own.raft_index}"
+            if own.leader:
+                return FenceEvidence(
+                    host.name,
+                    FenceKind.ALIVE,
+                    f"its etcd runs and, asked on {host.name} itself, follows leader {own.leader:x} "
+                    f"({term}): alive in a cluster that may accept writes",
+                )
+            return FenceEvidence(
+                host.name,
+                FenceKind.TO_STOP,
+                f"its {what} runs but, asked on {host.name} itself, knows no leader ({term}): the plan "
+                "stops it for good first",
+            )
+        notes.append(f"its {what} runs (checked over SSH) but its etcd did not answer on {host.name} ({own})")
+    elif running:
         notes.append(f"its {what} runs (checked over SSH)")
     elif running is False:
         again = "restart=always" if inv.etcd.runtime is RuntimeKind.DOCKER else "its unit is enabled"
@@ -179,10 +198,28 @@ def evidence_for(
     return attest(ev, attested_by) if attested_by else ev
 
 
+def asked_on_host(inv: Inventory, host: Host, ex: Executor) -> EndpointStatus | str:
+    """The member's etcd asked for its status the way its own host reaches it (through an SSH tunnel
+    to its client URL, with this machine's client certificate): the status, or why there is none.
+    Seen from its host, a voter cut off from everyone else still answers, and says whether it knows
+    a leader."""
+    from etcd_dr.state import client_for
+
+    e = inv.etcd
+    try:
+        with ex.tunnel(host.address, e.client_port) as (addr, port):
+            url = f"https://{addr}:{port}"
+            with client_for(inv, [url], server_names={url: host.address}) as c:
+                return c.status(url, timeout=e.dial_timeout + 1)
+    except EtcdDrError as err:
+        return str(err).split("\n")[0][:200]
+
+
 def attest(ev: FenceEvidence, by: str) -> FenceEvidence:
     """An operator's attestation on top of the evidence: it counts only where nothing better was
-    found (power off or etcd stopped stay what they are)."""
-    if ev.fenced:
+    found (power off or etcd stopped stay what they are, a voter this plan stops is stopped, and
+    one that follows a leader is alive whatever anyone says)."""
+    if ev.settled or ev.kind is FenceKind.ALIVE:
         return ev
     seen = ev.how.split("; stop its etcd for good")[0]  # what was found, without the advice
     return FenceEvidence(ev.host, FenceKind.ATTESTED, f"attested down by {by}, not verified ({seen})", by=by)

@@ -92,7 +92,14 @@ class FenceKind(enum.StrEnum):
     STOPPED = "stopped"  # its etcd is not running and will not start again (checked over SSH)
     POWER_OFF = "power-off"  # a power driver says it is off
     ATTESTED = "attested"  # an operator's explicit, recorded word that it is down
+    # its etcd runs but, asked on its own host, knows no leader: the plan stops it for good first
+    # (asking again just before), and the fence check then finds it STOPPED
+    TO_STOP = "to-stop"
+    ALIVE = "alive"  # its etcd, asked on its own host, follows a leader: a partition, never fenced
     NONE = "none"  # no evidence: not fenced
+
+
+FENCED = frozenset({FenceKind.STOPPED, FenceKind.POWER_OFF, FenceKind.ATTESTED})
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,12 @@ class FenceEvidence:
 
     @property
     def fenced(self) -> bool:
-        return self.kind is not FenceKind.NONE
+        return self.kind in FENCED
+
+    @property
+    def settled(self) -> bool:
+        """Fenced, or fenced by the plan itself (its stop step): nothing an operator must add."""
+        return self.fenced or self.kind is FenceKind.TO_STOP
 
 
 THIS_MACHINE = "this machine"
@@ -216,6 +228,15 @@ def plan_recovery(
             f"{'is' if len(alive) == 1 else 'are'} alive and may "
             "still form a majority that accepts writes; never force a new cluster beside it: heal the "
             "network (or stop etcd on the lost voters) and check `etcd-dr status`",
+        )
+    alive = sorted(h for h in lost if h in fenced and fenced[h].kind is FenceKind.ALIVE)
+    if alive:
+        return _refuse(
+            inv,
+            f"{head}; refused: a partition, not a loss: "
+            f"{'; '.join(f'{h}: {fenced[h].how}' for h in alive)}; never force a new cluster beside "
+            "it: heal the network and check `etcd-dr status` (a voter cut off just now may still name "
+            "its old leader for an election timeout: plan again in a few seconds)",
         )
     fenced = _weigh(inv, fenced, lost, probe, unattended)
     learners = [m for m in state.members if m.is_learner and m.status is not None and m.host]
@@ -347,7 +368,7 @@ def _fencing_problem(
             f"no fencing evidence for {_and([str(h) for h in missing])}: gather it (etcd_dr.fencing.gather: "
             "power state, etcd stopped over SSH) and plan again"
         ), ()
-    unfenced = tuple(str(m.host) for m in others if not fenced[str(m.host)].fenced)
+    unfenced = tuple(str(m.host) for m in others if not fenced[str(m.host)].settled)
     if unfenced:
         problems = "; ".join(f"{h} is not fenced ({fenced[h].how})" for h in unfenced)
         return (
@@ -423,7 +444,48 @@ def _runtime_path(inv: Inventory, host_path: str) -> str:
     return host_path
 
 
-def _fence_step(inv: Inventory, others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> Step:
+def _stops(others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]) -> str:
+    """The plan's own fencing, one clause (empty when it stops no one)."""
+    hosts = [str(m.host) for m in others if fenced[str(m.host)].kind is FenceKind.TO_STOP]
+    if not hosts:
+        return ""
+    one = len(hosts) == 1
+    return (
+        f"; {_and(hosts)} still {'runs' if one else 'run'} etcd but {'knows' if one else 'know'} no "
+        f"leader (asked on {'its' if one else 'their'} own host): stopped for good first"
+    )
+
+
+def _fence_steps(
+    inv: Inventory, others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]
+) -> tuple[Step, ...]:
+    """Stop for good each voter the evidence says to stop, then check every other voter again."""
+    stops = tuple(
+        _fence_stop_step(inv, inv.host(str(m.host)))
+        for m in others
+        if fenced[str(m.host)].kind is FenceKind.TO_STOP
+    )
+    return (*stops, _fence_check_step(inv, others, fenced))
+
+
+def _fence_stop_step(inv: Inventory, host: Host) -> Step:
+    return Step(
+        id=f"fence-stop:{host.name}",
+        action="etcd-fence-stop",
+        host=host.name,
+        description=f"ask {host.name}'s etcd on {host.name} again; with no leader, stop it for good "
+        "(restart=no, then stop); its data dir stays as it is",
+        postcondition=f"etcd on {host.name} is not running and does not start again by itself",
+        reason="a lost voter whose etcd still runs can join a majority again when the network heals; "
+        "stopped for good it cannot, and a member that knows no leader accepts no write to lose",
+        destructive=True,
+        params={**runtime_params(inv, host), "timeout_s": 30},
+    )
+
+
+def _fence_check_step(
+    inv: Inventory, others: Sequence[MemberState], fenced: Mapping[str, FenceEvidence]
+) -> Step:
     hosts = [str(m.host) for m in others]
     what = _and(hosts) if hosts else "no other voter"
     return Step(
@@ -702,7 +764,7 @@ def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
         extra_params={"forced_name": f"{rp['name']}-forced-{ts}"},
     )
     steps = (
-        _fence_step(inv, sv.others, sv.fenced),
+        *_fence_steps(inv, sv.others, sv.fenced),
         _stop_step(inv, host, ts, voter=True),
         Step(
             id=f"backup:{host.name}",
@@ -724,7 +786,7 @@ def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
         kind=KIND,
         cluster=inv.cluster,
         reason=f"{sv.decision}; force a new cluster on {best.name} once, then restart it without the flag; "
-        f"{sv.loss}{_risk(sv.others, sv.fenced)}",
+        f"{sv.loss}{_stops(sv.others, sv.fenced)}{_risk(sv.others, sv.fenced)}",
         steps=steps,
         params={"path": str(RecoveryPath.FORCE_NEW_CLUSTER)},
     )
@@ -737,7 +799,7 @@ def _db_restore(inv: Inventory, sv: _Survivor) -> Plan:
     voter = not best.is_learner
     who = "the voter" if voter else "the learner"
     steps = (
-        _fence_step(inv, sv.others, sv.fenced),
+        *_fence_steps(inv, sv.others, sv.fenced),
         _stop_step(inv, host, ts, voter=voter),
         _copy_db_step(
             host,
@@ -772,7 +834,7 @@ def _db_restore(inv: Inventory, sv: _Survivor) -> Plan:
         kind=KIND,
         cluster=inv.cluster,
         reason=f"{sv.decision}; restore its {'own ' if voter else ''}db into a new one-member cluster on "
-        f"{best.name} {why}; {sv.loss}{_risk(sv.others, sv.fenced)}",
+        f"{best.name} {why}; {sv.loss}{_stops(sv.others, sv.fenced)}{_risk(sv.others, sv.fenced)}",
         steps=steps,
         params={"path": str(RecoveryPath.VOTER_RESTORE if voter else RecoveryPath.LEARNER_RESTORE)},
     )
@@ -823,7 +885,7 @@ def _snapshot_restore(
     paths = _Paths(inv.etcd.data_dir, ts)
     loss = _loss(f"snapshot {snap.id}", snap.raft_index, highest_seen, state)
     steps = (
-        _fence_step(inv, others, fenced),
+        *_fence_steps(inv, others, fenced),
         Step(
             id=f"put-snapshot:{host.name}",
             action="put-file",
@@ -848,7 +910,7 @@ def _snapshot_restore(
     return Plan(
         kind=KIND,
         cluster=inv.cluster,
-        reason=f"{decision}; {loss}{_risk(others, fenced)}",
+        reason=f"{decision}; {loss}{_stops(others, fenced)}{_risk(others, fenced)}",
         steps=steps,
         params={"path": str(RecoveryPath.SNAPSHOT_RESTORE)},
     )

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 from etcd_dr.audit import AuditLog
 from etcd_dr.errors import EtcdDrError
-from etcd_dr.etcd.client import EtcdClient
+from etcd_dr.etcd.client import EndpointStatus, EtcdClient
 from etcd_dr.executor import Executor, executor_for
-from etcd_dr.fencing import gather, probe
+from etcd_dr.fencing import asked_on_host, gather, probe
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan, Step, StepHandler
 from etcd_dr.recovery import FORCE_FLAG, FenceEvidence
@@ -195,6 +195,36 @@ class EtcdKill:
         rt = self.c.runtime(str(step.host), _p(step, "name"))
         rt.kill()
         _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {step.host} stopped")
+
+
+class EtcdFenceStop:
+    """A lost voter's etcd stopped for good (restart=no, then a graceful stop), once asked again on
+    its own host it still knows no leader: between plan and step (an approval can take an hour) the
+    network may have healed. Done once it is not running and does not start again by itself."""
+
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        rt = self.c.runtime(str(step.host), _p(step, "name"))
+        return not rt.is_running() and not (rt.exists() and rt.restarts())
+
+    def run(self, step: Step) -> None:
+        host = self.c.inv.host(str(step.host))
+        rt = self.c.runtime(host.name, _p(step, "name"))
+        if rt.is_running():
+            own = asked_on_host(self.c.inv, host, self.c.executor(host.name))
+            if isinstance(own, EndpointStatus) and own.leader:
+                raise RecoveryStepError(
+                    f"{host.name}'s etcd, asked on {host.name} again, now follows leader {own.leader:x} "
+                    f"(term {own.raft_term}): a partition, not a loss; nothing was stopped: heal the "
+                    "network and check `etcd-dr status`"
+                )
+            if not isinstance(own, EndpointStatus):  # running and silent even there: no write to lose
+                self.c.say(f"{host.name}: its etcd did not answer on {host.name} ({own}); stopping it")
+        rt.set_restart(False)
+        rt.stop(float(step.params.get("timeout_s", STOP_TIMEOUT_S)))
+        _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host.name} stopped")
 
 
 _COPY = 'rm -rf -- "$2.part" && cp -a -- "$1" "$2.part" && sync && mv -- "$2.part" "$2"'
@@ -567,6 +597,7 @@ def handlers(c: Ctx) -> dict[str, StepHandler]:
     return {
         "fence-check": FenceCheck(c),
         "etcd-kill": EtcdKill(c),
+        "etcd-fence-stop": EtcdFenceStop(c),
         "copy-dir": CopyDir(c),
         "etcd-stop": EtcdStop(c),
         "copy-file": CopyFile(c),

@@ -47,7 +47,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -311,13 +311,17 @@ class EtcdClient:
         key: bytes | str | Path,
         dial_timeout: float = 2.0,
         request_timeout: float = 5.0,
+        server_names: Mapping[str, str] | None = None,
     ) -> None:
+        """`server_names`: endpoint -> the name its certificate must carry, for an endpoint that is
+        not the member's own address (a tunnel's loopback port)."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise InputError("etcd client: no endpoints given")
         self.endpoints: tuple[str, ...] = tuple(endpoints)
         self._targets = {ep: _target(ep) for ep in self.endpoints}
+        self._server_names = dict(server_names or {})
         if dial_timeout <= 0 or request_timeout <= 0:
             raise InputError("etcd client: dial_timeout and request_timeout must be > 0")
         self.dial_timeout = float(dial_timeout)
@@ -673,6 +677,11 @@ class EtcdClient:
                         ("grpc.keepalive_time_ms", 10_000),
                         ("grpc.keepalive_timeout_ms", dial_ms),
                         ("grpc.enable_retries", 0),  # retries are ours, with their own rules
+                        *(
+                            [("grpc.ssl_target_name_override", self._server_names[endpoint])]
+                            if endpoint in self._server_names
+                            else []
+                        ),
                     ],
                 )
                 self._channels[endpoint] = ch

@@ -5,6 +5,7 @@ TransportError, as an unreachable SSH host would."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -126,6 +127,9 @@ class ConsoleExecutor:
         if rc != 0:
             raise command_failure(self.host, argv, rc, err.decode(errors="replace"))
         return out
+
+    def tunnel(self, address: str, port: int) -> contextlib.AbstractContextManager[tuple[str, int]]:
+        raise TransportError(self.host, f"no tunnel to {address}:{port} through the lab's console; use SSH")
 
     def close(self) -> None:
         pass

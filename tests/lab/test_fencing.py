@@ -21,7 +21,7 @@ import pytest
 from etcd_dr.lab import lifecycle
 
 from .conftest import Lab
-from .test_faults import cli, wait_voters
+from .test_faults import cli, status, wait_voters
 from .test_recover import sh
 
 pytestmark = pytest.mark.lab
@@ -149,3 +149,59 @@ def test_only_this_machine_cut_off_is_a_partition_not_a_loss(running_lab: Lab) -
         assert "this machine reaches" not in out["reason"]
         assert etcd_id(lab, "master3") == before
     wait_voters(lab, 3)
+
+
+# No etcd traffic in or out but on loopback: SSH still works, the host's own etcd still answers there
+POLICY_RUNNING = "{{.HostConfig.RestartPolicy.Name}} {{.State.Running}}"
+ETCD_CUT = [
+    ["INPUT", "!", "-i", "lo", "-p", "tcp", "-m", "multiport", "--dports", "2379,2380", "-j", "DROP"],
+    ["INPUT", "!", "-i", "lo", "-p", "tcp", "-m", "multiport", "--sports", "2379,2380", "-j", "DROP"],
+]
+
+
+def test_a_lost_voter_knowing_no_leader_on_its_host_is_stopped_for_good(running_lab: Lab) -> None:
+    """master2 and master3 reach no etcd port and none reaches theirs (iptables in their namespaces),
+    while SSH to them works: each runs etcd alone and, asked on its own host through an SSH tunnel,
+    knows no leader. `recover --yes` (unattended: no attestation) stops both for good first, then
+    forces master1; their data dirs stay as they were."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    cut = ("master2", "master3")
+    try:
+        for h in cut:
+            for rule in ETCD_CUT:
+                console(lab, h, "iptables", "-I", *rule)
+        end = time.monotonic() + 60  # quorum lost, then an election timeout until they know no leader
+        while True:
+            r, _ = cli(lab, "recover", "--plan", "--json", timeout=120)
+            out = json.loads(r.stdout)
+            if out["status"] == "planned" or time.monotonic() > end:
+                break
+            time.sleep(1)
+        assert out["status"] == "planned", out["reason"]
+        assert [s["id"] for s in out["plan"]["steps"][:3]] == [
+            "fence-stop:master2", "fence-stop:master3", "fence-check",
+        ]  # fmt: skip
+        assert (
+            "master2 and master3 still run etcd but know no leader (asked on their own host)"
+            in (out["reason"])
+        )
+        evidence = out["plan"]["steps"][2]["params"]["evidence"]
+        assert {h: e["kind"] for h, e in evidence.items()} == {"master2": "to-stop", "master3": "to-stop"}
+        assert "asked on master2 itself, knows no leader" in evidence["master2"]["how"]
+
+        r, wall = cli(lab, "recover", "--yes", "--json", timeout=180)
+        out = json.loads(r.stdout)
+        print(f"stop-for-good recovery: {wall:.2f} s, timings {out['timings']}")
+        assert r.returncode == 0 and out["status"] == "recovered", r.stderr + r.stdout
+        for h in cut:
+            state = sh(lab, h, f"docker inspect -f '{POLICY_RUNNING}' etcd")
+            assert state.strip() == "no false", (h, state)
+            assert sh(lab, h, "test -d /var/lib/etcd/member && echo kept").strip() == "kept"
+        st = status(lab)
+        assert st["quorum"] and st["voters"] == 1, st["verdict"]
+    finally:
+        for h in cut:
+            for rule in ETCD_CUT:
+                lifecycle.console(lab.state, h).run(["iptables", "-D", *rule], check=False)
+        lifecycle.up(lab.cfg, say=print)  # other tests expect the lab as built

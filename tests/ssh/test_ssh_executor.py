@@ -391,3 +391,42 @@ def test_ssh_agent(sshd, client_key: Path, tmp_path: Path, monkeypatch) -> None:
     finally:
         agent.terminate()  # by PID: only the agent this test started
         agent.wait(5)
+
+
+def test_a_tunnel_reaches_a_port_as_the_host_dials_it_and_is_audited(ex, audit):
+    """`ssh -L` in-process: bytes both ways, several connections at once, a closed port ends the
+    client's connection (no hang), and once the block ends nothing listens any more."""
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def echo() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                c.sendall(b"echo:" + c.recv(100))
+
+    threading.Thread(target=echo, daemon=True).start()
+    with ex.tunnel("127.0.0.1", port) as (addr, lport):
+        assert addr == "127.0.0.1" and lport != port
+        for n in range(3):
+            with socket.create_connection((addr, lport), timeout=5) as c:
+                c.sendall(f"hi {n}".encode())
+                assert c.recv(100) == f"echo:hi {n}".encode()
+    srv.shutdown(socket.SHUT_RDWR)
+    srv.close()
+    with pytest.raises(OSError):
+        socket.create_connection((addr, lport), timeout=1).close()
+    closed = socket.create_server(("127.0.0.1", 0))
+    dead = closed.getsockname()[1]
+    closed.close()
+    # nothing listens there: sshd refuses the channel and the client's connection just ends
+    with ex.tunnel("127.0.0.1", dead) as (a, p), socket.create_connection((a, p), timeout=5) as c:
+        c.settimeout(5)
+        assert c.recv(100) == b""
+    tunnels = [r["reason"] for r in records(audit) if r["action"] == "tunnel"]
+    assert tunnels == [f"to 127.0.0.1:{port}", f"to 127.0.0.1:{dead}"]

@@ -11,6 +11,7 @@ import pytest
 
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
+from etcd_dr.fencing import attest
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
 from etcd_dr.recovery import (
     FenceEvidence,
@@ -369,6 +370,46 @@ def test_an_attestation_fences_with_the_risk_stated_and_never_unattended() -> No
     assert (
         p.refused and "master1 is not fenced (attested down by alice, but this run is unattended" in p.reason
     )
+
+
+NO_LEADER = "its container etcd runs but, asked on {h} itself, knows no leader (term 4, raft index 90)"
+
+
+def test_a_lost_voter_that_knows_no_leader_is_stopped_for_good_first_even_unattended() -> None:
+    """SSH reaches master1 and master2, their etcd runs, no one else reaches their ports, and asked
+    on their own hosts they know no leader: the plan stops them (restart=no) before anything else."""
+    s = cluster(INV, {"master3": (65451,)})
+    ev = {h: FenceEvidence(h, FenceKind.TO_STOP, NO_LEADER.format(h=h)) for h in ("master1", "master2")}
+    for unattended in (False, True):
+        p = plan_recovery(
+            s, INV, fenced=ev, probe=Probe(("this machine", "master3"), ()), unattended=unattended
+        )
+        assert not p.refused, p.reason
+        ids = [st.id for st in p.steps]
+        assert ids[:3] == ["fence-stop:master1", "fence-stop:master2", "fence-check"], ids
+        stop = p.steps[0]
+        assert stop.action == "etcd-fence-stop" and stop.destructive and stop.host == "master1"
+        assert stop.params["name"] == "etcd"
+        assert p.steps[2].params["evidence"]["master2"]["kind"] == "to-stop"
+        assert (
+            "; master1 and master2 still run etcd but know no leader (asked on their own host): " in p.reason
+        )
+
+
+def test_a_lost_voter_that_follows_a_leader_on_its_own_host_is_a_partition() -> None:
+    s = cluster(INV, {"master3": (65451,)})
+    alive = "its etcd runs and, asked on master1 itself, follows leader a2 (term 9, raft index 99): alive"
+    ev = {
+        "master1": FenceEvidence("master1", FenceKind.ALIVE, alive),
+        "master2": FenceEvidence("master2", FenceKind.TO_STOP, NO_LEADER.format(h="master2")),
+    }
+    p = plan_recovery(s, INV, fenced=ev)
+    assert p.refused and p.steps == ()
+    assert p.reason.startswith(
+        f"quorum lost: 1 of 3 voters reachable; refused: a partition, not a loss: master1: {alive}; never "
+    )
+    # no attestation overrides what the host's own etcd says (nor the plan's own stop)
+    assert attest(ev["master1"], "alice") == ev["master1"] and attest(ev["master2"], "alice") == ev["master2"]
 
 
 def test_refused_without_fencing_evidence() -> None:

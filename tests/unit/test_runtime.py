@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,6 +121,9 @@ class FakeExecutor:
         if remote_path not in self.files:
             raise CommandError(self.host, f"cat {remote_path}", 1, "No such file")
         return self.files[remote_path]
+
+    def tunnel(self, address: str, port: int) -> contextlib.AbstractContextManager[tuple[str, int]]:
+        return contextlib.nullcontext((address, port))
 
     def close(self) -> None:
         pass
