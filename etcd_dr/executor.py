@@ -1013,8 +1013,13 @@ def audit_log_for(inv: Inventory) -> AuditLog | None:
     return AuditLog(inv.audit_log, cluster=inv.cluster) if inv.audit_log else None
 
 
-def executor_for(inv: Inventory, host: Host | str, *, audit: AuditLog | None = None) -> SSHExecutor:
+def executor_for(
+    inv: Inventory, host: Host | str, *, audit: AuditLog | None = None, connect_timeout: float | None = None
+) -> SSHExecutor:
     """The one way the core reaches a host of a cluster: SSH with the inventory's settings, every
-    command recorded in the inventory's audit log."""
+    command recorded in the inventory's audit log. `connect_timeout`: a shorter bound for a look
+    under a deadline (never longer than the inventory's)."""
     h = inv.host(host) if isinstance(host, str) else host
-    return SSHExecutor(h, inv.ssh, audit=audit if audit is not None else audit_log_for(inv))
+    t = inv.ssh.connect_timeout if connect_timeout is None else min(connect_timeout, inv.ssh.connect_timeout)
+    audit = audit if audit is not None else audit_log_for(inv)
+    return SSHExecutor(h, inv.ssh, audit=audit, connect_timeout=t)
