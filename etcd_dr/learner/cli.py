@@ -6,6 +6,7 @@ import argparse
 import json
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
+from etcd_dr.inventory_edit import apply_edit, learner_role_edit
 from etcd_dr.learner.add import add_learner
 from etcd_dr.learner.plan import LearnerOptions
 from etcd_dr.learner.undo import remove_learner
@@ -20,6 +21,10 @@ removed, data dir moved to <data_dir>.bak-<UTC timestamp>)."""
 
 def _cmd_add(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
+    edit = learner_role_edit(inv, args.host)  # None: the inventory already says what it is
+    if edit is not None and args.update_inventory and not args.plan:
+        inv, backup = apply_edit(edit)
+        print(f"{edit.diff}updated {edit.path} (the old one kept as {backup.name})")
     opts = LearnerOptions(
         promote=args.promote,
         image=args.image,
@@ -35,6 +40,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
         print(json.dumps(res.to_json(), indent=2))
     elif args.plan or res.plan.refused:
         print(res.plan.render())
+        if edit is not None and res.plan.refused:
+            print(f"the inventory change to make (--update-inventory applies it):\n{edit.diff}", end="")
     else:
         print(res.verdict)
         if res.join_s is not None:
@@ -64,6 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_inventory_arg(a)
     a.add_argument("--host", required=True, help="inventory host (role etcd-learner)")
     a.add_argument("--promote", action="store_true", help="promote it to voter once caught up")
+    a.add_argument(
+        "--update-inventory",
+        action="store_true",
+        help="add etcd-learner to HOST's roles in the inventory file (comments kept; diff printed)",
+    )
     a.add_argument("--plan", action="store_true", help="print the plan and change nothing (dry run)")
     a.add_argument("--image", default=None, help="image the learner runs (docker; default: inventory)")
     a.add_argument("--binary", default=None, help="etcd binary on the host (process; default: inventory)")
