@@ -21,7 +21,14 @@ from pydantic import Field, SecretStr
 
 from etcd_dr.audit import register_secret
 from etcd_dr.errors import InputError
-from etcd_dr.inventory import InMemoryFile, Inventory, load_inventory, parse_inventory
+from etcd_dr.inventory import (
+    InMemoryFile,
+    Inventory,
+    SshSettings,
+    load_inventory,
+    parse_inventory,
+    state_paths,
+)
 
 
 class SSHCredentials(Block):
@@ -30,7 +37,10 @@ class SSHCredentials(Block):
     _block_type_name = "etcd-dr SSH credentials"
     _description = "SSH private key and known_hosts for the hosts of one cluster (strict host keys)."
 
-    user: str = Field(default="root", description="SSH user, unless the inventory says otherwise per host")
+    user: str = Field(
+        default=SshSettings.__pydantic_fields__["user"].default,  # the inventory's own default
+        description="SSH user, unless the inventory says otherwise per host",
+    )
     private_key: SecretStr | None = Field(
         default=None,
         description="OpenSSH private key (unencrypted). Empty: the inventory's ssh.key_file on the "
@@ -39,9 +49,9 @@ class SSHCredentials(Block):
     known_hosts: str = Field(description="known_hosts lines for every host: keys are never auto-added")
 
 
-# Inventory paths on this machine that are not credentials: they must resolve the same for every
-# process (CLI, worker), so a relative one needs the block's base_dir.
-_STATE_PATHS = (("audit_log",), ("state_dir",), ("snapshots", "dir"), ("snapshots", "offsite", "dir"))
+# Inventory paths on this machine that are not credentials (from the model's declarations): they
+# must resolve the same for every process (CLI, worker), so a relative one needs the block's base_dir.
+_STATE_PATHS = state_paths()
 
 
 class ClusterInventory(Block):
@@ -51,8 +61,8 @@ class ClusterInventory(Block):
     _description = "An etcd cluster as etcd-dr sees it: hosts, roles, etcd runtime, and credentials."
 
     inventory_yaml: str = Field(
-        description="the inventory; its ssh key/known_hosts and etcd client paths are "
-        "replaced by this block's credentials"
+        description="the inventory (JSON Schema: `etcd-dr inventory schema`); its ssh key/known_hosts "
+        "and etcd client paths are replaced by this block's credentials"
     )
     base_dir: str | None = Field(
         default=None,

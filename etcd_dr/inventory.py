@@ -375,7 +375,9 @@ EnvName = Annotated[str, Field(pattern=_ENV_RE.pattern), _v(_string(_ENV_RE, "na
 HostPath = Annotated[str, Field(pattern="^/"), _v(_host_path)]
 # A local file etcd-dr reads (key, known_hosts, client TLS): its path, or its content in memory.
 LocalFile = Path | InMemoryFile
-LocalDir = Annotated[Path, _v(_local(must_exist=False))]
+# A place on this machine that etcd-dr writes (state, audit log, snapshots): never a credential.
+_STATE_PATH = "state path"
+LocalDir = Annotated[Path, _v(_local(must_exist=False)), _STATE_PATH]
 
 
 def _file(fix: str = "", private_key: bool = False) -> Any:
@@ -746,6 +748,8 @@ _MINIMAL_HOSTS = MINIMAL_INVENTORY[MINIMAL_INVENTORY.index("\nhosts:") + 1 :]
 # Messages for a missing key that say more than "add it".
 _MISSING_SAYS = {
     ("hosts",): "is missing: no host; list each with its name, address and roles:{hosts}",
+    ("etcd",): "is missing; add it with at least its client: ca_cert, cert, key (files on this machine)",
+    ("ssh",): "is missing; add it with at least key_file (or agent: true) and known_hosts",
 }
 
 
@@ -924,6 +928,37 @@ def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
 
 def _field_names(cls: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name not in _INTERNAL and f.name != "kind"]
+
+
+def state_paths(cls: Any = Inventory, prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    """The keys of local directories and files etcd-dr writes (audit_log, state_dir, snapshots.dir,
+    ...), as paths of mapping keys, from the model's declarations (lists such as hosts excluded)."""
+    out: list[tuple[str, ...]] = []
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        if name in _INTERNAL:
+            continue
+        inner = _section_type(hint)
+        if _STATE_PATH in _metadata(hint):
+            out.append((*prefix, name))
+        elif hasattr(inner, "__pydantic_fields__") and typing.get_origin(_strip(hint)) is not tuple:
+            out += state_paths(inner, (*prefix, name))
+    return tuple(out)
+
+
+def _strip(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _metadata(tp: Any) -> tuple:
+    """Annotated metadata of tp, also inside X | None."""
+    found: tuple = ()
+    for t in (tp, *typing.get_args(_strip(tp))):
+        while typing.get_origin(t) is Annotated:
+            found += typing.get_args(t)[1:]
+            t = typing.get_args(t)[0]
+    return found
 
 
 def _cross_checks(d: dict) -> list[str]:
