@@ -56,6 +56,7 @@ import difflib
 import enum
 import ipaddress
 import re
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -390,7 +391,7 @@ def _file(fix: str = "", private_key: bool = False) -> Any:
 
 # Unknown keys are errors (a typo'd key must not silently fall back to a default); objects are
 # frozen like the observations built from them.
-_CONFIG = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+_CONFIG = ConfigDict(extra="forbid")
 
 
 def _schema_requires(*names: str) -> Callable[[dict], None]:
@@ -908,7 +909,7 @@ def _section_type(tp: Any) -> Any:
         origin = typing.get_origin(tp)
         if origin is Annotated:
             tp = typing.get_args(tp)[0]
-        elif origin in (tuple, typing.Union) or str(origin) == "<class 'types.UnionType'>":
+        elif origin in (tuple, typing.Union, types.UnionType):
             tp = next((a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis), tp)
             if typing.get_origin(tp) is None:
                 return tp
@@ -919,11 +920,13 @@ def _section_type(tp: Any) -> Any:
 def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
     """The keys the inventory knows at loc (a path into the YAML), from the model's fields."""
     cls: Any = Inventory
-    for part in loc:
-        if isinstance(part, str):
-            hints = typing.get_type_hints(cls, include_extras=True)
-            cls = _section_type(hints[part])
-    return _field_names(cls)
+    try:
+        for part in loc:
+            if isinstance(part, str):
+                cls = _section_type(typing.get_type_hints(cls, include_extras=True)[part])
+        return _field_names(cls)
+    except (KeyError, TypeError):
+        return []
 
 
 def _field_names(cls: Any) -> list[str]:
