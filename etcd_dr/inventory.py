@@ -1,52 +1,16 @@
 """The cluster as data: hosts, roles, how etcd runs, where its certificates are, timings.
 
-An inventory is a YAML file (format in README.md, "Inventory"). It is validated up front: every
-problem is reported with its path and the fix (`hosts[2].address: '10.0.0' is not an IP address or
-host name`), and nothing is contacted while loading. Relative file paths resolve against the
-directory of the inventory file (a Prefect block keeps that directory as its `base_dir`), never the
-process's working directory: the CLI and a flow run from anywhere see the same files.
+An inventory is a YAML file (format in README.md, "Inventory"; its JSON Schema: `etcd-dr inventory
+schema`). It is validated up front: every problem is reported with its path and the fix
+(`hosts[2].address: '10.0.0' is not an IP address or host name`), and nothing is contacted while
+loading. Relative file paths resolve against the directory of the inventory file (a Prefect block
+keeps that directory as its `base_dir`), never the process's working directory: the CLI and a flow
+run from anywhere see the same files.
 
-    cluster: lab                    # a name: audit records, locks and snapshots carry it
-    rehearsal: true                 # fault injection is refused unless true
-    audit_log: audit.jsonl          # append-only, hash-chained (etcd_dr.audit)
-    state_dir: /var/lib/etcd-dr     # optional: journal, lock, fault ledger, default audit log and
-                                    # snapshots; default: audit_log's directory, else the inventory's
-    ssh:
-      user: root
-      port: 22
-      key_file: keys/id_ed25519     # private key (never logged)
-      agent: false                  # true: also (or only, without key_file) the ssh-agent's keys
-      known_hosts: keys/known_hosts # strict host-key checking, never auto-added
-      connect_timeout: 3            # seconds
-      command_timeout: 60
-      keepalive: 5
-      sudo: false
-    etcd:
-      runtime: docker               # docker (RKE: a container) | process
-      container: etcd               # docker: the container's name
-      image: lab/etcd:3.4.23        # docker: image for members etcd-dr starts (optional)
-      binary: /usr/bin/etcd         # process: the etcd binary on the host
-      data_dir: /var/lib/etcd       # on the host
-      client_port: 2379
-      peer_port: 2380
-      heartbeat_interval: 500       # ms, RKE's
-      election_timeout: 5000        # ms, RKE's
-      cert_dir: /etc/kubernetes/ssl # on each host: kube-ca.pem, kube-etcd-<ip-dashed>.pem, ...-key.pem
-      client:                       # what etcd-dr itself uses to reach etcd (files on this machine)
-        ca_cert: certs/kube-ca.pem
-        cert: certs/kube-etcd-client.pem
-        key: certs/kube-etcd-client-key.pem
-      dial_timeout: 2               # seconds per endpoint
-      request_timeout: 5            # seconds per request
-    hosts:
-      - name: master1
-        address: 10.231.0.11
-        roles: [etcd, controlplane] # etcd (voter), etcd-learner, controlplane, worker
-      - name: node1
-        address: 10.231.0.21
-        roles: [etcd-learner, worker]
-        user: admin                 # optional per-host ssh overrides: user, port, sudo
-        etcd_image: lab/etcd:3.5.16 # optional: what this member runs instead of etcd.image/binary
+The model is a set of frozen pydantic dataclasses and each key of the YAML is declared once, below:
+its kind (an Annotated type: what the schema says, and a strict check worded for the operator), its
+default and its meaning. Loading (`parse_inventory`), the defaults, `inventory_to_dict` and the JSON
+Schema all read that declaration; `_cross_checks` holds what no single field can say.
 """
 
 from __future__ import annotations
@@ -108,8 +72,6 @@ class OffsiteKind(enum.StrEnum):
 
 
 ROLE_NAMES = ", ".join(r.value for r in Role)
-RUNTIME_NAMES = ", ".join(r.value for r in RuntimeKind)
-POWER_DRIVER_NAMES = ", ".join(d.value for d in PowerDriver)
 
 # Cluster and host names go into file names, lock and audit keys: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
@@ -367,21 +329,17 @@ Port = Annotated[int, Field(ge=1, le=65535), _v(_port)]
 Millis = Annotated[int, Field(gt=0), _v(_whole("milliseconds"))]
 Seconds = Annotated[float, Field(gt=0), _v(_seconds(zero_ok=False))]
 Str = Annotated[str, Field(min_length=1), _v(_string())]
-User = Annotated[
-    str,
-    Field(pattern=_USER_RE.pattern),
-    _v(_string(_USER_RE, "give a login name (letters, digits, '_', '.', '-')")),
-]
+_user = _string(_USER_RE, "give a login name (letters, digits, '_', '.', '-')")
+User = Annotated[str, Field(pattern=_USER_RE.pattern), _v(_user)]
 EnvName = Annotated[str, Field(pattern=_ENV_RE.pattern), _v(_string(_ENV_RE, "name an environment variable"))]
 HostPath = Annotated[str, Field(pattern="^/"), _v(_host_path)]
-# A local file etcd-dr reads (key, known_hosts, client TLS): its path, or its content in memory.
-LocalFile = Path | InMemoryFile
 # A place on this machine that etcd-dr writes (state, audit log, snapshots): never a credential.
 _STATE_PATH = "state path"
 LocalDir = Annotated[Path, _v(_local(must_exist=False)), _STATE_PATH]
 
 
 def _file(fix: str = "", private_key: bool = False) -> Any:
+    """A local file etcd-dr reads (key, known_hosts, client TLS): its path, or its content in memory."""
     return Annotated[
         Path | InMemoryFile,
         _v(_local(must_exist=True, fix=fix, private_key=private_key)),
@@ -783,7 +741,10 @@ def read_inventory_yaml(path: Path) -> object:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(
-            [f"{path}: no such file; pass the path of an inventory YAML (format: etcd_dr/inventory.py)"]
+            [
+                f"{path}: no such file; pass the path of an inventory YAML (format: README.md, "
+                "Inventory; `etcd-dr inventory schema`)"
+            ]
         ) from None
     except IsADirectoryError:
         raise InventoryError([f"{path}: is a directory; pass the inventory YAML file inside it"]) from None
@@ -846,18 +807,11 @@ def _with_inherited(data: object) -> object:
         return data
     data = dict(data)
     ssh = data.get("ssh") if isinstance(data.get("ssh"), dict) else {}
-    inherit = {
-        k: ssh[k]
-        for k, ok in (("user", _USER_RE.match), ("port", None))
-        if k in ssh and _valid(k, ssh[k], ok)
-    }
+    inherit = {k: ssh[k] for k, check in (("user", _user), ("port", _port)) if _passes(check, ssh.get(k))}
+    sudo = {"sudo": True} if ssh.get("sudo") is True else {}
     if isinstance(data.get("hosts"), list):
         data["hosts"] = [
-            {
-                **inherit,
-                **h,
-                **({"sudo": True} if ssh.get("sudo") is True and h.get("sudo") in (None, False) else {}),
-            }
+            {**inherit, **h, **(sudo if h.get("sudo") is None or h.get("sudo") is False else {})}
             if isinstance(h, dict)
             else h
             for h in data["hosts"]
@@ -867,10 +821,13 @@ def _with_inherited(data: object) -> object:
     return data
 
 
-def _valid(key: str, v: object, match: Callable[[str], object] | None) -> bool:
-    if key == "port":
-        return not isinstance(v, bool) and isinstance(v, int) and 1 <= v <= 65535
-    return isinstance(v, str) and bool(match and match(v))
+def _passes(check: Callable[[object], object], v: object) -> bool:
+    """Whether a value passes a field kind's check (a cross-field rule skips what is reported)."""
+    try:
+        check(v)
+        return v is not None
+    except PydanticCustomError:
+        return False
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -976,10 +933,10 @@ def _cross_checks(d: dict) -> list[str]:
     e = d.get("etcd")
     if isinstance(e, dict):
         cp, pp = e.get("client_port", 2379), e.get("peer_port")
-        if pp is not None and cp == pp and _valid("port", pp, None):
+        if cp == pp and _passes(_port, pp):
             out.append(f"etcd.peer_port: is the same as client_port ({cp}); use a different port")
         hb, el = e.get("heartbeat_interval", 500), e.get("election_timeout", 5000)
-        if _positive_int(hb) and _positive_int(el) and el < 5 * hb:
+        if _passes(_whole("ms"), hb) and _passes(_whole("ms"), el) and el < 5 * hb:
             out.append(
                 f"etcd.election_timeout: {el} ms is less than 5 x heartbeat_interval ({hb} ms); etcd "
                 f"refuses to start: raise it to {5 * hb}"
@@ -1027,10 +984,6 @@ def _cross_checks(d: dict) -> list[str]:
     internal = [k for k in _INTERNAL if k in d]
     out += [f"{k}: unknown key; known keys: {', '.join(_field_names(Inventory))}" for k in internal]
     return out
-
-
-def _positive_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _power_keys(m: dict, path: str) -> list[str]:
