@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
 from etcd_dr.inventory_edit import apply_edit, learner_role_edit
@@ -22,9 +23,12 @@ removed, data dir moved to <data_dir>.bak-<UTC timestamp>)."""
 def _cmd_add(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     edit = learner_role_edit(inv, args.host)  # None: the inventory already says what it is
-    if edit is not None and args.update_inventory and not args.plan:
+    applied = edit is not None and args.update_inventory and not args.plan  # a dry run changes nothing
+    err = sys.stderr if args.json else sys.stdout
+    if applied:
         inv, backup = apply_edit(edit)
-        print(f"{edit.diff}updated {edit.path} (the old one kept as {backup.name})")
+        # with --json, stdout holds only the JSON: the change is still said, on stderr
+        print(f"{edit.diff}updated {edit.path} (the old one kept as {backup.name})", file=err)
     opts = LearnerOptions(
         promote=args.promote,
         image=args.image,
@@ -37,11 +41,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
     say = None if args.json or args.plan else print
     res = add_learner(inv, args.host, opts, dry_run=args.plan, say=say)
     if args.json:
-        print(json.dumps(res.to_json(), indent=2))
+        edited = {"inventory_edit": {"diff": edit.diff, "applied": applied}} if edit else {}
+        print(json.dumps(res.to_json() | edited, indent=2))
     elif args.plan or res.plan.refused:
         print(res.plan.render())
         if edit is not None and res.plan.refused:
-            print(f"the inventory change to make (--update-inventory applies it):\n{edit.diff}", end="")
+            how = "--update-inventory applies it" + (" (not with --plan)" if args.plan else "")
+            print(f"the inventory change to make ({how}):\n{edit.diff}", end="")
     else:
         print(res.verdict)
         if res.join_s is not None:

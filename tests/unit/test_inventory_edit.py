@@ -3,6 +3,7 @@ changes, the file is replaced atomically with a backup, and `learner add` offers
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -144,3 +145,23 @@ def test_learner_add_update_inventory_applies_the_edit_then_proceeds(invfile: Pa
     # it proceeded past the role: nothing answers on 127.0.0.1 here, so the plan stops at quorum
     assert "not etcd-learner" not in out and "the inventory change to make" not in out
     assert rc != 0
+
+
+def test_learner_add_json_carries_the_edit_and_plan_changes_no_file(invfile: Path, capsys) -> None:
+    rc = main(["learner", "add", "-i", str(invfile), "--host", "node1", "--update-inventory", "--plan"])
+    out = capsys.readouterr().out
+    assert (
+        rc == 2 and "the inventory change to make (--update-inventory applies it (not with --plan)):" in out
+    )
+    assert invfile.read_text() == COMMENTED  # --plan: a dry run writes nothing, the inventory neither
+
+    rc = main(["learner", "add", "-i", str(invfile), "--host", "node1", "--json"])
+    got = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
+    assert rc == 2 and got["inventory_edit"]["applied"] is False
+    assert "+    roles: [worker, etcd-learner]     # a learner some day\n" in got["inventory_edit"]["diff"]
+
+    # applied, then it goes on (here to the SSH login, which fails on the sample's dummy key)
+    main(["learner", "add", "-i", str(invfile), "--host", "node1", "--json", "--update-inventory"])
+    cap = capsys.readouterr()
+    assert "+    roles: [worker, etcd-learner]" in cap.err and f"updated {invfile}" in cap.err
+    assert "roles:" not in cap.out and load_inventory(invfile).host("node1").is_learner
