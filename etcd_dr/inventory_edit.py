@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
@@ -73,10 +75,11 @@ def add_role(text: str, host: str, role: Role, *, path: Path = Path("inventory.y
         new_text = "".join(lines)
 
     # The edit is the role and nothing else, read back by the loader's own YAML parser.
-    want = yaml.safe_load(text)
+    # Through JSON: a YAML alias shares one list between hosts, and an edit of it changes them all.
+    want = _unshared(yaml.safe_load(text))
     want["hosts"][idx]["roles"].append(role.value)
     try:
-        same = yaml.safe_load(new_text) == want
+        same = _unshared(yaml.safe_load(new_text)) == want
     except yaml.YAMLError:
         same = False
     if not same:
@@ -93,6 +96,10 @@ def add_role(text: str, host: str, role: Role, *, path: Path = Path("inventory.y
         )
     )
     return RoleEdit(path, host, role, new_text, diff)
+
+
+def _unshared(data: object) -> Any:
+    return json.loads(json.dumps(data, default=str))
 
 
 def learner_role_edit(inv: Inventory, host: str) -> RoleEdit | None:

@@ -165,3 +165,13 @@ def test_learner_add_json_carries_the_edit_and_plan_changes_no_file(invfile: Pat
     cap = capsys.readouterr()
     assert "+    roles: [worker, etcd-learner]" in cap.err and f"updated {invfile}" in cap.err
     assert "roles:" not in cap.out and load_inventory(invfile).host("node1").is_learner
+
+
+def test_an_edit_that_would_change_another_host_is_refused() -> None:
+    """node2's roles are an alias of node1's: the text edit would change both; nothing is written."""
+    shared = COMMENTED.replace("roles: [worker]     #", "roles: &w [worker]     #").replace(
+        "    roles:\n      - worker          # block style\n", "    roles: *w\n"
+    )
+    assert yaml.safe_load(shared)["hosts"][2]["roles"] == ["worker"]
+    with pytest.raises(InputError, match=r"cannot add etcd-learner to hosts\[1\]\.roles in place"):
+        add_role(shared, "node1", Role.ETCD_LEARNER)
