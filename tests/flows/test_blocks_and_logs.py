@@ -140,13 +140,19 @@ def test_a_sigkilled_run_leaves_no_key_on_disk(tmp_path: Path, tmp_path_factory)
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     originals = {invdir / "id", invdir / "client-key.pem"}
-    for root in (tmp, cwd, invdir, Path(tempfile.gettempdir())):
-        for f in root.rglob("*"):
-            if f in originals or not f.is_file() or f.is_symlink():
-                continue
-            with contextlib.suppress(OSError):
-                data = f.read_bytes()
-                assert ssh_key not in data and etcd_key not in data, f
+    # os.walk, not rglob: other processes (a lab being built) add and remove files in /tmp meanwhile
+    files = (
+        Path(d) / n
+        for root in (tmp, cwd, invdir, Path(tempfile.gettempdir()))
+        for d, _, ns in os.walk(root)
+        for n in ns
+    )
+    for f in files:
+        if f in originals or not f.is_file() or f.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            data = f.read_bytes()
+            assert ssh_key not in data and etcd_key not in data, f
     assert not list(Path(tempfile.gettempdir()).glob("etcd-dr-cred-*"))
 
 
