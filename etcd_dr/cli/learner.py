@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
-from etcd_dr.learner.add import add_learner
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
+from etcd_dr.cli.result import emit, exit_for, plan_exit
+from etcd_dr.learner.add import LearnerAddResult, add_learner
 from etcd_dr.learner.plan import LearnerOptions
 from etcd_dr.learner.undo import remove_learner
 
@@ -31,27 +31,27 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
     say = None if args.json or args.plan else print
     res = add_learner(inv, args.host, opts, dry_run=args.plan, say=say)
-    if args.json:
-        print(json.dumps(res.to_json(), indent=2))
-    elif args.plan or res.plan.refused:
-        print(res.plan.render())
-    else:
-        print(res.verdict)
-        if res.join_s is not None:
-            print(f"member add to caught up: {res.join_s:.2f} s; total {res.duration_s:.2f} s")
-    if res.plan.refusal is not None:
-        return res.plan.refusal.exit_code
-    return 0 if res.ok else 1
+    emit(args.json, res.to_json, lambda: _text(res, plan=args.plan))
+    return plan_exit(res.plan, res.ok)
+
+
+def _text(res: LearnerAddResult, *, plan: bool) -> str:
+    if plan or res.plan.refused:
+        return res.plan.render()
+    if res.join_s is None:
+        return res.verdict
+    return f"{res.verdict}\nmember add to caught up: {res.join_s:.2f} s; total {res.duration_s:.2f} s"
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     rb = remove_learner(inv, args.host)
-    if args.json:
-        print(json.dumps({"ok": rb.ok, "done": list(rb.done), "errors": list(rb.errors)}, indent=2))
-    else:
-        print(f"{args.host}: {rb.sentence}")
-    return 0 if rb.ok else 1
+    emit(
+        args.json,
+        lambda: {"ok": rb.ok, "done": list(rb.done), "errors": list(rb.errors)},
+        lambda: f"{args.host}: {rb.sentence}",
+    )
+    return exit_for(rb.ok)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
