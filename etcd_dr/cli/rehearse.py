@@ -1,4 +1,4 @@
-"""`etcd-dr rehearse`: a disaster and its recovery on the lab, measured (etcd_dr.rehearse).
+"""`etcd-dr rehearse`: a disaster and its recovery on the lab, measured (etcd_dr.lab.rehearsal.run).
 Exit 0 recovered with no loss beyond what the plan allowed and rejoined, 1 otherwise, 2 bad input."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import argparse
 import sys
 
 from etcd_dr.cli.result import emit, exit_for
+from etcd_dr.lab.rehearsal.report import RehearsalReport
+from etcd_dr.lab.rehearsal.run import RehearsalOptions, lab_config_from_env, rehearse
+from etcd_dr.lab.rehearsal.scenarios import Return, Scenario
 from etcd_dr.recovery import VoterMethod
-from etcd_dr.rehearsal.report import RehearsalReport
-from etcd_dr.rehearsal.scenarios import Return, Scenario
-from etcd_dr.rehearse import RehearsalOptions, lab_config_from_env, rehearse
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:

@@ -32,10 +32,8 @@ from etcd_dr.etcd.client import EndpointStatus, EtcdClient
 from etcd_dr.inventory import Inventory, load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import DEFAULT_SUBNET, EtcdSeries, LabConfig, env_lab_dir, env_prefix, validate_prefix
-from etcd_dr.recover import recover
-from etcd_dr.recovery import VoterMethod
-from etcd_dr.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
-from etcd_dr.rehearsal.report import (
+from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
+from etcd_dr.lab.rehearsal.report import (
     MemberFacts,
     RecoveryFacts,
     RehearsalReport,
@@ -43,7 +41,7 @@ from etcd_dr.rehearsal.report import (
     SnapshotFacts,
     judge,
 )
-from etcd_dr.rehearsal.scenarios import (
+from etcd_dr.lab.rehearsal.scenarios import (
     FaultPhase,
     RehearsalError,
     Return,
@@ -53,7 +51,7 @@ from etcd_dr.rehearsal.scenarios import (
     inject_scenario,
     spec_for,
 )
-from etcd_dr.rehearsal.writer import (
+from etcd_dr.lab.rehearsal.writer import (
     DIAL_TIMEOUT_S,
     INTERVAL_S,
     WRITE_TIMEOUT_S,
@@ -62,6 +60,8 @@ from etcd_dr.rehearsal.writer import (
     read_back,
     write_dataset,
 )
+from etcd_dr.recover import recover
+from etcd_dr.recovery import VoterMethod
 from etcd_dr.state import client_for
 
 Say = Callable[[str], None]

@@ -25,8 +25,8 @@ from etcd_dr.faults import FaultMode
 from etcd_dr.inventory import Inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import LabConfig
+from etcd_dr.lab.rehearsal.measure import LossRule
 from etcd_dr.recovery import RecoveryPath
-from etcd_dr.rehearsal.measure import LossRule
 
 Say = Callable[[str], None]
 ETCD_BACK_S = 60.0  # a powered-on host: boot, dockerd, the etcd container (restart=always)
