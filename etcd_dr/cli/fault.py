@@ -12,6 +12,7 @@ from etcd_dr.cli.result import Exit, emit, plan_exit
 from etcd_dr.errors import InputError
 from etcd_dr.fault_steps import FaultRun, heal, inject, plan_injection
 from etcd_dr.faults import FaultLedger, FaultMode
+from etcd_dr.lab.faults import controls_for
 
 MODES = ", ".join(m.value for m in FaultMode)
 
@@ -49,7 +50,7 @@ def _confirm(args: argparse.Namespace, host: str) -> None:
 def cmd_kill_master(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     mode = FaultMode(args.mode)
-    kw = {"power_off_real_host": args.power_off_real_host, "say": _say(args)}
+    kw = {"power_off_real_host": args.power_off_real_host, "say": _say(args), "lab": controls_for(inv)}
     if args.dry_run or not args.yes:
         plan, rec, _ctx, _ledger = plan_injection(inv, args.host, mode, **kw)
         dry = FaultRun(plan, None, (rec,) if rec else (), 0.0)
@@ -66,7 +67,7 @@ def cmd_kill_master(args: argparse.Namespace) -> int:
 
 def cmd_heal(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
-    run = heal(inv, args.host, say=_say(args))
+    run = heal(inv, args.host, say=_say(args), lab=controls_for(inv))
     return _report(args, run, "heal")
 
 
