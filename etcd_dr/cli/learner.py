@@ -46,11 +46,7 @@ def _text(res: LearnerAddResult, *, plan: bool) -> str:
 def _cmd_remove(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     rb = remove_learner(inv, args.host)
-    emit(
-        args.json,
-        lambda: {"ok": rb.ok, "done": list(rb.done), "errors": list(rb.errors)},
-        lambda: f"{args.host}: {rb.sentence}",
-    )
+    emit(args.json, rb.to_json, lambda: f"{args.host}: {rb.sentence}")
     return exit_for(rb.ok)
 
 
