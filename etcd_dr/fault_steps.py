@@ -1,5 +1,7 @@
 """Carrying fault plans out: the step handlers (lab controls, SSH), and inject()/heal(), which plan,
-record in the ledger and the audit log, and run the plan through etcd_dr.plans.execute."""
+record in the ledger and the audit log, and run the plan through etcd_dr.plans.execute. On a lab's
+inventory the caller passes the lab's power and cable as `lab` (etcd_dr/lab/faults.py: controls_for):
+the core does not import the lab."""
 
 from __future__ import annotations
 
@@ -7,11 +9,10 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from etcd_dr.audit import AuditLog
-from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.faults import FaultLedger, FaultMode, FaultRecord, Via, plan_fault, plan_heal
@@ -20,9 +21,6 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Outcome, Plan, Step, StepHandler, execute
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
 from etcd_dr.state import client_for
-
-if TYPE_CHECKING:
-    from etcd_dr.lab.config import LabConfig
 
 Say = Callable[[str], None]
 PROBE_TIMEOUT = 0.5  # "does not answer on 2379": a lab host that is up answers in milliseconds
@@ -33,26 +31,18 @@ class FaultStepError(EtcdDrError):
     """A fault or heal step could not be carried out."""
 
 
-def lab_of(inv: Inventory) -> LabConfig | None:
-    """The lab's config when `inv` is the inventory a lab wrote (`<labdir>/inventory.yaml` beside its
-    state file, same cluster name), else None (real hosts). A lab that is down is an error: its
-    addresses must not be contacted then."""
-    if inv.source is None:
-        return None
-    from etcd_dr.lab import net
-    from etcd_dr.lab.config import LabState
+class LabControls(Protocol):
+    """A lab's power, cable and console (etcd_dr.lab.faults.LabFaultControls)."""
 
-    state = LabState.load(Path(inv.source).parent)
-    if state is None:
-        return None
-    cfg = state.config
-    if cfg.inventory_path.resolve() != Path(inv.source).resolve() or inv.cluster != f"lab-{cfg.prefix}":
-        return None
-    if not net.link_exists(cfg.bridge):
-        raise InputError(
-            f"{inv.source} is the inventory of lab '{cfg.prefix}', which is down: run `etcd-dr lab up`"
-        )
-    return cfg
+    def executor(self, host: str) -> Executor: ...
+    def runtime(self, host: str) -> DockerRuntime | ProcessRuntime: ...
+    def is_on(self, host: str) -> bool: ...
+    def link_is_up(self, host: str) -> bool | None: ...
+    def ssh_answers(self, address: str, timeout: float) -> bool: ...
+    def power_off(self, host: str, say: Say) -> None: ...
+    def power_on(self, host: str, say: Say) -> None: ...
+    def plug_only(self, host: str) -> None: ...
+    def set_plugged(self, host: str, plugged: bool, say: Say) -> None: ...
 
 
 @dataclass
@@ -60,7 +50,7 @@ class Ctx:
     """What the handlers share: one SSH connection per host and one etcd client for the whole run."""
 
     inv: Inventory
-    lab: LabConfig | None  # when the inventory is a running lab's
+    lab: LabControls | None  # when the inventory is a running lab's
     audit: AuditLog | None
     say: Say
     _executors: dict[str, Executor] = field(default_factory=dict)
@@ -68,9 +58,7 @@ class Ctx:
 
     def executor(self, host: str) -> Executor:
         if self.lab is not None:
-            from etcd_dr.lab import lifecycle
-
-            return lifecycle.console(lifecycle.load_state(self.lab), host)  # reads the host's PID afresh
+            return self.lab.executor(host)  # reads the host's PID afresh
         if host not in self._executors:
             self._executors[host] = executor_for(self.inv, host, audit=self.audit)
         return self._executors[host]
@@ -90,13 +78,11 @@ class Ctx:
 
     def runtime(self, host: str) -> DockerRuntime | ProcessRuntime:
         if self.lab is not None:
-            from etcd_dr.lab import lifecycle
-
-            return lifecycle.runtime(lifecycle.load_state(self.lab), host)
+            return self.lab.runtime(host)
         return runtime_for(self.inv, self.executor(host))
 
     @property
-    def lab_cfg(self) -> LabConfig:
+    def lab_controls(self) -> LabControls:
         if self.lab is None:
             raise FaultStepError("a lab control step in a plan for real hosts: plan again")
         return self.lab
@@ -121,37 +107,29 @@ class LabPowerOff:
         self.c = c
 
     def _on(self, host: str) -> bool:
-        from etcd_dr.lab import hosts, lifecycle
-
-        return hosts.is_up(lifecycle.load_state(self.c.lab_cfg).hosts.get(host))
+        return self.c.lab_controls.is_on(host)
 
     def done(self, step: Step) -> bool:
         return not self._on(str(step.host)) and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        from etcd_dr.lab import lifecycle
-
-        lifecycle.power_off(self.c.lab_cfg, str(step.host), say=self.c.say)
+        self.c.lab_controls.power_off(str(step.host), say=self.c.say)
 
 
 class LabPowerOn(LabPowerOff):
     def done(self, step: Step) -> bool:
-        from etcd_dr.lab import hosts, net
-
-        cfg = self.c.lab_cfg
+        lab = self.c.lab_controls
         return (
             self._on(str(step.host))
-            and bool(net.link_is_up(cfg, str(step.host)))
-            and (hosts.wait_port(str(step.params["address"]), 22, PROBE_TIMEOUT))
+            and bool(lab.link_is_up(str(step.host)))
+            and (lab.ssh_answers(str(step.params["address"]), PROBE_TIMEOUT))
         )
 
     def run(self, step: Step) -> None:
-        from etcd_dr.lab import lifecycle, net
-
         if self._on(str(step.host)):  # on but unplugged (a crash between boot and plug): plug only
-            net.set_link(self.c.lab_cfg, str(step.host), up=True)
+            self.c.lab_controls.plug_only(str(step.host))
         else:
-            lifecycle.power_on(self.c.lab_cfg, str(step.host), say=self.c.say)
+            self.c.lab_controls.power_on(str(step.host), say=self.c.say)
 
 
 class LabLink:
@@ -159,17 +137,13 @@ class LabLink:
         self.c, self.plugged = c, plugged
 
     def done(self, step: Step) -> bool:
-        from etcd_dr.lab import net
-
-        up = net.link_is_up(self.c.lab_cfg, str(step.host))
+        up = self.c.lab_controls.link_is_up(str(step.host))
         if self.plugged:
             return bool(up)
         return up is False and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        from etcd_dr.lab import lifecycle
-
-        lifecycle.set_plugged(self.c.lab_cfg, str(step.host), self.plugged, say=self.c.say)
+        self.c.lab_controls.set_plugged(str(step.host), self.plugged, say=self.c.say)
 
 
 # --- over SSH (or the lab's console) -------------------------------------------------------------
@@ -356,15 +330,22 @@ class FaultRun:
         }
 
 
-def _ctx(inv: Inventory, say: Say) -> tuple[Ctx, FaultLedger]:
+def _ctx(inv: Inventory, say: Say, lab: LabControls | None) -> tuple[Ctx, FaultLedger]:
     ledger = FaultLedger.for_inventory(inv)
-    return Ctx(inv, lab_of(inv), audit_log_for(inv), say), ledger
+    return Ctx(inv, lab, audit_log_for(inv), say), ledger
 
 
 def plan_injection(
-    inv: Inventory, host: str, mode: FaultMode, *, power_off_real_host: bool = False, say: Say = print
+    inv: Inventory,
+    host: str,
+    mode: FaultMode,
+    *,
+    power_off_real_host: bool = False,
+    say: Say = print,
+    lab: LabControls | None = None,
 ) -> tuple[Plan, FaultRecord | None, Ctx, FaultLedger]:
-    c, ledger = _ctx(inv, say)
+    """lab: the lab's controls when `inv` is a running lab's (etcd_dr.lab.faults.controls_for)."""
+    c, ledger = _ctx(inv, say, lab)
     plan, rec = plan_fault(
         inv,
         host,
@@ -385,9 +366,12 @@ def inject(
     power_off_real_host: bool = False,
     dry_run: bool = False,
     say: Say = print,
+    lab: LabControls | None = None,
 ) -> FaultRun:
     t0 = time.monotonic()
-    plan, rec, c, ledger = plan_injection(inv, host, mode, power_off_real_host=power_off_real_host, say=say)
+    plan, rec, c, ledger = plan_injection(
+        inv, host, mode, power_off_real_host=power_off_real_host, say=say, lab=lab
+    )
     recs = (rec,) if rec else ()
     if plan.refused or dry_run or rec is None:
         if plan.refused and c.audit is not None:
@@ -414,11 +398,18 @@ def inject(
     return FaultRun(plan, outcome, recs, time.monotonic() - t0)
 
 
-def heal(inv: Inventory, host: str | None = None, *, wait: bool = True, say: Say = print) -> FaultRun:
+def heal(
+    inv: Inventory,
+    host: str | None = None,
+    *,
+    wait: bool = True,
+    say: Say = print,
+    lab: LabControls | None = None,
+) -> FaultRun:
     """Undo the active faults (of one host, or all). Idempotent: with none active it does nothing.
     wait=False: only undo, do not wait for the members (after a recovery: see plan_heal)."""
     t0 = time.monotonic()
-    c, ledger = _ctx(inv, say)
+    c, ledger = _ctx(inv, say, lab)
     if host is not None:
         inv.host(host)  # an unknown host is bad input, not "nothing to heal"
     faults = tuple(f for f in ledger.active() if host is None or f.host == host)
@@ -451,4 +442,4 @@ def _healed(outcome: Outcome, f: FaultRecord) -> bool:
     return bool(mine) and all(r.state.value in ("done", "skipped") for r in mine)
 
 
-__all__ = ["FaultMode", "FaultRun", "heal", "inject", "lab_of"]
+__all__ = ["FaultMode", "FaultRun", "LabControls", "heal", "inject"]
