@@ -37,10 +37,15 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. When argv names a command, only that command's module is imported: a command
+    starts without importing the others (the lab, the rehearsal, the snapshot service, ...); with no
+    command, or an unknown one, all of them (for the help and argparse's list of choices)."""
     parser = argparse.ArgumentParser(prog="etcd-dr", description="etcd disaster recovery for Kubernetes")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for _name, module in COMMAND_MODULES:
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    chosen = [m for name, m in COMMAND_MODULES if name == first] or [m for _, m in COMMAND_MODULES]
+    for module in chosen:
         importlib.import_module(module).add_parser(sub)
     return parser
 
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # paramiko logs each failed handshake with a traceback; ours are reported as TransportError
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

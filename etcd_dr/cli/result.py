@@ -11,11 +11,14 @@ import enum
 import json
 from collections.abc import Callable
 from functools import singledispatch
+from typing import TYPE_CHECKING
 
 from etcd_dr.plans import Plan, Refusal
-from etcd_dr.recover import RecoverResult, RecoverStatus
-from etcd_dr.rejoin import RejoinResult
 from etcd_dr.state import Health
+
+if TYPE_CHECKING:
+    from etcd_dr.recover import RecoverResult
+    from etcd_dr.rejoin import RejoinResult
 
 
 class Exit(enum.IntEnum):
@@ -28,7 +31,12 @@ class Exit(enum.IntEnum):
 
 @singledispatch
 def exit_for(outcome: object) -> Exit:
-    raise TypeError(f"no exit code for {type(outcome).__name__}: add it to etcd_dr/cli/result.py")
+    # the results of the commands that act, by type name: importing their modules here would make
+    # every command (`status` too) import the recovery and the rejoin at start
+    by_name = _BY_NAME.get(type(outcome).__name__)
+    if by_name is None:
+        raise TypeError(f"no exit code for {type(outcome).__name__}: add it to etcd_dr/cli/result.py")
+    return by_name(outcome)
 
 
 @exit_for.register
@@ -51,30 +59,32 @@ def _(health: Health) -> Exit:
     }[health]
 
 
-# A refusal without its closed reason predates Refusal: bad input (2), as recover always said.
+# RecoverStatus value -> exit code. A refusal without its closed reason predates Refusal: bad input
+# (2), as recover always said.
 _RECOVER = {
-    RecoverStatus.RECOVERED: Exit.OK,
-    RecoverStatus.PLANNED: Exit.OK,
-    RecoverStatus.REFUSED: Exit.BAD_INPUT,
-    RecoverStatus.NOT_CONFIRMED: Exit.BAD_INPUT,
-    RecoverStatus.BUSY: Exit.FAILED,
-    RecoverStatus.STALE: Exit.FAILED,
-    RecoverStatus.FAILED: Exit.FAILED,
+    "recovered": Exit.OK,
+    "planned": Exit.OK,
+    "refused": Exit.BAD_INPUT,
+    "not-confirmed": Exit.BAD_INPUT,
+    "busy": Exit.FAILED,
+    "stale": Exit.FAILED,
+    "failed": Exit.FAILED,
 }
 
 
-@exit_for.register
-def _(res: RecoverResult) -> Exit:
-    if res.status is RecoverStatus.REFUSED and res.plan.refusal is not None:
+def _recover(res: RecoverResult) -> Exit:
+    if res.status == "refused" and res.plan.refusal is not None:
         return exit_for(res.plan.refusal)  # quorum held, a voter not fenced: 1; bad input: 2
-    return _RECOVER[res.status]
+    return _RECOVER[str(res.status)]
 
 
-@exit_for.register
-def _(res: RejoinResult) -> Exit:
+def _rejoin(res: RejoinResult) -> Exit:
     # the first refusal's code (the hosts after it were not tried), else ok or failed
     refused = next((r.plan.refusal for r in res.results if r.plan.refusal is not None), None)
     return exit_for(refused) if refused is not None else exit_for(res.ok)
+
+
+_BY_NAME: dict[str, Callable[..., Exit]] = {"RecoverResult": _recover, "RejoinResult": _rejoin}
 
 
 def plan_exit(plan: Plan, ok: bool) -> Exit:
