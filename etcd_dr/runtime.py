@@ -29,6 +29,18 @@ class RuntimeStateError(EtcdDrError):
     """The member is not in the state the operation needs (e.g. start while running)."""
 
 
+@dataclass(frozen=True)
+class MemberStatus:
+    """What one look at a member shows (one `docker inspect`, or one script for a unit): enough
+    for a step's checks in one round trip."""
+
+    name: str
+    exists: bool
+    running: bool = False
+    restarts: bool = False  # comes back by itself (a restart policy but "no"; an enabled unit)
+    args: tuple[str, ...] = ()  # etcd's arguments (empty when it does not exist)
+
+
 class InitialClusterState(enum.StrEnum):
     NEW = "new"  # bootstrapping a cluster
     EXISTING = "existing"  # joining one (learner add, replacement)
@@ -278,6 +290,29 @@ class DockerRuntime:
         policy = (self._inspect("{{.HostConfig.RestartPolicy.Name}}") or "").strip()
         return policy not in ("", "no")
 
+    def statuses(self, *names: str) -> dict[str, MemberStatus]:
+        """The status of each container named (this one when none is), in one `docker inspect`."""
+        names = names or (self.container,)
+        r = self._docker("inspect", "--type", "container", "-f", "{{json .}}", *names, check=False)
+        if not r.ok and "No such" not in r.stderr:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        found: dict[str, MemberStatus] = {}
+        for line in r.stdout.splitlines():
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            name = str(d.get("Name") or "").lstrip("/")
+            policy = str(((d.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "")
+            found[name] = MemberStatus(
+                name,
+                True,
+                bool((d.get("State") or {}).get("Running")),
+                policy not in ("", "no"),
+                # NOTES: an empty argument would become an empty flag (as args() drops it)
+                tuple(str(a) for a in d.get("Args") or () if a != ""),
+            )
+        return {n: found.get(n, MemberStatus(n, False)) for n in names}
+
     def inspect(self) -> dict:
         """`docker inspect` of the container, parsed."""
         out = self._inspect("{{json .}}")
@@ -412,6 +447,21 @@ class ProcessRuntime:
     def exists(self) -> bool:
         return self.ex.run(["test", "-f", self.unit], check=False).ok
 
+    def statuses(self, *names: str) -> dict[str, MemberStatus]:
+        """The status of each unit named (this one when none is), in one script."""
+        names = names or (self.name,)
+        r = self._sh(_UNIT_STATUS, self.unit_dir, self.run_dir, self.binary, *names, check=False)
+        if not r.ok:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        out: dict[str, MemberStatus] = {}
+        for block in r.stdout.split("\x1e")[1:]:  # one record per unit, separated by RS
+            head, _, unit = block.partition("\n")
+            name, exists, running, enabled = head.split(" ")
+            exec_line = next((ln for ln in unit.splitlines() if ln.startswith("exec ")), "")
+            argv = shlex.split(exec_line)[2:] if exec_line else []  # drop "exec" and the binary
+            out[name] = MemberStatus(name, exists == "1", running == "1", enabled == "1", tuple(argv))
+        return {n: out.get(n, MemberStatus(n, False)) for n in names}
+
     def is_running(self) -> bool:
         return self.pid() is not None
 
@@ -470,6 +520,21 @@ class ProcessRuntime:
 
     def logs(self, tail: int = 50) -> str:
         return self.ex.run(["tail", "-n", str(tail), self.logfile], check=False).stdout
+
+
+# per unit: "<RS>name exists running enabled" then the unit's text; running as pid() decides it
+_UNIT_STATUS = r"""u=$1 r=$2 b=$3; shift 3
+for n in "$@"; do
+  e=0; [ -f "$u/$n.sh" ] && e=1
+  en=0; [ -e "$u/$n.enabled" ] && en=1
+  run=0
+  if p=$(cat "$r/$n.pid" 2>/dev/null) && s=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null); then
+    case $s in Z*|X*) ;; *) [ "$(tr "\0" "\n" < /proc/"$p"/cmdline | sed -n 1p)" = "$b" ] && run=1;; esac
+  fi
+  printf '\036%s %s %s %s\n' "$n" "$e" "$run" "$en"
+  [ "$e" = 1 ] && cat "$u/$n.sh"
+done
+exit 0"""
 
 
 def runtime_for(

@@ -15,7 +15,15 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.lease import Holder
 from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
 from etcd_dr.recovery import FORCE_FLAG, Probe
-from etcd_dr.recovery_steps import recovery_args
+from etcd_dr.recovery_steps import (
+    CopyParams,
+    FenceCheckParams,
+    RecoveryAction,
+    RunParams,
+    StopParams,
+    recovery_args,
+)
+from etcd_dr.runtime import MemberStatus
 
 OLD = [
     "--name=etcd-master3",
@@ -54,8 +62,25 @@ def test_recovery_args_two_token_form_and_missing_flags() -> None:
     ]
 
 
+RUN = RunParams(
+    runtime="docker", name="etcd", image="lab/etcd:3.4.23", binary="/usr/bin/etcd",
+    data_dir="/var/lib/etcd", endpoint="https://10.0.0.3:2379", member="etcd-m3",
+    initial_cluster="etcd-m3=https://10.0.0.3:2380", extra_flags=(FORCE_FLAG,), args=("--a",),
+    restart="no", image_from="etcd-old-1",
+)  # fmt: skip
+
+
+STOP = StopParams(
+    runtime="docker", name="etcd", image="lab/etcd:3.4.23", binary="/usr/bin/etcd",
+    data_dir="/var/lib/etcd", endpoint="https://10.0.0.3:2379", timeout_s=30, sync_leader=True,
+    sync_key="/etcd-dr/recovery/wal-sync-1",
+)  # fmt: skip
+COPY = CopyParams(src="/d", dst="/d.bak")
+FENCE = FenceCheckParams(hosts=("m1", "m2"), ports=(2379, 2380), evidence={})
+
+
 def _plan() -> Plan:
-    step = Step("etcd-run:m3", "etcd-run", "m3", "start", "runs", "why", True, {"args": ["--a"], "n": 1})
+    step = Step("etcd-run:m3", RecoveryAction.RUN, "m3", "start", "runs", "why", True, RUN)
     return Plan("recover", "c1", "quorum lost: ...", (step,))
 
 
@@ -162,7 +187,7 @@ def _patch(
 def test_a_second_recovery_of_the_cluster_is_refused_while_one_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("copy-db:n1", "copy-file", "n1", "copy", "copied", "why")
+    step = Step("copy-db:n1", "copy-file", "n1", "copy", "copied", "why", params=COPY)
     calls = _patch(monkeypatch, Plan("recover", "c1", "learner", (step,)))
     with open(tmp_path / "recover-c1.lock", "a") as held:  # what a running recovery holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,7 +206,7 @@ def test_a_recovery_started_elsewhere_holds_the_cluster_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 8: two operators with two copies of the inventory share only the cluster."""
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     other = Holder("m3", "ctl-bob", "bob@laptop pid 42, incident 77aa", 590)
     calls = _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)), holder=other)
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
@@ -197,7 +222,7 @@ def test_an_approval_given_after_the_cluster_changed_does_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 15: the fresh look after the approval (and under the lease) finds the plan stale."""
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     calls = _patch(
         monkeypatch,
         Plan("recover", "c1", "quorum lost", (step,)),
@@ -221,7 +246,7 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
     assert res.status is R.RecoverStatus.REFUSED and res.exit_code == 1
     assert res.reason == "quorum held: 3 of 3; nothing to recover"
 
-    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why")
+    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", params=RUN)
     calls += _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None)
     assert res.status is R.RecoverStatus.NOT_CONFIRMED and res.exit_code == 2
@@ -237,7 +262,7 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
 def test_an_unfinished_recovery_is_resumed_not_planned_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", True)
+    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", True, RUN)
     journalled = Plan("recover", "c1", "quorum lost (journalled)", (step,))
     R._write_journal(tmp_path / "recover-c1.json", journalled, INC, started=[step.id])
     calls = _patch(monkeypatch, Plan("recover", "c1", "quorum held", refused=True))
@@ -250,7 +275,7 @@ def test_a_journal_nothing_of_which_was_done_is_closed_and_planned_afresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 15: a failed run's journal is not resumed for a different incident."""
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "old: force m3", (step,)), INC)
     calls = _patch(monkeypatch, Plan("recover", "c1", "new: force m2", (step,)))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
@@ -262,7 +287,7 @@ def test_a_journal_nothing_of_which_was_done_is_closed_and_planned_afresh(
 def test_a_resumed_journal_of_a_cluster_healthy_again_is_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "force m3", (step,)), INC, [step.id])
     calls = _patch(
         monkeypatch, Plan("recover", "c1", "unused", ()), healthy="the cluster is healthy again without this"
@@ -300,8 +325,8 @@ def _fails_at(step_id: str):
 def test_a_failed_run_keeps_its_journal_only_once_it_changed_something(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str, kept: bool
 ) -> None:
-    fence = Step("fence-check", "fence-check", None, "check fencing", "fenced", "why")
-    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    fence = Step("fence-check", "fence-check", None, "check fencing", "fenced", "why", params=FENCE)
+    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (fence, stop)), execute=_fails_at(fails))
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
     assert res.status is R.RecoverStatus.FAILED
@@ -346,6 +371,9 @@ class _FakeHost:
     def is_running(self) -> bool:
         return self.running
 
+    def statuses(self, *names: str) -> dict[str, MemberStatus]:
+        return {n: MemberStatus(n, True, self.running) for n in names}
+
 
 def _ctx(plan: Plan, host: _FakeHost):
     from etcd_dr.recovery_steps import Ctx
@@ -361,8 +389,8 @@ def _ctx(plan: Plan, host: _FakeHost):
 def test_a_data_dir_is_not_copied_while_the_member_runs_again(action: str) -> None:
     from etcd_dr.recovery_steps import RecoveryStepError, handlers
 
-    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, {"name": "etcd"})
-    copy = Step(f"{action}:m3", action, "m3", "copy", "copied", "why", False, {"src": "/d", "dst": "/d.bak"})
+    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
+    copy = Step(f"{action}:m3", action, "m3", "copy", "copied", "why", False, COPY)
     plan = Plan("recover", "c1", "quorum lost", (stop, copy))
     host = _FakeHost(running=True)  # restarted by someone since the stop
     with pytest.raises(RecoveryStepError, match="etcd runs again: its data dir is not quiet"):
