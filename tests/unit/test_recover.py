@@ -399,3 +399,117 @@ def test_a_data_dir_is_not_copied_while_the_member_runs_again(action: str) -> No
     host = _FakeHost(running=False)
     handlers(_ctx(plan, host))[action].run(copy)
     assert any(c[:2] == ["sh", "-c"] for c in host.commands)
+
+
+# --- typed params through the journal ------------------------------------------------------------
+
+# a journal as etcd-dr wrote it before step params were typed (plain dicts, actions as strings)
+OLD_JOURNAL = {
+    "cluster": "c1",
+    "started_at": 1.0,
+    "incident": None,
+    "started": ["stop:m3"],
+    "plan": {
+        "kind": "recover",
+        "cluster": "c1",
+        "reason": "quorum lost: 1 of 3 voters reachable",
+        "refused": False,
+        "refusal": None,
+        "params": {"path": "force-new-cluster"},
+        "steps": [
+            {
+                "id": "fence-check", "action": "fence-check", "host": None, "description": "check",
+                "postcondition": "fenced", "reason": "why", "destructive": False, "holds": False, "runs": "",
+                "params": {
+                    "hosts": ["m1", "m2"], "ports": [2379, 2380],
+                    "evidence": {"m1": {"kind": "attested", "how": "ann says so", "by": "ann"},
+                                 "m2": {"kind": "stopped", "how": "etcd stopped", "by": None}},
+                },
+            },
+            {
+                "id": "stop:m3", "action": "etcd-stop", "host": "m3", "description": "stop",
+                "postcondition": "stopped", "reason": "why", "destructive": True, "holds": False, "runs": "",
+                "params": {
+                    "runtime": "docker", "name": "etcd", "image": None, "binary": "/usr/bin/etcd",
+                    "data_dir": "/var/lib/etcd", "endpoint": "https://10.0.0.3:2379", "timeout_s": 30,
+                    "sync_leader": True, "sync_key": "/etcd-dr/recovery/wal-sync-1",
+                },
+            },
+            {
+                "id": "recreate:m3", "action": "etcd-run", "host": "m3", "description": "recreate",
+                "postcondition": "runs", "reason": "why", "destructive": True, "holds": False, "runs": "",
+                "params": {
+                    "runtime": "docker", "name": "etcd", "image": None, "binary": "/usr/bin/etcd",
+                    "data_dir": "/var/lib/etcd", "endpoint": "https://10.0.0.3:2379", "member": "etcd-m3",
+                    "initial_cluster": "etcd-m3=https://10.0.0.3:2380", "extra_flags": [],
+                    "args": ["--name=etcd-m3"], "restart": "always", "image_from": "etcd-old-1",
+                    "forced_name": "etcd-forced-1",
+                },
+            },
+        ],
+    },
+}  # fmt: skip
+
+
+def test_typed_params_come_back_from_the_journal_in_their_types(tmp_path: Path) -> None:
+    from etcd_dr.fence_evidence import FenceKind
+    from etcd_dr.recovery_steps import RecordedFence
+
+    fence = FenceCheckParams(
+        hosts=("m1", "m2"),
+        ports=(2379, 2380),
+        evidence={"m1": RecordedFence(FenceKind.ATTESTED, "ann says so", "ann")},
+    )
+    steps = (
+        Step("fence-check", RecoveryAction.FENCE_CHECK, None, "check", "fenced", "why", params=fence),
+        Step("stop:m3", RecoveryAction.STOP, "m3", "stop", "stopped", "why", True, STOP),
+        Step("force-new-cluster:m3", RecoveryAction.RUN, "m3", "force", "runs", "why", True, RUN),
+    )
+    plan = Plan("recover", "c1", "quorum lost", steps, params={"path": "force-new-cluster"})
+    path = tmp_path / "recover-c1.json"
+    R._write_journal(path, plan, INC)
+    back = R.load_journal(path, "c1")
+    assert back is not None and back.plan == plan  # equal in every field, params typed as before
+    f = back.plan.steps[0].typed(FenceCheckParams)
+    assert f.hosts == ("m1", "m2") and f.evidence["m1"].kind is FenceKind.ATTESTED
+    assert back.plan.steps[2].action is RecoveryAction.RUN
+    assert (
+        back.plan.steps[2].typed(RunParams).forced and back.plan.steps[2].typed(RunParams).forced_name is None
+    )
+    # the journal's JSON is the plan JSON as before: lists, plain strings, no key for an unset name
+    d = json.loads(path.read_text())["plan"]["steps"]
+    assert d[0]["params"]["evidence"]["m1"] == {"kind": "attested", "how": "ann says so", "by": "ann"}
+    assert d[2]["params"]["extra_flags"] == [FORCE_FLAG] and "forced_name" not in d[2]["params"]
+
+
+def test_a_journal_written_before_typed_params_still_resumes(tmp_path: Path) -> None:
+    from etcd_dr.fence_evidence import FenceKind
+
+    path = tmp_path / "recover-c1.json"
+    path.write_text(json.dumps(OLD_JOURNAL))
+    back = R.load_journal(path, "c1")
+    assert back is not None and back.started == ("stop:m3",)
+    fence, stop, run = back.plan.steps
+    assert fence.typed(FenceCheckParams).evidence["m2"].kind is FenceKind.STOPPED
+    assert stop.typed(StopParams).timeout_s == 30 and stop.typed(StopParams).image is None
+    assert run.typed(RunParams).forced_name == "etcd-forced-1" and not run.typed(RunParams).forced
+    assert back.plan.to_json()["steps"] == OLD_JOURNAL["plan"]["steps"]  # the same plan, shown the same
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda s: s[1].update(action="etcd-kill"), "action 'etcd-kill' is not a recovery action"),
+        (lambda s: s[1]["params"].pop("sync_key"), "StopParams: field 'sync_key' is missing"),
+        (lambda s: s[1]["params"].update(timeout_s="30"), "field 'timeout_s': an integer"),
+    ],
+)
+def test_a_journal_of_another_version_is_refused_naming_the_file(tmp_path: Path, change, why: str) -> None:
+    d = json.loads(json.dumps(OLD_JOURNAL))
+    change(d["plan"]["steps"])
+    path = tmp_path / "recover-c1.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(R.InputError) as e:
+        R.load_journal(path, "c1")
+    assert str(path) in str(e.value) and why in str(e.value) and "move it aside" in str(e.value)
+    assert path.exists()  # nothing moved or deleted: the operator decides
