@@ -63,8 +63,8 @@ from etcd_dr.recovery import (
 )
 from etcd_dr.recovery_steps import Ctx, RecoveryAction, VerifyParams, handlers, typed_plan
 from etcd_dr.state import ClusterState, Reach, observe
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 Confirm = Callable[[Plan], bool]
 
 

@@ -4,7 +4,7 @@ read-only probe of the host that the planner decides on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from etcd_dr.audit import AuditLog
@@ -17,11 +17,10 @@ from etcd_dr.inventory import Host, Inventory
 from etcd_dr.learner.plan import HostFacts, LearnerOptions
 from etcd_dr.runtime import runtime_for
 from etcd_dr.state import ClusterState, client_for
+from etcd_dr.stepctx import Say
 
 if TYPE_CHECKING:
     from etcd_dr.diverged.read import DivergedReport
-
-Say = Callable[[str], None]
 
 
 class Session:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from etcd_dr.errors import EtcdDrError, InputError
@@ -27,8 +26,8 @@ from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import LabConfig
 from etcd_dr.recovery import RecoveryPath
 from etcd_dr.rehearsal.measure import LossRule
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 ETCD_BACK_S = 60.0  # a powered-on host: boot, dockerd, the etcd container (restart=always)
 
 
