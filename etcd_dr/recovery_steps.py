@@ -469,7 +469,7 @@ class SnapshotRestore:
             self.c.fs(_host(step)).tests(("-d", f"{p.staging}/member/wal"), ("-e", _swapped(p.staging)))
         )
 
-    def _template(self, host: str, p: RestoreParams) -> DockerRuntime | ProcessRuntime:
+    def _template(self, host: str, p: RestoreParams) -> tuple[DockerRuntime | ProcessRuntime, MemberStatus]:
         """The member (or, on a resumed run, the member this plan retired) whose etcd build to use."""
         names = [p.name]
         retire = self.c.later(RecoveryAction.RETIRE, host)
@@ -478,7 +478,7 @@ class SnapshotRestore:
         st = self.c.members(host, *names)
         for n in names:
             if st[n].exists:
-                return self.c.runtime(host, n)
+                return self.c.runtime(host, n), st[n]
         raise RecoveryStepError(
             f"{host}: no etcd {' or '.join(names)} to take the etcd build from; the restore needs the "
             "member's image (docker) or unit (process)"
@@ -492,9 +492,9 @@ class SnapshotRestore:
             fs.move_aside(part, f"failed-{int(time.time())}", reason="set aside a partial restore")
         argv = [f"--data-dir={part}" if a.startswith("--data-dir=") else a for a in p.argv]
         tool, rest = argv[0], argv[1:]
-        tmpl = self._template(host, p)
+        tmpl, seen = self._template(host, p)
         if isinstance(tmpl, DockerRuntime):
-            t = tmpl.inspect()
+            t = dict(seen.inspected) if seen.inspected is not None else tmpl.inspect()
             image = str((t.get("Config") or {}).get("Image") or "")
             bindir = posixpath.dirname(str(t["Path"]))
             cmd = [
@@ -645,7 +645,8 @@ class EtcdRun:
                 error=RecoveryStepError,
             )
             rt.rename(p.forced_name).set_restart(False)
-        rt.start_like(p.image_from, self.expected(p, st[p.image_from]), restart_always=p.restart == "always")
+        tmpl = st[p.image_from]
+        rt.start_like(p.image_from, self.expected(p, tmpl), restart_always=p.restart == "always", seen=tmpl)
 
 
 class WaitHealthy:

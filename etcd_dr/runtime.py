@@ -16,9 +16,9 @@ from __future__ import annotations
 import enum
 import json
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from etcd_dr.errors import CommandError, EtcdDrError, InputError
 from etcd_dr.executor import Executor
@@ -39,6 +39,8 @@ class MemberStatus:
     running: bool = False
     restarts: bool = False  # comes back by itself (a restart policy but "no"; an enabled unit)
     args: tuple[str, ...] = ()  # etcd's arguments (empty when it does not exist)
+    # docker: the whole `docker inspect` it was read from, so a start from it needs no second look
+    inspected: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class InitialClusterState(enum.StrEnum):
@@ -178,7 +180,9 @@ class MemberRuntime(Protocol):
     def rename(self, new_name: str) -> MemberRuntime: ...
     def set_restart(self, always: bool) -> None: ...
     def restarts(self) -> bool: ...
-    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None: ...
+    def start_like(
+        self, template: str, args: Sequence[str], *, restart_always: bool, seen: MemberStatus | None = None
+    ) -> None: ...
     def data_dir_for(self, host_path: str) -> str: ...
     def host_path(self, runtime_path: str) -> str: ...
     def logs(self, tail: int = 50) -> str: ...
@@ -310,6 +314,7 @@ class DockerRuntime:
                 policy not in ("", "no"),
                 # NOTES: an empty argument would become an empty flag (as args() drops it)
                 tuple(str(a) for a in d.get("Args") or () if a != ""),
+                d,
             )
         return {n: found.get(n, MemberStatus(n, False)) for n in names}
 
@@ -320,10 +325,16 @@ class DockerRuntime:
             raise RuntimeStateError(f"{self.ex.host}: no container named {self.container}")
         return json.loads(out)
 
-    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None:
+    def start_like(
+        self, template: str, args: Sequence[str], *, restart_always: bool, seen: MemberStatus | None = None
+    ) -> None:
         """`docker run` this container as a copy of container `template` (image, entrypoint, mounts,
-        network, environment, all from its `docker inspect`), with etcd arguments `args`."""
-        t = DockerRuntime(self.ex, template, docker=self.docker).inspect()
+        network, environment, all from its `docker inspect`), with etcd arguments `args`. `seen`:
+        the template's status just read (its inspect is used instead of asking again)."""
+        if seen is not None and seen.name == template and seen.inspected is not None:
+            t = dict(seen.inspected)
+        else:
+            t = DockerRuntime(self.ex, template, docker=self.docker).inspect()
         cfg, host_cfg = t.get("Config") or {}, t.get("HostConfig") or {}
         argv = ["run", "-d", "--name", self.container, f"--network={host_cfg.get('NetworkMode') or 'host'}"]
         argv.append("--restart=always" if restart_always else "--restart=no")
@@ -417,7 +428,9 @@ class ProcessRuntime:
         self.set_restart(restart_always)
         self._launch()
 
-    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None:
+    def start_like(
+        self, template: str, args: Sequence[str], *, restart_always: bool, seen: MemberStatus | None = None
+    ) -> None:
         """Start this unit as a copy of unit `template` (its binary) with etcd arguments `args`."""
         tmpl = ProcessRuntime(
             self.ex, self.binary, template, unit_dir=self.unit_dir, run_dir=self.run_dir, log_dir=self.log_dir
