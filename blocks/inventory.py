@@ -17,11 +17,19 @@ from pathlib import Path
 
 import yaml
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from etcd_dr.audit import register_secret
 from etcd_dr.errors import InputError
-from etcd_dr.inventory import InMemoryFile, Inventory, load_inventory, parse_inventory
+from etcd_dr.inventory import (
+    InMemoryFile,
+    Inventory,
+    InventoryError,
+    SshSettings,
+    load_inventory,
+    parse_inventory,
+    state_paths,
+)
 
 
 class SSHCredentials(Block):
@@ -30,7 +38,10 @@ class SSHCredentials(Block):
     _block_type_name = "etcd-dr SSH credentials"
     _description = "SSH private key and known_hosts for the hosts of one cluster (strict host keys)."
 
-    user: str = Field(default="root", description="SSH user, unless the inventory says otherwise per host")
+    user: str = Field(
+        default=SshSettings.__pydantic_fields__["user"].default,  # the inventory's own default
+        description="SSH user, unless the inventory says otherwise per host",
+    )
     private_key: SecretStr | None = Field(
         default=None,
         description="OpenSSH private key (unencrypted). Empty: the inventory's ssh.key_file on the "
@@ -39,9 +50,9 @@ class SSHCredentials(Block):
     known_hosts: str = Field(description="known_hosts lines for every host: keys are never auto-added")
 
 
-# Inventory paths on this machine that are not credentials: they must resolve the same for every
-# process (CLI, worker), so a relative one needs the block's base_dir.
-_STATE_PATHS = (("audit_log",), ("state_dir",), ("snapshots", "dir"), ("snapshots", "offsite", "dir"))
+# Inventory paths on this machine that are not credentials (from the model's declarations): they
+# must resolve the same for every process (CLI, worker), so a relative one needs the block's base_dir.
+_STATE_PATHS = state_paths()
 
 
 class ClusterInventory(Block):
@@ -51,8 +62,8 @@ class ClusterInventory(Block):
     _description = "An etcd cluster as etcd-dr sees it: hosts, roles, etcd runtime, and credentials."
 
     inventory_yaml: str = Field(
-        description="the inventory; its ssh key/known_hosts and etcd client paths are "
-        "replaced by this block's credentials"
+        description="the inventory (JSON Schema: `etcd-dr inventory schema`); its ssh key/known_hosts "
+        "and etcd client paths are replaced by this block's credentials"
     )
     base_dir: str | None = Field(
         default=None,
@@ -105,33 +116,49 @@ class ClusterInventory(Block):
                 )
         return None  # nothing relative but the credentials, which this block holds
 
+    @model_validator(mode="after")
+    def _the_model_accepts_the_inventory(self) -> ClusterInventory:
+        """A block whose inventory the core's model refuses is refused when it is made or saved, with
+        the same problems, not when a flow runs. Local files are not looked for (the worker's)."""
+        try:
+            data = self._with_credentials(yaml.safe_load(self.inventory_yaml) or {})
+            parse_inventory(data, base_dir=Path(self.base_dir or "/"), check_files=False)
+        except InventoryError as e:
+            raise ValueError(str(e)) from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"inventory_yaml: not valid YAML ({e.__class__.__name__}); fix it") from None
+        return self
+
+    def _with_credentials(self, data: object, audit_log: str | Path | None = None) -> object:
+        """The inventory data with this block's credentials in place of its paths (held in memory)."""
+        if not isinstance(data, dict):
+            return data  # parse_inventory says what is wrong with it
+        key = self.ssh.private_key.get_secret_value() if self.ssh.private_key else None
+        ssh = data.setdefault("ssh", {})
+        if isinstance(ssh, dict):
+            ssh["known_hosts"] = InMemoryFile(self.ssh.known_hosts, "ssh.known_hosts (block)")
+            if key is not None:
+                ssh["key_file"] = InMemoryFile(key, "ssh.key_file (block)")
+            ssh.setdefault("user", self.ssh.user)
+        etcd = data.setdefault("etcd", {})
+        if isinstance(etcd, dict):
+            etcd["client"] = {
+                "ca_cert": InMemoryFile(self.etcd_ca_cert, "etcd.client.ca_cert (block)"),
+                "cert": InMemoryFile(self.etcd_cert, "etcd.client.cert (block)"),
+                "key": InMemoryFile(self.etcd_key.get_secret_value(), "etcd.client.key (block)"),
+            }
+        if audit_log is not None:
+            data["audit_log"] = str(audit_log)
+        return data
+
     @contextlib.contextmanager
     def materialize(self, audit_log: str | Path | None = None) -> Iterator[Inventory]:
         """Yield the core Inventory with this block's credentials held in memory (nothing written)."""
-        data = yaml.safe_load(self.inventory_yaml) or {}
-        if isinstance(data, dict):
-            key = self.ssh.private_key.get_secret_value() if self.ssh.private_key else None
-            etcd_key = self.etcd_key.get_secret_value()
-            register_secret(key)  # masked wherever the core redacts, should it ever be echoed
-            register_secret(etcd_key)
-            ssh = data.setdefault("ssh", {})
-            if isinstance(ssh, dict):
-                ssh["known_hosts"] = InMemoryFile(self.ssh.known_hosts, "ssh.known_hosts (block)")
-                if key is not None:
-                    ssh["key_file"] = InMemoryFile(key, "ssh.key_file (block)")
-                ssh.setdefault("user", self.ssh.user)
-            etcd = data.setdefault("etcd", {})
-            if isinstance(etcd, dict):
-                etcd["client"] = {
-                    "ca_cert": InMemoryFile(self.etcd_ca_cert, "etcd.client.ca_cert (block)"),
-                    "cert": InMemoryFile(self.etcd_cert, "etcd.client.cert (block)"),
-                    "key": InMemoryFile(etcd_key, "etcd.client.key (block)"),
-                }
-            if audit_log is not None:
-                data["audit_log"] = str(audit_log)
-            base = self._base_dir(data)
-        else:
-            base = None  # parse_inventory says what is wrong with it
+        data = self._with_credentials(yaml.safe_load(self.inventory_yaml) or {}, audit_log)
+        if self.ssh.private_key:
+            register_secret(self.ssh.private_key.get_secret_value())  # masked wherever the core redacts
+        register_secret(self.etcd_key.get_secret_value())
+        base = self._base_dir(data) if isinstance(data, dict) else None
         inv = parse_inventory(data, base_dir=base or Path("/"))
         # without a base_dir, state_path() needs an absolute audit_log or state_dir: never the cwd
         yield inv if base else dataclasses.replace(inv, base_dir=None)

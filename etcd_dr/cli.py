@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     ("rejoin", "etcd_dr.rejoin"),
     ("diverged", "etcd_dr.diverged.cli"),
     ("rehearse", "etcd_dr.rehearse"),
+    ("inventory", "etcd_dr.cli_inventory"),
 )
 
 

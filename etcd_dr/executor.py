@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from etcd_dr.inventory import Host, Inventory, SshSettings
 
 log = logging.getLogger("etcd_dr.executor")
+Sink = Callable[[bytes], object]  # where a command's stdout goes as it arrives (a file's write)
 
 
 @dataclass(frozen=True)
@@ -593,14 +594,14 @@ class SSHExecutor:
         return CommandResult(self.host, argv, rc, out, err, dt)
 
     def _exec(
-        self, command: str, timeout: float, stdin: bytes | None, idempotent: bool
+        self, command: str, timeout: float, stdin: bytes | None, idempotent: bool, sink: Sink | None = None
     ) -> tuple[int | None, bytes, bytes]:
-
+        """`sink`: stdout goes there as it arrives (and b"" is returned), never whole in memory."""
         with self._slots:
-            return self._exec_in_slot(command, timeout, stdin, idempotent)
+            return self._exec_in_slot(command, timeout, stdin, idempotent, sink)
 
     def _exec_in_slot(
-        self, command: str, timeout: float, stdin: bytes | None, idempotent: bool
+        self, command: str, timeout: float, stdin: bytes | None, idempotent: bool, sink: Sink | None
     ) -> tuple[int | None, bytes, bytes]:
         import paramiko
 
@@ -622,7 +623,7 @@ class SSHExecutor:
                 why = str(e) or e.__class__.__name__
                 raise TransportError(self.host, f"no session in {self.connect_timeout:g} s ({why})") from None
             try:
-                return self._drive(t, chan, command, timeout, stdin)
+                return self._drive(t, chan, command, timeout, stdin, sink)
             except _Lost as e:
                 if e.dead or not t.is_active():
                     self.close()  # the connection is gone; a single failed channel does not close it
@@ -674,11 +675,18 @@ class SSHExecutor:
             raise _Lost(f"the host refused the {kind} request")
 
     def _drive(
-        self, t: paramiko.Transport, chan: paramiko.Channel, command: str, timeout: float, stdin: bytes | None
+        self,
+        t: paramiko.Transport,
+        chan: paramiko.Channel,
+        command: str,
+        timeout: float,
+        stdin: bytes | None,
+        sink: Sink | None = None,
     ) -> tuple[int | None, bytes, bytes]:
         import paramiko
 
         out, err = bytearray(), bytearray()
+        keep = sink or out.extend
         try:
             chan.settimeout(max(0.5, min(timeout, self.connect_timeout)))
             self._request(chan, "exec", command)
@@ -697,7 +705,7 @@ class SSHExecutor:
                         chan.shutdown_write()
                     busy = True
                 while chan.recv_ready():
-                    out += chan.recv(65536)
+                    keep(chan.recv(65536))
                     busy = True
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
@@ -886,14 +894,17 @@ class SSHExecutor:
         return self._with_sftp(read, f"get {remote_path}")
 
     def get_to(self, remote_path: str, local_path: Path, *, reason: str = "") -> int:
-        """Copy a (possibly large) file from the host to local_path, streamed over SFTP (memory stays
-        flat; under sudo it is read whole through `cat`), landed atomically; returns its size."""
+        """Copy a (possibly large) file from the host to local_path, streamed (over SFTP; under sudo
+        through `cat`, written as it arrives): memory stays flat; landed atomically; returns its size."""
         t0 = time.monotonic()
         log.debug("%s: get %s -> %s", self.host, remote_path, local_path)
 
         def fetch(tmp: Path) -> None:
-            if self.sudo:
-                tmp.write_bytes(self.get(remote_path))
+            if self.sudo:  # `cat` under sudo, streamed into the file (a db can be gigabytes)
+                with open(tmp, "wb") as f:
+                    rc, _, err = self._exec_bytes(["cat", "--", remote_path], idempotent=False, sink=f.write)
+                if rc != 0:
+                    raise command_failure(self.host, ["cat", remote_path], rc, err.decode(errors="replace"))
             else:
                 self._with_sftp(lambda sftp: sftp.get(remote_path, str(tmp)), f"get {remote_path}")
 
@@ -980,11 +991,16 @@ class SSHExecutor:
             raise command_failure(self.host, ["put", path], rc, err.decode(errors="replace"))
 
     def _exec_bytes(
-        self, argv: Sequence[str], *, stdin: bytes | None = None, idempotent: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        idempotent: bool = True,
+        sink: Sink | None = None,
     ) -> tuple[int | None, bytes, bytes]:
-        """For put/get under sudo: like run() but bytes out, no audit of its own (the caller's put
-        record stands for it)."""
-        rc, out, err = self._exec(self._wrap(argv), self.command_timeout, stdin, idempotent)
+        """For put/get under sudo: like run() but bytes out (or into `sink`), no audit of its own (the
+        caller's put/get record stands for it). With a sink, never re-run: it has had part of it."""
+        rc, out, err = self._exec(self._wrap(argv), self.command_timeout, stdin, idempotent, sink)
         if rc is None:
             raise command_failure(self.host, argv, None, err.decode(errors="replace"))
         return rc, out, err
@@ -997,8 +1013,13 @@ def audit_log_for(inv: Inventory) -> AuditLog | None:
     return AuditLog(inv.audit_log, cluster=inv.cluster) if inv.audit_log else None
 
 
-def executor_for(inv: Inventory, host: Host | str, *, audit: AuditLog | None = None) -> SSHExecutor:
+def executor_for(
+    inv: Inventory, host: Host | str, *, audit: AuditLog | None = None, connect_timeout: float | None = None
+) -> SSHExecutor:
     """The one way the core reaches a host of a cluster: SSH with the inventory's settings, every
-    command recorded in the inventory's audit log."""
+    command recorded in the inventory's audit log. `connect_timeout`: a shorter bound for a look
+    under a deadline (never longer than the inventory's)."""
     h = inv.host(host) if isinstance(host, str) else host
-    return SSHExecutor(h, inv.ssh, audit=audit if audit is not None else audit_log_for(inv))
+    t = inv.ssh.connect_timeout if connect_timeout is None else min(connect_timeout, inv.ssh.connect_timeout)
+    audit = audit if audit is not None else audit_log_for(inv)
+    return SSHExecutor(h, inv.ssh, audit=audit, connect_timeout=t)

@@ -1,68 +1,51 @@
 """The cluster as data: hosts, roles, how etcd runs, where its certificates are, timings.
 
-An inventory is a YAML file (format in README.md, "Inventory"). It is validated up front: every
-problem is reported with its path and the fix (`hosts[2].address: '10.0.0' is not an IP address or
-host name`), and nothing is contacted while loading. Relative file paths resolve against the
-directory of the inventory file (a Prefect block keeps that directory as its `base_dir`), never the
-process's working directory: the CLI and a flow run from anywhere see the same files.
+An inventory is a YAML file (format in README.md, "Inventory"; its JSON Schema: `etcd-dr inventory
+schema`). It is validated up front: every problem is reported with its path and the fix
+(`hosts[2].address: '10.0.0' is not an IP address or host name`), and nothing is contacted while
+loading. Relative file paths resolve against the directory of the inventory file (a Prefect block
+keeps that directory as its `base_dir`), never the process's working directory: the CLI and a flow
+run from anywhere see the same files.
 
-    cluster: lab                    # a name: audit records, locks and snapshots carry it
-    rehearsal: true                 # fault injection is refused unless true
-    audit_log: audit.jsonl          # append-only, hash-chained (etcd_dr.audit)
-    state_dir: /var/lib/etcd-dr     # optional: journal, lock, fault ledger, default audit log and
-                                    # snapshots; default: audit_log's directory, else the inventory's
-    ssh:
-      user: root
-      port: 22
-      key_file: keys/id_ed25519     # private key (never logged)
-      agent: false                  # true: also (or only, without key_file) the ssh-agent's keys
-      known_hosts: keys/known_hosts # strict host-key checking, never auto-added
-      connect_timeout: 3            # seconds
-      command_timeout: 60
-      keepalive: 5
-      sudo: false
-    etcd:
-      runtime: docker               # docker (RKE: a container) | process
-      container: etcd               # docker: the container's name
-      image: lab/etcd:3.4.23        # docker: image for members etcd-dr starts (optional)
-      binary: /usr/bin/etcd         # process: the etcd binary on the host
-      data_dir: /var/lib/etcd       # on the host
-      client_port: 2379
-      peer_port: 2380
-      heartbeat_interval: 500       # ms, RKE's
-      election_timeout: 5000        # ms, RKE's
-      cert_dir: /etc/kubernetes/ssl # on each host: kube-ca.pem, kube-etcd-<ip-dashed>.pem, ...-key.pem
-      client:                       # what etcd-dr itself uses to reach etcd (files on this machine)
-        ca_cert: certs/kube-ca.pem
-        cert: certs/kube-etcd-client.pem
-        key: certs/kube-etcd-client-key.pem
-      dial_timeout: 2               # seconds per endpoint
-      request_timeout: 5            # seconds per request
-    hosts:
-      - name: master1
-        address: 10.231.0.11
-        roles: [etcd, controlplane] # etcd (voter), etcd-learner, controlplane, worker
-      - name: node1
-        address: 10.231.0.21
-        roles: [etcd-learner, worker]
-        user: admin                 # optional per-host ssh overrides: user, port, sudo
-        etcd_image: lab/etcd:3.5.16 # optional: what this member runs instead of etcd.image/binary
+The model is a set of frozen pydantic dataclasses and each key of the YAML is declared once, below:
+its kind (an Annotated type: what the schema says, and a strict check worded for the operator), its
+default and its meaning. Loading (`parse_inventory`), the defaults, `inventory_to_dict` and the JSON
+Schema all read that declaration; `_cross_checks` holds what no single field can say.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import enum
 import ipaddress
 import re
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError, core_schema
 
 from etcd_dr.errors import InputError
+
+# ---------------------------------------------------------------------------------------------
+# The vocabulary of field kinds. Each kind is one Annotated type: its pydantic type and constraints
+# (what the JSON Schema says) and a validator that checks the raw YAML value strictly (no "yes" for
+# true, no "22" for 22) and says what is wrong and what to do in the words of the error messages.
 
 
 class Role(enum.StrEnum):
@@ -83,56 +66,200 @@ class PowerDriver(enum.StrEnum):
     COMMAND = "command"  # a command run on this machine (e.g. a cloud CLI) whose output says off
 
 
-@dataclass(frozen=True)
-class PowerSettings:
-    """How to ask whether a host's power is off: fencing evidence that needs no answer from the host.
-    `address` (ipmi) and `argv` (command) may hold {host} (its name) and {address}; the IPMI password
-    comes from the environment variable `password_env` names, never from the inventory."""
-
-    driver: PowerDriver
-    dir: Path | None = None  # lab: the lab's directory (default: the inventory's)
-    address: str | None = None  # ipmi: the BMC
-    user: str | None = None  # ipmi
-    password_env: str | None = None  # ipmi: the NAME of the variable holding the password
-    interface: str = "lanplus"  # ipmi: ipmitool -I
-    argv: tuple[str, ...] = ()  # command
-    off: str | None = None  # command: a regular expression found in its output when the power is off
-    timeout: float = 10.0  # seconds per query
+class OffsiteKind(enum.StrEnum):
+    DIR = "dir"
+    S3 = "s3"
 
 
-@dataclass(frozen=True)
-class Host:
-    """One machine. user/port are the effective SSH values: the loader fills them from `ssh.*` unless
-    the host overrides them; the effective sudo is `host.sudo or ssh.sudo`."""
+ROLE_NAMES = ", ".join(r.value for r in Role)
 
-    name: str
-    address: str
-    roles: frozenset[Role]
-    user: str = "root"
-    port: int = 22
-    sudo: bool = False
-    # What this host's member runs when it differs from etcd.image / etcd.binary (a learner of
-    # another etcd version in a second data center, as in the source incident).
-    etcd_image: str | None = None
-    etcd_binary: str | None = None
-    power: PowerSettings | None = None  # this host's own power driver (else the inventory's)
+# Cluster and host names go into file names, lock and audit keys: keep them plain.
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_URL_RE = re.compile(r"^https?://[^/\s]+/?$")
 
-    @property
-    def is_voter(self) -> bool:
-        return Role.ETCD in self.roles
 
-    @property
-    def is_learner(self) -> bool:
-        return Role.ETCD_LEARNER in self.roles
+def _bad(message: str, at: str = "") -> PydanticCustomError:
+    """A problem in the inventory's words; `at` extends the field's path (`[2]` of a list)."""
+    return PydanticCustomError("inventory", "{message}", {"message": message, "at": at})
 
-    @property
-    def runs_etcd(self) -> bool:
-        return self.is_voter or self.is_learner
 
-    @property
-    def address_dashed(self) -> str:
-        """RKE names member certificates after the address with dashes: kube-etcd-10-0-0-11.pem."""
-        return self.address.replace(".", "-").replace(":", "-")
+def _kind(v: object) -> str:
+    if v is None:
+        return "empty"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(v), f"a {type(v).__name__}"
+    )
+
+
+def _string(pattern: re.Pattern[str] | None = None, fix: str = "") -> Callable[[object], object]:
+    def check(v: object) -> object:
+        if v is None:
+            return v  # an optional field left empty (a required one is reported as missing)
+        if not isinstance(v, str) or not v:
+            raise _bad(f"{v!r} is not a (non-empty) string; quote it")
+        if pattern is not None and not pattern.match(v):
+            raise _bad(f"{v!r} is not allowed here; {fix}")
+        return v
+
+    return check
+
+
+def _name(v: object) -> object:
+    if not isinstance(v, str) or not _NAME_RE.match(v):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", str(v)).strip("-._")[:63] or "name"
+        raise _bad(
+            f"{v!r} is not a valid name; use 1-63 letters, digits, '.', '_' or '-', "
+            f"starting and ending with a letter or digit (e.g. {safe!r})"
+        )
+    return v
+
+
+def _boolean(v: object) -> object:
+    if not isinstance(v, bool):
+        raise _bad(f"{v!r} is not a boolean; write true or false")
+    return v
+
+
+def _port(v: object) -> object:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"{v!r} is not a port number; use an integer 1-65535")
+    if not 1 <= v <= 65535:
+        raise _bad(f"{v} is out of range; use a port number 1-65535")
+    return v
+
+
+def _whole(unit: str) -> Callable[[object], object]:
+    def check(v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _bad(f"{v!r} is not a whole number; give {unit} as an integer")
+        if v <= 0:
+            raise _bad(f"{v} is not positive; give a value > 0 ({unit})")
+        return v
+
+    return check
+
+
+def _count(unit: str) -> Callable[[object], object]:
+    """A whole number >= 0 (0 turns that rule off)."""
+
+    def check(v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise _bad(f"{v!r} is not a whole number >= 0; give {unit} (0 turns it off)")
+        return v
+
+    return check
+
+
+def _seconds(zero_ok: bool) -> Callable[[object], object]:
+    def check(v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise _bad(f"{v!r} is not a number; give seconds as a number, e.g. 2.5")
+        if v < 0 or (v == 0 and not zero_ok) or v != v or v == float("inf"):
+            raise _bad(f"{v} is not positive; give seconds {'>= 0 (0 turns it off)' if zero_ok else '> 0'}")
+        return float(v)
+
+    return check
+
+
+def _choice(enum_t: type[enum.StrEnum], what: str) -> Callable[[object], object]:
+    names = ", ".join(e.value for e in enum_t)
+
+    def check(v: object) -> object:
+        try:
+            return enum_t(v)
+        except ValueError:
+            raise _bad(f"{v!r} is not a {what}; use one of {names}") from None
+
+    return check
+
+
+def _host_path(v: object) -> object:
+    _string()(v)
+    if isinstance(v, str) and not v.startswith("/"):
+        raise _bad(f"{v!r} is not an absolute path; paths on the hosts must start with /")
+    return v
+
+
+def _address(v: object) -> object:
+    if isinstance(v, str):
+        try:
+            ipaddress.ip_address(v)
+            return v
+        except ValueError:
+            if _is_hostname(v):
+                return v
+    raise _bad(f"{v!r} is not an IP address or host name; give e.g. 10.0.0.11 (quoted if odd)")
+
+
+def _roles(v: object) -> object:
+    if isinstance(v, frozenset | set):
+        return frozenset(v)  # built in code (the lab, tests), not read from YAML
+    if not isinstance(v, list) or not v:
+        raise _bad(f"is {_kind(v)}, not a list of roles; write e.g. roles: [etcd, controlplane]")
+    roles: set[Role] = set()
+    for j, r in enumerate(v):
+        try:
+            role = Role(r)
+        except ValueError:
+            raise _bad(f"{r!r} is not a role; use one of {ROLE_NAMES}", f"[{j}]") from None
+        if role in roles:
+            raise _bad(f"{r!r} is listed twice; list it once", f"[{j}]")
+        roles.add(role)
+    if {Role.ETCD, Role.ETCD_LEARNER} <= roles:
+        raise _bad("has both etcd and etcd-learner; a member is a voter or a learner: keep one")
+    return frozenset(roles)
+
+
+def _template(v: object) -> None:
+    """Power `address` and `argv` may hold {host} and {address}, nothing else."""
+    for a in v if isinstance(v, list | tuple) else [v] if isinstance(v, str) else []:
+        try:
+            str(a).format(host="h", address="a")
+        except (KeyError, IndexError, ValueError):
+            raise _bad(f"{a!r}: only {{host}} and {{address}} may be filled in") from None
+
+
+def _bmc_address(v: object) -> object:
+    _string()(v)
+    _template(v)
+    return v
+
+
+def _argv(v: object) -> object:
+    if isinstance(v, tuple):
+        return v
+    if not isinstance(v, list) or not v or not all(isinstance(a, str) and a for a in v):
+        raise _bad("is not a list of strings; give the command as a list, e.g. [my-cli, status, '{host}']")
+    _template(v)
+    return tuple(v)
+
+
+def _regex(v: object) -> object:
+    _string()(v)
+    if isinstance(v, str):
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise _bad(f"{v!r} is not a regular expression ({e}); e.g. '\\boff\\b'") from None
+    return v
+
+
+def _url(v: object) -> object:
+    _string()(v)
+    if isinstance(v, str) and not _URL_RE.match(v):
+        raise _bad(f"{v!r} is not a URL; give e.g. https://s3.example.net:9000")
+    return v
+
+
+def _required(v: object) -> object:
+    if v is None:
+        raise _bad("is missing; add it")
+    return v
 
 
 class InMemoryFile(bytes):
@@ -155,49 +282,212 @@ class InMemoryFile(bytes):
     def __format__(self, spec: str) -> str:
         return format(repr(self), spec)
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.is_instance_schema(cls)
 
-# A local file etcd-dr reads (key, known_hosts, client TLS): its path, or its content in memory.
-LocalFile = Path | InMemoryFile
+
+def _local(must_exist: bool, fix: str = "", private_key: bool = False) -> Callable[..., object]:
+    """A file or directory on this machine: relative paths resolve against the inventory's directory
+    (the validation context's base_dir); with check_files, a file read must exist."""
+
+    def check(v: object, info: ValidationInfo) -> object:
+        if v is None or isinstance(v, InMemoryFile):
+            return v  # a Prefect block's credential: nothing on disk to check
+        ctx = info.context or {}
+        if isinstance(v, Path) and "base_dir" not in ctx:
+            return v  # built in code (the lab, dataclasses.replace): already resolved
+        if not isinstance(v, str | Path) or not str(v):
+            raise _bad(f"{v!r} is not a path; give a file path (quoted if odd)")
+        base: Path = ctx.get("base_dir", Path.cwd())
+        p = base / Path(v).expanduser()
+        if must_exist and ctx.get("check_files", False):
+            if not p.exists():
+                rel = "" if Path(v).is_absolute() else f" (relative to {base})"
+                raise _bad(f"{p} does not exist{rel}; {fix or 'check the path'}")
+            if p.is_dir():
+                raise _bad(f"{p} is a directory; give the file")
+            if private_key:
+                try:
+                    head = p.read_bytes()[:64]
+                except OSError as e:
+                    raise _bad(f"{p} cannot be read ({e.strerror}); fix its permissions") from None
+                if head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
+                    raise _bad(f"{p} is a public key; give the private key (the file without .pub)")
+        return p
+
+    return check
 
 
-@dataclass(frozen=True)
+def _v(fn: Callable[..., object]) -> BeforeValidator:
+    return BeforeValidator(fn)
+
+
+Name = Annotated[str, Field(pattern=_NAME_RE.pattern), _v(_name)]
+Bool = Annotated[bool, _v(_boolean)]
+Port = Annotated[int, Field(ge=1, le=65535), _v(_port)]
+Millis = Annotated[int, Field(gt=0), _v(_whole("milliseconds"))]
+Seconds = Annotated[float, Field(gt=0), _v(_seconds(zero_ok=False))]
+Str = Annotated[str, Field(min_length=1), _v(_string())]
+_user = _string(_USER_RE, "give a login name (letters, digits, '_', '.', '-')")
+User = Annotated[str, Field(pattern=_USER_RE.pattern), _v(_user)]
+EnvName = Annotated[str, Field(pattern=_ENV_RE.pattern), _v(_string(_ENV_RE, "name an environment variable"))]
+HostPath = Annotated[str, Field(pattern="^/"), _v(_host_path)]
+# A place on this machine that etcd-dr writes (state, audit log, snapshots): never a credential.
+_STATE_PATH = "state path"
+LocalDir = Annotated[Path, _v(_local(must_exist=False)), _STATE_PATH]
+
+
+def _file(fix: str = "", private_key: bool = False) -> Any:
+    """A local file etcd-dr reads (key, known_hosts, client TLS): its path, or its content in memory."""
+    return Annotated[
+        Path | InMemoryFile,
+        _v(_local(must_exist=True, fix=fix, private_key=private_key)),
+        WithJsonSchema({"type": "string", "format": "path"}),
+    ]
+
+
+# Unknown keys are errors (a typo'd key must not silently fall back to a default); objects are
+# frozen like the observations built from them.
+_CONFIG = ConfigDict(extra="forbid")
+
+
+def _schema_requires(*names: str) -> Callable[[dict], None]:
+    """JSON Schema fix-up for a field that is required but, for the constructor's argument order,
+    declared with a placeholder default (validate_default makes the validator refuse it)."""
+
+    def fix(schema: dict) -> None:
+        for n in names:
+            schema.setdefault("required", []).append(n)
+            schema["properties"][n].pop("default", None)
+
+    return fix
+
+
+# ---------------------------------------------------------------------------------------------
+# The model: one declaration per field (type and rule, default, meaning).
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class PowerSettings:
+    """How to ask whether a host's power is off: fencing evidence that needs no answer from the host.
+    `address` (ipmi) and `argv` (command) may hold {host} (its name) and {address}; the IPMI password
+    comes from the environment variable `password_env` names, never from the inventory."""
+
+    driver: Annotated[PowerDriver, _v(_choice(PowerDriver, "power driver"))]
+    dir: LocalDir | None = Field(None, description="lab: the lab's directory (default: the inventory's)")
+    address: Annotated[str, _v(_bmc_address)] | None = Field(None, description="ipmi: the BMC")
+    user: User | None = Field(None, description="ipmi: the BMC user")
+    password_env: EnvName | None = Field(
+        None, description="ipmi: the NAME of the variable holding the password"
+    )
+    interface: Annotated[str, _v(_string(re.compile(r"^[a-z]+$"), "e.g. lanplus"))] = Field(
+        "lanplus", description="ipmi: ipmitool -I"
+    )
+    argv: Annotated[tuple[str, ...], _v(_argv)] = Field((), description="command: the command, as a list")
+    off: Annotated[str, _v(_regex)] | None = Field(
+        None, description="command: a regular expression found in its output when the power is off"
+    )
+    timeout: Seconds = Field(10.0, description="seconds per query")
+
+
+# Which keys each driver takes (besides driver and timeout), and which of them it needs.
+_POWER_NEEDS = {
+    PowerDriver.LAB: ((), ("dir",)),
+    PowerDriver.IPMI: (("address", "user", "password_env"), ("address", "user", "password_env", "interface")),
+    PowerDriver.COMMAND: (("argv", "off"), ("argv", "off")),
+}
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class Host:
+    """One machine. user/port are the effective SSH values: the loader fills them from `ssh.*` unless
+    the host overrides them; the effective sudo is `host.sudo or ssh.sudo`."""
+
+    name: Name
+    address: Annotated[str, _v(_address)]
+    roles: Annotated[
+        frozenset[Role], Field(description="etcd (voter), etcd-learner, controlplane, worker"), _v(_roles)
+    ]
+    user: User = Field("root", description="ssh user (default: ssh.user)")
+    port: Port = Field(22, description="ssh port (default: ssh.port)")
+    sudo: Bool = Field(False, description="run commands with sudo (default: ssh.sudo)")
+    # What this host's member runs when it differs from etcd.image / etcd.binary (a learner of
+    # another etcd version in a second data center, as in the source incident).
+    etcd_image: Str | None = Field(None, description="docker: the image this member runs (else etcd.image)")
+    etcd_binary: HostPath | None = Field(None, description="process: its etcd binary (else etcd.binary)")
+    power: PowerSettings | None = Field(None, description="this host's own power driver (else power)")
+
+    @property
+    def is_voter(self) -> bool:
+        return Role.ETCD in self.roles
+
+    @property
+    def is_learner(self) -> bool:
+        return Role.ETCD_LEARNER in self.roles
+
+    @property
+    def runs_etcd(self) -> bool:
+        return self.is_voter or self.is_learner
+
+    @property
+    def address_dashed(self) -> str:
+        """RKE names member certificates after the address with dashes: kube-etcd-10-0-0-11.pem."""
+        return self.address.replace(".", "-").replace(":", "-")
+
+
+@dataclass(frozen=True, config=ConfigDict(_CONFIG, json_schema_extra=_schema_requires("known_hosts")))
 class SshSettings:
-    key_file: LocalFile | None  # None: only the ssh-agent's keys (agent: true)
-    known_hosts: LocalFile
-    user: str = "root"
-    port: int = 22
-    connect_timeout: float = 3.0
-    command_timeout: float = 60.0
-    keepalive: float = 5.0
-    sudo: bool = False
-    agent: bool = False  # offer the keys of the ssh-agent at $SSH_AUTH_SOCK (after key_file's)
+    key_file: _file("give the private key etcd-dr logs in with", private_key=True) | None = Field(
+        None, description="private key (never logged); none: only the ssh-agent's keys (agent: true)"
+    )
+    known_hosts: Annotated[
+        _file("give a known_hosts file with every host's key (never auto-added)"), _v(_required)
+    ] = Field(None, validate_default=True, description="strict host-key checking, never auto-added")
+    user: User = "root"
+    port: Port = 22
+    connect_timeout: Seconds = Field(3.0, description="seconds")
+    command_timeout: Seconds = Field(60.0, description="seconds")
+    keepalive: Annotated[float, Field(ge=0), _v(_seconds(zero_ok=True))] = Field(
+        5.0, description="seconds (0 turns it off)"
+    )
+    sudo: Bool = False
+    agent: Bool = Field(False, description="also offer the ssh-agent's keys at $SSH_AUTH_SOCK")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ClientTLS:
     """Files on the orchestrator's machine (or their content in memory) that etcd-dr uses to reach
     etcd over mTLS."""
 
-    ca_cert: LocalFile
-    cert: LocalFile
-    key: LocalFile
+    ca_cert: _file()
+    cert: _file()
+    key: _file()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(_CONFIG, json_schema_extra=_schema_requires("client")))
 class EtcdSettings:
-    runtime: RuntimeKind
-    client: ClientTLS
-    container: str = "etcd"
-    image: str | None = None
-    binary: str = "/usr/bin/etcd"
-    data_dir: str = "/var/lib/etcd"
-    client_port: int = 2379
-    peer_port: int = 2380
-    heartbeat_interval: int = 500
-    election_timeout: int = 5000
-    cert_dir: str = "/etc/kubernetes/ssl"
-    dial_timeout: float = 2.0
-    request_timeout: float = 5.0
+    runtime: Annotated[RuntimeKind, _v(_choice(RuntimeKind, "runtime"))] = Field(
+        RuntimeKind.DOCKER, description="docker (RKE: a container) | process"
+    )
+    client: Annotated[ClientTLS, _v(_required)] = Field(
+        None, validate_default=True, description="what etcd-dr uses to reach etcd (files on this machine)"
+    )
+    container: Annotated[str, _v(_string(_CONTAINER_RE, "use a Docker container name"))] = Field(
+        "etcd", description="docker: the container's name"
+    )
+    image: Str | None = Field(None, description="docker: image for members etcd-dr starts")
+    binary: HostPath = Field("/usr/bin/etcd", description="process: the etcd binary on the host")
+    data_dir: HostPath = Field("/var/lib/etcd", description="on the host")
+    client_port: Port = 2379
+    peer_port: Port = 2380
+    heartbeat_interval: Millis = Field(500, description="ms, RKE's")
+    election_timeout: Millis = Field(5000, description="ms, RKE's; at least 5 x heartbeat_interval")
+    cert_dir: HostPath = Field(
+        "/etc/kubernetes/ssl", description="on each host: kube-ca.pem, kube-etcd-<ip-dashed>.pem, ...-key.pem"
+    )
+    dial_timeout: Seconds = Field(2.0, description="seconds per endpoint")
+    request_timeout: Seconds = Field(5.0, description="seconds per request")
 
     def ca_path(self) -> str:
         return f"{self.cert_dir}/kube-ca.pem"
@@ -209,78 +499,104 @@ class EtcdSettings:
         return f"{self.cert_dir}/kube-etcd-{host.address_dashed}-key.pem"
 
 
-class OffsiteKind(enum.StrEnum):
-    DIR = "dir"
-    S3 = "s3"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class S3Target:
     """An S3-compatible bucket. Credentials come from environment variables named here, never from
     the inventory itself."""
 
-    endpoint: str
-    bucket: str
+    endpoint: Annotated[str, _v(_url)]
+    bucket: Annotated[str, _v(_string(_BUCKET_RE, "use 3-63 lower-case letters, digits, '.', '-'"))]
     prefix: str = ""
-    region: str = "us-east-1"
-    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
-    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    region: Str = "us-east-1"
+    access_key_id_env: EnvName = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: EnvName = "AWS_SECRET_ACCESS_KEY"
 
 
-@dataclass(frozen=True)
+def _offsite_kind(data: Any) -> Any:
+    """The YAML names one of dir or s3; the kind follows from which."""
+    if isinstance(data, dict) and "kind" not in data:
+        if ("dir" in data) == ("s3" in data):
+            raise _bad("give exactly one of dir or s3")
+        return {**data, "kind": OffsiteKind.DIR if "dir" in data else OffsiteKind.S3}
+    return data
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class OffsiteSettings:
-    kind: OffsiteKind
-    dir: Path | None = None  # kind dir: a directory on this machine (a mount of another site)
+    kind: SkipJsonSchema[OffsiteKind]  # which of dir or s3 is given
+    dir: LocalDir | None = Field(None, description="a directory on this machine (a mount of another site)")
     s3: S3Target | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class SnapshotSettings:
     """Where snapshots live on this machine, how long they are kept, and the off-site copy."""
 
-    dir: Path
-    keep_last: int = 5  # the newest N, whatever their age
-    keep_daily: int = 7  # plus the newest of each of the last N days
-    keep_weekly: int = 4  # plus the newest of each of the last N ISO weeks
-    offsite: OffsiteSettings | None = None
+    dir: LocalDir
+    keep_last: Annotated[int, Field(gt=0), _v(_whole("snapshots"))] = Field(
+        5, description="the newest N, whatever their age"
+    )
+    keep_daily: Annotated[int, Field(ge=0), _v(_count("days"))] = Field(
+        7, description="plus the newest of each of the last N days"
+    )
+    keep_weekly: Annotated[int, Field(ge=0), _v(_count("weeks"))] = Field(
+        4, description="plus the newest of each of the last N ISO weeks"
+    )
+    offsite: Annotated[OffsiteSettings, _v(_offsite_kind)] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class CASettings:
     """Where the cluster CA (RKE's kube-ca) is read from to sign member certificates: over SSH from
     `host` (default: the first voter), at these paths on it."""
 
-    host: str | None = None
-    cert: str | None = None  # default: <etcd.cert_dir>/kube-ca.pem
-    key: str | None = None  # default: <etcd.cert_dir>/kube-ca-key.pem
+    host: Str | None = None
+    cert: HostPath | None = Field(None, description="default: <etcd.cert_dir>/kube-ca.pem")
+    key: HostPath | None = Field(None, description="default: <etcd.cert_dir>/kube-ca-key.pem")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class CheckSettings:
     """Thresholds of `etcd-dr check`."""
 
-    snapshot_max_age_hours: float = 26.0
-    cert_min_days: int = 30
-    max_clock_skew: float = 1.0  # seconds between any two hosts
-    min_free_factor: float = 2.0  # free disk on each etcd host >= factor x db size
-    learner_max_lag: int = 1000  # raft entries behind the leader
+    snapshot_max_age_hours: Seconds = 26.0
+    cert_min_days: Annotated[int, Field(gt=0), _v(_whole("days"))] = 30
+    max_clock_skew: Seconds = Field(1.0, description="seconds between any two hosts")
+    min_free_factor: Seconds = Field(2.0, description="free disk on each etcd host >= factor x db size")
+    learner_max_lag: Annotated[int, Field(gt=0), _v(_whole("raft entries"))] = Field(
+        1000, description="raft entries behind the leader"
+    )
 
 
-@dataclass(frozen=True)
+def _hosts(v: object) -> object:
+    if v is None or v == []:
+        what = f"is {_kind(v) if v is None else 'an empty list'}"
+        raise _bad(f"{what}: no host; list each with its name, address and roles:{_shown(_MINIMAL_HOSTS)}")
+    if not isinstance(v, list | tuple):
+        raise _bad(f"is {_kind(v)}, not a list of hosts; add `- name: ... address: ... roles: [...]`")
+    return v
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class Inventory:
-    cluster: str
-    hosts: tuple[Host, ...]
+    cluster: Annotated[Name, Field(description="a name: audit records, locks and snapshots carry it")]
+    hosts: Annotated[tuple[Host, ...], Field(min_length=1), _v(_hosts)]
     etcd: EtcdSettings
     ssh: SshSettings
-    rehearsal: bool = False
-    audit_log: Path | None = None
+    rehearsal: Bool = Field(False, description="fault injection is refused unless true")
+    audit_log: LocalDir | None = Field(None, description="append-only, hash-chained (etcd_dr.audit)")
     snapshots: SnapshotSettings | None = None
-    ca: CASettings = field(default_factory=CASettings)
-    check: CheckSettings = field(default_factory=CheckSettings)
-    power: PowerSettings | None = None  # the power driver of every host without its own
-    state_dir: Path | None = None  # as the inventory says; state_path() gives the one in use
-    source: Path | None = field(default=None, compare=False)
-    base_dir: Path | None = field(default=None, compare=False)  # what relative paths resolved against
+    ca: CASettings = Field(default_factory=CASettings)
+    check: CheckSettings = Field(default_factory=CheckSettings)
+    power: PowerSettings | None = Field(None, description="the power driver of every host without its own")
+    state_dir: LocalDir | None = Field(
+        None,
+        description="journal, lock, fault ledger, default audit log and snapshots; default: "
+        "audit_log's directory, else the inventory's",
+    )  # as the inventory says; state_path() gives the one in use
+    # Where it was read from, and what relative paths resolved against: set by the loader, not keys.
+    source: SkipJsonSchema[Path | None] = dataclasses.field(default=None, compare=False)
+    base_dir: SkipJsonSchema[Path | None] = dataclasses.field(default=None, compare=False)
 
     def state_path(self, name: str | None = None) -> Path:
         """THE place of this cluster's state on this machine (or a file in it): the recovery journal
@@ -354,81 +670,20 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+_ADAPTER = TypeAdapter(Inventory)
+_INTERNAL = ("source", "base_dir")  # fields the loader sets; never keys of the YAML
+
+
+def inventory_schema() -> dict:
+    """The JSON Schema of the inventory YAML (editors validate with it): from the model itself."""
+    schema = _ADAPTER.json_schema(mode="validation")
+    schema["title"] = "etcd-dr inventory"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading and validating
-
-ROLE_NAMES = ", ".join(r.value for r in Role)
-RUNTIME_NAMES = ", ".join(r.value for r in RuntimeKind)
-
-# Cluster and host names go into file names, lock and audit keys: keep them plain.
-_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
-
-_TOP_KEYS = (
-    "cluster",
-    "rehearsal",
-    "audit_log",
-    "state_dir",
-    "ssh",
-    "etcd",
-    "snapshots",
-    "ca",
-    "check",
-    "power",
-    "hosts",
-)
-_POWER_KEYS = ("driver", "dir", "address", "user", "password_env", "interface", "argv", "off", "timeout")
-_POWER_NEEDS = {
-    PowerDriver.LAB: ((), ("dir",)),
-    PowerDriver.IPMI: (("address", "user", "password_env"), ("address", "user", "password_env", "interface")),
-    PowerDriver.COMMAND: (("argv", "off"), ("argv", "off")),
-}
-POWER_DRIVER_NAMES = ", ".join(d.value for d in PowerDriver)
-_SNAPSHOT_KEYS = ("dir", "keep_last", "keep_daily", "keep_weekly", "offsite")
-_OFFSITE_KEYS = ("dir", "s3")
-_S3_KEYS = ("endpoint", "bucket", "prefix", "region", "access_key_id_env", "secret_access_key_env")
-_CA_KEYS = ("host", "cert", "key")
-_CHECK_KEYS = (
-    "snapshot_max_age_hours",
-    "cert_min_days",
-    "max_clock_skew",
-    "min_free_factor",
-    "learner_max_lag",
-)
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SSH_KEYS = (
-    "user",
-    "port",
-    "key_file",
-    "known_hosts",
-    "connect_timeout",
-    "command_timeout",
-    "keepalive",
-    "sudo",
-    "agent",
-)
-_ETCD_KEYS = (
-    "runtime",
-    "container",
-    "image",
-    "binary",
-    "data_dir",
-    "client_port",
-    "peer_port",
-    "heartbeat_interval",
-    "election_timeout",
-    "cert_dir",
-    "client",
-    "dial_timeout",
-    "request_timeout",
-)
-_CLIENT_KEYS = ("ca_cert", "cert", "key")
-_HOST_KEYS = ("name", "address", "roles", "user", "port", "sudo", "etcd_image", "etcd_binary", "power")
-
-_MISSING: Any = object()
 
 # What the smallest usable inventory holds (every other key has a default): shown when a file is
 # empty or lists no host, so the operator sees the shape instead of a list of missing keys.
@@ -448,6 +703,13 @@ hosts:
     roles: [etcd, controlplane] # etcd (voter), etcd-learner, controlplane, worker
 """
 _MINIMAL_HOSTS = MINIMAL_INVENTORY[MINIMAL_INVENTORY.index("\nhosts:") + 1 :]
+
+# Messages for a missing key that say more than "add it".
+_MISSING_SAYS = {
+    ("hosts",): "is missing: no host; list each with its name, address and roles:{hosts}",
+    ("etcd",): "is missing; add it with at least its client: ca_cert, cert, key (files on this machine)",
+    ("ssh",): "is missing; add it with at least key_file (or agent: true) and known_hosts",
+}
 
 
 def _shown(yaml_text: str) -> str:
@@ -470,11 +732,19 @@ class InventoryError(InputError):
 def load_inventory(path: str | Path) -> Inventory:
     """Read and validate an inventory file. Raises InventoryError listing every problem."""
     path = Path(path).expanduser().absolute()
+    return parse_inventory(read_inventory_yaml(path), path.parent, path)
+
+
+def read_inventory_yaml(path: Path) -> object:
+    """The YAML document of an inventory file; InventoryError when it cannot be read or parsed."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(
-            [f"{path}: no such file; pass the path of an inventory YAML (format: etcd_dr/inventory.py)"]
+            [
+                f"{path}: no such file; pass the path of an inventory YAML (format: README.md, "
+                "Inventory; `etcd-dr inventory schema`)"
+            ]
         ) from None
     except IsADirectoryError:
         raise InventoryError([f"{path}: is a directory; pass the inventory YAML file inside it"]) from None
@@ -483,7 +753,7 @@ def load_inventory(path: str | Path) -> Inventory:
             [f"{path}: cannot be read ({e.__class__.__name__}: {e}); check the file"]
         ) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
@@ -494,7 +764,6 @@ def load_inventory(path: str | Path) -> Inventory:
         ) from None
     except yaml.YAMLError as e:
         raise InventoryError([f"{path}: not valid YAML ({e}); fix the file"], path) from None
-    return parse_inventory(data, path.parent, path)
 
 
 def parse_inventory(
@@ -506,7 +775,7 @@ def parse_inventory(
     reads on this machine (SSH key, known_hosts, client TLS) must exist; a caller that writes them
     later (the lab, before it generates keys) may pass False. Raises InventoryError with every problem.
     """
-    c = _Checker(Path(base_dir).expanduser().absolute(), check_files)
+    base = Path(base_dir).expanduser().absolute()
     if data is None or data == {}:  # an empty file, or only comments: say what one holds
         raise InventoryError(
             [
@@ -515,228 +784,287 @@ def parse_inventory(
             ],
             source,
         )
-    if not isinstance(data, dict):  # nothing else can be checked: say only this
-        c.mapping(data, "", _TOP_KEYS)
-        raise InventoryError(c.problems, source)
-    top = c.mapping(data, "", _TOP_KEYS, required=("cluster",))  # hosts: c.hosts() says what one holds
-    cluster = c.name(top, "", "cluster")
-    rehearsal = c.boolean(top, "", "rehearsal", False)
-    state_dir = c.local_path(top, "", "state_dir", None, must_exist=False)
-    audit_log = c.local_path(top, "", "audit_log", None, must_exist=False)
-    if audit_log is None and state_dir is not None:
-        audit_log = state_dir / "audit.jsonl"  # an explicit state_dir holds all of etcd-dr's state
-
-    raw_ssh = top.get("ssh", {})
-    s = c.mapping(raw_ssh, "ssh", _SSH_KEYS)
-    agent = c.boolean(s, "ssh", "agent", False)
-    ssh_ok = raw_ssh is None or isinstance(raw_ssh, dict)  # else that is the one problem
-    if ssh_ok and "known_hosts" not in s:
-        c.add("ssh.known_hosts", "is missing; add it")
-    if ssh_ok and "key_file" not in s and not agent:
-        c.add("ssh.key_file", "is missing; give the private key etcd-dr logs in with, or set ssh.agent: true")
-    ssh = SshSettings(
-        key_file=c.local_path(s, "ssh", "key_file", None, fix="give the private key etcd-dr logs in with"),
-        known_hosts=c.local_path(
-            s,
-            "ssh",
-            "known_hosts",
-            None,
-            fix="give a known_hosts file with every host's key (never auto-added)",
-        ),
-        user=c.user(s, "ssh", "user", "root"),
-        port=c.port(s, "ssh", "port", 22),
-        connect_timeout=c.positive(s, "ssh", "connect_timeout", 3.0),
-        command_timeout=c.positive(s, "ssh", "command_timeout", 60.0),
-        keepalive=c.positive(s, "ssh", "keepalive", 5.0, zero_ok=True),
-        sudo=c.boolean(s, "ssh", "sudo", False),
-        agent=agent,
-    )
-    if check_files and isinstance(ssh.key_file, Path) and ssh.key_file.is_file():
-        c.check_private_key(ssh.key_file)
-
-    e = c.mapping(top.get("etcd", {}), "etcd", _ETCD_KEYS, required=("client",))
-    cl = c.mapping(e.get("client", {}), "etcd.client", _CLIENT_KEYS, required=_CLIENT_KEYS)
-    client = ClientTLS(
-        ca_cert=c.local_path(cl, "etcd.client", "ca_cert", None),
-        cert=c.local_path(cl, "etcd.client", "cert", None),
-        key=c.local_path(cl, "etcd.client", "key", None),
-    )
-    etcd = EtcdSettings(
-        runtime=c.choice(e, "etcd", "runtime", RuntimeKind, RuntimeKind.DOCKER, "runtime", RUNTIME_NAMES),
-        client=client,
-        container=c.string(e, "etcd", "container", "etcd", _CONTAINER_RE, "use a Docker container name"),
-        image=c.string(e, "etcd", "image", None),
-        binary=c.host_path(e, "etcd", "binary", "/usr/bin/etcd"),
-        data_dir=c.host_path(e, "etcd", "data_dir", "/var/lib/etcd"),
-        client_port=c.port(e, "etcd", "client_port", 2379),
-        peer_port=c.port(e, "etcd", "peer_port", 2380),
-        heartbeat_interval=c.integer(e, "etcd", "heartbeat_interval", 500, "milliseconds"),
-        election_timeout=c.integer(e, "etcd", "election_timeout", 5000, "milliseconds"),
-        cert_dir=c.host_path(e, "etcd", "cert_dir", "/etc/kubernetes/ssl"),
-        dial_timeout=c.positive(e, "etcd", "dial_timeout", 2.0),
-        request_timeout=c.positive(e, "etcd", "request_timeout", 5.0),
-    )
-    if etcd.client_port == etcd.peer_port and "peer_port" in e:
-        c.add("etcd.peer_port", f"is the same as client_port ({etcd.client_port}); use a different port")
-    hb, el = etcd.heartbeat_interval, etcd.election_timeout
-    if isinstance(hb, int) and isinstance(el, int) and hb > 0 and el < 5 * hb:
-        c.add(
-            "etcd.election_timeout",
-            f"{el} ms is less than 5 x heartbeat_interval ({hb} ms); etcd refuses to start: "
-            f"raise it to {5 * hb}",
+    problems: list[str] = []
+    inv: Inventory | None = None
+    try:
+        inv = _ADAPTER.validate_python(
+            _with_inherited(data), context={"base_dir": base, "check_files": check_files}
         )
-
-    hosts = c.hosts(top.get("hosts", _MISSING), ssh)
-    snapshots = c.snapshots(top["snapshots"]) if "snapshots" in top else None
-    ca_m = c.mapping(top.get("ca", {}), "ca", _CA_KEYS)
-    ca = CASettings(
-        host=c.string(ca_m, "ca", "host", None),
-        cert=c.host_path(ca_m, "ca", "cert", None),
-        key=c.host_path(ca_m, "ca", "key", None),
-    )
-    if ca.host and hosts and ca.host not in {h.name for h in hosts}:
-        c.add("ca.host", f"{ca.host!r} is not a host of this inventory; name one of hosts[].name")
-    ck = c.mapping(top.get("check", {}), "check", _CHECK_KEYS)
-    check = CheckSettings(
-        snapshot_max_age_hours=c.positive(ck, "check", "snapshot_max_age_hours", 26.0),
-        cert_min_days=c.integer(ck, "check", "cert_min_days", 30, "days"),
-        max_clock_skew=c.positive(ck, "check", "max_clock_skew", 1.0),
-        min_free_factor=c.positive(ck, "check", "min_free_factor", 2.0),
-        learner_max_lag=c.integer(ck, "check", "learner_max_lag", 1000, "raft entries"),
-    )
-    power = c.power(top["power"], "power") if "power" in top else None
-    if c.problems:
-        raise InventoryError(c.problems, source)
-    return Inventory(
-        cluster=cluster,
-        hosts=hosts,
-        etcd=etcd,
-        ssh=ssh,
-        rehearsal=rehearsal,
-        audit_log=audit_log,
-        snapshots=snapshots,
-        ca=ca,
-        check=check,
-        power=power,
-        state_dir=state_dir,
-        source=source,
-        base_dir=c.base_dir,
-    )
+    except ValidationError as e:
+        problems += [_problem(err) for err in e.errors()]
+    if isinstance(data, dict):  # else that is the one problem
+        problems += _cross_checks(data)
+    if problems or inv is None:
+        raise InventoryError(problems, source)
+    return dataclasses.replace(inv, source=source, base_dir=base)
 
 
-def power_to_dict(ps: PowerSettings, p: Callable[[Path | None], str | None]) -> dict:
-    """A power section as the loader reads it: the driver's own keys only."""
-    d: dict = {"driver": ps.driver.value}
-    if ps.driver is PowerDriver.LAB and ps.dir is not None:
-        d["dir"] = p(ps.dir)
-    elif ps.driver is PowerDriver.IPMI:
-        d |= {"address": ps.address, "user": ps.user, "password_env": ps.password_env}
-        d["interface"] = ps.interface
-    elif ps.driver is PowerDriver.COMMAND:
-        d |= {"argv": list(ps.argv), "off": ps.off}
-    d["timeout"] = ps.timeout
-    return d
+def _with_inherited(data: object) -> object:
+    """What a key's absence means when another key gives it: a host without user/port/sudo takes
+    ssh's (when ssh's is valid: else that is reported once, at ssh), and an explicit state_dir
+    holds the default audit log. A copy: the caller's data is not changed."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    ssh = data.get("ssh") if isinstance(data.get("ssh"), dict) else {}
+    inherit = {k: ssh[k] for k, check in (("user", _user), ("port", _port)) if _passes(check, ssh.get(k))}
+    sudo = {"sudo": True} if ssh.get("sudo") is True else {}
+    if isinstance(data.get("hosts"), list):
+        data["hosts"] = [
+            {**inherit, **h, **(sudo if h.get("sudo") is None or h.get("sudo") is False else {})}
+            if isinstance(h, dict)
+            else h
+            for h in data["hosts"]
+        ]
+    if "audit_log" not in data and isinstance(data.get("state_dir"), str) and data["state_dir"]:
+        data["audit_log"] = str(Path(data["state_dir"]) / "audit.jsonl")
+    return data
+
+
+def _passes(check: Callable[[object], object], v: object) -> bool:
+    """Whether a value passes a field kind's check (a cross-field rule skips what is reported)."""
+    try:
+        check(v)
+        return v is not None
+    except PydanticCustomError:
+        return False
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problem(err: Any) -> str:
+    """One pydantic error as `path: what is wrong; what to do`."""
+    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
+    ctx = err.get("ctx") or {}
+    path = _path(loc)
+    if kind == "inventory":
+        path += ctx.get("at", "")
+        message = ctx["message"]
+    elif kind == "missing":
+        message = _MISSING_SAYS.get(loc, "is missing; add it").replace("{hosts}", _shown(_MINIMAL_HOSTS))
+    elif kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        allowed = _keys_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        message = "unknown key; " + (
+            f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+        )
+    elif kind in ("dataclass_type", "dataclass_exact_type", "dict_type", "model_type"):
+        message = f"is {_kind(value)}, not a mapping; write `key: value` lines under it"
+    else:  # a check the field kinds above do not word themselves
+        message = f"{value!r}: {err['msg']}"
+    return f"{path or '(top level)'}: {message}"
+
+
+def _section_type(tp: Any) -> Any:
+    """The dataclass inside an annotation (Annotated, X | None, tuple[X, ...])."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (tuple, typing.Union, types.UnionType):
+            tp = next((a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis), tp)
+            if typing.get_origin(tp) is None:
+                return tp
+        else:
+            return tp
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the inventory knows at loc (a path into the YAML), from the model's fields."""
+    cls: Any = Inventory
+    try:
+        for part in loc:
+            if isinstance(part, str):
+                cls = _section_type(typing.get_type_hints(cls, include_extras=True)[part])
+        return _field_names(cls)
+    except (KeyError, TypeError):
+        return []
+
+
+def _field_names(cls: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in _INTERNAL and f.name != "kind"]
+
+
+def state_paths(cls: Any = Inventory, prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    """The keys of local directories and files etcd-dr writes (audit_log, state_dir, snapshots.dir,
+    ...), as paths of mapping keys, from the model's declarations (lists such as hosts excluded)."""
+    out: list[tuple[str, ...]] = []
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        if name in _INTERNAL:
+            continue
+        inner = _section_type(hint)
+        if _STATE_PATH in _metadata(hint):
+            out.append((*prefix, name))
+        elif hasattr(inner, "__pydantic_fields__") and typing.get_origin(_strip(hint)) is not tuple:
+            out += state_paths(inner, (*prefix, name))
+    return tuple(out)
+
+
+def _strip(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _metadata(tp: Any) -> tuple:
+    """Annotated metadata of tp, also inside X | None."""
+    found: tuple = ()
+    for t in (tp, *typing.get_args(_strip(tp))):
+        while typing.get_origin(t) is Annotated:
+            found += typing.get_args(t)[1:]
+            t = typing.get_args(t)[0]
+    return found
+
+
+def _cross_checks(d: dict) -> list[str]:
+    """What one field cannot say alone: unique hosts, a voter, ports and timeouts that fit together,
+    the ssh key or agent, a CA host of this inventory, the keys each power driver takes."""
+    out: list[str] = []
+    ssh = d.get("ssh")
+    if isinstance(ssh, dict) and "key_file" not in ssh and ssh.get("agent") is not True:
+        out.append(
+            "ssh.key_file: is missing; give the private key etcd-dr logs in with, or set ssh.agent: true"
+        )
+    e = d.get("etcd")
+    if isinstance(e, dict):
+        cp, pp = e.get("client_port", 2379), e.get("peer_port")
+        if cp == pp and _passes(_port, pp):
+            out.append(f"etcd.peer_port: is the same as client_port ({cp}); use a different port")
+        hb, el = e.get("heartbeat_interval", 500), e.get("election_timeout", 5000)
+        if _passes(_whole("ms"), hb) and _passes(_whole("ms"), el) and el < 5 * hb:
+            out.append(
+                f"etcd.election_timeout: {el} ms is less than 5 x heartbeat_interval ({hb} ms); etcd "
+                f"refuses to start: raise it to {5 * hb}"
+            )
+    hosts = d.get("hosts")
+    names: dict[str, int] = {}
+    if isinstance(hosts, list):
+        addresses: dict[str, int] = {}
+        roles_ok = True
+        for i, h in enumerate(hosts):
+            if not isinstance(h, dict):
+                continue
+            name, address = h.get("name"), h.get("address")
+            if isinstance(name, str) and _NAME_RE.match(name):
+                if name in names:
+                    j = names[name]
+                    out.append(
+                        f"hosts[{i}].name: {name!r} is already used by hosts[{j}]; names must be unique"
+                    )
+                else:
+                    names[name] = i
+            if isinstance(address, str):
+                key = normalize_address(address)
+                if key in addresses:
+                    out.append(
+                        f"hosts[{i}].address: {address!r} is already used by hosts[{addresses[key]}]; "
+                        "each host needs its own address"
+                    )
+                else:
+                    addresses[key] = i
+            try:
+                _roles(h.get("roles"))
+            except PydanticCustomError:
+                roles_ok = False
+            if isinstance(h.get("power"), dict):
+                out += _power_keys(h["power"], f"hosts[{i}].power")
+        voter = any(isinstance(h, dict) and Role.ETCD.value in (h.get("roles") or []) for h in hosts)
+        if hosts and roles_ok and not voter:
+            out.append("hosts: no host has the role etcd; at least one etcd voter is needed")
+    ca = d.get("ca")
+    if isinstance(ca, dict) and isinstance(ca.get("host"), str) and names and ca["host"] not in names:
+        out.append(f"ca.host: {ca['host']!r} is not a host of this inventory; name one of hosts[].name")
+    if isinstance(d.get("power"), dict):
+        out += _power_keys(d["power"], "power")
+    internal = [k for k in _INTERNAL if k in d]
+    out += [f"{k}: unknown key; known keys: {', '.join(_field_names(Inventory))}" for k in internal]
+    return out
+
+
+def _power_keys(m: dict, path: str) -> list[str]:
+    """A power section holds the driver's own keys only, and all it needs."""
+    try:
+        driver = PowerDriver(m.get("driver"))
+    except ValueError:
+        return []  # the driver itself is reported
+    required, allowed = _POWER_NEEDS[driver]
+    known = _field_names(PowerSettings)
+    out = [
+        f"{path}.{k}: is not a setting of driver {driver}; remove it"
+        for k in m
+        if k in known and k not in ("driver", "timeout", *allowed)
+    ]
+    out += [
+        f"{path}.{k}: is missing; driver {driver} needs {', '.join(required)}" for k in required if k not in m
+    ]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing it back
 
 
 def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dict:
     """The inventory as YAML-ready data; `parse_inventory(inventory_to_dict(inv), base)` gives `inv`
-    back. With relative_to, local paths under that directory are written relative to it (so a lab
-    directory can move); parse it with base_dir=relative_to."""
+    back. Keys at their declared default are left out (the loader fills them in again), and so is a
+    host's user/port/sudo that only repeats ssh's. With relative_to, local paths under that directory
+    are written relative to it (so a lab directory can move); parse it with base_dir=relative_to."""
 
-    def p(x: Path | None) -> str | None:
-        if x is None:
-            return None
-        if relative_to is not None:
-            try:
-                return str(Path(x).relative_to(Path(relative_to).absolute()))
-            except ValueError:
-                pass
-        return str(x)
+    def plain(v: Any) -> Any:
+        if isinstance(v, InMemoryFile):
+            return v
+        if isinstance(v, Path):
+            if relative_to is not None:
+                try:
+                    return str(v.relative_to(Path(relative_to).absolute()))
+                except ValueError:
+                    pass
+            return str(v)
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, frozenset):
+            return [r.value for r in Role if r in v]
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if hasattr(v, "__pydantic_fields__"):
+            return section(v)
+        return v
 
-    s, e = inv.ssh, inv.etcd
-    out: dict = {"cluster": inv.cluster, "rehearsal": inv.rehearsal}
-    if inv.audit_log is not None:
-        out["audit_log"] = p(inv.audit_log)
-    if inv.state_dir is not None:
-        out["state_dir"] = p(inv.state_dir)
-    out["ssh"] = {
-        "user": s.user,
-        "port": s.port,
-        "key_file": p(s.key_file),
-        "known_hosts": p(s.known_hosts),
-        "connect_timeout": s.connect_timeout,
-        "command_timeout": s.command_timeout,
-        "keepalive": s.keepalive,
-        "sudo": s.sudo,
-        **({"agent": True} if s.agent else {}),
-    }
-    if s.key_file is None:
-        del out["ssh"]["key_file"]
-    out["etcd"] = {
-        "runtime": e.runtime.value,
-        "container": e.container,
-        **({"image": e.image} if e.image is not None else {}),
-        "binary": e.binary,
-        "data_dir": e.data_dir,
-        "client_port": e.client_port,
-        "peer_port": e.peer_port,
-        "heartbeat_interval": e.heartbeat_interval,
-        "election_timeout": e.election_timeout,
-        "cert_dir": e.cert_dir,
-        "client": {"ca_cert": p(e.client.ca_cert), "cert": p(e.client.cert), "key": p(e.client.key)},
-        "dial_timeout": e.dial_timeout,
-        "request_timeout": e.request_timeout,
-    }
+    def section(obj: Any, skip: tuple[str, ...] = ()) -> dict:
+        out = {}
+        for name, f in type(obj).__pydantic_fields__.items():
+            v = getattr(obj, name)
+            if name in (*_INTERNAL, "kind", *skip) or v is None or f.exclude:
+                continue
+            default = f.get_default(call_default_factory=True)
+            if v == default and name != "cluster":
+                continue
+            out[name] = plain(v)
+        return out
+
+    out = section(inv, skip=("hosts",))
+    if inv.state_dir is not None and inv.audit_log == inv.state_dir / "audit.jsonl":
+        out.pop("audit_log", None)  # the state_dir's, as it was loaded
+    for k in ("ssh", "etcd"):
+        out.setdefault(k, {})
     hosts = []
     for h in inv.hosts:
-        d: dict = {"name": h.name, "address": h.address, "roles": [r.value for r in Role if r in h.roles]}
-        # Only overrides: a host that says nothing follows ssh.* (as it did when it was loaded).
-        if h.user != s.user:
-            d["user"] = h.user
-        if h.port != s.port:
-            d["port"] = h.port
-        if h.sudo and not s.sudo:
-            d["sudo"] = True
-        if h.etcd_image:
-            d["etcd_image"] = h.etcd_image
-        if h.etcd_binary:
-            d["etcd_binary"] = h.etcd_binary
-        if h.power is not None:
-            d["power"] = power_to_dict(h.power, p)
+        d = section(h)
+        # A host that says nothing follows ssh.* (as it did when it was loaded): write overrides only.
+        for k in ("user", "port"):
+            d.pop(k, None)
+            if getattr(h, k) != getattr(inv.ssh, k):
+                d[k] = getattr(h, k)
+        if inv.ssh.sudo:
+            d.pop("sudo", None)
         hosts.append(d)
-    if inv.snapshots is not None:
-        sn = inv.snapshots
-        out["snapshots"] = {
-            "dir": p(sn.dir),
-            "keep_last": sn.keep_last,
-            "keep_daily": sn.keep_daily,
-            "keep_weekly": sn.keep_weekly,
-        }
-        if sn.offsite is not None and sn.offsite.kind is OffsiteKind.DIR:
-            out["snapshots"]["offsite"] = {"dir": p(sn.offsite.dir)}
-        elif sn.offsite is not None and sn.offsite.s3 is not None:
-            out["snapshots"]["offsite"] = {"s3": dict(vars(sn.offsite.s3))}
-    ca = {k: v for k, v in vars(inv.ca).items() if v is not None}
-    if ca:
-        out["ca"] = ca
-    if inv.check != CheckSettings():
-        out["check"] = dict(vars(inv.check))
-    if inv.power is not None:
-        out["power"] = power_to_dict(inv.power, p)
     out["hosts"] = hosts
     return out
-
-
-def _kind(v: object) -> str:
-    if v is None:
-        return "empty"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(v), f"a {type(v).__name__}"
-    )
-
-
-def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
 
 
 def _is_hostname(s: str) -> bool:
@@ -753,381 +1081,6 @@ def normalize_address(address: str) -> str:
         return ipaddress.ip_address(address).compressed
     except ValueError:
         return address.lower().rstrip(".")
-
-
-class _Checker:
-    """Collects problems as `path: what is wrong; what to do` while reading values with defaults."""
-
-    def __init__(self, base_dir: Path, check_files: bool) -> None:
-        self.base_dir = base_dir
-        self.check_files = check_files
-        self.problems: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.problems.append(f"{path or '(top level)'}: {message}")
-
-    def mapping(
-        self, value: object, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
-    ) -> dict:
-        if value is _MISSING or value is None:
-            value = {}
-        if not isinstance(value, dict):
-            self.add(path, f"is {_kind(value)}, not a mapping; write `key: value` lines under it")
-            return {}
-        for k in value:
-            if k not in allowed:
-                close = difflib.get_close_matches(str(k), allowed, n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
-                self.add(_join(path, k), f"unknown key; {hint}")
-        for r in required:
-            if r not in value:
-                self.add(_join(path, r), "is missing; add it")
-        return value
-
-    def _get(self, m: dict, key: str, default: Any) -> Any:
-        v = m.get(key, _MISSING)
-        return default if v is _MISSING else v
-
-    def string(
-        self,
-        m: dict,
-        path: str,
-        key: str,
-        default: Any,
-        pattern: re.Pattern[str] | None = None,
-        fix: str = "",
-    ) -> Any:
-        v = self._get(m, key, default)
-        if v is default:
-            return v
-        if not isinstance(v, str) or not v:
-            self.add(_join(path, key), f"{v!r} is not a (non-empty) string; quote it")
-            return default
-        if pattern is not None and not pattern.match(v):
-            self.add(_join(path, key), f"{v!r} is not allowed here; {fix}")
-            return default
-        return v
-
-    def name(self, m: dict, path: str, key: str) -> Any:
-        v = m.get(key, _MISSING)
-        if v is _MISSING:
-            return ""  # reported by mapping(required=...)
-        if not isinstance(v, str) or not _NAME_RE.match(v):
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", str(v)).strip("-._")[:63] or "name"
-            self.add(
-                _join(path, key),
-                f"{v!r} is not a valid name; use 1-63 letters, digits, '.', '_' or '-', "
-                f"starting and ending with a letter or digit (e.g. {safe!r})",
-            )
-            return ""
-        return v
-
-    def user(self, m: dict, path: str, key: str, default: str) -> Any:
-        return self.string(
-            m, path, key, default, _USER_RE, "give a login name (letters, digits, '_', '.', '-')"
-        )
-
-    def boolean(self, m: dict, path: str, key: str, default: bool) -> bool:
-        v = self._get(m, key, default)
-        if not isinstance(v, bool):
-            self.add(_join(path, key), f"{v!r} is not a boolean; write true or false")
-            return default
-        return v
-
-    def integer(self, m: dict, path: str, key: str, default: int, unit: str) -> int:
-        v = self._get(m, key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.add(_join(path, key), f"{v!r} is not a whole number; give {unit} as an integer")
-            return default
-        if v <= 0:
-            self.add(_join(path, key), f"{v} is not positive; give a value > 0 ({unit})")
-            return default
-        return v
-
-    def port(self, m: dict, path: str, key: str, default: int) -> int:
-        v = self._get(m, key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.add(_join(path, key), f"{v!r} is not a port number; use an integer 1-65535")
-            return default
-        if not 1 <= v <= 65535:
-            self.add(_join(path, key), f"{v} is out of range; use a port number 1-65535")
-            return default
-        return v
-
-    def positive(self, m: dict, path: str, key: str, default: float, *, zero_ok: bool = False) -> float:
-        v = self._get(m, key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            self.add(_join(path, key), f"{v!r} is not a number; give seconds as a number, e.g. {default:g}")
-            return default
-        if v < 0 or (v == 0 and not zero_ok) or v != v or v == float("inf"):
-            need = ">= 0 (0 turns it off)" if zero_ok else "> 0"
-            self.add(_join(path, key), f"{v} is not positive; give seconds {need}")
-            return default
-        return float(v)
-
-    def choice(
-        self, m: dict, path: str, key: str, enum_t: type[enum.StrEnum], default: Any, what: str, names: str
-    ):
-        v = self._get(m, key, default)
-        try:
-            return enum_t(v)
-        except ValueError:
-            self.add(_join(path, key), f"{v!r} is not a {what}; use one of {names}")
-            return default
-
-    def host_path(self, m: dict, path: str, key: str, default: str) -> str:
-        v = self.string(m, path, key, default)
-        if isinstance(v, str) and not v.startswith("/"):
-            self.add(_join(path, key), f"{v!r} is not an absolute path; paths on the hosts must start with /")
-            return default
-        return v
-
-    def local_path(
-        self, m: dict, path: str, key: str, default: Any, *, must_exist: bool = True, fix: str = ""
-    ) -> Any:
-        v = m.get(key, _MISSING)
-        if v is _MISSING:
-            return default  # a required one was reported by mapping(required=...)
-        if isinstance(v, InMemoryFile):
-            return v  # a Prefect block's credential: nothing on disk to check
-        if not isinstance(v, str) or not v:
-            self.add(_join(path, key), f"{v!r} is not a path; give a file path (quoted if odd)")
-            return default
-        p = self.base_dir / Path(v).expanduser()
-        if must_exist and self.check_files:
-            if not p.exists():
-                rel = "" if Path(v).is_absolute() else f" (relative to {self.base_dir})"
-                self.add(_join(path, key), f"{p} does not exist{rel}; {fix or 'check the path'}")
-            elif p.is_dir():
-                self.add(_join(path, key), f"{p} is a directory; give the file")
-        return p
-
-    def check_private_key(self, p: Path) -> None:
-        try:
-            head = p.read_bytes()[:64]
-        except OSError as e:
-            self.add("ssh.key_file", f"{p} cannot be read ({e.strerror}); fix its permissions")
-            return
-        if head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
-            self.add("ssh.key_file", f"{p} is a public key; give the private key (the file without .pub)")
-
-    def hosts(self, value: object, ssh: SshSettings) -> tuple[Host, ...]:
-        if value is _MISSING or value is None or value == []:
-            what = (
-                "is missing"
-                if value is _MISSING
-                else f"is {_kind(value) if value is None else 'an empty list'}"
-            )
-            self.add(
-                "hosts",
-                f"{what}: no host; list each with its name, address and roles:{_shown(_MINIMAL_HOSTS)}",
-            )
-            return ()
-        if not isinstance(value, list):
-            self.add(
-                "hosts",
-                f"is {_kind(value)}, not a list of hosts; add `- name: ... address: ... roles: [...]`",
-            )
-            return ()
-        out: list[Host] = []
-        names: dict[str, int] = {}
-        addresses: dict[str, int] = {}
-        for i, raw in enumerate(value):
-            p = f"hosts[{i}]"
-            m = self.mapping(raw, p, _HOST_KEYS, required=("name", "address", "roles"))
-            if not m:
-                continue
-            name = self.name(m, p, "name")
-            if name:
-                if name in names:
-                    self.add(
-                        f"{p}.name", f"{name!r} is already used by hosts[{names[name]}]; names must be unique"
-                    )
-                else:
-                    names[name] = i
-            address = self._address(m, p)
-            if address:
-                key = normalize_address(address)
-                if key in addresses:
-                    j = addresses[key]
-                    self.add(
-                        f"{p}.address",
-                        f"{address!r} is already used by hosts[{j}]; each host needs its own address",
-                    )
-                else:
-                    addresses[key] = i
-            roles = self._roles(m, p)
-            out.append(
-                Host(
-                    name=name,
-                    address=address,
-                    roles=roles,
-                    user=self.user(m, p, "user", ssh.user),
-                    port=self.port(m, p, "port", ssh.port),
-                    sudo=self.boolean(m, p, "sudo", False) or ssh.sudo,
-                    etcd_image=self.string(m, p, "etcd_image", None),
-                    etcd_binary=self.host_path(m, p, "etcd_binary", None),
-                    power=self.power(m["power"], f"{p}.power") if "power" in m else None,
-                )
-            )
-        if out and not any(h.is_voter for h in out) and not any("roles" in q for q in self.problems):
-            self.add("hosts", "no host has the role etcd; at least one etcd voter is needed")
-        return tuple(out)
-
-    def power(self, value: object, path: str) -> PowerSettings | None:
-        """A power section (global `power:` or a host's): the driver and its own keys only."""
-        m = self.mapping(value, path, _POWER_KEYS, required=("driver",))
-        if "driver" not in m:
-            return None
-        driver = self.choice(m, path, "driver", PowerDriver, None, "power driver", POWER_DRIVER_NAMES)
-        if driver is None:
-            return None
-        required, allowed = _POWER_NEEDS[driver]
-        for k in m:
-            if k in _POWER_KEYS and k not in ("driver", "timeout", *allowed):
-                self.add(_join(path, k), f"is not a setting of driver {driver}; remove it")
-        for k in required:
-            if k not in m:
-                self.add(_join(path, k), f"is missing; driver {driver} needs {', '.join(required)}")
-        argv: tuple[str, ...] = ()
-        if "argv" in m:
-            v = m["argv"]
-            if not isinstance(v, list) or not v or not all(isinstance(a, str) and a for a in v):
-                self.add(
-                    _join(path, "argv"),
-                    "is not a list of strings; give the command as a list, e.g. [my-cli, status, '{host}']",
-                )
-            else:
-                argv = tuple(v)
-        off = self.string(m, path, "off", None)
-        if isinstance(off, str):
-            try:
-                re.compile(off)
-            except re.error as e:
-                self.add(_join(path, "off"), f"{off!r} is not a regular expression ({e}); e.g. '\\boff\\b'")
-        for k in ("address", "argv"):
-            v = m.get(k)
-            for a in v if isinstance(v, list) else [v] if isinstance(v, str) else []:
-                try:
-                    str(a).format(host="h", address="a")
-                except (KeyError, IndexError, ValueError):
-                    self.add(_join(path, k), f"{a!r}: only {{host}} and {{address}} may be filled in")
-        return PowerSettings(
-            driver=driver,
-            dir=self.local_path(m, path, "dir", None, must_exist=False)
-            if driver is PowerDriver.LAB
-            else None,
-            address=self.string(m, path, "address", None),
-            user=self.user(m, path, "user", None),
-            password_env=self.string(m, path, "password_env", None, _ENV_RE, "name an environment variable"),
-            interface=self.string(m, path, "interface", "lanplus", re.compile(r"^[a-z]+$"), "e.g. lanplus"),
-            argv=argv,
-            off=off,
-            timeout=self.positive(m, path, "timeout", 10.0),
-        )
-
-    def snapshots(self, value: object) -> SnapshotSettings | None:
-        m = self.mapping(value, "snapshots", _SNAPSHOT_KEYS, required=("dir",))
-        if not m:
-            return None
-        offsite = None
-        if "offsite" in m:
-            o = self.mapping(m["offsite"], "snapshots.offsite", _OFFSITE_KEYS)
-            if ("dir" in o) == ("s3" in o):
-                self.add("snapshots.offsite", "give exactly one of dir or s3")
-            elif "dir" in o:
-                d = self.local_path(o, "snapshots.offsite", "dir", None, must_exist=False)
-                offsite = OffsiteSettings(OffsiteKind.DIR, dir=d)
-            else:
-                offsite = OffsiteSettings(OffsiteKind.S3, s3=self._s3(o["s3"]))
-        return SnapshotSettings(
-            dir=self.local_path(m, "snapshots", "dir", None, must_exist=False),
-            keep_last=self.integer(m, "snapshots", "keep_last", 5, "snapshots"),
-            keep_daily=self._count(m, "snapshots", "keep_daily", 7, "days"),
-            keep_weekly=self._count(m, "snapshots", "keep_weekly", 4, "weeks"),
-            offsite=offsite,
-        )
-
-    def _count(self, m: dict, path: str, key: str, default: int, unit: str) -> int:
-        """A whole number >= 0 (0 turns that rule off)."""
-        v = self._get(m, key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            self.add(_join(path, key), f"{v!r} is not a whole number >= 0; give {unit} (0 turns it off)")
-            return default
-        return v
-
-    def _s3(self, value: object) -> S3Target | None:
-        path = "snapshots.offsite.s3"
-        m = self.mapping(value, path, _S3_KEYS, required=("endpoint", "bucket"))
-        if not m:
-            return None
-        endpoint = self.string(m, path, "endpoint", "")
-        if endpoint and not re.match(r"^https?://[^/\s]+/?$", endpoint):
-            self.add(f"{path}.endpoint", f"{endpoint!r} is not a URL; give e.g. https://s3.example.net:9000")
-        bucket = self.string(
-            m, path, "bucket", "", _BUCKET_RE, "use 3-63 lower-case letters, digits, '.', '-'"
-        )
-        return S3Target(
-            endpoint=endpoint,
-            bucket=bucket,
-            prefix=self.string(m, path, "prefix", ""),
-            region=self.string(m, path, "region", "us-east-1"),
-            access_key_id_env=self.string(
-                m, path, "access_key_id_env", "AWS_ACCESS_KEY_ID", _ENV_RE, "name an environment variable"
-            ),
-            secret_access_key_env=self.string(
-                m,
-                path,
-                "secret_access_key_env",
-                "AWS_SECRET_ACCESS_KEY",
-                _ENV_RE,
-                "name an environment variable",
-            ),
-        )
-
-    def _address(self, m: dict, p: str) -> str:
-        v = m.get("address", _MISSING)
-        if v is _MISSING:
-            return ""
-        ok = False
-        if isinstance(v, str):
-            try:
-                ipaddress.ip_address(v)
-                ok = True
-            except ValueError:
-                ok = _is_hostname(v)
-        if not ok:
-            self.add(
-                f"{p}.address",
-                f"{v!r} is not an IP address or host name; give e.g. 10.0.0.11 (quoted if odd)",
-            )
-            return ""
-        return v
-
-    def _roles(self, m: dict, p: str) -> frozenset[Role]:
-        v = m.get("roles", _MISSING)
-        if v is _MISSING:
-            return frozenset()
-        if not isinstance(v, list) or not v:
-            self.add(
-                f"{p}.roles", f"is {_kind(v)}, not a list of roles; write e.g. roles: [etcd, controlplane]"
-            )
-            return frozenset()
-        roles: set[Role] = set()
-        for j, r in enumerate(v):
-            try:
-                role = Role(r)
-            except ValueError:
-                self.add(f"{p}.roles[{j}]", f"{r!r} is not a role; use one of {ROLE_NAMES}")
-                continue
-            if role in roles:
-                self.add(f"{p}.roles[{j}]", f"{r!r} is listed twice; list it once")
-            roles.add(role)
-        if {Role.ETCD, Role.ETCD_LEARNER} <= roles:
-            self.add(
-                f"{p}.roles", "has both etcd and etcd-learner; a member is a voter or a learner: keep one"
-            )
-        return frozenset(roles)
 
 
 class _StrictLoader(yaml.SafeLoader):

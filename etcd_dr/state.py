@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import enum
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -455,11 +456,11 @@ def _verdict(
 ExecutorFactory = Callable[[Host], Executor]
 
 
-def _ssh_probe(make: ExecutorFactory, host: Host) -> tuple[Reach, str | None]:
+def _ssh_probe(make: ExecutorFactory, host: Host, timeout: float = 5.0) -> tuple[Reach, str | None]:
     ex = None
     try:
         ex = make(host)
-        ex.run(["true"], timeout=5, reason="observe: reachability")
+        ex.run(["true"], timeout=timeout, reason="observe: reachability")
         return Reach.OK, None
     except HostKeyError as e:
         return Reach.HOST_KEY_REFUSED, str(e)
@@ -506,6 +507,13 @@ def _submit(pool: cf.ThreadPoolExecutor, fn: Callable, *args: object) -> cf.Futu
     return pool.submit(contextvars.copy_context().run, fn, *args)
 
 
+# `status`: what any one member's etcd and its host's SSH get to answer, all asked at once. A live
+# member answers Status in 10-50 ms and SSH in 0.1-0.3 s (the lab on a loaded 2-core machine; a
+# second data center adds a few round trips); a dead one then costs 1.2 s once, not the etcd dial
+# timeout and then the SSH connect timeout (3.4 s with two masters off, before).
+LOOK_DEADLINE_S = 1.2
+
+
 def observe(
     inv: Inventory,
     *,
@@ -513,28 +521,35 @@ def observe(
     check_ssh: bool = True,
     client: EtcdClient | None = None,
     known_down: Mapping[str, str] | None = None,
+    deadline_s: float | None = None,
 ) -> ClusterState:
     """Look at the cluster once (in parallel, bounded by the inventory's timeouts) and assess it.
     `known_down`: host -> why it cannot answer (a power driver said off just now): not dialed, so a
-    look with powered-off hosts costs no dial timeout."""
+    look with powered-off hosts costs no dial timeout. `deadline_s`: each member's etcd status and
+    its host's SSH answer (connect and `true`) must come within it, all probes at once, so a host
+    that answers nothing costs the deadline once (not the dial timeout, then the SSH connect
+    timeout); never longer than the inventory's timeouts."""
     started = time.monotonic()
     down = dict(known_down or {})
+    dial = inv.etcd.dial_timeout if deadline_s is None else min(deadline_s, inv.etcd.dial_timeout)
     own_client = client is None
-    client = client or client_for(inv)
+    client = client or client_for(inv, dial_timeout=dial)
     if executor_factory is None and check_ssh:
         from etcd_dr.executor import audit_log_for, executor_for
 
         audit = audit_log_for(inv)
 
         def executor_factory(h: Host) -> Executor:
-            return executor_for(inv, h, audit=audit)
+            return executor_for(inv, h, audit=audit, connect_timeout=deadline_s)
 
     up = [h for h in inv.etcd_hosts if h.name not in down]
+    probe_s = 5.0 if deadline_s is None else deadline_s
     try:
         with cf.ThreadPoolExecutor(max_workers=2 * len(up) + 1) as pool:
-            status_f = {inv.client_url(h): _submit(pool, client.status, inv.client_url(h)) for h in up}
+            ask = functools.partial(client.status, timeout=deadline_s)
+            status_f = {inv.client_url(h): _submit(pool, ask, inv.client_url(h)) for h in up}
             ssh_f = (
-                {h.name: _submit(pool, _ssh_probe, executor_factory, h) for h in up}
+                {h.name: _submit(pool, _ssh_probe, executor_factory, h, probe_s) for h in up}
                 if check_ssh and executor_factory
                 else {}
             )

@@ -8,7 +8,7 @@ import argparse
 import json
 
 from etcd_dr.cliutil import add_inventory_arg, human_bytes, inventory_from_args, table
-from etcd_dr.state import FORK_ADVICE, ClusterState, Health, MemberState, observe
+from etcd_dr.state import FORK_ADVICE, LOOK_DEADLINE_S, ClusterState, Health, MemberState, observe
 
 # its own code: a fork is worse than a lost quorum (two sides accept writes) and needs other hands
 EXIT_FORKED = 3
@@ -76,7 +76,7 @@ def _short(err: str | None, n: int = 60) -> str:
 
 def run(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
-    state = observe(inv, check_ssh=not args.no_ssh)
+    state = observe(inv, check_ssh=not args.no_ssh, deadline_s=LOOK_DEADLINE_S)
     if args.json:
         print(json.dumps(state.to_json(), indent=2))
     else:

@@ -50,10 +50,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     rows = replay(inv, observe(inv), writes, apply=apply, force=args.force)
     counts = {a: sum(r.act is a for r in rows) for a in Act}
     head = (
-        f"{len(rows)} writes in {args.file}: {counts[Act.PUT]} to put, {counts[Act.SAME]} already there, "
-        f"{counts[Act.CHANGED]} changed since the export (skipped; --force puts them)"
+        f"{len(rows)} writes in {args.file}: {counts[Act.PUT]} to put, "
+        + (f"{counts[Act.DELETE]} to delete, " if counts[Act.DELETE] else "")
+        + f"{counts[Act.SAME]} already there, {counts[Act.CHANGED]} changed since the export (skipped; "
+        "--force puts them)"
     )
-    failed = [r for r in rows if apply and r.act is Act.PUT and not r.outcome.startswith("put")]
+    failed = [r for r in rows if apply and r.act.acts and r.outcome.startswith("not ")]
     if args.json:
         print(json.dumps({"applied": apply, "summary": head, "rows": [r.to_json() for r in rows]}, indent=2))
     else:

@@ -34,24 +34,31 @@ LEASE_NOTE = (
 )
 
 
+class Op(enum.StrEnum):
+    PUT = "put"  # the old member holds this value
+    DELETE = "delete"  # the old member deleted the key after the fork; the cluster still has it
+
+
 @dataclass(frozen=True)
 class Exported:
     """One line of an export file."""
 
     key: bytes
-    value: bytes
-    mod_revision: int
+    value: bytes  # b"" for a delete
+    mod_revision: int  # the old member's; 0 for a delete (the key is gone there)
     cluster_mod_revision: int  # the key's mod_revision on the recovered cluster at export; 0: absent
     host: str
     create_revision: int = 0
     version: int = 0
     lease: int = 0
+    op: Op = Op.PUT
 
     def to_json(self, data_dir: str) -> dict:
-        d = {
+        d: dict[str, object] = {
+            "op": str(self.op),
             "key": base64.b64encode(self.key).decode(),
             "key_text": key_text(self.key),
-            "value": base64.b64encode(self.value).decode(),
+            **({"value": base64.b64encode(self.value).decode()} if self.op is Op.PUT else {}),
             "mod_revision": self.mod_revision,
             "create_revision": self.create_revision,
             "version": self.version,
@@ -69,15 +76,17 @@ class Exported:
         if not isinstance(d, dict):
             raise InputError(f"{where}: not a JSON object; give a file written by `etcd-dr diverged export`")
         try:
+            op = Op(d.get("op", "put"))  # files written before deletes were exported hold puts only
             return cls(
                 key=base64.b64decode(d["key"], validate=True),
-                value=base64.b64decode(d["value"], validate=True),
+                value=base64.b64decode(d["value"], validate=True) if op is Op.PUT else b"",
                 mod_revision=int(d["mod_revision"]),
                 cluster_mod_revision=int(d["cluster_mod_revision"]),
                 host=str(d.get("host", "")),
                 create_revision=int(d.get("create_revision", 0)),
                 version=int(d.get("version", 0)),
                 lease=int(d.get("lease", 0)),
+                op=op,
             )
         except KeyError as e:
             raise InputError(
@@ -108,6 +117,12 @@ def export(
         )
         for d in div.diverged
     ]
+    if div.deleted:  # each with its mod_revision on the cluster now: a replay deletes only that
+        with client_for(inv, member_endpoints(inv, state)) as c:
+            for key in div.deleted:
+                now = _current(c, key)
+                if now is not None:
+                    writes.append(Exported(key, b"", 0, now[0], host, op=Op.DELETE))
     tmp = out.with_name(f".{out.name}.part")
     # the values are the cluster's data (Kubernetes Secrets among them): readable by this user only
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -116,9 +131,13 @@ def export(
             f.write(json.dumps(w.to_json(data_dir)) + "\n")
     os.replace(tmp, out)
     leased = sum(1 for w in writes if w.lease)
+    deletes = sum(1 for w in writes if w.op is Op.DELETE)
     why = (
-        f"{len(writes)} writes of {host}'s old member ({data_dir}) that the recovered cluster lacks, "
-        f"written to {out}" + (f"; {leased} leases dropped (see each line's note)" if leased else "")
+        f"{len(writes) - deletes} writes of {host}'s old member ({data_dir}) that the recovered cluster "
+        "lacks"
+        + (f" and {deletes} keys it deleted that the cluster still has" if deletes else "")
+        + f", written to {out}"
+        + (f"; {leased} leases dropped (see each line's note)" if leased else "")
     )
     audit = audit_log_for(inv)
     if audit is not None:  # key names only, never a value
@@ -150,8 +169,13 @@ def load(path: Path) -> list[Exported]:
 
 class Act(enum.StrEnum):
     PUT = "put"  # the key is as it was at the export: put the old member's value
-    SAME = "same"  # the cluster holds that value already: nothing to do
-    CHANGED = "changed"  # the key changed since the export: skipped (put with --force)
+    DELETE = "delete"  # the key is as it was at the export: delete it, as the old member did
+    SAME = "same"  # the cluster holds that value already (a delete: the key is gone): nothing to do
+    CHANGED = "changed"  # the key changed since the export: skipped (--force acts anyway)
+
+    @property
+    def acts(self) -> bool:
+        return self in (Act.PUT, Act.DELETE)
 
 
 @dataclass(frozen=True)
@@ -165,6 +189,7 @@ class Row:
     def to_json(self) -> dict:
         return {
             "key": key_text(self.write.key),
+            "op": str(self.write.op),
             "action": str(self.act),
             "differs": self.differs,
             "current_mod_revision": self.current_mod_revision,
@@ -185,11 +210,11 @@ def plan_row(w: Exported, current: tuple[int, bytes] | None, *, force: bool) -> 
     """Pure: what a replay does with one exported write, given the key's (mod_revision, value) on
     the cluster now (None: absent)."""
     mod, value = current if current is not None else (0, None)
-    differs = value != w.value
+    differs = current is not None if w.op is Op.DELETE else value != w.value
     if not differs:
         return Row(w, Act.SAME, mod, False)
-    act = Act.PUT if mod == w.cluster_mod_revision or force else Act.CHANGED
-    return Row(w, act, mod, True)
+    act = Act.DELETE if w.op is Op.DELETE else Act.PUT
+    return Row(w, act if mod == w.cluster_mod_revision or force else Act.CHANGED, mod, True)
 
 
 def _current(c: EtcdClient, key: bytes) -> tuple[int, bytes] | None:
@@ -200,8 +225,9 @@ def _current(c: EtcdClient, key: bytes) -> tuple[int, bytes] | None:
 def replay(
     inv: Inventory, state: ClusterState, writes: Sequence[Exported], *, apply: bool, force: bool = False
 ) -> list[Row]:
-    """Plan each write against the cluster now; with apply, put the PUT rows (and CHANGED with force:
-    they are PUT rows then), each by a transaction on the mod_revision just read."""
+    """Plan each write against the cluster now; with apply, carry out the PUT and DELETE rows (and
+    CHANGED with force: they are PUT or DELETE rows then), each by a transaction on the mod_revision
+    just read."""
     endpoints = member_endpoints(inv, state)
     if not endpoints:
         raise InputError(f"no voter member of {inv.cluster} answers: nothing can be replayed")
@@ -210,10 +236,14 @@ def replay(
     with client_for(inv, endpoints) as c:
         for w in writes:
             row = plan_row(w, _current(c, w.key), force=force)
-            if apply and row.act is Act.PUT:
+            if apply and row.act.acts:
                 t0 = time.monotonic()
-                ok, rev = c.put_if_mod_revision(w.key, w.value, row.current_mod_revision)
-                outcome = f"put at revision {rev}" if ok else "not put: the key changed meanwhile"
+                if row.act is Act.DELETE:
+                    ok, rev = c.delete_if_mod_revision(w.key, row.current_mod_revision)
+                else:
+                    ok, rev = c.put_if_mod_revision(w.key, w.value, row.current_mod_revision)
+                done = "deleted" if row.act is Act.DELETE else "put"
+                outcome = f"{done} at revision {rev}" if ok else f"not {done}: the key changed meanwhile"
                 row = Row(w, row.act, row.current_mod_revision, row.differs, outcome)
                 if audit is not None:  # the key's name, never its value
                     audit.event(

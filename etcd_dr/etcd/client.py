@@ -491,12 +491,24 @@ class EtcdClient:
     ) -> tuple[bool, int]:
         """Put only while the key's mod_revision is still `mod_revision` (0: the key is absent), in one
         transaction. Returns (put?, the cluster's revision): False means someone changed it meanwhile."""
+        op = pb.RequestOp(request_put=pb.PutRequest(key=_b(key), value=_b(value)))
+        return self._if_mod_revision(key, mod_revision, op, timeout)
+
+    def delete_if_mod_revision(
+        self, key: bytes | str, mod_revision: int, *, timeout: float | None = None
+    ) -> tuple[bool, int]:
+        """Delete the key only while its mod_revision is still `mod_revision`, in one transaction.
+        Returns (deleted?, the cluster's revision): False means someone changed it meanwhile."""
+        op = pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=_b(key)))
+        return self._if_mod_revision(key, mod_revision, op, timeout)
+
+    def _if_mod_revision(
+        self, key: bytes | str, mod_revision: int, op: Any, timeout: float | None
+    ) -> tuple[bool, int]:
         cmp = pb.Compare(
             result=pb.Compare.EQUAL, target=pb.Compare.MOD, key=_b(key), mod_revision=mod_revision
         )
-        req = pb.TxnRequest(
-            compare=[cmp], success=[pb.RequestOp(request_put=pb.PutRequest(key=_b(key), value=_b(value)))]
-        )
+        req = pb.TxnRequest(compare=[cmp], success=[op])
 
         def call(ep: str, t: float) -> tuple[bool, int]:
             r = self._unary(ep, _KV + "Txn", req, pb.TxnResponse, t, require_leader=True)

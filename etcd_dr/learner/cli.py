@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
+from etcd_dr.inventory_edit import apply_edit, learner_role_edit
 from etcd_dr.learner.add import add_learner
 from etcd_dr.learner.plan import LearnerOptions
 from etcd_dr.learner.undo import remove_learner
@@ -20,6 +22,13 @@ removed, data dir moved to <data_dir>.bak-<UTC timestamp>)."""
 
 def _cmd_add(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
+    edit = learner_role_edit(inv, args.host)  # None: the inventory already says what it is
+    applied = edit is not None and args.update_inventory and not args.plan  # a dry run changes nothing
+    err = sys.stderr if args.json else sys.stdout
+    if applied:
+        inv, backup = apply_edit(edit)
+        # with --json, stdout holds only the JSON: the change is still said, on stderr
+        print(f"{edit.diff}updated {edit.path} (the old one kept as {backup.name})", file=err)
     opts = LearnerOptions(
         promote=args.promote,
         image=args.image,
@@ -32,9 +41,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
     say = None if args.json or args.plan else print
     res = add_learner(inv, args.host, opts, dry_run=args.plan, say=say)
     if args.json:
-        print(json.dumps(res.to_json(), indent=2))
+        edited = {"inventory_edit": {"diff": edit.diff, "applied": applied}} if edit else {}
+        print(json.dumps(res.to_json() | edited, indent=2))
     elif args.plan or res.plan.refused:
         print(res.plan.render())
+        if edit is not None and res.plan.refused:
+            how = "--update-inventory applies it" + (" (not with --plan)" if args.plan else "")
+            print(f"the inventory change to make ({how}):\n{edit.diff}", end="")
     else:
         print(res.verdict)
         if res.join_s is not None:
@@ -64,6 +77,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_inventory_arg(a)
     a.add_argument("--host", required=True, help="inventory host (role etcd-learner)")
     a.add_argument("--promote", action="store_true", help="promote it to voter once caught up")
+    a.add_argument(
+        "--update-inventory",
+        action="store_true",
+        help="add etcd-learner to HOST's roles in the inventory file (comments kept; diff printed)",
+    )
     a.add_argument("--plan", action="store_true", help="print the plan and change nothing (dry run)")
     a.add_argument("--image", default=None, help="image the learner runs (docker; default: inventory)")
     a.add_argument("--binary", default=None, help="etcd binary on the host (process; default: inventory)")

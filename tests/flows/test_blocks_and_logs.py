@@ -16,6 +16,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import ValidationError
 
 from blocks.inventory import ClusterInventory
 from etcd_dr.certs import issue_cert, new_ca
@@ -88,6 +89,20 @@ def test_a_block_without_base_dir_refuses_relative_state_paths(tmp_path: Path) -
         assert inv.state_path() == tmp_path
 
 
+def test_a_block_is_refused_when_the_model_refuses_its_inventory(tmp_path: Path) -> None:
+    path, _, _ = _write_inventory(tmp_path)
+    good = ClusterInventory.from_inventory_file(path, ssh_key=False)  # key_file: the worker's, unchecked
+    parts = {k: getattr(good, k) for k in ("base_dir", "ssh", "etcd_ca_cert", "etcd_cert", "etcd_key")}
+    bad = good.inventory_yaml.replace("10.9.0.11", "10.9.0").replace("runtime: docker", "runtime: podman")
+    with pytest.raises(ValidationError) as ei:
+        ClusterInventory(inventory_yaml=bad, **parts)
+    msg = str(ei.value)
+    assert "hosts[0].address: '10.9.0' is not an IP address or host name" in msg
+    assert "etcd.runtime: 'podman' is not a runtime; use one of docker, process" in msg
+    assert "PRIVATE" not in msg  # the block's keys never in the message
+    assert ClusterInventory(inventory_yaml=good.inventory_yaml, **parts).inventory_yaml == good.inventory_yaml
+
+
 _HOLDER = """
 import sys, time
 from blocks.inventory import ClusterInventory
@@ -125,13 +140,19 @@ def test_a_sigkilled_run_leaves_no_key_on_disk(tmp_path: Path, tmp_path_factory)
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     originals = {invdir / "id", invdir / "client-key.pem"}
-    for root in (tmp, cwd, invdir, Path(tempfile.gettempdir())):
-        for f in root.rglob("*"):
-            if f in originals or not f.is_file() or f.is_symlink():
-                continue
-            with contextlib.suppress(OSError):
-                data = f.read_bytes()
-                assert ssh_key not in data and etcd_key not in data, f
+    # os.walk, not rglob: other processes (a lab being built) add and remove files in /tmp meanwhile
+    files = (
+        Path(d) / n
+        for root in (tmp, cwd, invdir, Path(tempfile.gettempdir()))
+        for d, _, ns in os.walk(root)
+        for n in ns
+    )
+    for f in files:
+        if f in originals or not f.is_file() or f.is_symlink():
+            continue
+        with contextlib.suppress(OSError):
+            data = f.read_bytes()
+            assert ssh_key not in data and etcd_key not in data, f
     assert not list(Path(tempfile.gettempdir()).glob("etcd-dr-cred-*"))
 
 

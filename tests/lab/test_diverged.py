@@ -1,9 +1,10 @@
 """Nothing acknowledged is dropped silently, on the real lab: the survivor was behind. master3 is
-unplugged, the majority (master1, master2) acknowledges writes master3 never sees, then loses power;
-master3 is plugged back and forced into a one-member cluster without them. When master1 and master2
-come back, `rejoin --all` reports, before it sets each old data dir aside, exactly the writes the
-recovered cluster lacks (count, keys, where the data dir was kept); `diverged export` and `diverged
-replay --yes` put them back. (Before this, rejoin moved the data dirs aside without a word.)"""
+unplugged, the majority (master1, master2) acknowledges writes (and a delete) master3 never sees,
+then loses power; master3 is plugged back and forced into a one-member cluster without them. When
+master1 and master2 come back, `rejoin --all` reports, before it sets each old data dir aside,
+exactly the writes the recovered cluster lacks and the key the majority deleted (count, keys, where
+the data dir was kept); `diverged export` and `diverged replay --yes` put them back and carry out
+the delete. (Before this, rejoin moved the data dirs aside without a word.)"""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .test_recover import one
 
 pytestmark = pytest.mark.lab
 WRITTEN = [f"/diverged-test/k{i}" for i in range(5)]
+GONE = "/diverged-test/gone"
 
 
 def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
@@ -33,6 +35,7 @@ def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
     inv = load_inventory(lab.cfg.inventory_path)
     with client_for(inv) as c:
         c.put("/diverged-test/base", "before")
+        c.put(GONE, "deleted by the majority after the fork")
     # master1 leads, so the majority writes at once without an election once master3 is unplugged
     with one(inv, "master1") as m1:
         me = m1.status(inv.client_url(inv.host("master1"))).member_id
@@ -45,6 +48,7 @@ def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
             for k in WRITTEN:
                 c.put(k, f"acknowledged {k}", timeout=10.0)
             c.put("/diverged-test/base", "changed by the majority", timeout=10.0)
+            assert c.delete_if_mod_revision(GONE, c.range(GONE).kvs[0].mod_revision, timeout=10.0)[0]
         for h in ("master1", "master2"):
             assert lab.cli("power", h, "off").returncode == 0
         assert lab.cli("plug", "master3").returncode == 0
@@ -66,6 +70,7 @@ def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
         for rep in reps.values():
             assert rep["status"] == "diverged" and rep["count"] == len(want), rep
             assert rep["keys"] == want, rep
+            assert rep["deleted_keys"] == [GONE], rep
             assert rep["data_dir"].startswith(f"{inv.etcd.data_dir}.bak-"), rep
             assert rep["data_dir"] in rep["sentence"] and f"{len(want)} writes" in rep["sentence"]
             assert Path(rep["saved_to"]).is_file()
@@ -81,7 +86,8 @@ def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
         r, took = cli(lab, "diverged", "export", "--host", "master1", "-o", str(dump), timeout=120)
         assert r.returncode == 0, r.stderr + r.stdout
         lines = [json.loads(x) for x in dump.read_text().splitlines()]
-        assert sorted(x["key_text"] for x in lines) == want
+        assert sorted(x["key_text"] for x in lines if x["op"] == "put") == want
+        assert [x["key_text"] for x in lines if x["op"] == "delete"] == [GONE]
         assert dump.stat().st_mode & 0o777 == 0o600  # the values are the cluster's data
         print(f"diverged export: {took:.1f} s")
 
@@ -92,12 +98,13 @@ def test_writes_the_behind_survivor_lacks_are_reported_exported_and_replayed(
         r, took = cli(lab, "diverged", "replay", str(dump), "--yes", "--json", timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         rows = json.loads(r.stdout)["rows"]
-        assert {x["key"]: x["action"] for x in rows} == dict.fromkeys(want, "put")
+        assert {x["key"]: x["action"] for x in rows} == {**dict.fromkeys(want, "put"), GONE: "delete"}
         print(f"diverged replay: {took:.1f} s")
         with client_for(inv) as c:
             for k in WRITTEN:
                 assert c.range(k).kvs[0].value == f"acknowledged {k}".encode()
             assert c.range("/diverged-test/base").kvs[0].value == b"changed by the majority"
+            assert c.range(GONE).count == 0
         # a second replay finds them there: nothing to do
         r, _ = cli(lab, "diverged", "replay", str(dump), "--yes", "--json", timeout=60)
         assert r.returncode == 0

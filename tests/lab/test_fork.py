@@ -122,3 +122,56 @@ def test_a_fork_is_named_by_status_and_check_and_refused(running_lab: Lab) -> No
         assert reason.startswith("forked: the members form 2 clusters") and "stop etcd on the side" in reason
     finally:
         lifecycle.up(lab.cfg, say=print)  # other tests (test_lab's) expect the lab as built
+
+
+def test_a_fork_with_one_cluster_id_is_named_too(running_lab: Lab) -> None:
+    """--force-new-cluster keeps the cluster id. master3 is forced after master1 and master2 lose
+    power; they come back while master3 cannot reach them or be reached (blackhole routes inside
+    master3), so no one tells them they were removed: they elect in the old cluster, master3 leads
+    the forced one, same id. `status` names the fork by the two leaders' own member lists. Healed,
+    the old side is told it was removed and stops."""
+    from .test_fencing import cut_off
+
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    try:
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "off").returncode == 0
+        r, _ = cli(lab, "recover", "--yes", "--json", "--method", "force-new-cluster", timeout=180)
+        assert r.returncode == 0 and json.loads(r.stdout)["path"] == "force-new-cluster", r.stderr + r.stdout
+        with cut_off(lab, ("master3",), ("master1", "master2"), this_machine=False):
+            t0 = time.monotonic()
+            for h in ("master1", "master2"):
+                assert lab.cli("power", h, "on").returncode == 0
+            end = time.monotonic() + 60
+            while True:
+                lead = _leaders(inv)
+                old = next((h for h in ("master1", "master2") if h in lead), None)
+                if old and "master3" in lead:
+                    break
+                assert time.monotonic() < end, f"no second leader within 60 s: leaders {sorted(lead)}"
+                time.sleep(0.5)
+            print(f"same-id fork: both sides lead {time.monotonic() - t0:.1f} s after power on")
+            assert lead[old].cluster_id == lead["master3"].cluster_id  # one id, two clusters
+
+            r, took = cli(lab, "status", "--json", "--no-ssh")
+            assert r.returncode == 3, r.stdout + r.stderr
+            out = json.loads(r.stdout)
+            print(f"status on the same-id fork: {took:.2f} s; {out['verdict']}")
+            sides = {c["leader"]: c for c in out["clusters"]}
+            assert out["forked"] and set(sides) == {old, "master3"}, out["verdict"]
+            assert sides[old]["cluster_id"] == sides["master3"]["cluster_id"]
+            assert sides["master3"]["members"] == ["master3"]
+        # healed: the old side hears from the forced member that it was removed
+        t1 = time.monotonic()
+        end = t1 + 60
+        while True:
+            lead = _leaders(inv)
+            if set(lead) == {"master3"}:
+                break
+            assert time.monotonic() < end, f"the old side still leads 60 s after the heal: {sorted(lead)}"
+            time.sleep(0.5)
+        print(f"healed: only master3 leads {time.monotonic() - t1:.1f} s later")
+    finally:
+        lifecycle.up(lab.cfg, say=print)  # other tests expect the lab as built

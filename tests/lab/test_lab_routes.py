@@ -130,7 +130,8 @@ def test_up_on_a_subnet_in_use_is_refused_and_changes_nothing(guarded: Lab, tmp_
 def test_a_built_lab_is_complete_and_an_interrupted_one_says_so(guarded: Lab) -> None:
     """`lab up` records how far it got; a build stopped before its end (as a SIGINT during the
     learner add leaves it) is called incomplete by `lab status`, and commands that fall back to the
-    lab's inventory warn. Simulated by putting the state file back one stage: no SIGINT needed."""
+    lab's inventory warn. Here by putting the state file back one stage; the next test sends a real
+    SIGINT."""
     lab = guarded
     state = lab.state
     assert state.build is Build.COMPLETE
@@ -146,3 +147,46 @@ def test_a_built_lab_is_complete_and_an_interrupted_one_says_so(guarded: Lab) ->
         assert f"warning: lab '{lab.cfg.prefix}' is incomplete" in r.stderr  # ... but the lab is not
     finally:
         replace(lab.state, build=Build.COMPLETE).save()
+
+
+def test_a_real_sigint_during_the_learner_add_leaves_a_lab_that_says_so(guarded: Lab, tmp_path: Path) -> None:
+    """The other lab built with `--learner`, interrupted by a real SIGINT once its voters are up
+    (the state file says `voters`) while the learner joins: `lab status` calls it incomplete and
+    names the fix; nothing of it is left afterwards."""
+    import signal
+    import time
+
+    lab_dir = tmp_path / "other"
+    env = {
+        **os.environ,
+        "ETCD_DR_LAB_PREFIX": OTHER_PREFIX,
+        "ETCD_DR_LAB_SUBNET": OTHER_SUBNET,
+        "ETCD_DR_LAB_DIR": str(lab_dir),
+    }
+    p = subprocess.Popen(
+        [sys.executable, "-m", "etcd_dr.cli", "lab", "up", "--learner"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 120
+        while True:
+            try:
+                build = json.loads((lab_dir / "lab.json").read_text()).get("build")
+            except (OSError, ValueError):
+                build = None
+            if build == Build.VOTERS:
+                break
+            assert p.poll() is None and time.monotonic() < end, (build, p.poll())
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)  # our own child, by PID
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode != 0, out
+        r = _other(lab_dir, "status")
+        assert r.returncode == 1 and f"lab '{OTHER_PREFIX}' is incomplete" in r.stdout, r.stdout + out
+        assert "etcd-dr lab up --resume" in r.stdout
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        _other(lab_dir, "down", "--wipe")
+    assert _answers(guarded)  # the session's lab never noticed

@@ -289,3 +289,43 @@ def test_lab_up_learner_gives_a_learner_in_status(lab: Lab) -> None:
         assert lab.state.build is Build.COMPLETE  # recorded only once node1 joined
     finally:
         lifecycle.up(lab.cfg, say=lambda m: None)  # back to three voters for the other tests
+
+
+def test_update_inventory_adds_the_role_then_the_learner(
+    running_lab: Lab, image35: str, tmp_path: Path
+) -> None:
+    """node1 a worker in a commented inventory: refused with the diff, then `--update-inventory`
+    adds the role in place (the comment kept) and the learner joins."""
+    inv = load_inventory(running_lab.cfg.inventory_path)
+    d = inventory_to_dict(inv)
+    for h in d["hosts"]:
+        if h["name"] == "node1":
+            h["roles"], h["etcd_image"] = ["worker"], image35
+    path = tmp_path / "inventory.yaml"
+    text = "# node1 joins from the second data center\n" + yaml.safe_dump(
+        d, sort_keys=False, default_flow_style=None
+    )
+    path.write_text(text)
+    try:
+        refused = cli(running_lab, "learner", "add", "--host", "node1", "-i", str(path))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "the inventory change to make (--update-inventory applies it):" in refused.stdout
+        assert path.read_text() == text and member_names(inv)[-1][0] == "etcd-master3"
+
+        t0 = time.monotonic()
+        r = cli(running_lab, "learner", "add", "--host", "node1", "--update-inventory", "-i", str(path))
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+        changed = [ln for ln in r.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+        assert changed == ["-  roles: [worker]", "+  roles: [worker, etcd-learner]"], r.stdout
+        assert f"updated {path} (the old one kept as inventory.yaml.bak-" in r.stdout
+        new = path.read_text()
+        assert new == text.replace(
+            "  roles: [worker]\n", "  roles: [worker, etcd-learner]\n", 1
+        )  # node1 first
+        assert load_inventory(path).host("node1").is_learner
+        assert len(member_names(inv)) == 4 and sum(learner for _, learner in member_names(inv)) == 1
+        print(f"learner add --update-inventory (CLI, edit + add, no promote): {took:.2f} s")
+    finally:
+        remove_learner(load_inventory(path), "node1")
+    assert member_names(inv) == [("etcd-master1", False), ("etcd-master2", False), ("etcd-master3", False)]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import lifecycle
@@ -289,6 +290,62 @@ def test_an_approval_given_after_the_cluster_was_recovered_does_nothing(
         assert not (lab.cfg.dir / f"recover-{cluster}.json").exists()
         rows = json.loads(artifacts(run.id)[f"recover-timeline-{cluster}"].data)
         assert [r["state"] for r in rows if r["step"] in ("approval", "total")] == ["approved", "stale"]
+    finally:
+        flush_logs()
+        lifecycle.up(lab.cfg, say=print)
+
+
+def test_the_form_asks_for_an_attestation_when_nothing_proves_the_voters_down(
+    running_lab: Lab, prefect_harness, tmp_path: Path
+) -> None:
+    """An inventory without a power driver: master1 and master2 powered off answer nothing, and
+    silence is not evidence. The run pauses first asking which voters the approver attests are down
+    (the form's *Hosts you attest are down*), then, planned with that word, pauses again with the
+    plan and its risk sentence; approved, it recovers. The attestation is audited with its author."""
+    from prefect.flow_runs import resume_flow_run
+
+    lab = running_lab
+    wait_voters(lab, 3)
+    cluster = f"lab-{lab.cfg.prefix}"
+    path = inventory_copy(lab, tmp_path, rehearsal=True)
+    d = yaml.safe_load(path.read_text())
+    d.pop("power", None)
+    path.write_text(yaml.safe_dump(d))
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    try:
+        ft = FlowThread(inventory_path=str(path), approval_poll_s=1)
+        first = ft.wait_paused()
+        text, _ = form_of(first)
+        assert "silence is not evidence" in text and "Hosts you attest are down" in text, text
+        assert "master1" in text and "master2" in text
+        keys = first.state.state_details.run_input_keyset
+        down = ["master1", "master2"]
+        answer = {"approve": True, "cluster": cluster, "approver": "alice", "down": down}
+        resume_flow_run(first.id, run_input=answer)
+        end = time.monotonic() + 120
+        while True:  # the second pause: a new form (a new input keyset), now with the plan
+            run = ft.run()
+            if run.state.is_paused() and run.state.state_details.run_input_keyset != keys:
+                break
+            assert time.monotonic() < end and ft.thread.is_alive(), run.state
+            time.sleep(0.3)
+        text, _ = form_of(run)
+        risk = "master1 and master2 are fenced only by alice's word: if they are still running, the "
+        assert risk + "cluster forks" in text, text
+        resume_flow_run(run.id, run_input={"approve": True, "cluster": cluster, "approver": "bob"})
+        state = ft.join()
+        assert state.is_completed(), state
+        out = state.result()
+        assert out["status"] == "recovered" and out["approval"] == "approved by bob", out
+        fence = out["plan"]["steps"][0]["params"]["evidence"]
+        assert {h: (e["kind"], e["by"]) for h, e in fence.items()} == {
+            "master1": ("attested", "alice"),
+            "master2": ("attested", "alice"),
+        }
+        recs = [r for r in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())]
+        (att,) = [r for r in recs if r["action"] == "recover-attestation"]
+        assert att["attester"] == "alice" and att["via"] == "the approval form" and att["hosts"] == down, att
     finally:
         flush_logs()
         lifecycle.up(lab.cfg, say=print)

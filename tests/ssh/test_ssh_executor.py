@@ -292,6 +292,31 @@ def test_sudo_prefix(sshd, tmp_path):
         assert e.get(str(target)) == b"abc"
 
 
+def test_a_large_file_under_sudo_is_streamed_not_held_in_memory(sshd, tmp_path):
+    """get_to through `sudo cat` writes what arrives: Python's peak allocation stays far below the
+    file's size (it was the whole file, read into memory, before)."""
+    import shutil
+    import tracemalloc
+
+    if not shutil.which("sudo"):
+        pytest.skip("sudo not installed")
+    big = tmp_path / "db"
+    big.write_bytes(os.urandom(1 << 20) * 32)  # 32 MiB
+    with SSHExecutor(sshd.host(sudo=True), sshd.settings()) as e:
+        e.run(["true"])  # connected before measuring
+        tracemalloc.start()
+        try:
+            size = e.get_to(str(big), tmp_path / "copy")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert size == big.stat().st_size and (tmp_path / "copy").read_bytes() == big.read_bytes()
+        assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a 32 MiB file"
+        with pytest.raises(CommandError):
+            e.get_to(str(tmp_path / "missing"), tmp_path / "nothing")
+        assert not (tmp_path / "nothing").exists()
+
+
 def test_audit_never_holds_the_private_key(ex, audit, client_key):
     body = "".join(client_key.read_text().splitlines()[1:-1])  # the base64 between the PEM lines
     pem = client_key.read_text()

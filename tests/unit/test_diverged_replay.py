@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from etcd_dr.diverged.replay import Act, Exported, load, plan_row
+from etcd_dr.diverged.replay import Act, Exported, Op, load, plan_row
 from etcd_dr.errors import InputError
 
 W = Exported(b"/k", b"old", mod_revision=9, cluster_mod_revision=4, host="master1", lease=0x1F)
@@ -40,3 +40,26 @@ def test_a_bad_line_names_file_line_and_field(tmp_path):
     f.write_text("{not json\n")
     with pytest.raises(InputError, match=r"e.jsonl:1: not JSON"):
         load(f)
+
+
+D = Exported(b"/gone", b"", 0, cluster_mod_revision=3, host="master1", op=Op.DELETE)
+
+
+def test_a_delete_the_old_member_made_is_planned_only_while_the_key_is_as_exported():
+    assert plan_row(D, (3, b"stale"), force=False).act is Act.DELETE
+    changed = plan_row(D, (8, b"rewritten"), force=False)
+    assert changed.act is Act.CHANGED and changed.current_mod_revision == 8
+    assert plan_row(D, (8, b"rewritten"), force=True).act is Act.DELETE
+    gone = plan_row(D, None, force=False)
+    assert gone.act is Act.SAME and not gone.differs
+    assert Act.DELETE.acts and Act.PUT.acts and not Act.SAME.acts and not Act.CHANGED.acts
+
+
+def test_a_delete_line_carries_no_value_and_old_files_read_as_puts(tmp_path):
+    d = D.to_json("/var/lib/etcd.bak-x")
+    assert d["op"] == "delete" and "value" not in d and d["cluster_mod_revision"] == 3
+    old = W.to_json("/x")
+    del old["op"]  # a file written before deletes were exported
+    f = tmp_path / "e.jsonl"
+    f.write_text(json.dumps(d) + "\n" + json.dumps(old) + "\n")
+    assert load(f) == [D, W]

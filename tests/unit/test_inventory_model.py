@@ -1,0 +1,202 @@
+"""The inventory model: one declaration per field gives validation, defaults, serialisation and the
+JSON Schema; `etcd-dr inventory schema|check`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from inventory_sample import VALID, sample_data, write_invdir
+
+from etcd_dr.cli import main
+from etcd_dr.inventory import (
+    CASettings,
+    CheckSettings,
+    ClientTLS,
+    EtcdSettings,
+    Host,
+    Inventory,
+    InventoryError,
+    PowerSettings,
+    S3Target,
+    SnapshotSettings,
+    SshSettings,
+    inventory_schema,
+    inventory_to_dict,
+    load_inventory,
+    parse_inventory,
+    state_paths,
+)
+
+S3 = {"endpoint": "http://127.0.0.1:9000", "bucket": "etcd-dr"}
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = {
+    "Inventory": Inventory,
+    "Host": Host,
+    "SshSettings": SshSettings,
+    "EtcdSettings": EtcdSettings,
+    "ClientTLS": ClientTLS,
+    "SnapshotSettings": SnapshotSettings,
+    "S3Target": S3Target,
+    "CASettings": CASettings,
+    "CheckSettings": CheckSettings,
+    "PowerSettings": PowerSettings,
+}
+
+
+@pytest.fixture
+def invdir(tmp_path: Path) -> Path:
+    return write_invdir(tmp_path)
+
+
+def _yaml_keys(cls: type) -> dict:
+    return {n: f for n, f in cls.__pydantic_fields__.items() if n not in ("source", "base_dir")}
+
+
+def test_schema_is_the_model_its_keys_and_defaults() -> None:
+    defs = inventory_schema()["$defs"]
+    top = inventory_schema()
+    for name, cls in SECTIONS.items():
+        schema = top if cls is Inventory else defs[name]
+        fields = _yaml_keys(cls)
+        assert set(schema["properties"]) == set(fields), name
+        assert schema["additionalProperties"] is False, name  # a typo'd key is an error, as in the loader
+        for key, f in fields.items():
+            prop = schema["properties"][key]
+            if key in schema.get("required", []):
+                assert "default" not in prop, (name, key)
+                continue
+            default = f.get_default(call_default_factory=True)
+            if dataclasses.is_dataclass(default):
+                continue  # a section: its own keys carry their defaults
+            want = list(default) if isinstance(default, tuple) else default
+            assert prop["default"] == want, (name, key)  # the one declared default, nothing else
+    assert set(top["required"]) == {"cluster", "hosts", "etcd", "ssh"}
+    assert set(defs["SshSettings"]["required"]) == {"known_hosts"}  # key_file: or agent: true
+    assert set(defs["EtcdSettings"]["required"]) == {"client"}
+
+
+def test_a_key_left_out_is_its_declared_default(invdir: Path) -> None:
+    d = sample_data()
+    for k in ("user", "port", "connect_timeout", "command_timeout", "keepalive", "sudo"):
+        del d["ssh"][k]
+    d["etcd"] = {"client": d["etcd"]["client"]}
+    inv = parse_inventory(d, invdir)
+    for section, cls in ((inv.ssh, SshSettings), (inv.etcd, EtcdSettings), (inv.check, CheckSettings)):
+        for key, f in _yaml_keys(cls).items():
+            if not f.is_required() and key not in ("key_file", "known_hosts", "client"):
+                assert getattr(section, key) == f.get_default(call_default_factory=True), key
+
+
+def test_serialisation_writes_what_differs_from_the_declaration(invdir: Path) -> None:
+    inv = parse_inventory(sample_data(), invdir)
+    d = inventory_to_dict(inv)
+    assert "runtime" not in d["etcd"] and "port" not in d["ssh"]  # defaults: the loader fills them in
+    assert d["etcd"]["image"] == "lab/etcd:3.4.23" and d["rehearsal"] is True
+    assert d["hosts"][2] == {
+        "name": "node1",
+        "address": "10.231.0.21",
+        "roles": ["etcd-learner", "worker"],
+        "user": "admin",
+        "port": 2222,
+        "sudo": True,
+    }
+    assert parse_inventory(d, Path("/elsewhere")) == inv
+
+
+def test_the_schema_validates_the_yaml_as_an_editor_would() -> None:
+    schema = inventory_schema()
+    jsonschema.validate(yaml.safe_load(VALID), schema)
+    bad = yaml.safe_load(VALID.replace("  connect_timeout: 3", "  conect_timeout: 3"))
+    with pytest.raises(jsonschema.ValidationError, match="conect_timeout"):
+        jsonschema.validate(bad, schema)
+    bad = yaml.safe_load(VALID.replace("roles: [etcd-learner, worker]", "roles: [learner]"))
+    with pytest.raises(jsonschema.ValidationError, match="learner"):
+        jsonschema.validate(bad, schema)
+
+
+def test_checked_in_schema_is_up_to_date(capsys) -> None:
+    assert main(["inventory", "schema"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == inventory_schema()
+    on_disk = (ROOT / "docs/inventory.schema.json").read_text()
+    assert on_disk == printed, "regenerate it: etcd-dr inventory schema > docs/inventory.schema.json"
+
+
+@pytest.mark.parametrize(
+    ("edit", "where", "phrase"),
+    [
+        (lambda d: d["hosts"][1].update(power={"driver": "lab", "timeot": 3}), "hosts[1].power.timeot",
+         "did you mean 'timeout'?"),
+        (lambda d: d["hosts"][0].update(roles=["etcd", "etcd"]), "hosts[0].roles[1]", "listed twice"),
+        (lambda d: d.update(snapshots={"dir": "s", "offsite": {"s3": {**S3, "regin": "x"}}}),
+         "snapshots.offsite.s3.regin", "did you mean 'region'?"),
+        (lambda d: d.update(check={"learner_max_lag": True}), "check.learner_max_lag", "not a whole number"),
+        (lambda d: d.update(source="/etc"), "source", "unknown key"),
+        (lambda d: d["hosts"].append("m9"), "hosts[3]", "is a string, not a mapping"),
+        (lambda d: d.pop("etcd"), "etcd", "is missing; add it with at least its client"),
+    ],
+)  # fmt: skip
+def test_error_paths_name_the_field(invdir: Path, edit, where: str, phrase: str) -> None:
+    d = sample_data()
+    edit(d)
+    with pytest.raises(InventoryError) as ei:
+        parse_inventory(d, invdir)
+    assert [p for p in ei.value.problems if p.startswith(f"{where}: ") and phrase in p], ei.value.problems
+
+
+def test_the_model_stays_frozen_and_replace_keeps_working(invdir: Path) -> None:
+    inv = load_inventory(invdir / "inventory.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        inv.cluster = "x"  # type: ignore[misc]
+    again = dataclasses.replace(inv, ssh=dataclasses.replace(inv.ssh, connect_timeout=1.5))
+    assert again.ssh.connect_timeout == 1.5 and again.hosts == inv.hosts and again.source == inv.source
+    assert hash(inv.hosts[0]) == hash(dataclasses.replace(inv.hosts[0]))
+
+
+def test_state_paths_come_from_the_declarations() -> None:
+    assert set(state_paths()) == {
+        ("audit_log",),
+        ("state_dir",),
+        ("snapshots", "dir"),
+        ("snapshots", "offsite", "dir"),
+        ("power", "dir"),
+    }
+
+
+def test_inventory_check_cli(invdir: Path, capsys, monkeypatch) -> None:
+    def forbidden(*a, **k):
+        raise AssertionError("inventory check touched the network")
+
+    monkeypatch.setattr(socket.socket, "connect", forbidden)
+    monkeypatch.setattr(socket, "getaddrinfo", forbidden)
+    f = invdir / "inventory.yaml"
+    assert main(["inventory", "check", "-i", str(f)]) == 0
+    assert (
+        capsys.readouterr().out == f"{f}: ok: cluster lab, 3 hosts, voters master1, master2, learners node1\n"
+    )
+
+    bad = invdir / "bad.yaml"
+    bad.write_text(
+        VALID.replace("address: 10.231.0.21", "address: 10.0.0").replace("port: 22\n", "port: 0\n", 1)
+    )
+    assert main(["inventory", "check", "-i", str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"{bad}: 2 problems\n")
+    assert "  - hosts[2].address: '10.0.0' is not an IP address or host name" in out
+    assert "  - ssh.port: 0 is out of range; use a port number 1-65535" in out
+
+    assert main(["inventory", "check", "-i", str(bad), "--json"]) == 2
+    got = json.loads(capsys.readouterr().out)
+    assert got["ok"] is False and got["file"] == str(bad)
+    assert {p["path"] for p in got["problems"]} == {"hosts[2].address", "ssh.port"}
+    assert all(p["message"] for p in got["problems"])
+
+    assert main(["inventory", "check", "-i", str(invdir / "nope.yaml"), "--json"]) == 2
+    (p,) = json.loads(capsys.readouterr().out)["problems"]
+    assert p["message"].startswith("no such file")
