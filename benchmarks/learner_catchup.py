@@ -29,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from etcd_dr.cliutil import inventory_path
+from etcd_dr.cli.common import inventory_path
 from etcd_dr.inventory import Inventory, inventory_to_dict, load_inventory
 from etcd_dr.learner import LearnerOptions, add_learner, remove_learner
 from etcd_dr.state import client_for, observe

@@ -122,7 +122,7 @@ def main() -> int:
                 f"full verdict: {full_detail[-1] if full_detail else '-'}"
             )
             shutil.rmtree(snapdir, ignore_errors=True)
-        _, base_rss, _ = run_child([sys.executable, "-c", "import etcd_dr.snapshots.cli"])
+        _, base_rss, _ = run_child([sys.executable, "-c", "import etcd_dr.cli.snapshot"])
         print(f"baseline: python + etcd-dr imports peak RSS {base_rss / 1e6:.1f} MB")
     finally:
         cluster.stop_all()

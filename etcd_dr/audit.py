@@ -18,7 +18,6 @@ line under the lock to chain. Everything written passes through `redact` first.
 
 from __future__ import annotations
 
-import argparse
 import contextvars
 import fcntl
 import hashlib
@@ -28,7 +27,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -320,55 +319,6 @@ def _check_line(line: bytes, i: int, prev: str, seq: int, *, last: bool) -> str:
     if rec.get("seq") != seq:
         return f"seq is {rec.get('seq')!r}, expected {seq}"
     return ""
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: etcd-dr audit verify [PATH] [--json]
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("audit", help="inspect the audit log")
-    sub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    v = sub.add_parser("verify", help="check the audit log's hash chain")
-    v.add_argument("path", nargs="?", help="audit log (default: audit_log of the inventory)")
-    v.add_argument("--inventory", help="inventory whose audit_log to verify (default: the lab's)")
-    v.add_argument("--json", action="store_true", help="print the result as JSON")
-    v.set_defaults(func=_cmd_verify)
-
-
-def _default_audit_path(inventory: str | None) -> Path:
-    from etcd_dr.errors import InputError
-
-    if inventory is None:
-        try:  # the lab module may not exist (or not yet): then there is no default
-            from etcd_dr.lab.config import default_inventory_path  # type: ignore[import-not-found]
-        except ImportError:
-            raise InputError("no audit log given: pass PATH or --inventory FILE") from None
-        inventory = default_inventory_path()
-        if inventory is None or not Path(inventory).exists():
-            raise InputError("no audit log given and no lab inventory found: pass PATH or --inventory FILE")
-    from etcd_dr.inventory import load_inventory
-
-    inv = load_inventory(inventory)
-    if inv.audit_log is None:
-        raise InputError(f"{inventory}: the inventory sets no audit_log; pass PATH")
-    return inv.audit_log
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from etcd_dr.errors import InputError
-
-    path = Path(args.path) if args.path else _default_audit_path(getattr(args, "inventory", None))
-    if not path.is_file():
-        raise InputError(f"{path}: no such audit log")
-    res = verify(path)
-    if args.json:
-        print(json.dumps({"path": str(path), **asdict(res)}))
-    elif res.ok:
-        print(f"audit log OK: {res.records} records")
-    else:
-        print(f"audit log BROKEN at line {res.first_bad_line}: {res.reason}")
-    return 0 if res.ok else 1
 
 
 class RedactingFilter(logging.Filter):

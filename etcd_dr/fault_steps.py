@@ -1,5 +1,7 @@
 """Carrying fault plans out: the step handlers (lab controls, SSH), and inject()/heal(), which plan,
-record in the ledger and the audit log, and run the plan through etcd_dr.plans.execute."""
+record in the ledger and the audit log, and run the plan through etcd_dr.plans.execute. On a lab's
+inventory the caller passes the lab's power and cable as `lab` (etcd_dr/lab/faults.py: controls_for):
+the core does not import the lab."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.errors import EtcdDrError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.faults import (
     DropParams,
@@ -35,9 +36,6 @@ from etcd_dr.plans import Outcome, Params, Plan, Step, StepHandler, execute
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
 from etcd_dr.stepctx import Say, StepContext, wait
 
-if TYPE_CHECKING:
-    from etcd_dr.lab.config import LabConfig
-
 PROBE_TIMEOUT = 0.5  # "does not answer on 2379": a lab host that is up answers in milliseconds
 POWER_OFF_WAIT_S = 120
 
@@ -46,51 +44,39 @@ class FaultStepError(EtcdDrError):
     """A fault or heal step could not be carried out."""
 
 
-def lab_of(inv: Inventory) -> LabConfig | None:
-    """The lab's config when `inv` is the inventory a lab wrote (`<labdir>/inventory.yaml` beside its
-    state file, same cluster name), else None (real hosts). A lab that is down is an error: its
-    addresses must not be contacted then."""
-    if inv.source is None:
-        return None
-    from etcd_dr.lab import net
-    from etcd_dr.lab.config import LabState
+class LabControls(Protocol):
+    """A lab's power, cable and console (etcd_dr.lab.faults.LabFaultControls)."""
 
-    state = LabState.load(Path(inv.source).parent)
-    if state is None:
-        return None
-    cfg = state.config
-    if cfg.inventory_path.resolve() != Path(inv.source).resolve() or inv.cluster != f"lab-{cfg.prefix}":
-        return None
-    if not net.link_exists(cfg.bridge):
-        raise InputError(
-            f"{inv.source} is the inventory of lab '{cfg.prefix}', which is down: run `etcd-dr lab up`"
-        )
-    return cfg
+    def executor(self, host: str) -> Executor: ...
+    def runtime(self, host: str) -> DockerRuntime | ProcessRuntime: ...
+    def is_on(self, host: str) -> bool: ...
+    def link_is_up(self, host: str) -> bool | None: ...
+    def ssh_answers(self, address: str, timeout: float) -> bool: ...
+    def power_off(self, host: str, say: Say) -> None: ...
+    def power_on(self, host: str, say: Say) -> None: ...
+    def plug_only(self, host: str) -> None: ...
+    def set_plugged(self, host: str, plugged: bool, say: Say) -> None: ...
 
 
 @dataclass
 class Ctx(StepContext):
-    """What the handlers share (etcd_dr.stepctx): one SSH connection per host (the lab's console
-    when the inventory is a running lab's), etcd clients, and the lab."""
+    """What the handlers share (etcd_dr.stepctx: executors, etcd clients, wait), and the lab's
+    controls when the inventory is a running lab's."""
 
-    lab: LabConfig | None = None  # when the inventory is a running lab's
+    lab: LabControls | None = None  # when the inventory is a running lab's
 
     def executor(self, host: str) -> Executor:
         if self.lab is not None:
-            from etcd_dr.lab import lifecycle
-
-            return lifecycle.console(lifecycle.load_state(self.lab), host)  # reads the host's PID afresh
+            return self.lab.executor(host)  # reads the host's PID afresh
         return super().executor(host)
 
     def runtime(self, host: str) -> DockerRuntime | ProcessRuntime:
         if self.lab is not None:
-            from etcd_dr.lab import lifecycle
-
-            return lifecycle.runtime(lifecycle.load_state(self.lab), host)
+            return self.lab.runtime(host)
         return runtime_for(self.inv, self.executor(host))
 
     @property
-    def lab_cfg(self) -> LabConfig:
+    def lab_controls(self) -> LabControls:
         if self.lab is None:
             raise FaultStepError("a lab control step in a plan for real hosts: plan again")
         return self.lab
@@ -114,38 +100,30 @@ class LabPowerOff:
         self.c = c
 
     def _on(self, host: str) -> bool:
-        from etcd_dr.lab import hosts, lifecycle
-
-        return hosts.is_up(lifecycle.load_state(self.c.lab_cfg).hosts.get(host))
+        return self.c.lab_controls.is_on(host)
 
     def done(self, step: Step) -> bool:
         return not self._on(_host(step)) and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        from etcd_dr.lab import lifecycle
-
-        lifecycle.power_off(self.c.lab_cfg, _host(step), say=self.c.say)
+        self.c.lab_controls.power_off(_host(step), say=self.c.say)
 
 
 class LabPowerOn(LabPowerOff):
     def done(self, step: Step) -> bool:
-        from etcd_dr.lab import hosts, net
-
-        cfg, host = self.c.lab_cfg, _host(step)
+        lab, host = self.c.lab_controls, _host(step)
         return (
             self._on(host)
-            and bool(net.link_is_up(cfg, host))
-            and (hosts.wait_port(step.typed(HealParams).address, 22, PROBE_TIMEOUT))
+            and bool(lab.link_is_up(host))
+            and (lab.ssh_answers(step.typed(HealParams).address, PROBE_TIMEOUT))
         )
 
     def run(self, step: Step) -> None:
-        from etcd_dr.lab import lifecycle, net
-
         host = _host(step)
         if self._on(host):  # on but unplugged (a crash between boot and plug): plug only
-            net.set_link(self.c.lab_cfg, host, up=True)
+            self.c.lab_controls.plug_only(host)
         else:
-            lifecycle.power_on(self.c.lab_cfg, host, say=self.c.say)
+            self.c.lab_controls.power_on(host, say=self.c.say)
 
 
 class LabLink:
@@ -153,17 +131,13 @@ class LabLink:
         self.c, self.plugged = c, plugged
 
     def done(self, step: Step) -> bool:
-        from etcd_dr.lab import net
-
-        up = net.link_is_up(self.c.lab_cfg, _host(step))
+        up = self.c.lab_controls.link_is_up(_host(step))
         if self.plugged:
             return bool(up)
         return up is False and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        from etcd_dr.lab import lifecycle
-
-        lifecycle.set_plugged(self.c.lab_cfg, _host(step), self.plugged, say=self.c.say)
+        self.c.lab_controls.set_plugged(_host(step), self.plugged, say=self.c.say)
 
 
 # --- over SSH (or the lab's console) -------------------------------------------------------------
@@ -239,11 +213,8 @@ class IptablesUndrop:
 
     def run(self, step: Step) -> None:
         p = step.typed(UndropParams)
-        ex = self.c.executor(_host(step))
-        ex.run(
-            ["sh", "-c", _DELETE_TAGGED, "undrop", p.iptables, p.tag],
-            reason=f"heal: remove iptables rules {p.tag}",
-        )
+        argv = ["sh", "-c", _DELETE_TAGGED, "undrop", p.iptables, p.tag]
+        self.c.executor(_host(step)).run(argv, reason=f"heal: remove iptables rules {p.tag}")
 
 
 def _ssh_answers(c: Ctx, host: str) -> bool:
@@ -271,12 +242,8 @@ class PowerOffRealHost:
         # detached and delayed a second, so the SSH command returns before the host goes
         script = "setsid sh -c 'sleep 1; systemctl poweroff || poweroff -f' </dev/null >/dev/null 2>&1 &"
         ex.run(["sh", "-c", script], timeout=15, reason="fault: power off a real host")
-        wait(
-            lambda: not _ssh_answers(self.c, _host(step)),
-            POWER_OFF_WAIT_S,
-            f"{step.host} off",
-            error=FaultStepError,
-        )
+        host = _host(step)
+        wait(lambda: not _ssh_answers(self.c, host), POWER_OFF_WAIT_S, f"{host} off", error=FaultStepError)
 
 
 class AwaitPowerOn:
@@ -367,15 +334,22 @@ class FaultRun:
         }
 
 
-def _ctx(inv: Inventory, say: Say) -> tuple[Ctx, FaultLedger]:
+def _ctx(inv: Inventory, say: Say, lab: LabControls | None) -> tuple[Ctx, FaultLedger]:
     ledger = FaultLedger.for_inventory(inv)
-    return Ctx(inv, audit_log_for(inv), say, lab=lab_of(inv)), ledger
+    return Ctx(inv, audit_log_for(inv), say, lab=lab), ledger
 
 
 def plan_injection(
-    inv: Inventory, host: str, mode: FaultMode, *, power_off_real_host: bool = False, say: Say = print
+    inv: Inventory,
+    host: str,
+    mode: FaultMode,
+    *,
+    power_off_real_host: bool = False,
+    say: Say = print,
+    lab: LabControls | None = None,
 ) -> tuple[Plan, FaultRecord | None, Ctx, FaultLedger]:
-    c, ledger = _ctx(inv, say)
+    """lab: the lab's controls when `inv` is a running lab's (etcd_dr.lab.faults.controls_for)."""
+    c, ledger = _ctx(inv, say, lab)
     plan, rec = plan_fault(
         inv,
         host,
@@ -396,9 +370,12 @@ def inject(
     power_off_real_host: bool = False,
     dry_run: bool = False,
     say: Say = print,
+    lab: LabControls | None = None,
 ) -> FaultRun:
     t0 = time.monotonic()
-    plan, rec, c, ledger = plan_injection(inv, host, mode, power_off_real_host=power_off_real_host, say=say)
+    plan, rec, c, ledger = plan_injection(
+        inv, host, mode, power_off_real_host=power_off_real_host, say=say, lab=lab
+    )
     recs = (rec,) if rec else ()
     if plan.refused or dry_run or rec is None:
         if plan.refused and c.audit is not None:
@@ -425,11 +402,18 @@ def inject(
     return FaultRun(plan, outcome, recs, time.monotonic() - t0)
 
 
-def heal(inv: Inventory, host: str | None = None, *, wait: bool = True, say: Say = print) -> FaultRun:
+def heal(
+    inv: Inventory,
+    host: str | None = None,
+    *,
+    wait: bool = True,
+    say: Say = print,
+    lab: LabControls | None = None,
+) -> FaultRun:
     """Undo the active faults (of one host, or all). Idempotent: with none active it does nothing.
     wait=False: only undo, do not wait for the members (after a recovery: see plan_heal)."""
     t0 = time.monotonic()
-    c, ledger = _ctx(inv, say)
+    c, ledger = _ctx(inv, say, lab)
     if host is not None:
         inv.host(host)  # an unknown host is bad input, not "nothing to heal"
     faults = tuple(f for f in ledger.active() if host is None or f.host == host)
@@ -464,4 +448,4 @@ def _healed(outcome: Outcome, f: FaultRecord) -> bool:
     return bool(mine) and all(r.state.value in ("done", "skipped") for r in mine)
 
 
-__all__ = ["FaultMode", "FaultRun", "heal", "inject", "lab_of"]
+__all__ = ["FaultMode", "FaultRun", "LabControls", "heal", "inject"]

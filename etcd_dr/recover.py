@@ -17,16 +17,13 @@ changed).
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import contextlib
 import dataclasses
 import enum
 import fcntl
-import getpass
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +31,6 @@ from pathlib import Path
 
 from etcd_dr import audit as audit_mod
 from etcd_dr.audit import AuditLog
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.fencing import attest, gather, powered_off, probe
@@ -626,80 +622,3 @@ def _close_executors(executors: dict[str, Executor]) -> None:
     for e in executors.values():
         e.close()
     executors.clear()
-
-
-# --- CLI -----------------------------------------------------------------------------------------
-
-
-def _ask(plan: Plan) -> bool:
-    print(plan.render())
-    answer = input(f"type {plan.cluster} to execute this recovery: ").strip()
-    return answer == plan.cluster
-
-
-def cmd_recover(args: argparse.Namespace) -> int:
-    inv = inventory_from_args(args)
-    say = (lambda _m: None) if args.json else print
-    confirm = _ask if (not args.yes and not args.json and sys.stdin.isatty()) else None
-    down = tuple(dict.fromkeys(args.confirm_down or ()))
-    attestation = Attestation(down, getpass.getuser(), "--confirm-down") if down else None
-    res = recover(
-        inv,
-        yes=args.yes,
-        plan_only=args.plan,
-        say=say,
-        confirm=confirm,
-        method=VoterMethod(args.method),
-        target=args.target,
-        attestation=attestation,
-    )
-    if args.json:
-        print(json.dumps(res.to_json(), indent=2))
-    else:
-        if res.status in (RecoverStatus.PLANNED, RecoverStatus.NOT_CONFIRMED):
-            if confirm is None:
-                print(res.plan.render())
-        elif res.status is RecoverStatus.RECOVERED:
-            keys = f", {res.keys} keys, revision {res.revision}" if res.keys is not None else ""
-            print(f"recovered in {res.timings['total']:.2f} s{keys}: {res.reason}")
-        elif res.status is RecoverStatus.FAILED:
-            print(f"FAILED after {res.timings['total']:.2f} s")
-    if res.status not in (RecoverStatus.RECOVERED, RecoverStatus.PLANNED):
-        print(f"etcd-dr: {res.reason}", file=sys.stderr)
-    return res.exit_code
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "recover",
-        help="recover etcd after quorum loss (from the most advanced survivor, a learner or a snapshot)",
-        description="Observe the cluster, gather fencing evidence, plan the recovery and, once "
-        "confirmed, execute it. Refused while quorum holds or while another voter may still take part. "
-        "An unfinished recovery (journal beside the audit log) is resumed, not planned again.",
-    )
-    add_inventory_arg(p)
-    p.add_argument("--plan", action="store_true", help="print the plan, change nothing")
-    p.add_argument("--yes", action="store_true", help="execute without asking")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument(
-        "--method",
-        choices=[str(m) for m in VoterMethod],
-        default=str(VoterMethod.FORCE_NEW_CLUSTER),
-        help="how a surviving voter becomes a one-member cluster: --force-new-cluster once (default; "
-        "lost members that come back are told they were removed) or restore its own db (a new cluster "
-        "id: only when the lost members will not come back, or are rejoined one at a time)",
-    )
-    p.add_argument(
-        "--target",
-        metavar="HOST",
-        help="snapshot restore only: the voter to restore onto (default: the first voter that answers SSH)",
-    )
-    p.add_argument(
-        "--confirm-down",
-        metavar="HOST",
-        action="append",
-        help="attest that this lost voter is down (repeatable): recorded in the audit log with your "
-        "user name, and the plan states the risk (if it still runs, the cluster forks); only for a "
-        "voter with no power-off or stopped-etcd evidence, never for one that answers anyone",
-    )
-    p.set_defaults(func=cmd_recover)

@@ -14,13 +14,10 @@ member already).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
 from etcd_dr.diverged.read import DivergedReport
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory
@@ -29,8 +26,6 @@ from etcd_dr.learner.plan import REJOIN_KIND, LearnerOptions
 from etcd_dr.learner.session import Say
 from etcd_dr.plans import Plan, Refusal
 from etcd_dr.state import ClusterState, observe
-
-HELP = __doc__.split("\n\n")[0].removeprefix("`etcd-dr rejoin`: ")
 
 
 @dataclass(frozen=True)
@@ -44,13 +39,6 @@ class RejoinResult:
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.results)
-
-    @property
-    def exit_code(self) -> int:
-        for r in self.results:
-            if r.plan.refusal is not None:
-                return r.plan.refusal.exit_code
-        return 0 if self.ok else 1
 
     def to_json(self) -> dict:
         return {
@@ -118,57 +106,3 @@ def rejoin(
     reports = tuple(r.diverged for r in results if r.diverged is not None)
     verdict = "; ".join([*(r.verdict for r in results), *(d.sentence for d in reports if d.count)])
     return RejoinResult(tuple(results), verdict, time.monotonic() - t0, reports)
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    if bool(args.host) == bool(args.all):
-        raise InputError("name the master to rejoin with --host HOST, or give --all (not both)")
-    inv = inventory_from_args(args)
-    opts = LearnerOptions(
-        promote=True,
-        rejoin=True,
-        catchup_timeout=args.catchup_timeout,
-        image=args.image,
-        binary=args.binary,
-    )
-    say = None if args.json or args.plan else print
-    res = rejoin(inv, None if args.all else [args.host], opts, dry_run=args.plan, say=say)
-    if args.json:
-        print(json.dumps(res.to_json(), indent=2))
-    elif args.plan or any(r.plan.refused for r in res.results):
-        for r in res.results:
-            print(r.plan.render())
-        if not res.results:
-            print(res.verdict)
-    else:
-        for d in res.diverged:
-            print(d.sentence)
-        for r in res.results:
-            print(r.verdict)
-            if r.join_s is not None:
-                print(f"member add to caught up: {r.join_s:.2f} s; total {r.duration_s:.2f} s")
-        if not res.results:
-            print(res.verdict)
-    return res.exit_code
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "rejoin",
-        help="bring a lost master back after a recovery: set its old member aside, add it as a learner, "
-        "promote it",
-        description=HELP,
-    )
-    add_inventory_arg(p)
-    p.add_argument("--host", default=None, help="inventory voter (role etcd) that is no member any more")
-    p.add_argument("--all", action="store_true", help="every inventory voter that is not a voter member")
-    p.add_argument("--plan", action="store_true", help="print the plan and change nothing (dry run)")
-    p.add_argument("--catchup-timeout", type=float, default=600.0, help="seconds to wait for catch-up (600)")
-    p.add_argument("--json", action="store_true", help="print plans, steps and outcomes as JSON")
-    p.add_argument(
-        "--image",
-        help="docker runtime: the etcd image the rejoined members run (default: the inventory's); after "
-        "a recovery onto a newer etcd (a 3.5 learner) older members cannot join: give its image",
-    )
-    p.add_argument("--binary", help="process runtime: the etcd binary the rejoined members run")
-    p.set_defaults(func=_cmd)

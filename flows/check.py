@@ -7,10 +7,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from blocks.inventory import ClusterInventory
-from etcd_dr.check import result_word
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.inventory import load_inventory
-from etcd_dr.readiness import DEFAULT_DEADLINE_S, Readiness
+from etcd_dr.readiness import DEFAULT_DEADLINE_S, Readiness, result_word
 from flows.common import audited_run
 from tasks.check import readiness_check
 

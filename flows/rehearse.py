@@ -1,5 +1,5 @@
 """The rehearsal flow: `etcd-dr rehearse` on a schedule (weekly, deployments/prefect.yaml). The core
-(etcd_dr.rehearse) builds the lab, plays the scenario, recovers without approval, measures RTO and
+(etcd_dr.lab.rehearsal.run) builds the lab, plays the scenario, recovers without approval, measures RTO and
 RPO from its writer's log and rejoins; this flow runs it in one task, publishes the report as a
 markdown artifact (verdict, figures, members) and fails the run when the rehearsal is not ok, so a
 failed scheduled run is the alert. The lab comes from the worker's environment (ETCD_DR_LAB_PREFIX,
@@ -11,9 +11,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from etcd_dr.errors import EtcdDrError
+from etcd_dr.lab.rehearsal.run import RehearsalOptions, lab_config_from_env
+from etcd_dr.lab.rehearsal.scenarios import Scenario
 from etcd_dr.recovery import VoterMethod
-from etcd_dr.rehearsal.scenarios import Scenario
-from etcd_dr.rehearse import RehearsalOptions, lab_config_from_env
 from flows.common import audited_run
 from tasks.rehearse import run_rehearsal
 

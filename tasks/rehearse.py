@@ -1,4 +1,4 @@
-"""The rehearsal as one Prefect task: a thin wrapper over etcd_dr.rehearse. One task, not one per
+"""The rehearsal as one Prefect task: a thin wrapper over etcd_dr.lab.rehearsal.run. One task, not one per
 phase: a rehearsal is one experiment on a lab it builds itself, and a retry is a new rehearsal."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from etcd_dr.lab.config import LabConfig
-from etcd_dr.rehearsal.report import RehearsalReport
-from etcd_dr.rehearse import RehearsalOptions, rehearse
+from etcd_dr.lab.rehearsal.report import RehearsalReport
+from etcd_dr.lab.rehearsal.run import RehearsalOptions, rehearse
 
 
 @task(name="rehearse", task_run_name="rehearse-{options.scenario}", retries=0, cache_policy=None)

@@ -12,7 +12,7 @@ fixtures), `gather` the I/O.
 
 from etcd_dr.readiness.evaluate import assess
 from etcd_dr.readiness.gather import DEFAULT_DEADLINE_S, check_readiness, gather
-from etcd_dr.readiness.model import Check, CheckResult, Failed, Gathered, Readiness
+from etcd_dr.readiness.model import Check, CheckResult, Failed, Gathered, Readiness, result_word
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -24,4 +24,5 @@ __all__ = [
     "assess",
     "check_readiness",
     "gather",
+    "result_word",
 ]

@@ -11,7 +11,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from etcd_dr.cliutil import human_bytes
 from etcd_dr.etcd.client import Alarm
 from etcd_dr.hostcare import ClockSample, skew
 from etcd_dr.inventory import Inventory
@@ -30,6 +29,7 @@ from etcd_dr.readiness.model import (
 )
 from etcd_dr.snapshots import SnapshotRecord
 from etcd_dr.state import FORK_ADVICE, ClusterState
+from etcd_dr.units import human_bytes
 
 _ALARM_HINTS = {
     "NOSPACE": "the db hit its quota and etcd refuses writes: compact, defragment each member, then "

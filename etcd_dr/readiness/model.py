@@ -50,6 +50,11 @@ class CheckResult:
         }
 
 
+def result_word(ok: bool, critical: bool) -> str:
+    """How a result reads in a table or an artifact: ok, FAIL (critical) or warn."""
+    return "ok" if ok else ("FAIL" if critical else "warn")
+
+
 def passed(check: Check, host: str | None, detail: str, *, critical: bool = True) -> CheckResult:
     return CheckResult(check, host, True, critical, detail)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from etcd_dr.lab.config import LabConfig
-from etcd_dr.rehearsal.measure import AllowedLoss, analyze
-from etcd_dr.rehearsal.report import RecoveryFacts, RehearsalReport, judge
-from etcd_dr.rehearsal.scenarios import FaultPhase, Scenario
-from etcd_dr.rehearsal.writer import Phase, WriteRecord
-from etcd_dr.rehearse import RehearsalOptions
+from etcd_dr.lab.rehearsal.measure import AllowedLoss, analyze
+from etcd_dr.lab.rehearsal.report import RecoveryFacts, RehearsalReport, judge
+from etcd_dr.lab.rehearsal.run import RehearsalOptions
+from etcd_dr.lab.rehearsal.scenarios import FaultPhase, Scenario
+from etcd_dr.lab.rehearsal.writer import Phase, WriteRecord
 
 T0 = 1_000_000.0
 

@@ -264,7 +264,7 @@ def test_a_refused_subnet_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
 def test_commands_on_the_lab_inventory_warn_of_an_incomplete_lab(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from etcd_dr import cliutil
+    from etcd_dr.cli import common as cliutil
 
     st = _state(tmp_path, Build.VOTERS)
     st.save()

@@ -9,11 +9,11 @@ import pytest
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, analyze, loss_sentence
+from etcd_dr.lab.rehearsal.report import MemberFacts, RecoveryFacts, RehearsalReport, RejoinFacts, judge
+from etcd_dr.lab.rehearsal.scenarios import FaultPhase, Scenario, spec_for
+from etcd_dr.lab.rehearsal.writer import Phase, WriteRecord
 from etcd_dr.recovery import RecoveryPath
-from etcd_dr.rehearsal.measure import AllowedLoss, LossRule, analyze, loss_sentence
-from etcd_dr.rehearsal.report import MemberFacts, RecoveryFacts, RehearsalReport, RejoinFacts, judge
-from etcd_dr.rehearsal.scenarios import FaultPhase, Scenario, spec_for
-from etcd_dr.rehearsal.writer import Phase, WriteRecord
 
 INV = Inventory(
     cluster="t",

@@ -315,7 +315,7 @@ def test_a_refused_host_key_is_named_in_the_verdict() -> None:
 
 
 def test_status_table_marks_each_sides_leader_and_the_id_a_member_reports() -> None:
-    from etcd_dr.status import EXIT_CODES, render
+    from etcd_dr.cli.status import EXIT_CODES, render
 
     s = assess(INV, _restore_fork())
     text = render(s)

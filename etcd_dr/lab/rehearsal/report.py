@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from etcd_dr.rehearsal.measure import AllowedLoss, Measures, loss_sentence
-from etcd_dr.rehearsal.scenarios import FaultPhase, Scenario
+from etcd_dr.lab.rehearsal.measure import AllowedLoss, Measures, loss_sentence
+from etcd_dr.lab.rehearsal.scenarios import FaultPhase, Scenario
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,10 @@ verdict says why); 2 bad input (not root, an inventory that cannot play the scen
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import datetime as dt
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -34,10 +32,8 @@ from etcd_dr.etcd.client import EndpointStatus, EtcdClient
 from etcd_dr.inventory import Inventory, load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import DEFAULT_SUBNET, EtcdSeries, LabConfig, env_lab_dir, env_prefix, validate_prefix
-from etcd_dr.recover import recover
-from etcd_dr.recovery import VoterMethod
-from etcd_dr.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
-from etcd_dr.rehearsal.report import (
+from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
+from etcd_dr.lab.rehearsal.report import (
     MemberFacts,
     RecoveryFacts,
     RehearsalReport,
@@ -45,7 +41,7 @@ from etcd_dr.rehearsal.report import (
     SnapshotFacts,
     judge,
 )
-from etcd_dr.rehearsal.scenarios import (
+from etcd_dr.lab.rehearsal.scenarios import (
     FaultPhase,
     RehearsalError,
     Return,
@@ -55,7 +51,7 @@ from etcd_dr.rehearsal.scenarios import (
     inject_scenario,
     spec_for,
 )
-from etcd_dr.rehearsal.writer import (
+from etcd_dr.lab.rehearsal.writer import (
     DIAL_TIMEOUT_S,
     INTERVAL_S,
     WRITE_TIMEOUT_S,
@@ -64,6 +60,8 @@ from etcd_dr.rehearsal.writer import (
     read_back,
     write_dataset,
 )
+from etcd_dr.recover import recover
+from etcd_dr.recovery import VoterMethod
 from etcd_dr.state import client_for
 
 Say = Callable[[str], None]
@@ -564,70 +562,3 @@ def _converge(inv: Inventory, timeout: float) -> tuple[int | None, tuple[MemberF
         if identical or time.monotonic() > end:
             return voters, tuple(sorted(members, key=lambda m: m.host)), identical
         time.sleep(0.5)
-
-
-# --- CLI -----------------------------------------------------------------------------------------
-
-
-def cmd_rehearse(args: argparse.Namespace) -> int:
-    opts = RehearsalOptions(
-        scenario=Scenario(args.scenario),
-        keys=args.keys,
-        keep_lab=args.keep_lab,
-        voter_method=VoterMethod(args.voter_method),
-        rejoin=not args.no_rejoin,
-        watch_returning_s=args.watch_returning,
-        returns=Return(args.returns) if args.returns else None,
-    )
-    report = rehearse(opts, lab_config_from_env(), say=lambda m: print(m, file=sys.stderr, flush=True))
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        j = report.to_json()
-        print(report.verdict)
-        print(
-            f"RTO {j['rto_s']} s (first write {j['first_write_s']} s), RPO {j['rpo_writes']} writes, "
-            f"{j['acknowledged']} acknowledged, "
-            f"{j['unacknowledged_landed']} of {j['unacknowledged']} unacknowledged landed; "
-            f"writer log {report.log}"
-        )
-    return report.exit_code
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "rehearse",
-        help="rehearse a disaster and its recovery on the lab; report RTO and RPO (root)",
-        description="Build the lab (3 etcd 3.4 voters, a 3.5 learner on node1), write a data set, keep "
-        "a writer writing, lose hosts (the scenario), recover with `etcd-dr recover --yes`, check every "
-        "acknowledged write on the recovered member (RPO) and the first write accepted after the fault "
-        "(RTO), bring the hosts back and rejoin them. Env: ETCD_DR_LAB_PREFIX, ETCD_DR_LAB_SUBNET, "
-        "ETCD_DR_LAB_DIR. Exit 0 when recovered with no loss beyond what the plan allowed and rejoined.",
-    )
-    p.add_argument("--scenario", choices=[s.value for s in Scenario], default=Scenario.MASTERS_LOST.value)
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
-    p.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
-    p.add_argument("--keys", type=int, default=500, help="keys in the data set written first (500)")
-    p.add_argument(
-        "--voter-method",
-        choices=[m.value for m in VoterMethod],
-        default=VoterMethod.FORCE_NEW_CLUSTER.value,
-        help="how recover turns a surviving voter into a one-member cluster (masters-lost)",
-    )
-    p.add_argument("--no-rejoin", action="store_true", help="do not bring the lost hosts back")
-    p.add_argument(
-        "--return",
-        dest="returns",
-        choices=[r.value for r in Return],
-        default=None,
-        help="how the lost hosts come back: together (then rejoin --all) or one by one, each rejoined "
-        "before the next (default: together for masters-lost, one-by-one when every voter was lost)",
-    )
-    p.add_argument(
-        "--watch-returning",
-        type=float,
-        default=20.0,
-        metavar="S",
-        help="seconds to watch returning hosts for an old cluster electing a leader (20; 0: off)",
-    )
-    p.set_defaults(func=cmd_rehearse)

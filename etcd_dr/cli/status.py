@@ -1,18 +1,17 @@
 """`etcd-dr status`: the cluster at a glance, like `etcdctl endpoint status` joined with the member
 list, and a verdict sentence. Exit 0 with quorum, 1 without, 2 on bad input, 3 when the members
-form two clusters that each lead (a fork: see EXIT_FORKED)."""
+form two clusters that each lead (a fork: Exit.FORKED)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from etcd_dr.cliutil import add_inventory_arg, human_bytes, inventory_from_args, table
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
+from etcd_dr.cli.result import emit, exit_for
 from etcd_dr.state import FORK_ADVICE, LOOK_DEADLINE_S, ClusterState, Health, MemberState, observe
+from etcd_dr.units import human_bytes
 
-# its own code: a fork is worse than a lost quorum (two sides accept writes) and needs other hands
-EXIT_FORKED = 3
-EXIT_CODES = {Health.QUORUM: 0, Health.NO_LEADER: 1, Health.QUORUM_LOST: 1, Health.FORKED: EXIT_FORKED}
+EXIT_CODES = {h: exit_for(h) for h in Health}  # a fork has its own (3): other hands are needed
 
 HEADERS = (
     "NAME",
@@ -77,11 +76,8 @@ def _short(err: str | None, n: int = 60) -> str:
 def run(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     state = observe(inv, check_ssh=not args.no_ssh, deadline_s=LOOK_DEADLINE_S)
-    if args.json:
-        print(json.dumps(state.to_json(), indent=2))
-    else:
-        print(render(state))
-    return EXIT_CODES[state.health]
+    emit(args.json, state.to_json, lambda: render(state))
+    return exit_for(state.health)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
-from etcd_dr.inventory_edit import apply_edit, learner_role_edit
-from etcd_dr.learner.add import add_learner
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
+from etcd_dr.cli.result import emit, exit_for, plan_exit
+from etcd_dr.inventory_edit import RoleEdit, apply_edit, learner_role_edit
+from etcd_dr.learner.add import LearnerAddResult, add_learner
 from etcd_dr.learner.plan import LearnerOptions
 from etcd_dr.learner.undo import remove_learner
 
@@ -40,31 +40,29 @@ def _cmd_add(args: argparse.Namespace) -> int:
     )
     say = None if args.json or args.plan else print
     res = add_learner(inv, args.host, opts, dry_run=args.plan, say=say)
-    if args.json:
-        edited = {"inventory_edit": {"diff": edit.diff, "applied": applied}} if edit else {}
-        print(json.dumps(res.to_json() | edited, indent=2))
-    elif args.plan or res.plan.refused:
-        print(res.plan.render())
+    edited = {"inventory_edit": {"diff": edit.diff, "applied": applied}} if edit else {}
+    emit(args.json, lambda: res.to_json() | edited, lambda: _text(res, edit, plan=args.plan))
+    return plan_exit(res.plan, res.ok)
+
+
+def _text(res: LearnerAddResult, edit: RoleEdit | None, *, plan: bool) -> str:
+    if plan or res.plan.refused:
+        out = res.plan.render()
         if edit is not None and res.plan.refused:
-            how = "--update-inventory applies it" + (" (not with --plan)" if args.plan else "")
-            print(f"the inventory change to make ({how}):\n{edit.diff}", end="")
-    else:
-        print(res.verdict)
-        if res.join_s is not None:
-            print(f"member add to caught up: {res.join_s:.2f} s; total {res.duration_s:.2f} s")
-    if res.plan.refusal is not None:
-        return res.plan.refusal.exit_code
-    return 0 if res.ok else 1
+            how = "--update-inventory applies it" + (" (not with --plan)" if plan else "")
+            diff = edit.diff.removesuffix("\n")  # print() ends the line
+            out += f"\nthe inventory change to make ({how}):\n{diff}"
+        return out
+    if res.join_s is None:
+        return res.verdict
+    return f"{res.verdict}\nmember add to caught up: {res.join_s:.2f} s; total {res.duration_s:.2f} s"
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     rb = remove_learner(inv, args.host)
-    if args.json:
-        print(json.dumps({"ok": rb.ok, "done": list(rb.done), "errors": list(rb.errors)}, indent=2))
-    else:
-        print(f"{args.host}: {rb.sentence}")
-    return 0 if rb.ok else 1
+    emit(args.json, rb.to_json, lambda: f"{args.host}: {rb.sentence}")
+    return exit_for(rb.ok)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

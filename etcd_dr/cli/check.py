@@ -5,17 +5,13 @@ allowed), 1 when one does, 2 on bad input."""
 from __future__ import annotations
 
 import argparse
-import json
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args, table
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
+from etcd_dr.cli.result import emit, exit_for
 from etcd_dr.errors import InputError
-from etcd_dr.readiness import DEFAULT_DEADLINE_S, Readiness, check_readiness
+from etcd_dr.readiness import DEFAULT_DEADLINE_S, Readiness, check_readiness, result_word
 
 HEADERS = ("CHECK", "HOST", "RESULT", "DETAIL")
-
-
-def result_word(ok: bool, critical: bool) -> str:
-    return "ok" if ok else ("FAIL" if critical else "warn")
 
 
 def render(r: Readiness) -> str:
@@ -32,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--deadline {args.deadline:g}: give seconds between 0 and 600")
     inv = inventory_from_args(args)
     r = check_readiness(inv, deadline_s=args.deadline)
-    print(json.dumps(r.to_json(), indent=2) if args.json else render(r))
-    return 0 if r.ok else 1
+    emit(args.json, r.to_json, lambda: render(r))
+    return exit_for(r.ok)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

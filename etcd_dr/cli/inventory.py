@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_path
+from etcd_dr.cli.common import add_inventory_arg, inventory_path
 from etcd_dr.inventory import InventoryError, inventory_schema, load_inventory
 
 CHECK_HELP = """Validate an inventory file as every command loads it: keys, types, ranges, unique hosts,

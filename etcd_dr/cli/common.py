@@ -1,4 +1,5 @@
-"""Small helpers shared by the command modules: the inventory argument and table printing."""
+"""What every command shares: the inventory argument and where the inventory comes from when it is
+not given (the lab's is a CLI convenience: the core is never told about the lab), and tables."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory, load_inventory
+from etcd_dr.lab import lifecycle
+from etcd_dr.lab.config import default_inventory_path, incomplete
 
 
 def add_inventory_arg(parser: argparse.ArgumentParser) -> None:
@@ -30,11 +33,8 @@ def inventory_path(arg: Path | None) -> Path:
     env = os.environ.get("ETCD_DR_INVENTORY")
     if env:
         return Path(env)
-    from etcd_dr.lab.config import default_inventory_path, incomplete
-    from etcd_dr.lab.lifecycle import running_lab
-
     path = default_inventory_path()
-    lab = running_lab()
+    lab = lifecycle.running_lab()
     if not path.exists() or lab is None:
         raise InputError(
             f"no inventory given and no lab is up ({path}): pass -i INVENTORY or run `etcd-dr lab up`"
@@ -59,14 +59,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
             out.append(sep)
     out.append(sep)
     return "\n".join(out)
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"

@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from etcd_dr.cliutil import table
+from etcd_dr.cli.common import table
+from etcd_dr.cli.result import Exit, exit_for
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import RuntimeKind
 from etcd_dr.lab import lifecycle
@@ -78,13 +79,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     print(f"inventory: {c.inventory_path}")
     print(f"next: etcd-dr status -i {c.inventory_path}")
-    return 0
+    return Exit.OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     cfg = _config(args)
     lifecycle.down(cfg, wipe=args.wipe)
-    return 0
+    return Exit.OK
 
 
 def cmd_power(args: argparse.Namespace) -> int:
@@ -94,13 +95,13 @@ def cmd_power(args: argparse.Namespace) -> int:
         lifecycle.power_off(cfg, host)
     else:
         lifecycle.power_on(cfg, host)
-    return 0
+    return Exit.OK
 
 
 def cmd_plug(args: argparse.Namespace) -> int:
     cfg = _config(args)
     lifecycle.set_plugged(cfg, _host(args.host), args.plugged)
-    return 0
+    return Exit.OK
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
@@ -127,7 +128,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     cfg = _config(args)
     print("\n".join(lifecycle.env_lines(cfg)))
-    return 0
+    return Exit.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -158,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     missing = incomplete(state) if state is not None else None
     if missing:
         print(missing)
-    return 0 if all(r.power for r in rows) and not missing else 1
+    return exit_for(all(r.power for r in rows) and not missing)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -226,14 +227,3 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = lsub.add_parser("status", help="hosts on/off, links, PIDs, etcd running")
     _common(p)
     p.set_defaults(func=cmd_status)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m etcd_dr.lab.cli ...): same as `etcd-dr lab ...`."""
-    from etcd_dr.cli import main as cli_main
-
-    return cli_main(["lab", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

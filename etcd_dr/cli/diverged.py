@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from pathlib import Path
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
+from etcd_dr.cli.result import Exit, emit, exit_for
 from etcd_dr.diverged.compare import key_text
 from etcd_dr.diverged.read import TS, newest_report, state_dir
 from etcd_dr.diverged.replay import Act, export, load, replay
@@ -34,13 +34,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         data_dir = str(rep["data_dir"])
     out = args.output or Path(f"diverged-{host}-{dt.datetime.now(dt.UTC).strftime(TS)}.jsonl")
     writes, why = export(inv, host, data_dir, observe(inv), out)
-    if args.json:
-        keys = [key_text(w.key) for w in writes]
-        body = {"host": host, "data_dir": data_dir, "file": str(out), "count": len(writes), "keys": keys}
-        print(json.dumps({**body, "sentence": why}, indent=2))
-    else:
-        print(why)
-    return 0
+    keys = [key_text(w.key) for w in writes]
+    body = {"host": host, "data_dir": data_dir, "file": str(out), "count": len(writes), "keys": keys}
+    emit(args.json, lambda: {**body, "sentence": why}, lambda: why)
+    return Exit.OK
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -56,18 +53,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "--force puts them)"
     )
     failed = [r for r in rows if apply and r.act.acts and r.outcome.startswith("not ")]
-    if args.json:
-        print(json.dumps({"applied": apply, "summary": head, "rows": [r.to_json() for r in rows]}, indent=2))
-    else:
-        print(head)
-        for r in rows:
-            print("  " + r.render())
+    emit(
+        args.json,
+        lambda: {"applied": apply, "summary": head, "rows": [r.to_json() for r in rows]},
+        lambda: "\n".join([head, *("  " + r.render() for r in rows)]),
+    )
     if args.plan:
-        return 0
+        return Exit.OK
     if not args.yes:
         print("not confirmed: nothing was changed; pass --yes to put them", flush=True)
-        return 2
-    return 1 if failed or counts[Act.CHANGED] else 0
+        return Exit.BAD_INPUT
+    return exit_for(not (failed or counts[Act.CHANGED]))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

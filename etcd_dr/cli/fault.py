@@ -5,13 +5,14 @@ Exit codes: 0 done (or nothing to do), 1 a step failed, 2 refused or bad input (
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from etcd_dr.cliutil import add_inventory_arg, inventory_from_args, table
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
+from etcd_dr.cli.result import Exit, emit, plan_exit
 from etcd_dr.errors import InputError
 from etcd_dr.fault_steps import FaultRun, heal, inject, plan_injection
 from etcd_dr.faults import FaultLedger, FaultMode
+from etcd_dr.lab.faults import controls_for
 
 MODES = ", ".join(m.value for m in FaultMode)
 
@@ -21,19 +22,19 @@ def _say(args: argparse.Namespace):
 
 
 def _report(args: argparse.Namespace, run: FaultRun, verb: str) -> int:
-    if args.json:
-        print(json.dumps(run.to_json(), indent=2))
-    elif run.plan.refused:
-        pass  # said on stderr below
-    else:
-        state = "ok" if run.ok else "FAILED"
-        print(f"{verb} {state} in {run.duration_s:.2f} s: {run.plan.reason}")
-        if run.outcome is not None and run.outcome.failed is not None:
-            print(f"failed step: {run.outcome.failed.step.description}: {run.outcome.failed.error}")
+    emit(args.json, run.to_json, lambda: _text(run, verb))
     if run.plan.refusal is not None:
         print(f"etcd-dr: {run.plan.reason}", file=sys.stderr)
-        return run.plan.refusal.exit_code
-    return 0 if run.ok else 1
+    return plan_exit(run.plan, run.ok)
+
+
+def _text(run: FaultRun, verb: str) -> str | None:
+    if run.plan.refused:
+        return None  # said on stderr
+    out = f"{verb} {'ok' if run.ok else 'FAILED'} in {run.duration_s:.2f} s: {run.plan.reason}"
+    if run.outcome is not None and run.outcome.failed is not None:
+        out += f"\nfailed step: {run.outcome.failed.step.description}: {run.outcome.failed.error}"
+    return out
 
 
 def _confirm(args: argparse.Namespace, host: str) -> None:
@@ -49,15 +50,15 @@ def _confirm(args: argparse.Namespace, host: str) -> None:
 def cmd_kill_master(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     mode = FaultMode(args.mode)
-    kw = {"power_off_real_host": args.power_off_real_host, "say": _say(args)}
+    kw = {"power_off_real_host": args.power_off_real_host, "say": _say(args), "lab": controls_for(inv)}
     if args.dry_run or not args.yes:
         plan, rec, _ctx, _ledger = plan_injection(inv, args.host, mode, **kw)
         dry = FaultRun(plan, None, (rec,) if rec else (), 0.0)
         if plan.refused:
             return _report(args, dry, "fault")
         if args.dry_run:
-            print(json.dumps(dry.to_json(), indent=2) if args.json else plan.render())
-            return 0
+            emit(args.json, dry.to_json, plan.render)
+            return Exit.OK
         if not args.json:
             print(plan.render())
         _confirm(args, args.host)
@@ -66,21 +67,24 @@ def cmd_kill_master(args: argparse.Namespace) -> int:
 
 def cmd_heal(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
-    run = heal(inv, args.host, say=_say(args))
+    run = heal(inv, args.host, say=_say(args), lab=controls_for(inv))
     return _report(args, run, "heal")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     faults = FaultLedger.for_inventory(inv).active()
-    if args.json:
-        print(json.dumps([f.to_json() for f in faults], indent=2))
-    elif not faults:
-        print("no active fault")
-    else:
-        rows = [(f.host, f.mode, f.via, f.injected_at, "yes" if f.reversible else "no", f.id) for f in faults]
-        print(table(("HOST", "MODE", "VIA", "INJECTED", "REVERSIBLE", "ID"), rows))
-    return 0
+    rows = [(f.host, f.mode, f.via, f.injected_at, "yes" if f.reversible else "no", f.id) for f in faults]
+    emit(
+        args.json,
+        lambda: [f.to_json() for f in faults],
+        lambda: (
+            table(("HOST", "MODE", "VIA", "INJECTED", "REVERSIBLE", "ID"), rows)
+            if faults
+            else "no active fault"
+        ),
+    )
+    return Exit.OK
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -24,8 +24,9 @@ from etcd_dr.faults import FaultMode
 from etcd_dr.inventory import Inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import LabConfig
+from etcd_dr.lab.faults import controls_for
+from etcd_dr.lab.rehearsal.measure import LossRule
 from etcd_dr.recovery import RecoveryPath
-from etcd_dr.rehearsal.measure import LossRule
 from etcd_dr.stepctx import Say
 
 ETCD_BACK_S = 60.0  # a powered-on host: boot, dockerd, the etcd container (restart=always)
@@ -136,7 +137,11 @@ def inject_scenario(inv: Inventory, lab: LabConfig, spec: ScenarioSpec, say: Say
     at = time.time()
     actions: list[str] = []
     for host in spec.lose_voters:
-        actions.append(_checked(inject(inv, host, FaultMode.POWER, say=say), f"power loss of {host}"))
+        actions.append(
+            _checked(
+                inject(inv, host, FaultMode.POWER, say=say, lab=controls_for(inv)), f"power loss of {host}"
+            )
+        )
     for host in spec.lose_others:
         # kill-master takes voters only (a learner is no master): the lab's own power control
         lifecycle.power_off(lab, host, say=say)
@@ -145,9 +150,15 @@ def inject_scenario(inv: Inventory, lab: LabConfig, spec: ScenarioSpec, say: Say
         actions.append(why)
     done_at = time.time()
     for host in spec.back_etcd_killed:
-        actions.append(_checked(heal(inv, host, wait=False, say=say), f"power {host} back on"))
+        actions.append(
+            _checked(heal(inv, host, wait=False, say=say, lab=controls_for(inv)), f"power {host} back on")
+        )
         _wait_etcd_running(lab, host)
-        actions.append(_checked(inject(inv, host, FaultMode.ETCD, say=say), f"etcd killed on {host}"))
+        actions.append(
+            _checked(
+                inject(inv, host, FaultMode.ETCD, say=say, lab=controls_for(inv)), f"etcd killed on {host}"
+            )
+        )
     return FaultPhase(at, done_at, tuple(actions), time.monotonic() - t0)
 
 
@@ -176,7 +187,7 @@ def bring_back(inv: Inventory, lab: LabConfig, spec: ScenarioSpec, host: str, sa
         why = f"rehearsal {spec.scenario}: {host} powered back on (the lab's power control)"
         _audit(inv, host, "rehearsal-power-on", why)
         return why
-    return _checked(heal(inv, host, wait=False, say=say), f"{host} back")
+    return _checked(heal(inv, host, wait=False, say=say, lab=controls_for(inv)), f"{host} back")
 
 
 def _and(names: list[str] | tuple[str, ...]) -> str:

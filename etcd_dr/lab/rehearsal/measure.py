@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from etcd_dr.rehearsal.writer import Phase, WriteRecord
+from etcd_dr.lab.rehearsal.writer import Phase, WriteRecord
 
 
 class LossRule(enum.StrEnum):

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
+from collections.abc import Sequence
 
-from etcd_dr.cliutil import add_inventory_arg, human_bytes, inventory_from_args, table
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
+from etcd_dr.cli.result import Exit, emit, exit_for
 from etcd_dr.snapshots import service
 from etcd_dr.snapshots.record import SnapshotRecord
+from etcd_dr.snapshots.service import Deleted
 from etcd_dr.state import observe
+from etcd_dr.units import human_bytes
 
 
 def _take_args(p: argparse.ArgumentParser) -> None:
@@ -86,18 +89,23 @@ def _cmd_take(args: argparse.Namespace) -> int:
     )
     # --no-verify asked for an unverified snapshot: having it cataloged is success then
     ok = (record.verified or args.no_verify) and all(c.verified for c in record.offsite)
-    if args.json:
-        print(json.dumps(record.to_json(), indent=2))
-    else:
-        print(
-            f"snapshot {record.id}: {human_bytes(record.size)}, revision {record.revision}, "
-            f"sha256 {record.sha256}\n  source: {record.source_reason}\n  {record.verdict}: {record.reason}"
-        )
-        for c in record.offsite:
-            print(f"  off-site {c.location}: {'verified' if c.verified else 'NOT verified'} ({c.reason})")
-        for d in deleted:
-            print(f"  pruned {d.record.id}: {d.reason}" + ("" if d.ok else f" (failed: {d.error})"))
-    return 0 if ok else 1
+    emit(args.json, record.to_json, lambda: _taken_text(record, deleted))
+    return exit_for(ok)
+
+
+def _taken_text(record: SnapshotRecord, deleted: Sequence[Deleted]) -> str:
+    lines = [
+        f"snapshot {record.id}: {human_bytes(record.size)}, revision {record.revision}, "
+        f"sha256 {record.sha256}\n  source: {record.source_reason}\n  {record.verdict}: {record.reason}"
+    ]
+    lines += [
+        f"  off-site {c.location}: {'verified' if c.verified else 'NOT verified'} ({c.reason})"
+        for c in record.offsite
+    ]
+    lines += [
+        f"  pruned {d.record.id}: {d.reason}" + ("" if d.ok else f" (failed: {d.error})") for d in deleted
+    ]
+    return "\n".join(lines)
 
 
 def _row(r: SnapshotRecord) -> tuple:
@@ -115,15 +123,14 @@ def _row(r: SnapshotRecord) -> tuple:
 def _cmd_list(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     recs = service.catalog_for(inv).records(None if args.all_clusters else inv.cluster)
-    if args.json:
-        print(json.dumps([r.to_json() for r in recs], indent=2))
-    else:
-        print(
-            table(
-                ("ID", "MEMBER", "CREATED", "REVISION", "SIZE", "VERDICT", "OFFSITE"), [_row(r) for r in recs]
-            )
-        )
-    return 0
+    emit(
+        args.json,
+        lambda: [r.to_json() for r in recs],
+        lambda: table(
+            ("ID", "MEMBER", "CREATED", "REVISION", "SIZE", "VERDICT", "OFFSITE"), [_row(r) for r in recs]
+        ),
+    )
+    return Exit.OK
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -131,7 +138,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     decisions = service.plan_prune(inv)
     deleted = [] if args.dry_run else service.delete_decided(inv, decisions)
     failed = {d.record.id: d.error for d in deleted if not d.ok}
-    if args.json:
+
+    def data() -> dict:
         out = [
             {
                 "id": d.record.id,
@@ -143,19 +151,24 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             }
             for d in decisions
         ]
-        print(json.dumps({"dry_run": args.dry_run, "decisions": out}, indent=2))
-    else:
+        return {"dry_run": args.dry_run, "decisions": out}
+
+    def text() -> str | None:
         verb = "would delete" if args.dry_run else "deleted"
+        lines = []
         for d in decisions:
             what = (
                 "keep"
                 if d.keep
                 else (f"FAILED to delete ({failed[d.record.id]})" if d.record.id in failed else verb)
             )
-            print(f"{what:>12}  {d.record.id}: {d.reason}")
+            lines.append(f"{what:>12}  {d.record.id}: {d.reason}")
         if not decisions:
             print("no snapshots cataloged", file=sys.stderr)
-    return 1 if failed else 0
+        return "\n".join(lines) if lines else None
+
+    emit(args.json, data, text)
+    return exit_for(not failed)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -164,7 +177,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         inv, args.ref, version=args.etcd_version, trial_restore=not args.no_restore
     )
     offsite_ok = rec is None or all(c.verified for c in rec.offsite)
-    if args.json:
+
+    def data() -> dict:
         body = rec.to_json() if rec is not None else {}
         body["verification"] = {
             **{
@@ -175,12 +189,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             "duration_s": round(v.duration_s, 3),
             "checks": [dataclasses.asdict(c) for c in v.checks],
         }
-        print(json.dumps(body, indent=2))
-    else:
-        print(f"{v.verdict}: {v.reason}")
+        return body
+
+    def text() -> str:
+        lines = [f"{v.verdict}: {v.reason}"]
         for c in v.checks:
             mark = {True: "ok", False: "FAIL", None: "-"}[c.ok]
-            print(f"  {mark:>4}  {c.name}: {c.detail}")
+            lines.append(f"  {mark:>4}  {c.name}: {c.detail}")
         for c in rec.offsite if rec else ():
-            print(f"  off-site {c.location}: {'verified' if c.verified else 'NOT verified'} ({c.reason})")
-    return 0 if v.verified and offsite_ok else 1
+            lines.append(
+                f"  off-site {c.location}: {'verified' if c.verified else 'NOT verified'} ({c.reason})"
+            )
+        return "\n".join(lines)
+
+    emit(args.json, data, text)
+    return exit_for(v.verified and offsite_ok)

@@ -1,0 +1,62 @@
+"""The `etcd-dr` command: the only place that parses arguments, prints for people and picks exit
+codes. The core (etcd_dr/*) is plain typed functions returning typed results; it never imports this
+package (tests/unit/test_import_graph.py holds it to that).
+
+Each command group lives in its own module here (etcd_dr/cli/<group>.py), which exposes
+`add_parser(subparsers)` and sets `func(args) -> int` on its parser; a new command is a new module
+listed in COMMAND_MODULES. Exit codes come from etcd_dr/cli/result.py (Exit, exit_for): 0 ok, 1 the
+thing checked is not healthy / the action failed, 2 bad input (nothing was changed), 3 a fork
+(status). This module wires the groups and maps the core's errors to those codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from etcd_dr.cli.result import Exit
+from etcd_dr.errors import EtcdDrError, InputError
+
+# (command, module): the module's add_parser registers the command and its sub-commands.
+COMMAND_MODULES = (
+    ("lab", "etcd_dr.cli.lab"),
+    ("status", "etcd_dr.cli.status"),
+    ("audit", "etcd_dr.cli.audit"),
+    ("check", "etcd_dr.cli.check"),
+    ("snapshot", "etcd_dr.cli.snapshot"),
+    ("cert", "etcd_dr.cli.cert"),
+    ("learner", "etcd_dr.cli.learner"),
+    ("fault", "etcd_dr.cli.fault"),
+    ("recover", "etcd_dr.cli.recover"),
+    ("rejoin", "etcd_dr.cli.rejoin"),
+    ("diverged", "etcd_dr.cli.diverged"),
+    ("rehearse", "etcd_dr.cli.rehearse"),
+    ("inventory", "etcd_dr.cli.inventory"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etcd-dr", description="etcd disaster recovery for Kubernetes")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for _name, module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # paramiko logs each failed handshake with a traceback; ours are reported as TransportError
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"etcd-dr: {e}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    except EtcdDrError as e:
+        print(f"etcd-dr: {e}", file=sys.stderr)
+        return Exit.FAILED
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED

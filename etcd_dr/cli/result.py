@@ -1,0 +1,92 @@
+"""One set of exit codes for every command, the one mapping from the core's outcomes to them, and one
+way to print a result (one JSON object with --json, else text).
+
+The core reports closed outcomes (a `Health`, a `Refusal`, a `RecoverStatus`, ok or not); only here
+do they become process exit codes. A new command returns `exit_for(...)` of its result. One command
+passes another code through on purpose: `lab ssh HOST -- CMD` exits with CMD's code, as ssh(1)."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable
+from functools import singledispatch
+
+from etcd_dr.plans import Plan, Refusal
+from etcd_dr.recover import RecoverResult, RecoverStatus
+from etcd_dr.rejoin import RejoinResult
+from etcd_dr.state import Health
+
+
+class Exit(enum.IntEnum):
+    OK = 0  # done, healthy, or a plan shown
+    FAILED = 1  # not healthy, a step failed, refused as unsafe, another run holds the cluster
+    BAD_INPUT = 2  # the request, the inventory or the confirmation is wrong: nothing was changed
+    FORKED = 3  # status only: two clusters that each lead, worse than a lost quorum (other hands)
+    INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+
+@singledispatch
+def exit_for(outcome: object) -> Exit:
+    raise TypeError(f"no exit code for {type(outcome).__name__}: add it to etcd_dr/cli/result.py")
+
+
+@exit_for.register
+def _(ok: bool) -> Exit:
+    return Exit.OK if ok else Exit.FAILED
+
+
+@exit_for.register
+def _(refusal: Refusal) -> Exit:
+    return Exit.BAD_INPUT if refusal is Refusal.BAD_INPUT else Exit.FAILED
+
+
+@exit_for.register
+def _(health: Health) -> Exit:
+    return {
+        Health.QUORUM: Exit.OK,
+        Health.NO_LEADER: Exit.FAILED,
+        Health.QUORUM_LOST: Exit.FAILED,
+        Health.FORKED: Exit.FORKED,
+    }[health]
+
+
+# A refusal without its closed reason predates Refusal: bad input (2), as recover always said.
+_RECOVER = {
+    RecoverStatus.RECOVERED: Exit.OK,
+    RecoverStatus.PLANNED: Exit.OK,
+    RecoverStatus.REFUSED: Exit.BAD_INPUT,
+    RecoverStatus.NOT_CONFIRMED: Exit.BAD_INPUT,
+    RecoverStatus.BUSY: Exit.FAILED,
+    RecoverStatus.STALE: Exit.FAILED,
+    RecoverStatus.FAILED: Exit.FAILED,
+}
+
+
+@exit_for.register
+def _(res: RecoverResult) -> Exit:
+    if res.status is RecoverStatus.REFUSED and res.plan.refusal is not None:
+        return exit_for(res.plan.refusal)  # quorum held, a voter not fenced: 1; bad input: 2
+    return _RECOVER[res.status]
+
+
+@exit_for.register
+def _(res: RejoinResult) -> Exit:
+    # the first refusal's code (the hosts after it were not tried), else ok or failed
+    refused = next((r.plan.refusal for r in res.results if r.plan.refusal is not None), None)
+    return exit_for(refused) if refused is not None else exit_for(res.ok)
+
+
+def plan_exit(plan: Plan, ok: bool) -> Exit:
+    """A command that runs one plan: its refusal's code when it refused, else ok or failed."""
+    return exit_for(plan.refusal) if plan.refusal is not None else exit_for(ok)
+
+
+def emit(
+    as_json: bool, data: Callable[[], object], text: Callable[[], str | None], *, indent: int | None = 2
+) -> None:
+    """Print the result: one JSON object (--json) or the text for people (None: nothing to add).
+    Both are callables so that only the one asked for is built."""
+    out = json.dumps(data(), indent=indent) if as_json else text()
+    if out is not None:
+        print(out)
