@@ -8,21 +8,34 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from etcd_dr.audit import AuditLog
 from etcd_dr.errors import EtcdDrError
-from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import Executor, audit_log_for, executor_for
-from etcd_dr.faults import FaultLedger, FaultMode, FaultRecord, Via, plan_fault, plan_heal
+from etcd_dr.faults import (
+    DropParams,
+    FaultAction,
+    FaultLedger,
+    FaultMode,
+    FaultRecord,
+    HealParams,
+    KillParams,
+    PowerOffParams,
+    StartParams,
+    TargetParams,
+    UndropParams,
+    Via,
+    WaitMemberParams,
+    plan_fault,
+    plan_heal,
+)
 from etcd_dr.fencing import port_answers
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Outcome, Plan, Step, StepHandler, execute
+from etcd_dr.plans import Outcome, Params, Plan, Step, StepHandler, execute
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
-from etcd_dr.state import client_for
+from etcd_dr.stepctx import Say, StepContext, wait
 
-Say = Callable[[str], None]
 PROBE_TIMEOUT = 0.5  # "does not answer on 2379": a lab host that is up answers in milliseconds
 POWER_OFF_WAIT_S = 120
 
@@ -46,35 +59,16 @@ class LabControls(Protocol):
 
 
 @dataclass
-class Ctx:
-    """What the handlers share: one SSH connection per host and one etcd client for the whole run."""
+class Ctx(StepContext):
+    """What the handlers share (etcd_dr.stepctx: executors, etcd clients, wait), and the lab's
+    controls when the inventory is a running lab's."""
 
-    inv: Inventory
-    lab: LabControls | None  # when the inventory is a running lab's
-    audit: AuditLog | None
-    say: Say
-    _executors: dict[str, Executor] = field(default_factory=dict)
-    _client: EtcdClient | None = None
+    lab: LabControls | None = None  # when the inventory is a running lab's
 
     def executor(self, host: str) -> Executor:
         if self.lab is not None:
             return self.lab.executor(host)  # reads the host's PID afresh
-        if host not in self._executors:
-            self._executors[host] = executor_for(self.inv, host, audit=self.audit)
-        return self._executors[host]
-
-    def client(self) -> EtcdClient:
-        if self._client is None:
-            self._client = client_for(self.inv)
-        return self._client
-
-    def close(self) -> None:
-        for ex in self._executors.values():
-            ex.close()
-        self._executors.clear()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        return super().executor(host)
 
     def runtime(self, host: str) -> DockerRuntime | ProcessRuntime:
         if self.lab is not None:
@@ -88,15 +82,14 @@ class Ctx:
         return self.lab
 
     def answers(self, step: Step) -> bool:
-        return port_answers(str(step.params["address"]), int(str(step.params["port"])), PROBE_TIMEOUT)
+        p = step.typed(TargetParams)
+        return port_answers(p.address, p.port, PROBE_TIMEOUT)
 
 
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise FaultStepError(f"{what} not true after {timeout:.0f} s")
-        time.sleep(0.2)
+def _host(step: Step) -> str:
+    if step.host is None:
+        raise FaultStepError(f"step {step.id}: no host; the plan is malformed, plan again")
+    return step.host
 
 
 # --- lab controls --------------------------------------------------------------------------------
@@ -110,26 +103,27 @@ class LabPowerOff:
         return self.c.lab_controls.is_on(host)
 
     def done(self, step: Step) -> bool:
-        return not self._on(str(step.host)) and not self.c.answers(step)
+        return not self._on(_host(step)) and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        self.c.lab_controls.power_off(str(step.host), say=self.c.say)
+        self.c.lab_controls.power_off(_host(step), say=self.c.say)
 
 
 class LabPowerOn(LabPowerOff):
     def done(self, step: Step) -> bool:
-        lab = self.c.lab_controls
+        lab, host = self.c.lab_controls, _host(step)
         return (
-            self._on(str(step.host))
-            and bool(lab.link_is_up(str(step.host)))
-            and (lab.ssh_answers(str(step.params["address"]), PROBE_TIMEOUT))
+            self._on(host)
+            and bool(lab.link_is_up(host))
+            and (lab.ssh_answers(step.typed(HealParams).address, PROBE_TIMEOUT))
         )
 
     def run(self, step: Step) -> None:
-        if self._on(str(step.host)):  # on but unplugged (a crash between boot and plug): plug only
-            self.c.lab_controls.plug_only(str(step.host))
+        host = _host(step)
+        if self._on(host):  # on but unplugged (a crash between boot and plug): plug only
+            self.c.lab_controls.plug_only(host)
         else:
-            self.c.lab_controls.power_on(str(step.host), say=self.c.say)
+            self.c.lab_controls.power_on(host, say=self.c.say)
 
 
 class LabLink:
@@ -137,13 +131,13 @@ class LabLink:
         self.c, self.plugged = c, plugged
 
     def done(self, step: Step) -> bool:
-        up = self.c.lab_controls.link_is_up(str(step.host))
+        up = self.c.lab_controls.link_is_up(_host(step))
         if self.plugged:
             return bool(up)
         return up is False and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        self.c.lab_controls.set_plugged(str(step.host), self.plugged, say=self.c.say)
+        self.c.lab_controls.set_plugged(_host(step), self.plugged, say=self.c.say)
 
 
 # --- over SSH (or the lab's console) -------------------------------------------------------------
@@ -154,12 +148,14 @@ class EtcdKill:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return not self.c.runtime(str(step.host)).is_running() and not self.c.answers(step)
+        step.typed(KillParams)
+        return not self.c.runtime(_host(step)).is_running() and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
+        p = step.typed(KillParams)
         # a kill, not a stop: a leader whose peers are gone stalls the whole stop timeout (NOTES)
-        self.c.runtime(str(step.host)).kill()
-        _wait(lambda: not self.c.answers(step), 10, f"{step.host} silent on {step.params['port']}")
+        self.c.runtime(_host(step)).kill()
+        wait(lambda: not self.c.answers(step), 10, f"{step.host} silent on {p.port}", error=FaultStepError)
 
 
 class EtcdStart:
@@ -167,10 +163,12 @@ class EtcdStart:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return self.c.runtime(str(step.host)).is_running()
+        step.typed(StartParams)
+        return self.c.runtime(_host(step)).is_running()
 
     def run(self, step: Step) -> None:
-        self.c.runtime(str(step.host)).restart()
+        step.typed(StartParams)
+        self.c.runtime(_host(step)).restart()
 
 
 _COUNT_TAGGED = 'n=$("$1" -w 5 -S | grep -cF -- "--comment $2"); echo "$n"'
@@ -178,10 +176,6 @@ _DELETE_TAGGED = (
     '"$1" -w 5 -S | grep -F -- "--comment $2" | sed "s/^-A /-D /" | '
     'while read -r rule; do "$1" -w 5 $rule || exit 1; done'
 )
-
-
-def _rules(step: Step) -> list[list[str]]:
-    return [[str(a) for a in r] for r in step.params["rules"]]  # type: ignore[attr-defined]
 
 
 def _tagged_rules(ex: Executor, ipt: str, tag: str) -> int:
@@ -194,19 +188,19 @@ class IptablesDrop:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        rules = _rules(step)
-        ex = self.c.executor(str(step.host))
-        in_place = _tagged_rules(ex, rules[0][0], str(step.params["tag"])) == len(rules)
+        p = step.typed(DropParams)
+        ex = self.c.executor(_host(step))
+        in_place = _tagged_rules(ex, p.rules[0][0], p.tag) == len(p.rules)
         return in_place and not self.c.answers(step)
 
     def run(self, step: Step) -> None:
-        ex = self.c.executor(str(step.host))
-        rules = _rules(step)
-        ipt, tag = rules[0][0], str(step.params["tag"])
+        p = step.typed(DropParams)
+        ex = self.c.executor(_host(step))
+        ipt = p.rules[0][0]
         # a re-run after a crash half way: start from none of ours, never from a duplicate
-        ex.run(["sh", "-c", _DELETE_TAGGED, "undrop", ipt, tag], reason=f"remove iptables rules {tag}")
-        for argv in rules:
-            ex.run(argv, reason=f"fault: drop etcd ports ({tag})")
+        ex.run(["sh", "-c", _DELETE_TAGGED, "undrop", ipt, p.tag], reason=f"remove iptables rules {p.tag}")
+        for argv in p.rules:
+            ex.run(argv, reason=f"fault: drop etcd ports ({p.tag})")
 
 
 class IptablesUndrop:
@@ -214,13 +208,13 @@ class IptablesUndrop:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        ex = self.c.executor(str(step.host))
-        return _tagged_rules(ex, str(step.params["iptables"]), str(step.params["tag"])) == 0
+        p = step.typed(UndropParams)
+        return _tagged_rules(self.c.executor(_host(step)), p.iptables, p.tag) == 0
 
     def run(self, step: Step) -> None:
-        ex = self.c.executor(str(step.host))
-        ipt, tag = str(step.params["iptables"]), str(step.params["tag"])
-        ex.run(["sh", "-c", _DELETE_TAGGED, "undrop", ipt, tag], reason=f"heal: remove iptables rules {tag}")
+        p = step.typed(UndropParams)
+        argv = ["sh", "-c", _DELETE_TAGGED, "undrop", p.iptables, p.tag]
+        self.c.executor(_host(step)).run(argv, reason=f"heal: remove iptables rules {p.tag}")
 
 
 def _ssh_answers(c: Ctx, host: str) -> bool:
@@ -241,14 +235,15 @@ class PowerOffRealHost:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return not self.c.answers(step) and not _ssh_answers(self.c, str(step.host))
+        return not self.c.answers(step) and not _ssh_answers(self.c, _host(step))
 
     def run(self, step: Step) -> None:
-        ex = self.c.executor(str(step.host))
+        ex = self.c.executor(_host(step))
         # detached and delayed a second, so the SSH command returns before the host goes
         script = "setsid sh -c 'sleep 1; systemctl poweroff || poweroff -f' </dev/null >/dev/null 2>&1 &"
         ex.run(["sh", "-c", script], timeout=15, reason="fault: power off a real host")
-        _wait(lambda: not _ssh_answers(self.c, str(step.host)), POWER_OFF_WAIT_S, f"{step.host} off")
+        host = _host(step)
+        wait(lambda: not _ssh_answers(self.c, host), POWER_OFF_WAIT_S, f"{host} off", error=FaultStepError)
 
 
 class AwaitPowerOn:
@@ -256,7 +251,7 @@ class AwaitPowerOn:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return _ssh_answers(self.c, str(step.host))
+        return _ssh_answers(self.c, _host(step))
 
     def run(self, step: Step) -> None:
         raise FaultStepError(
@@ -269,36 +264,45 @@ class WaitMember:
     def __init__(self, c: Ctx) -> None:
         self.c = c
 
-    def _healthy(self, step: Step) -> bool:
+    def _healthy(self, p: WaitMemberParams) -> bool:
         # a linearizable read through this member: a stale leader id in its Status would not do
         try:
-            self.c.client().member_list(linearizable=True, endpoint=str(step.params["endpoint"]), timeout=2.0)
+            self.c.client(p.endpoint).member_list(linearizable=True, endpoint=p.endpoint, timeout=2.0)
         except EtcdDrError:
             return False
         return True
 
     def done(self, step: Step) -> bool:
-        return self._healthy(step)
+        return self._healthy(step.typed(WaitMemberParams))
 
     def run(self, step: Step) -> None:
-        timeout = float(step.params["timeout_s"])
-        _wait(lambda: self._healthy(step), timeout, f"{step.host} answers and follows a leader")
+        p = step.typed(WaitMemberParams)
+        wait(
+            lambda: self._healthy(p),
+            float(p.timeout_s),
+            f"{step.host} answers and follows a leader",
+            error=FaultStepError,
+        )
+
+
+# the vocabulary: each action of etcd_dr.faults' plans, its params type (etcd_dr.faults) and handler
+VOCABULARY: dict[FaultAction, tuple[type[Params], Callable[[Ctx], StepHandler]]] = {
+    FaultAction.LAB_POWER_OFF: (TargetParams, LabPowerOff),
+    FaultAction.LAB_POWER_ON: (HealParams, LabPowerOn),
+    FaultAction.LAB_UNPLUG: (TargetParams, lambda c: LabLink(c, plugged=False)),
+    FaultAction.LAB_PLUG: (HealParams, lambda c: LabLink(c, plugged=True)),
+    FaultAction.ETCD_KILL: (KillParams, EtcdKill),
+    FaultAction.ETCD_START: (StartParams, EtcdStart),
+    FaultAction.IPTABLES_DROP: (DropParams, IptablesDrop),
+    FaultAction.IPTABLES_UNDROP: (UndropParams, IptablesUndrop),
+    FaultAction.POWEROFF: (PowerOffParams, PowerOffRealHost),
+    FaultAction.AWAIT_POWER_ON: (HealParams, AwaitPowerOn),
+    FaultAction.WAIT_MEMBER: (WaitMemberParams, WaitMember),
+}
 
 
 def handlers(c: Ctx) -> dict[str, StepHandler]:
-    return {
-        "lab-power-off": LabPowerOff(c),
-        "lab-power-on": LabPowerOn(c),
-        "lab-unplug": LabLink(c, plugged=False),
-        "lab-plug": LabLink(c, plugged=True),
-        "etcd-kill": EtcdKill(c),
-        "etcd-start": EtcdStart(c),
-        "iptables-drop": IptablesDrop(c),
-        "iptables-undrop": IptablesUndrop(c),
-        "poweroff": PowerOffRealHost(c),
-        "await-power-on": AwaitPowerOn(c),
-        "wait-member": WaitMember(c),
-    }
+    return {str(a): h(c) for a, (_, h) in VOCABULARY.items()}
 
 
 # --- inject / heal -------------------------------------------------------------------------------
@@ -332,7 +336,7 @@ class FaultRun:
 
 def _ctx(inv: Inventory, say: Say, lab: LabControls | None) -> tuple[Ctx, FaultLedger]:
     ledger = FaultLedger.for_inventory(inv)
-    return Ctx(inv, lab, audit_log_for(inv), say), ledger
+    return Ctx(inv, audit_log_for(inv), say, lab=lab), ledger
 
 
 def plan_injection(
@@ -438,7 +442,9 @@ def heal(
 
 
 def _healed(outcome: Outcome, f: FaultRecord) -> bool:
-    mine = [r for r in outcome.results if r.step.params.get("fault") == f.id]
+    mine = [
+        r for r in outcome.results if isinstance(r.step.params, HealParams) and r.step.params.fault == f.id
+    ]
     return bool(mine) and all(r.state.value in ("done", "skipped") for r in mine)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory
-from etcd_dr.plans import Plan, Refusal, Step
+from etcd_dr.plans import Params, Plan, Refusal, Step
 from etcd_dr.runtime import runtime_params
 
 FAULT_KIND = "fault"
@@ -72,6 +72,85 @@ class FaultRecord:
     @classmethod
     def from_json(cls, d: dict) -> FaultRecord:
         return cls(**{**d, "mode": FaultMode(d["mode"]), "via": Via(d["via"])})
+
+
+# --- the step vocabulary: actions and their params ------------------------------------------------
+# (the handlers are in etcd_dr.fault_steps, paired in its VOCABULARY: it runs inject/heal, which
+# plan with this module, so the params live with the planner until the layout gives each its room)
+
+
+class FaultAction(enum.StrEnum):
+    LAB_POWER_OFF = "lab-power-off"
+    LAB_POWER_ON = "lab-power-on"
+    LAB_UNPLUG = "lab-unplug"
+    LAB_PLUG = "lab-plug"
+    ETCD_KILL = "etcd-kill"
+    ETCD_START = "etcd-start"
+    IPTABLES_DROP = "iptables-drop"
+    IPTABLES_UNDROP = "iptables-undrop"
+    POWEROFF = "poweroff"
+    AWAIT_POWER_ON = "await-power-on"
+    WAIT_MEMBER = "wait-member"
+
+
+@dataclass(frozen=True)
+class TargetParams(Params):
+    """The host's address and etcd client port: a fault is in place when nothing answers there."""
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class PowerOffParams(TargetParams):
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KillParams(TargetParams):
+    runtime: str  # etcd_dr.runtime.runtime_params
+    name: str
+    image: str | None
+    binary: str
+    data_dir: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class DropParams(TargetParams):
+    tag: str
+    rules: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class HealParams(TargetParams):
+    fault: str  # the FaultRecord id this step heals
+
+
+@dataclass(frozen=True)
+class StartParams(HealParams):
+    runtime: str  # etcd_dr.runtime.runtime_params
+    name: str
+    image: str | None
+    binary: str
+    data_dir: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class UndropParams(HealParams):
+    tag: str
+    iptables: str
+
+
+@dataclass(frozen=True)
+class WaitMemberParams(HealParams):
+    endpoint: str
+    timeout_s: int
+
+
+def _member(inv: Inventory, host: Host) -> dict[str, str | None]:
+    return {k: None if v is None else str(v) for k, v in runtime_params(inv, host).items()}
 
 
 # --- planning (pure) -----------------------------------------------------------------------------
@@ -146,73 +225,74 @@ def plan_fault(
     rec_id = fault_id(host, mode, now)
     port = inv.etcd.client_port
     heal = f"`etcd-dr fault heal --host {host}` undoes it"
-    common = {"address": h.address, "port": port}
+    target = TargetParams(address=h.address, port=port)
     step: Step
     if mode is FaultMode.POWER and via is Via.LAB:
         what = "power loss (cable out, every process of the host killed at once)"
         step = Step(
             id=f"power-off:{host}",
-            action="lab-power-off",
+            action=FaultAction.LAB_POWER_OFF,
             host=host,
             description=f"power {host} off: cable out, then every process of the host killed at once",
             postcondition=f"{host} does not answer on {port}; it is powered off",
             reason="a lost master is a host that vanishes mid-write, with no chance to say goodbye",
             destructive=True,
-            params=common,
+            params=target,
         )
     elif mode is FaultMode.POWER:
         what = "power off (`systemctl poweroff`, or `poweroff -f` without systemd)"
         heal = f"it cannot be healed remotely: power {host} on at its console (IPMI, hypervisor)"
         step = Step(
             id=f"poweroff:{host}",
-            action="poweroff",
+            action=FaultAction.POWEROFF,
             host=host,
             description=f"power {host} off with `systemctl poweroff` (`poweroff -f` without systemd)",
             postcondition=f"{host} does not answer on {port}, nor over SSH",
             reason="--power-off-real-host asked for a real power loss",
             destructive=True,
-            params={**common, "argv": ["sh", "-c", "systemctl poweroff || poweroff -f"]},
+            params=PowerOffParams(h.address, port, ("sh", "-c", "systemctl poweroff || poweroff -f")),
         )
     elif mode is FaultMode.ETCD:
         what = "etcd killed (the host stays up)"
         step = Step(
             id=f"kill-etcd:{host}",
-            action="etcd-kill",
+            action=FaultAction.ETCD_KILL,
             host=host,
             description=f"kill etcd on {host} (kill, not stop: a leader would stall 10 s on a stop)",
             postcondition=f"{host} does not answer on {port}; etcd on it is not running",
             reason="a member that dies alone is the commonest loss; its host and sshd stay up",
             destructive=True,
-            params={**common, **runtime_params(inv, h)},
+            params=KillParams(address=h.address, port=port, **_member(inv, h)),
         )
     elif via is Via.LAB:
         what = "network cut (cable out)"
         step = Step(
             id=f"unplug:{host}",
-            action="lab-unplug",
+            action=FaultAction.LAB_UNPLUG,
             host=host,
             description=f"pull {host}'s network cable",
             postcondition=f"{host} does not answer on {port}; its link is down",
             reason="a partition: the host keeps running, cut off from its peers",
             destructive=True,
-            params=common,
+            params=target,
         )
     else:
         what = f"network cut (iptables drops {port}/{inv.etcd.peer_port}, tagged {TAG_PREFIX}{rec_id})"
         step = Step(
             id=f"cut-etcd-ports:{host}",
-            action="iptables-drop",
+            action=FaultAction.IPTABLES_DROP,
             host=host,
             description=f"drop {port}/{inv.etcd.peer_port} on {host} with iptables rules tagged "
             f"{TAG_PREFIX}{rec_id}",
             postcondition=f"{host} does not answer on {port}; both tagged rules are in place",
             reason="a partition: the host keeps running and answers SSH, its etcd is cut off",
             destructive=True,
-            params={
-                **common,
-                "tag": TAG_PREFIX + rec_id,
-                "rules": iptables_rules(inv, h, TAG_PREFIX + rec_id),
-            },
+            params=DropParams(
+                h.address,
+                port,
+                tag=TAG_PREFIX + rec_id,
+                rules=tuple(tuple(r) for r in iptables_rules(inv, h, TAG_PREFIX + rec_id)),
+            ),
         )
     reason = f"rehearsal fault on {inv.cluster}: {what} of voter {host} via {via}; {heal}"
     rec = FaultRecord(
@@ -235,49 +315,51 @@ def plan_heal(inv: Inventory, faults: Sequence[FaultRecord], *, wait: bool = Tru
     it back, so it would never answer with a leader."""
     if not faults:
         return Plan(kind=HEAL_KIND, cluster=inv.cluster, reason="no active fault: nothing to heal")
+    A = FaultAction
     undo: list[Step] = []
     waits: list[Step] = []
     for f in faults:
         h = inv.host(f.host)
-        common = {"address": h.address, "port": inv.etcd.client_port, "fault": f.id}
+        common = HealParams(address=h.address, port=inv.etcd.client_port, fault=f.id)
+        at = {"address": h.address, "port": inv.etcd.client_port, "fault": f.id}
         if f.via is Via.LAB and f.mode is FaultMode.POWER:
             undo.append(
-                Step(f"power-on:{f.host}", "lab-power-on", f.host, f"power {f.host} on (boot on its disk, "
+                Step(f"power-on:{f.host}", A.LAB_POWER_ON, f.host, f"power {f.host} on (boot on its disk, "
                      "cable in)", f"{f.host} is on and answers SSH", "undo the power loss", params=common)
             )  # fmt: skip
         elif f.via is Via.LAB and f.mode is FaultMode.NETWORK:
             undo.append(
-                Step(f"plug:{f.host}", "lab-plug", f.host, f"plug {f.host}'s cable back in",
+                Step(f"plug:{f.host}", A.LAB_PLUG, f.host, f"plug {f.host}'s cable back in",
                      f"{f.host}'s link is up", "undo the network cut", params=common)
             )  # fmt: skip
         elif f.mode is FaultMode.ETCD:
             undo.append(
-                Step(f"start-etcd:{f.host}", "etcd-start", f.host, f"start etcd on {f.host} again "
+                Step(f"start-etcd:{f.host}", A.ETCD_START, f.host, f"start etcd on {f.host} again "
                      "(same container/unit, same arguments)", f"etcd on {f.host} is running",
-                     "undo the kill", params={**common, **runtime_params(inv, inv.host(f.host))})
+                     "undo the kill", params=StartParams(**at, **_member(inv, h)))
             )  # fmt: skip
         elif f.mode is FaultMode.NETWORK:
             undo.append(
-                Step(f"uncut-etcd-ports:{f.host}", "iptables-undrop", f.host, f"remove the iptables rules "
+                Step(f"uncut-etcd-ports:{f.host}", A.IPTABLES_UNDROP, f.host, f"remove the iptables rules "
                      f"tagged {f.tag} on {f.host}", f"no rule tagged {f.tag} is left on {f.host}",
                      "undo the network cut: exactly the rules this fault added",
-                     params={**common, "tag": f.tag, "iptables": _iptables(h)})
+                     params=UndropParams(**at, tag=f.tag, iptables=_iptables(h)))
             )  # fmt: skip
         else:
             undo.append(
-                Step(f"await-power-on:{f.host}", "await-power-on", f.host, f"wait for {f.host} to be "
+                Step(f"await-power-on:{f.host}", A.AWAIT_POWER_ON, f.host, f"wait for {f.host} to be "
                      "powered on at its console", f"{f.host} answers SSH", "a powered-off real host "
                      "cannot be healed remotely: someone powers it on", params=common)
             )  # fmt: skip
         waits.append(
             Step(
                 f"wait-member:{f.host}",
-                "wait-member",
+                FaultAction.WAIT_MEMBER,
                 f.host,
                 f"wait until etcd on {f.host} answers and follows a leader",
                 f"{f.host} answers a linearizable read on {inv.etcd.client_port} (it has a leader)",
                 "the fault is healed when the member is back in the cluster",
-                params={**common, "endpoint": inv.client_url(h), "timeout_s": HEAL_WAIT_S},
+                params=WaitMemberParams(**at, endpoint=inv.client_url(h), timeout_s=HEAL_WAIT_S),
             )
         )
     hosts = ", ".join(f"{f.host} ({f.mode})" for f in faults)

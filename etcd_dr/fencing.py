@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
 from etcd_dr.executor import Executor, LocalExecutor
+from etcd_dr.fence_evidence import THIS_MACHINE, FenceEvidence, FenceKind, Probe, Sighting
 from etcd_dr.inventory import Host, Inventory, PowerDriver, PowerSettings, RuntimeKind
-from etcd_dr.recovery import THIS_MACHINE, FenceEvidence, FenceKind, Probe, Sighting
 from etcd_dr.runtime import runtime_for
 
 MakeExecutor = Callable[[Host], Executor]

@@ -16,11 +16,14 @@ UNSAFE (the cluster is not in a state for it: exit 1). Nothing is changed either
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
 from etcd_dr.errors import EtcdDrError
 
@@ -43,6 +46,105 @@ class Refusal(enum.StrEnum):
         return 2 if self is Refusal.BAD_INPUT else 1
 
 
+class ParamsError(EtcdDrError):
+    """Step params read back (a journal) do not fit their action's params type."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """A step action's params: subclass it as a frozen dataclass, one per action, beside the
+    action's handler. `to_json()` gives plain JSON (tuples as lists; a field with
+    `metadata={"omit_none": True}` left out while None) and `from_json()` reads it back into the
+    same types, so a journalled plan resumes with the params it was planned with."""
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _to_json(v)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> Self:
+        """Raises ParamsError naming the field that is missing or of the wrong type."""
+        hints = typing.get_type_hints(cls)
+        kw: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ParamsError(f"{cls.__name__}: field {f.name!r} is missing")
+                continue
+            try:
+                kw[f.name] = _from_json(hints[f.name], d[f.name])
+            except (TypeError, ValueError) as e:
+                raise ParamsError(f"{cls.__name__}: field {f.name!r}: {e}") from e
+        return cls(**kw)
+
+
+def _to_json(v: object) -> object:
+    if isinstance(v, Params):
+        return v.to_json()
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, (tuple, list)):
+        return [_to_json(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _to_json(x) for k, x in v.items()}
+    return v
+
+
+def _from_json(tp: Any, v: object) -> object:
+    """v (from JSON) as type tp: str, int, float, bool, an enum, a Params, X | None, tuple[X, ...],
+    Mapping[str, X]; anything else is refused (a params type must stay plain data)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        if v is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _from_json(inner, v)
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise TypeError(f"a list, not {type(v).__name__}")
+        return tuple(_from_json(args[0], x) for x in v)
+    if origin is not None and issubclass(origin, Mapping):
+        if not isinstance(v, Mapping):
+            raise TypeError(f"an object, not {type(v).__name__}")
+        return {str(k): _from_json(args[1], x) for k, x in v.items()}
+    if isinstance(tp, type) and issubclass(tp, Params):
+        if not isinstance(v, Mapping):
+            raise TypeError(f"an object, not {type(v).__name__}")
+        return tp.from_json(v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(v)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise TypeError(f"true or false, not {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"an integer, not {v!r}")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"a number, not {v!r}")
+        return float(v)
+    if tp is str:
+        if not isinstance(v, str):
+            raise TypeError(f"a string, not {v!r}")
+        return v
+    raise TypeError(f"type {tp!r} is not a params type")
+
+
+P = TypeVar("P", bound=Params)
+
+
+def params_json(params: Mapping[str, object] | Params) -> dict[str, object]:
+    """A step's params as JSON: typed or (kinds not converted yet) a plain mapping."""
+    return params.to_json() if isinstance(params, Params) else dict(params)
+
+
 @dataclass(frozen=True)
 class Step:
     id: str  # unique and stable within a plan (checkpoints key on it), e.g. "member-add:node1"
@@ -52,9 +154,15 @@ class Step:
     postcondition: str  # what holds when it is done ("node1 is a learner member")
     reason: str  # why it is in the plan, one sentence
     destructive: bool = False
-    params: Mapping[str, object] = field(default_factory=dict)
+    params: Mapping[str, object] | Params = field(default_factory=dict)  # typed: a Params per action
     holds: bool = False  # the planner saw the postcondition hold already (execute() checks again)
     runs: str = ""  # what it runs, for the dry run ("MemberAdd peerURLs=[...] isLearner=true")
+
+    def typed(self, cls: type[P]) -> P:
+        """The step's params as its action's params type (a handler's one way to read them)."""
+        if not isinstance(self.params, cls):
+            raise TypeError(f"step {self.id}: params are {type(self.params).__name__}, not {cls.__name__}")
+        return self.params
 
 
 @dataclass(frozen=True, init=False)
@@ -136,7 +244,7 @@ class Plan:
                     "destructive": s.destructive,
                     "holds": s.holds,
                     "runs": s.runs,
-                    "params": dict(s.params),
+                    "params": params_json(s.params),
                 }
                 for s in self.steps
             ],

@@ -37,7 +37,17 @@ from etcd_dr.fencing import attest, gather, powered_off, probe
 from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
 from etcd_dr.inventory import Inventory
 from etcd_dr.lease import ClusterLease, controller_id, owner_text
-from etcd_dr.plans import Outcome, Plan, Step, StepBody, StepResult, StepRunner, StepState, execute
+from etcd_dr.plans import (
+    Outcome,
+    ParamsError,
+    Plan,
+    Step,
+    StepBody,
+    StepResult,
+    StepRunner,
+    StepState,
+    execute,
+)
 from etcd_dr.recovery import (
     FenceEvidence,
     FenceKind,
@@ -47,10 +57,10 @@ from etcd_dr.recovery import (
     plan_recovery,
     recovery_path,
 )
-from etcd_dr.recovery_steps import Ctx, handlers
+from etcd_dr.recovery_steps import Ctx, RecoveryAction, VerifyParams, handlers, typed_plan
 from etcd_dr.state import ClusterState, Reach, observe
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 Confirm = Callable[[Plan], bool]
 
 
@@ -174,7 +184,16 @@ def load_journal(path: Path, cluster: str) -> Journal | None:
     if d.get("cluster") != cluster:
         raise InputError(f"{path}: journal of cluster {d.get('cluster')!r}, not {cluster!r}; move it aside")
     try:
-        plan = plan_from_json(d["plan"])
+        plan = typed_plan(plan_from_json(d["plan"]))
+    except ParamsError as e:
+        raise InputError(
+            f"{path}: recovery journal written by another version of etcd-dr ({e}); it cannot be "
+            f"resumed: move it aside (mv {path} {path}.old), check `etcd-dr status`, and run "
+            "`etcd-dr recover` again to plan afresh"
+        ) from e
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{path}: recovery journal unreadable ({e}); move it aside to plan afresh") from e
+    try:
         incident = Incident.from_json(d["incident"]) if d.get("incident") else None
         started = d.get("started")
         begun = tuple(s.id for s in plan.steps) if started is None else tuple(str(i) for i in started)
@@ -458,12 +477,15 @@ def _recover(
                 )
             _write_journal(jpath, plan, incident)  # first: a crash from here on resumes this plan
         say(f"checked again in {timings['recheck']:.2f} s, the plan still fits: {fresh.verdict}")
-        c = Ctx(inv, plan, audit, say, evidence=evidence, evidence_at=evidence_at)  # reused while fresh
+        # the evidence is reused while fresh
+        c = Ctx(inv, audit, say, plan=plan, evidence=evidence, evidence_at=evidence_at)
         t3 = time.monotonic()
         try:
             outcome = execute(
                 plan, handlers(c), audit=audit, say=say, run_step=_journalled(jpath, lease, run_step)
             )
+            if outcome.ok and c.keys is None:  # its verify step held already (a resumed plan)
+                _tally(c, plan)
         finally:
             c.close()
     finally:
@@ -496,6 +518,14 @@ def _recover(
         )
     done = _close_journal(jpath)
     return result(RecoverStatus.RECOVERED, plan.reason, outcome=outcome, journal=str(done), **extra)
+
+
+def _tally(c: Ctx, plan: Plan) -> None:
+    """The recovered cluster's keys and revision, from its verify step's endpoint."""
+    verify = next((s for s in plan.steps if s.action == RecoveryAction.VERIFY), None)
+    if verify is not None:
+        with contextlib.suppress(EtcdDrError):  # figures for the report: the recovery stands without
+            c.tally(verify.typed(VerifyParams).endpoint)
 
 
 def _cluster_lease(

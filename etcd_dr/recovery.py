@@ -35,20 +35,39 @@ from typing import Protocol
 
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus
+from etcd_dr.fence_evidence import FENCED as FENCED  # re-exported: callers import them from here
+from etcd_dr.fence_evidence import NO_PROBE, FenceEvidence, FenceKind, Probe
+from etcd_dr.fence_evidence import THIS_MACHINE as THIS_MACHINE
+from etcd_dr.fence_evidence import Sighting as Sighting
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
 from etcd_dr.plans import Plan, Refusal, Step
+from etcd_dr.recovery_steps import (
+    FORCE_FLAG,
+    CopyParams,
+    FenceCheckParams,
+    FenceStopParams,
+    MemberParams,
+    PutFileParams,
+    RecordedFence,
+    RestoreParams,
+    RetireParams,
+    RunParams,
+    StopParams,
+    SwapParams,
+    VerifyParams,
+    WaitParams,
+)
+from etcd_dr.recovery_steps import RecoveryAction as A
 from etcd_dr.runtime import (
     RKE_BINDS,
     InitialClusterState,
     MemberSpec,
     etcd_flags,
     member_name,
-    runtime_params,
 )
 from etcd_dr.state import ClusterState, MemberState, Reach
 
 KIND = "recover"
-FORCE_FLAG = "--force-new-cluster"
 # The forced run is one-off and alone, so two more flags only make it faster (the last of a repeated
 # flag wins): a raft snapshot at once records the one-member membership, so the restart without the
 # flag knows it is alone and elects itself in ~1 s; and etcd's default timings shorten the forced
@@ -84,71 +103,6 @@ class VoterMethod(enum.StrEnum):
     FORCE_NEW_CLUSTER = "force-new-cluster"
 
 
-class FenceKind(enum.StrEnum):
-    """How a voter is known to be out of the old cluster: positive evidence only. Silence (no answer,
-    a timeout) is not among them: a partitioned majority is silent too, and forking it loses what it
-    acknowledged."""
-
-    STOPPED = "stopped"  # its etcd is not running and will not start again (checked over SSH)
-    POWER_OFF = "power-off"  # a power driver says it is off
-    ATTESTED = "attested"  # an operator's explicit, recorded word that it is down
-    # its etcd runs but, asked on its own host, knows no leader: the plan stops it for good first
-    # (asking again just before), and the fence check then finds it STOPPED
-    TO_STOP = "to-stop"
-    ALIVE = "alive"  # its etcd, asked on its own host, follows a leader: a partition, never fenced
-    NONE = "none"  # no evidence: not fenced
-
-
-FENCED = frozenset({FenceKind.STOPPED, FenceKind.POWER_OFF, FenceKind.ATTESTED})
-
-
-@dataclass(frozen=True)
-class FenceEvidence:
-    """Whether a voter can no longer take part in the old cluster, and how that is known (fenced) or
-    how to make it so (not fenced): one sentence either way. `by`: who attested (ATTESTED)."""
-
-    host: str
-    kind: FenceKind
-    how: str
-    by: str | None = None
-
-    @property
-    def fenced(self) -> bool:
-        return self.kind in FENCED
-
-    @property
-    def settled(self) -> bool:
-        """Fenced, or fenced by the plan itself (its stop step): nothing an operator must add."""
-        return self.fenced or self.kind is FenceKind.TO_STOP
-
-
-THIS_MACHINE = "this machine"
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """A lost voter answered: `seen_from` (an inventory host, or this machine) reached `host` on `port`."""
-
-    seen_from: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.seen_from} reaches {self.host} on {self.port}"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """The partition probe: who tried the voters' client and peer ports (`probers`: the hosts that ran
-    it, this machine included) and every answer they got."""
-
-    probers: tuple[str, ...] = ()
-    sightings: tuple[Sighting, ...] = ()
-
-
-NO_PROBE = Probe()
-
-
 class SnapshotLike(Protocol):
     """What the planner reads from a snapshot record (etcd_dr.snapshots.SnapshotRecord has it)."""
 
@@ -173,7 +127,6 @@ class SnapshotLike(Protocol):
 
 
 NO_EVIDENCE: Mapping[str, FenceEvidence] = MappingProxyType({})
-NO_PARAMS: Mapping[str, object] = MappingProxyType({})
 
 
 def plan_recovery(
@@ -471,7 +424,7 @@ def _fence_steps(
 def _fence_stop_step(inv: Inventory, host: Host) -> Step:
     return Step(
         id=f"fence-stop:{host.name}",
-        action="etcd-fence-stop",
+        action=A.FENCE_STOP,
         host=host.name,
         description=f"ask {host.name}'s etcd on {host.name} again; with no leader, stop it for good "
         "(restart=no, then stop); its data dir stays as it is",
@@ -481,7 +434,7 @@ def _fence_stop_step(inv: Inventory, host: Host) -> Step:
         destructive=True,
         # 5 s of TERM, then KILL: one lab run's graceful stop of such a member took docker's whole
         # 30 s (another's 0.8 s); its data is kept as it is, and etcd's WAL and bbolt survive a kill
-        params={**runtime_params(inv, host), "timeout_s": 5},
+        params=FenceStopParams(**MemberParams.fields_of(inv, host), timeout_s=5),
     )
 
 
@@ -492,7 +445,7 @@ def _fence_check_step(
     what = _and(hosts) if hosts else "no other voter"
     return Step(
         id="fence-check",
-        action="fence-check",
+        action=A.FENCE_CHECK,
         host=None,
         description=f"check again that {what} cannot take part: etcd stopped for good, power off, or "
         "attested; and that none answers on 2379 or 2380",
@@ -500,15 +453,15 @@ def _fence_check_step(
         "attestation recorded here), none seen answering",
         reason="a forked or restored cluster beside a live old member would split the cluster in two; "
         "silence is not evidence (a partitioned majority is silent too)",
-        params={
-            "hosts": hosts,
-            "ports": [inv.etcd.client_port, inv.etcd.peer_port],
-            "evidence": {
-                h: {"kind": str(fenced[h].kind), "how": fenced[h].how, "by": fenced[h].by}
+        params=FenceCheckParams(
+            hosts=tuple(hosts),
+            ports=(inv.etcd.client_port, inv.etcd.peer_port),
+            evidence={
+                h: RecordedFence(kind=fenced[h].kind, how=fenced[h].how, by=fenced[h].by)
                 for h in hosts
                 if h in fenced
             },
-        },
+        ),
     )
 
 
@@ -524,35 +477,35 @@ def _stop_step(inv: Inventory, host: Host, ts: str, *, voter: bool) -> Step:
     )
     return Step(
         id=f"stop:{name}",
-        action="etcd-stop",
+        action=A.STOP,
         host=name,
         description=f"stop etcd on {name} with its WAL synced",
         postcondition=f"etcd on {name} is not running",
         reason=why,
         destructive=True,
-        params={
-            **runtime_params(inv, host),
-            "timeout_s": 30,
-            "sync_leader": voter,
-            "sync_key": f"/etcd-dr/recovery/wal-sync-{ts}",
-        },
+        params=StopParams(
+            **MemberParams.fields_of(inv, host),
+            timeout_s=30,
+            sync_leader=voter,
+            sync_key=f"/etcd-dr/recovery/wal-sync-{ts}",
+        ),
     )
 
 
 def _retire_step(inv: Inventory, host: Host, ts: str) -> Step:
-    rp = runtime_params(inv, host)
+    rp = MemberParams.fields_of(inv, host)
     old = f"{rp['name']}-old-{ts}"
     what = "container" if inv.etcd.runtime is RuntimeKind.DOCKER else "unit"
     return Step(
         id=f"retire:{host.name}",
-        action="retire-member",
+        action=A.RETIRE,
         host=host.name,
         description=f"rename {what} {rp['name']} on {host.name} to {old} and keep it, never restarted",
         postcondition=f"{what} {old} exists on {host.name} with restart=no, "
         f"and no {what} is named {rp['name']}",
         reason="the old member is kept until the new one is healthy (it can be renamed back); "
         "a renamed container keeps --restart=always and would come back at boot",
-        params={**rp, "new_name": old, "restart": "no"},
+        params=RetireParams(**rp, new_name=old, restart="no"),
     )
 
 
@@ -566,7 +519,7 @@ def _run_step(
     extra_flags: Sequence[str] = (),
     restart_always: bool,
     image_from: str,
-    extra_params: Mapping[str, object] = NO_PARAMS,
+    forced_name: str | None = None,
 ) -> Step:
     spec = MemberSpec.for_host(
         inv,
@@ -576,57 +529,57 @@ def _run_step(
         data_dir=_runtime_path(inv, inv.etcd.data_dir),
         extra_flags=extra_flags,
     )
-    rp = runtime_params(inv, host)
+    rp = MemberParams.fields_of(inv, host)
     return Step(
         id=step_id,
-        action="etcd-run",
+        action=A.RUN,
         host=host.name,
         description=description,
         postcondition=f"{rp['name']} on {host.name} runs with exactly these arguments, "
         f"restart={'always' if restart_always else 'no'}",
         reason=reason,
         destructive=True,
-        params={
+        params=RunParams(
             **rp,
-            "member": spec.name,
-            "initial_cluster": f"{spec.name}={spec.peer_url}",
-            "extra_flags": list(extra_flags),
-            "args": etcd_flags(spec),
-            "restart": "always" if restart_always else "no",
-            "image_from": image_from,  # same etcd version as the data: the retired member's image
-            **extra_params,
-        },
+            member=spec.name,
+            initial_cluster=f"{spec.name}={spec.peer_url}",
+            extra_flags=tuple(extra_flags),
+            args=tuple(etcd_flags(spec)),
+            restart="always" if restart_always else "no",
+            image_from=image_from,  # same etcd version as the data: the retired member's image
+            forced_name=forced_name,
+        ),
     )
 
 
 def _wait_step(inv: Inventory, host: Host, step_id: str, why: str) -> Step:
     return Step(
         id=step_id,
-        action="wait-healthy",
+        action=A.WAIT_HEALTHY,
         host=host.name,
         description=f"wait until {host.name} leads a one-member cluster",
         postcondition=f"{host.name} answers Status as leader, member list holds only {host.name}",
         reason=why,
-        params={"endpoint": inv.client_url(host), "members": 1, "timeout_s": HEALTHY_TIMEOUT_S},
+        params=WaitParams(endpoint=inv.client_url(host), members=1, timeout_s=HEALTHY_TIMEOUT_S),
     )
 
 
 def _verify_step(inv: Inventory, host: Host, ts: str, min_revision: int, source: str) -> Step:
     return Step(
         id=f"verify:{host.name}",
-        action="verify-cluster",
+        action=A.VERIFY,
         host=host.name,
         description=f"verify the recovered cluster on {host.name}: one member, a write accepted, "
         f"revision >= {min_revision}, keys counted",
         postcondition=f"one member ({host.name}), a probe write accepted, revision >= {min_revision}",
         reason=f"recovery is done when the cluster takes writes and kept at least what {source} held",
-        params={
-            "endpoint": inv.client_url(host),
-            "members": 1,
-            "min_revision": min_revision,
-            "probe_key": f"/etcd-dr/recovery/{ts}",
-            "count_keys": True,
-        },
+        params=VerifyParams(
+            endpoint=inv.client_url(host),
+            members=1,
+            min_revision=min_revision,
+            probe_key=f"/etcd-dr/recovery/{ts}",
+            count_keys=True,
+        ),
     )
 
 
@@ -643,36 +596,35 @@ def _restore_step(
         f"--name={name}", f"--initial-cluster={name}={peer}",
         f"--initial-advertise-peer-urls={peer}", f"--data-dir={paths.staging}",
     ]  # fmt: skip
-    rp = runtime_params(inv, host)
     return Step(
         id=f"restore:{host.name}",
-        action="snapshot-restore",
+        action=A.SNAPSHOT_RESTORE,
         host=host.name,
         description=f"restore {source} into staging dir {paths.staging} on {host.name} as one-member "
         f"cluster {name}",
         postcondition=f"{paths.staging}/member/wal exists on {host.name}",
         reason="a restore goes to a staging dir first so a failed one leaves the data dir untouched",
-        params={
-            **rp,
-            "db": paths.db,
-            "staging": paths.staging,
-            "work_dir": paths.work,  # a one-off container mounts it at the same path
-            "argv": argv,  # argv[0] is the tool: etcdctl (3.4) or etcdutl
-        },
+        params=RestoreParams(
+            **MemberParams.fields_of(inv, host),
+            db=paths.db,
+            staging=paths.staging,
+            work_dir=paths.work,  # a one-off container mounts it at the same path
+            argv=tuple(argv),  # argv[0] is the tool: etcdctl (3.4) or etcdutl
+        ),
     )
 
 
 def _swap_step(inv: Inventory, host: Host, paths: _Paths) -> Step:
     return Step(
         id=f"swap:{host.name}",
-        action="swap-dir",
+        action=A.SWAP_DIR,
         host=host.name,
         description=f"move {paths.data_dir} on {host.name} aside to {paths.backup} (kept) and the "
         f"restored {paths.staging} into its place",
         postcondition=f"{paths.data_dir} is the restored dir and {paths.backup} holds the old one",
         reason="the old data dir is never deleted: it is moved aside, a rename on the same filesystem",
         destructive=True,
-        params={"data_dir": paths.data_dir, "staging": paths.staging, "aside": paths.backup},
+        params=SwapParams(data_dir=paths.data_dir, staging=paths.staging, aside=paths.backup),
     )
 
 
@@ -741,8 +693,8 @@ def _survivor(
 
 def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
     host, ts, paths, st, best = sv.host, sv.ts, sv.paths, sv.status, sv.member
-    rp = runtime_params(inv, host)
-    old = f"{rp['name']}-old-{ts}"
+    name = MemberParams.fields_of(inv, host)["name"]
+    old = f"{name}-old-{ts}"
     forced = _run_step(
         inv,
         host,
@@ -759,23 +711,23 @@ def _force_new_cluster(inv: Inventory, sv: _Survivor) -> Plan:
         host,
         f"recreate:{host.name}",
         f"recreate etcd on {host.name} without {FORCE_FLAG} (restart=always); the forced one is "
-        f"renamed to {rp['name']}-forced-{ts} and kept",
+        f"renamed to {name}-forced-{ts} and kept",
         f"{FORCE_FLAG} must not stay on: every restart would force again",
         restart_always=True,
         image_from=old,
-        extra_params={"forced_name": f"{rp['name']}-forced-{ts}"},
+        forced_name=f"{name}-forced-{ts}",
     )
     steps = (
         *_fence_steps(inv, sv.others, sv.fenced),
         _stop_step(inv, host, ts, voter=True),
         Step(
             id=f"backup:{host.name}",
-            action="copy-dir",
+            action=A.COPY_DIR,
             host=host.name,
             description=f"copy {paths.data_dir} on {host.name} to {paths.backup} (kept, never deleted)",
             postcondition=f"{paths.backup} is a complete copy of {paths.data_dir}",
             reason=f"{FORCE_FLAG} rewrites the data dir in place: the copy is the way back",
-            params={"src": paths.data_dir, "dst": paths.backup},
+            params=CopyParams(src=paths.data_dir, dst=paths.backup),
         ),
         _retire_step(inv, host, ts),
         forced,
@@ -845,12 +797,12 @@ def _db_restore(inv: Inventory, sv: _Survivor) -> Plan:
 def _copy_db_step(host: Host, paths: _Paths, reason: str) -> Step:
     return Step(
         id=f"copy-db:{host.name}",
-        action="copy-file",
+        action=A.COPY_FILE,
         host=host.name,
         description=f"copy {paths.data_dir}/member/snap/db on {host.name} to {paths.db}",
         postcondition=f"{paths.db} exists, a complete copy of {paths.data_dir}/member/snap/db",
         reason=reason,
-        params={"src": f"{paths.data_dir}/member/snap/db", "dst": paths.db},
+        params=CopyParams(src=f"{paths.data_dir}/member/snap/db", dst=paths.db),
     )
 
 
@@ -890,12 +842,12 @@ def _snapshot_restore(
         *_fence_steps(inv, others, fenced),
         Step(
             id=f"put-snapshot:{host.name}",
-            action="put-file",
+            action=A.PUT_FILE,
             host=host.name,
             description=f"copy snapshot {snap.path} to {host.name}:{paths.db} and check its sha256",
             postcondition=f"{paths.db} on {host.name} has sha256 {snap.sha256}",
             reason="the restore runs on the target host, from a copy whose hash is checked",
-            params={"src": str(snap.path), "dst": paths.db, "sha256": snap.sha256, "snapshot": snap.id},
+            params=PutFileParams(src=str(snap.path), dst=paths.db, sha256=snap.sha256, snapshot=snap.id),
         ),
         _stop_step(inv, host, ts, voter=True),
         _restore_step(inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}"),
@@ -923,7 +875,7 @@ def _start_restored(
 ) -> tuple[Step, ...]:
     """The tail both restore paths share: retire the old member, swap the restored data dir in,
     start it as a one-member cluster from the old member's image, wait, verify."""
-    old = f"{runtime_params(inv, host)['name']}-old-{ts}"
+    old = f"{MemberParams.fields_of(inv, host)['name']}-old-{ts}"
     return (
         _retire_step(inv, host, ts),
         _swap_step(inv, host, paths),

@@ -1,37 +1,40 @@
-"""Carrying a recovery plan out: one handler per step action of etcd_dr.recovery's paths (voter
-restore, force-new-cluster, learner restore, snapshot restore), for both runtimes (Docker as RKE
-runs etcd, and a plain process), over SSH.
+"""The recovery step vocabulary: each action of etcd_dr.recovery's plans (voter restore,
+force-new-cluster, learner restore, snapshot restore) is a `RecoveryAction`, a frozen params
+dataclass and its handler, side by side (`VOCABULARY` pairs them), for both runtimes (Docker as RKE
+runs etcd, and a plain process), over SSH. The planner builds `Step(action=RecoveryAction.X,
+params=XParams(...))`; the handler reads `step.typed(XParams)`; a journal reads the params back
+into the same types (`typed_plan`).
 
-Every `done()` is read-only and checks the step's postcondition against the hosts as they are now,
-including what later steps of the same plan leave behind, so that a re-run of the same plan after a
-crash at any point skips what is done: once the forced member exists (or was renamed aside), the
-member is never forced again. Data dirs are copied, never deleted; old members are renamed and kept
-with restart=no. A member is started as a copy of the retired one (`docker inspect`: image,
-entrypoint, mounts, network, environment; its etcd arguments) with only the cluster flags changed.
+Every `done()` only observes (one remote round trip where it can: one `docker inspect` for all the
+containers a check needs, one script for several paths) and checks the step's postcondition
+against the hosts as they are now, including what later steps of the same plan leave behind, so
+that a re-run of the same plan after a crash at any point skips what is done: once the forced
+member exists (or was renamed aside), the member is never forced again. Data dirs are copied, never
+deleted; old members are renamed and kept with restart=no. A member is started as a copy of the
+retired one (`docker inspect`: image, entrypoint, mounts, network, environment; its etcd arguments)
+with only the cluster flags changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from etcd_dr.audit import AuditLog
 from etcd_dr.errors import EtcdDrError
-from etcd_dr.etcd.client import EndpointStatus, EtcdClient
-from etcd_dr.executor import Executor, executor_for
+from etcd_dr.etcd.client import EndpointStatus
+from etcd_dr.fence_evidence import FenceEvidence, FenceKind
 from etcd_dr.fencing import asked_on_host, gather, probe
-from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Plan, Step, StepHandler
-from etcd_dr.recovery import FORCE_FLAG, FenceEvidence
-from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
-from etcd_dr.state import client_for
+from etcd_dr.inventory import Host, Inventory
+from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
+from etcd_dr.runtime import DockerRuntime, MemberStatus, ProcessRuntime, runtime_for, runtime_params
+from etcd_dr.stepctx import StepContext, wait
 
-Say = Callable[[str], None]
-POLL_S = 0.2
+FORCE_FLAG = "--force-new-cluster"
 KILL_WAIT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 # fencing evidence this young (gathered for the plan, no approval wait in between) is not gathered
@@ -74,27 +77,155 @@ def recovery_args(old: Sequence[str], initial_cluster: str, extra_flags: Sequenc
     return [*out, *extra_flags]
 
 
-@dataclass
-class Ctx:
-    """What the handlers share: the plan (for what later steps leave behind), one SSH connection per
-    host, one etcd client per endpoint, and what the verification found."""
+# --- the vocabulary: actions and their params ----------------------------------------------------
 
-    inv: Inventory
-    plan: Plan
-    audit: AuditLog | None
-    say: Say
+
+class RecoveryAction(enum.StrEnum):
+    """Every action a recovery plan may hold; `VOCABULARY` names its params type and handler."""
+
+    FENCE_CHECK = "fence-check"
+    FENCE_STOP = "etcd-fence-stop"
+    STOP = "etcd-stop"
+    COPY_DIR = "copy-dir"
+    COPY_FILE = "copy-file"
+    PUT_FILE = "put-file"
+    SNAPSHOT_RESTORE = "snapshot-restore"
+    SWAP_DIR = "swap-dir"
+    RETIRE = "retire-member"
+    RUN = "etcd-run"
+    WAIT_HEALTHY = "wait-healthy"
+    VERIFY = "verify-cluster"
+
+
+@dataclass(frozen=True)
+class MemberParams(Params):
+    """How the member on the step's host runs (etcd_dr.runtime.runtime_params), as every step that
+    touches the member carries it."""
+
+    runtime: str
+    name: str  # container or unit
+    image: str | None
+    binary: str
+    data_dir: str
+    endpoint: str
+
+    @staticmethod
+    def fields_of(inv: Inventory, host: Host) -> dict[str, str | None]:
+        """runtime_params(inv, host) as this class's fields (for `XParams(**fields_of(...), ...)`)."""
+        return {k: None if v is None else str(v) for k, v in runtime_params(inv, host).items()}
+
+
+@dataclass(frozen=True)
+class RecordedFence(Params):
+    """The evidence a voter was fenced by when the plan was made (an attestation stands later)."""
+
+    kind: FenceKind
+    how: str
+    by: str | None
+
+
+@dataclass(frozen=True)
+class FenceCheckParams(Params):
+    hosts: tuple[str, ...]
+    ports: tuple[int, ...]
+    evidence: Mapping[str, RecordedFence]
+
+
+@dataclass(frozen=True)
+class FenceStopParams(MemberParams):
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class StopParams(MemberParams):
+    timeout_s: int
+    sync_leader: bool  # a voter that leads without quorum: propose one entry (WAL fsynced), then kill
+    sync_key: str
+
+
+@dataclass(frozen=True)
+class CopyParams(Params):
+    """copy-dir and copy-file: src copied to dst on the step's host."""
+
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class PutFileParams(Params):
+    src: str  # on this machine
+    dst: str  # on the host
+    sha256: str
+    snapshot: str  # the catalog id
+
+
+@dataclass(frozen=True)
+class RestoreParams(MemberParams):
+    db: str
+    staging: str
+    work_dir: str  # a one-off container mounts it at the same path
+    argv: tuple[str, ...]  # argv[0] is the tool: etcdctl (3.4) or etcdutl
+
+
+@dataclass(frozen=True)
+class SwapParams(Params):
+    data_dir: str
+    staging: str
+    aside: str
+
+
+@dataclass(frozen=True)
+class RetireParams(MemberParams):
+    new_name: str
+    restart: str
+
+
+@dataclass(frozen=True)
+class RunParams(MemberParams):
+    member: str
+    initial_cluster: str
+    extra_flags: tuple[str, ...]
+    args: tuple[str, ...]  # used when the retired member is gone (its own args otherwise)
+    restart: str  # "always" | "no"
+    image_from: str  # same etcd version as the data: the retired member's image
+    forced_name: str | None = field(default=None, metadata={"omit_none": True})  # the forced one, renamed
+
+    @property
+    def forced(self) -> bool:
+        return FORCE_FLAG in self.extra_flags
+
+
+@dataclass(frozen=True)
+class WaitParams(Params):
+    endpoint: str
+    members: int
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class VerifyParams(Params):
+    endpoint: str
+    members: int
+    min_revision: int
+    probe_key: str
+    count_keys: bool
+
+
+# --- the context -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx(StepContext):
+    """What the handlers share (etcd_dr.stepctx: executors, clients, file verbs), and the plan (for
+    what later steps leave behind), the fencing evidence gathered for it, and what the verification
+    found."""
+
+    plan: Plan = field(default_factory=lambda: Plan("recover", "", ""))
     evidence: Mapping[str, FenceEvidence] = field(default_factory=dict)  # gathered while planning
     evidence_at: float | None = None  # time.monotonic() when it was gathered
     first_write_at: float | None = None  # wall clock of the first accepted write (the probe)
     keys: int | None = None
     revision: int | None = None
-    _executors: dict[str, Executor] = field(default_factory=dict)
-    _clients: dict[str, EtcdClient] = field(default_factory=dict)
-
-    def executor(self, host: str) -> Executor:
-        if host not in self._executors:
-            self._executors[host] = executor_for(self.inv, host, audit=self.audit)
-        return self._executors[host]
 
     def runtime(self, host: str, name: str) -> DockerRuntime | ProcessRuntime:
         """The member runtime on host under container (or unit) name `name`."""
@@ -105,40 +236,27 @@ class Ctx:
             rt.ex, rt.binary, name, unit_dir=rt.unit_dir, run_dir=rt.run_dir, log_dir=rt.log_dir
         )
 
-    def client(self, endpoint: str) -> EtcdClient:
-        if endpoint not in self._clients:
-            e = self.inv.etcd
-            self._clients[endpoint] = client_for(
-                self.inv,
-                [endpoint],
-                dial_timeout=min(e.dial_timeout, 2.0),
-                request_timeout=min(e.request_timeout, 2.0),
-            )
-        return self._clients[endpoint]
+    def members(self, host: str, *names: str) -> dict[str, MemberStatus]:
+        """The status of each member (container or unit) named on host: one round trip."""
+        return self.runtime(host, names[0]).statuses(*names)
 
-    def later(self, action: str, host: str | None) -> Step | None:
+    def later(self, action: RecoveryAction, host: str | None) -> Step | None:
         """The plan's step with this action on this host (the first one)."""
         return next((s for s in self.plan.steps if s.action == action and s.host == host), None)
 
-    def close(self) -> None:
-        for ex in self._executors.values():
-            ex.close()
-        for c in self._clients.values():
-            c.close()
-        self._executors.clear()
-        self._clients.clear()
+    def tally(self, endpoint: str) -> None:
+        """Count the keys and read the revision (one count-only range) for the result."""
+        count = self.client(endpoint).range(b"\0", b"\0", count_only=True, timeout=2.0)
+        self.keys, self.revision = count.count, count.header.revision
 
 
-def _p(step: Step, key: str) -> str:
-    return str(step.params[key])
+def _host(step: Step) -> str:
+    if step.host is None:
+        raise RecoveryStepError(f"step {step.id}: no host; the plan is malformed, plan again")
+    return step.host
 
 
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise RecoveryStepError(f"{what}: not true after {timeout:.0f} s")
-        time.sleep(POLL_S)
+# --- the handlers, one per action --------------------------------------------------------------------
 
 
 class FenceCheck:
@@ -146,55 +264,39 @@ class FenceCheck:
 
     def __init__(self, c: Ctx) -> None:
         self.c = c
-        self.problems: list[str] = []
 
-    def done(self, step: Step) -> bool | str:
-        hosts = [str(h) for h in step.params["hosts"]]  # type: ignore[attr-defined]
+    def _fresh(self, p: FenceCheckParams) -> str | None:
         at = self.c.evidence_at
         age = time.monotonic() - at if at is not None else None
         if (
             age is not None
             and age < FRESH_EVIDENCE_S
-            and all(h in self.c.evidence and self.c.evidence[h].fenced for h in hosts)
+            and all(h in self.c.evidence and self.c.evidence[h].fenced for h in p.hosts)
         ):
             return f"fenced, by the evidence gathered {age:.1f} s ago for the plan"
+        return None
+
+    def _problems(self, p: FenceCheckParams) -> list[str]:
         # the plan's attestations stand (they were recorded); the rest is gathered and probed again
-        recorded = step.params.get("evidence") or {}
-        attested = {
-            h: str(e["by"])
-            for h, e in recorded.items()
-            if isinstance(e, dict) and e.get("kind") == "attested"
-        }
-        ev = gather(self.c.inv, hosts, attested=attested)
-        seen = probe(self.c.inv, hosts).sightings
-        self.problems = [f"{h} is not fenced ({e.how})" for h, e in ev.items() if not e.fenced]
-        self.problems += [f"a partition, not a loss: {s}" for s in seen]
-        return not self.problems
+        attested = {h: str(e.by) for h, e in p.evidence.items() if e.kind is FenceKind.ATTESTED}
+        ev = gather(self.c.inv, list(p.hosts), attested=attested)
+        seen = probe(self.c.inv, list(p.hosts)).sightings
+        return [f"{h} is not fenced ({e.how})" for h, e in ev.items() if not e.fenced] + [
+            f"a partition, not a loss: {s}" for s in seen
+        ]
 
-    def run(self, step: Step) -> None:
-        raise RecoveryStepError(
-            f"{'; '.join(self.problems)}; fence it, then run `etcd-dr recover` again (this plan resumes)"
-        )
+    def done(self, step: Step) -> bool | str:
+        p = step.typed(FenceCheckParams)
+        return self._fresh(p) or not self._problems(p)
 
-
-class EtcdKill:
-    """Done once the member's etcd is not running, or the plan already retired it."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
-    def _retired(self, step: Step) -> bool:
-        retire = self.c.later("retire-member", step.host)
-        return retire is not None and self.c.runtime(str(step.host), _p(retire, "new_name")).exists()
-
-    def done(self, step: Step) -> bool:
-        return self._retired(step) or not self.c.runtime(str(step.host), _p(step, "name")).is_running()
-
-    def run(self, step: Step) -> None:
-        # a kill, not a stop: a leader whose peers are gone stalls the whole stop timeout (NOTES)
-        rt = self.c.runtime(str(step.host), _p(step, "name"))
-        rt.kill()
-        _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {step.host} stopped")
+    def run(self, step: Step) -> str:
+        # asked again, not remembered from done(): done() only observes
+        problems = self._problems(step.typed(FenceCheckParams))
+        if problems:
+            raise RecoveryStepError(
+                f"{'; '.join(problems)}; fence it, then run `etcd-dr recover` again (this plan resumes)"
+            )
+        return "fenced on a second look"
 
 
 class EtcdFenceStop:
@@ -206,12 +308,14 @@ class EtcdFenceStop:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        rt = self.c.runtime(str(step.host), _p(step, "name"))
-        return not rt.is_running() and not (rt.exists() and rt.restarts())
+        p = step.typed(FenceStopParams)
+        st = self.c.members(_host(step), p.name)[p.name]
+        return not st.running and not (st.exists and st.restarts)
 
     def run(self, step: Step) -> None:
-        host = self.c.inv.host(str(step.host))
-        rt = self.c.runtime(host.name, _p(step, "name"))
+        p = step.typed(FenceStopParams)
+        host = self.c.inv.host(_host(step))
+        rt = self.c.runtime(host.name, p.name)
         if rt.is_running():
             own = asked_on_host(self.c.inv, host, self.c.executor(host.name))
             if isinstance(own, EndpointStatus) and own.leader:
@@ -223,11 +327,63 @@ class EtcdFenceStop:
             if not isinstance(own, EndpointStatus):  # running and silent even there: no write to lose
                 self.c.say(f"{host.name}: its etcd did not answer on {host.name} ({own}); stopping it")
         rt.set_restart(False)
-        rt.stop(float(step.params.get("timeout_s", STOP_TIMEOUT_S)))
-        _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host.name} stopped")
+        rt.stop(float(p.timeout_s))
+        wait(
+            lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host.name} stopped", error=RecoveryStepError
+        )
 
 
-_COPY = 'rm -rf -- "$2.part" && cp -a -- "$1" "$2.part" && sync && mv -- "$2.part" "$2"'
+class EtcdStop:
+    """Stops etcd with its WAL synced; done once it is not running, or the plan already retired it.
+
+    A follower is stopped gracefully (it flushes the WAL; ~1 s). A voter that still leads without a
+    quorum would stall its stop trying to hand leadership to dead peers (measured: over 40 s) and
+    only steps down after up to two election timeouts; instead one entry is proposed to it: the
+    leader appends and fsyncs it (with the commit index it holds) at once, the entry can never
+    commit, --force-new-cluster drops it, and the member is killed."""
+
+    def __init__(self, c: Ctx) -> None:
+        self.c = c
+
+    def done(self, step: Step) -> bool:
+        p, host = step.typed(StopParams), _host(step)
+        retire = self.c.later(RecoveryAction.RETIRE, host)
+        names = [p.name] + ([retire.typed(RetireParams).new_name] if retire is not None else [])
+        st = self.c.members(host, *names)  # one look at both
+        return (retire is not None and st[names[1]].exists) or not st[p.name].running
+
+    def _leads(self, endpoint: str) -> bool:
+        try:
+            return self.c.client(endpoint).status(endpoint, timeout=1.0).is_leader
+        except EtcdDrError:
+            return False  # not answering: nothing to hand over
+
+    def run(self, step: Step) -> str:
+        p, host = step.typed(StopParams), _host(step)
+        rt = self.c.runtime(host, p.name)
+        if p.sync_leader and self._leads(p.endpoint):
+            with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
+                self.c.client(p.endpoint).put(p.sync_key, "never committed", timeout=1.0)
+            rt.kill()
+            wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
+            return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
+        rt.stop(float(p.timeout_s))
+        wait(
+            lambda: not rt.is_running(),
+            p.timeout_s + KILL_WAIT_S,
+            f"etcd on {host} stopped",
+            error=RecoveryStepError,
+        )
+        return "stopped gracefully"
+
+
+def _quiet(c: Ctx, host: str) -> None:
+    """Refuse to read a data dir while the plan's own member runs again (restarted by someone)."""
+    stop = c.later(RecoveryAction.STOP, host)
+    if stop is not None:
+        name = stop.typed(StopParams).name
+        if c.members(host, name)[name].running:
+            raise RecoveryStepError(f"{host}: etcd runs again: its data dir is not quiet, not copied")
 
 
 class CopyDir:
@@ -237,57 +393,15 @@ class CopyDir:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return _exists(self.c.executor(str(step.host)), _p(step, "dst"), "-d")
+        return self.c.fs(_host(step)).is_dir(step.typed(CopyParams).dst)
 
     def run(self, step: Step) -> None:
-        ex = self.c.executor(str(step.host))
-        src, dst = _p(step, "src"), _p(step, "dst")
-        if not _exists(ex, f"{src}/member", "-d"):
-            raise RecoveryStepError(f"{step.host}: {src} holds no etcd data (no member dir); nothing copied")
-        _quiet(self.c, step)
-        ex.run(["sh", "-c", _COPY, "copy", src, dst], timeout=600, reason=f"back up {src} to {dst}")
-
-
-class EtcdStop(EtcdKill):
-    """Stops etcd with its WAL synced; done as for a kill.
-
-    A follower is stopped gracefully (it flushes the WAL; ~1 s). A voter that still leads without a
-    quorum would stall its stop trying to hand leadership to dead peers (measured: over 40 s) and
-    only steps down after up to two election timeouts; instead one entry is proposed to it: the
-    leader appends and fsyncs it (with the commit index it holds) at once, the entry can never
-    commit, --force-new-cluster drops it, and the member is killed."""
-
-    def _leads(self, step: Step) -> bool:
-        ep = _p(step, "endpoint")
-        try:
-            return self.c.client(ep).status(ep, timeout=1.0).is_leader
-        except EtcdDrError:
-            return False  # not answering: nothing to hand over
-
-    def run(self, step: Step) -> str:
-        rt = self.c.runtime(str(step.host), _p(step, "name"))
-        if step.params.get("sync_leader") and self._leads(step):
-            ep = _p(step, "endpoint")
-            with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
-                self.c.client(ep).put(_p(step, "sync_key"), "never committed", timeout=1.0)
-            rt.kill()
-            _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {step.host} stopped")
-            return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
-        timeout = float(_p(step, "timeout_s"))
-        rt.stop(timeout)
-        _wait(lambda: not rt.is_running(), timeout + KILL_WAIT_S, f"etcd on {step.host} stopped")
-        return "stopped gracefully"
-
-
-def _exists(ex: Executor, path: str, test: str = "-e") -> bool:
-    return ex.run(["test", test, path], check=False).ok
-
-
-def _quiet(c: Ctx, step: Step) -> None:
-    """Refuse to read a data dir while the plan's own member runs again (restarted by someone)."""
-    stop = c.later("etcd-kill", step.host) or c.later("etcd-stop", step.host)
-    if stop is not None and c.runtime(str(step.host), _p(stop, "name")).is_running():
-        raise RecoveryStepError(f"{step.host}: etcd runs again: its data dir is not quiet, not copied")
+        p, host = step.typed(CopyParams), _host(step)
+        fs = self.c.fs(host)
+        if not fs.is_dir(f"{p.src}/member"):
+            raise RecoveryStepError(f"{host}: {p.src} holds no etcd data (no member dir); nothing copied")
+        _quiet(self.c, host)
+        fs.copy_atomic(p.src, p.dst, reason=f"back up {p.src} to {p.dst}")
 
 
 class CopyFile:
@@ -297,21 +411,16 @@ class CopyFile:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return _exists(self.c.executor(str(step.host)), _p(step, "dst"), "-f")
+        return self.c.fs(_host(step)).is_file(step.typed(CopyParams).dst)
 
     def run(self, step: Step) -> None:
-        ex = self.c.executor(str(step.host))
-        src, dst = _p(step, "src"), _p(step, "dst")
-        if not _exists(ex, src, "-f"):
-            raise RecoveryStepError(f"{step.host}: {src} does not exist: no etcd db to restore from")
-        _quiet(self.c, step)
-        ex.run(["mkdir", "-p", "-m", "700", posixpath.dirname(dst)], reason="recovery work dir")
-        ex.run(["sh", "-c", _COPY, "copy", src, dst], timeout=600, reason=f"copy {src} to {dst}")
-
-
-def _sha256(ex: Executor, path: str) -> str | None:
-    r = ex.run(["sha256sum", "--", path], check=False, timeout=600)
-    return r.stdout.split()[0] if r.ok and r.stdout.strip() else None
+        p, host = step.typed(CopyParams), _host(step)
+        fs = self.c.fs(host)
+        if not fs.is_file(p.src):
+            raise RecoveryStepError(f"{host}: {p.src} does not exist: no etcd db to restore from")
+        _quiet(self.c, host)
+        fs.makedirs(posixpath.dirname(p.dst), reason="recovery work dir")
+        fs.copy_atomic(p.src, p.dst, reason=f"copy {p.src} to {p.dst}")
 
 
 class PutFile:
@@ -321,25 +430,29 @@ class PutFile:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        return _sha256(self.c.executor(str(step.host)), _p(step, "dst")) == _p(step, "sha256")
+        p = step.typed(PutFileParams)
+        return self.c.fs(_host(step)).sha256(p.dst) == p.sha256
 
     def run(self, step: Step) -> None:
-        src, want = _p(step, "src"), _p(step, "sha256")
+        p = step.typed(PutFileParams)
         try:
-            with open(src, "rb") as f:
+            with open(p.src, "rb") as f:
                 data = f.read()  # whole in memory: the executor's put is one atomic write
         except OSError as e:
-            raise RecoveryStepError(f"snapshot {src} cannot be read ({e.strerror}); nothing copied") from e
+            raise RecoveryStepError(f"snapshot {p.src} cannot be read ({e.strerror}); nothing copied") from e
         got = hashlib.sha256(data).hexdigest()
-        if got != want:
+        if got != p.sha256:
             raise RecoveryStepError(
-                f"snapshot {src} has sha256 {got[:12]}..., its catalog record says {want[:12]}...: the file "
-                "changed since it was verified; nothing copied, verify it again (`etcd-dr snapshot verify`)"
+                f"snapshot {p.src} has sha256 {got[:12]}..., its catalog record says {p.sha256[:12]}...: "
+                "the file changed since it was verified; nothing copied, verify it again "
+                "(`etcd-dr snapshot verify`)"
             )
-        ex = self.c.executor(str(step.host))
-        dst = _p(step, "dst")
-        ex.run(["mkdir", "-p", "-m", "700", posixpath.dirname(dst)], reason="recovery work dir")
-        ex.put(data, dst, mode=0o600, reason=f"snapshot {_p(step, 'snapshot')} for the restore")
+        self.c.fs(_host(step)).write_atomic(data, p.dst, reason=f"snapshot {p.snapshot} for the restore")
+
+
+def _swapped(staging: str) -> str:
+    """The marker the swap leaves in the plan's work dir once the restored dir is in place."""
+    return posixpath.join(posixpath.dirname(staging), "swapped")
 
 
 class SnapshotRestore:
@@ -351,61 +464,52 @@ class SnapshotRestore:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        ex = self.c.executor(str(step.host))
-        return _exists(ex, f"{_p(step, 'staging')}/member/wal", "-d") or _exists(ex, _swapped(step))
+        p = step.typed(RestoreParams)
+        return any(
+            self.c.fs(_host(step)).tests(("-d", f"{p.staging}/member/wal"), ("-e", _swapped(p.staging)))
+        )
 
-    def _template(self, step: Step) -> DockerRuntime | ProcessRuntime:
+    def _template(self, host: str, p: RestoreParams) -> tuple[DockerRuntime | ProcessRuntime, MemberStatus]:
         """The member (or, on a resumed run, the member this plan retired) whose etcd build to use."""
-        host = str(step.host)
-        names = [_p(step, "name")]
-        retire = self.c.later("retire-member", step.host)
+        names = [p.name]
+        retire = self.c.later(RecoveryAction.RETIRE, host)
         if retire is not None:
-            names.append(_p(retire, "new_name"))
+            names.append(retire.typed(RetireParams).new_name)
+        st = self.c.members(host, *names)
         for n in names:
-            rt = self.c.runtime(host, n)
-            if rt.exists():
-                return rt
+            if st[n].exists:
+                return self.c.runtime(host, n), st[n]
         raise RecoveryStepError(
             f"{host}: no etcd {' or '.join(names)} to take the etcd build from; the restore needs the "
             "member's image (docker) or unit (process)"
         )
 
     def run(self, step: Step) -> None:
-        host = str(step.host)
-        ex = self.c.executor(host)
-        staging = _p(step, "staging")
-        part = f"{staging}.part"
-        if _exists(ex, part):  # an interrupted restore: keep it, never delete
-            ex.run(
-                ["mv", "--", part, f"{part}.failed-{int(time.time())}"], reason="set aside a partial restore"
-            )
-        argv = [str(a) for a in step.params["argv"]]  # type: ignore[attr-defined]
-        argv = [f"--data-dir={part}" if a.startswith("--data-dir=") else a for a in argv]
+        p, host = step.typed(RestoreParams), _host(step)
+        ex, fs = self.c.executor(host), self.c.fs(host)
+        part = f"{p.staging}.part"
+        if fs.exists(part):  # an interrupted restore: keep it, never delete
+            fs.move_aside(part, f"failed-{int(time.time())}", reason="set aside a partial restore")
+        argv = [f"--data-dir={part}" if a.startswith("--data-dir=") else a for a in p.argv]
         tool, rest = argv[0], argv[1:]
-        tmpl = self._template(step)
+        tmpl, seen = self._template(host, p)
         if isinstance(tmpl, DockerRuntime):
-            t = tmpl.inspect()
+            t = dict(seen.inspected) if seen.inspected is not None else tmpl.inspect()
             image = str((t.get("Config") or {}).get("Image") or "")
             bindir = posixpath.dirname(str(t["Path"]))
-            work = _p(step, "work_dir")
             cmd = [
-                tmpl.docker, "run", "--rm", "--network=none", "-v", f"{work}:{work}",
+                tmpl.docker, "run", "--rm", "--network=none", "-v", f"{p.work_dir}:{p.work_dir}",
                 "--entrypoint", posixpath.join(bindir, tool), image, *rest,
             ]  # fmt: skip
         else:
             cmd = [posixpath.join(posixpath.dirname(tmpl.exec_line()[0]), tool), *rest]
-        r = ex.run(cmd, check=False, timeout=600, reason=f"restore {_p(step, 'db')} into {part}")
+        r = ex.run(cmd, check=False, timeout=600, reason=f"restore {p.db} into {part}")
         if not r.ok:
             raise RecoveryStepError(
                 f"{host}: {tool} snapshot restore failed (exit {r.rc}): {r.stderr.strip()[-300:]}; the data "
                 "dir is untouched"
             )
-        ex.run(["mv", "--", part, staging], reason="restored dir complete")
-
-
-def _swapped(step: Step) -> str:
-    """The marker the swap leaves in the plan's work dir once the restored dir is in place."""
-    return posixpath.join(posixpath.dirname(_p(step, "staging")), "swapped")
+        fs.rename(part, p.staging, reason="restored dir complete")
 
 
 _SWAP = """set -e
@@ -432,16 +536,20 @@ class SwapDir:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        ex = self.c.executor(str(step.host))
-        return _exists(ex, _swapped(step)) and not _exists(ex, _p(step, "staging"))
+        p = step.typed(SwapParams)
+        marker, staging = self.c.fs(_host(step)).tests(("-e", _swapped(p.staging)), ("-e", p.staging))
+        return marker and not staging
 
     def run(self, step: Step) -> None:
-        ex = self.c.executor(str(step.host))
-        _quiet(self.c, step)
-        d, s, a = _p(step, "data_dir"), _p(step, "staging"), _p(step, "aside")
-        r = ex.run(["sh", "-c", _SWAP, "swap", d, s, a, _swapped(step)], check=False, reason=f"swap {s} in")
+        p, host = step.typed(SwapParams), _host(step)
+        _quiet(self.c, host)
+        r = self.c.executor(host).run(
+            ["sh", "-c", _SWAP, "swap", p.data_dir, p.staging, p.aside, _swapped(p.staging)],
+            check=False,
+            reason=f"swap {p.staging} in",
+        )
         if not r.ok:
-            raise RecoveryStepError(f"{step.host}: {r.stderr.strip()}; nothing deleted")
+            raise RecoveryStepError(f"{host}: {r.stderr.strip()}; nothing deleted")
 
 
 class RetireMember:
@@ -451,18 +559,18 @@ class RetireMember:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        old = self.c.runtime(str(step.host), _p(step, "new_name"))
-        return old.exists() and not old.restarts()
+        p = step.typed(RetireParams)
+        old = self.c.members(_host(step), p.new_name)[p.new_name]
+        return old.exists and not old.restarts
 
     def run(self, step: Step) -> None:
-        host = str(step.host)
-        old = self.c.runtime(host, _p(step, "new_name"))
-        if not old.exists():
-            cur = self.c.runtime(host, _p(step, "name"))
-            if not cur.exists():
-                what = f"no {_p(step, 'name')} to retire and no {_p(step, 'new_name')}"
-                raise RecoveryStepError(f"{host}: {what}")
-            old = cur.rename(_p(step, "new_name"))
+        p, host = step.typed(RetireParams), _host(step)
+        st = self.c.members(host, p.new_name, p.name)
+        old = self.c.runtime(host, p.new_name)
+        if not st[p.new_name].exists:
+            if not st[p.name].exists:
+                raise RecoveryStepError(f"{host}: no {p.name} to retire and no {p.new_name}")
+            old = self.c.runtime(host, p.name).rename(p.new_name)
         old.set_restart(False)
 
 
@@ -475,64 +583,70 @@ class EtcdRun:
     def __init__(self, c: Ctx) -> None:
         self.c = c
 
-    def expected(self, step: Step) -> list[str]:
-        host = str(step.host)
-        tmpl = self.c.runtime(host, _p(step, "image_from"))
-        old = tmpl.args() if tmpl.exists() else [str(a) for a in step.params["args"]]  # type: ignore[attr-defined]
-        extra = [str(a) for a in step.params["extra_flags"]]  # type: ignore[attr-defined]
-        return recovery_args(old, _p(step, "initial_cluster"), extra)
+    @staticmethod
+    def expected(p: RunParams, template: MemberStatus) -> list[str]:
+        old = list(template.args) if template.exists else list(p.args)
+        return recovery_args(old, p.initial_cluster, p.extra_flags)
 
-    def _forced(self, step: Step) -> bool:
-        return FORCE_FLAG in [str(a) for a in step.params["extra_flags"]]  # type: ignore[attr-defined]
-
-    def _one_member(self, step: Step) -> bool:
+    def _one_member(self, endpoint: str) -> bool:
         try:
-            ms = self.c.client(_p(step, "endpoint")).member_list(
-                linearizable=False, endpoint=_p(step, "endpoint"), timeout=2.0
-            )
+            ms = self.c.client(endpoint).member_list(linearizable=False, endpoint=endpoint, timeout=2.0)
         except EtcdDrError:
             return False
         return len(ms) == 1
 
     def done(self, step: Step) -> bool:
-        host = str(step.host)
-        rt = self.c.runtime(host, _p(step, "name"))
-        if self._forced(step):
+        p, host = step.typed(RunParams), _host(step)
+        if p.forced:
             renamed = [
-                str(s.params["forced_name"])
+                n
                 for s in self.c.plan.steps
-                if s.host == host and s.action == "etcd-run" and "forced_name" in s.params
+                if s.host == host and s.action == RecoveryAction.RUN
+                for n in [s.typed(RunParams).forced_name]
+                if n is not None
             ]
-            if any(self.c.runtime(host, n).exists() for n in renamed):
+            st = self.c.members(host, p.name, *renamed)  # one look at all of them
+            if any(st[n].exists for n in renamed):
                 return True
-            if not rt.exists():
+            me = st[p.name]
+            if not me.exists:
                 return False
-            if FORCE_FLAG in rt.args():
+            if FORCE_FLAG in me.args:
                 return True  # the forced member exists: never start another
-            return rt.is_running() and self._one_member(step)
+            return me.running and self._one_member(p.endpoint)
+        st = self.c.members(host, p.name, p.image_from)
+        me = st[p.name]
         return (
-            rt.is_running()
-            and rt.args() == self.expected(step)
-            and rt.restarts() == (_p(step, "restart") == "always")
+            me.running
+            and list(me.args) == self.expected(p, st[p.image_from])
+            and me.restarts == (p.restart == "always")
         )
 
     def run(self, step: Step) -> None:
-        host = str(step.host)
-        name = _p(step, "name")
-        rt = self.c.runtime(host, name)
-        if rt.exists():
-            if self._forced(step) or FORCE_FLAG not in rt.args():
+        p, host = step.typed(RunParams), _host(step)
+        rt = self.c.runtime(host, p.name)
+        st = self.c.members(host, p.name, p.image_from)
+        me = st[p.name]
+        if me.exists:
+            if p.forced or FORCE_FLAG not in me.args:
                 raise RecoveryStepError(
-                    f"{host}: a {name} exists that this plan did not expect ({' '.join(rt.args()[:1])}...); "
+                    f"{host}: a {p.name} exists that this plan did not expect ({' '.join(me.args[:1])}...); "
                     "nothing started"
                 )
+            if p.forced_name is None:
+                raise RecoveryStepError(f"{host}: step {step.id} has no name to keep the forced member under")
             # the forced member: stopped (one member, no leadership to hand over), kept aside, never
             # restarted by itself
             rt.stop(STOP_TIMEOUT_S)
-            _wait(lambda: not rt.is_running(), KILL_WAIT_S, f"forced etcd on {host} stopped")
-            rt.rename(_p(step, "forced_name")).set_restart(False)
-        args = self.expected(step)
-        rt.start_like(_p(step, "image_from"), args, restart_always=_p(step, "restart") == "always")
+            wait(
+                lambda: not rt.is_running(),
+                KILL_WAIT_S,
+                f"forced etcd on {host} stopped",
+                error=RecoveryStepError,
+            )
+            rt.rename(p.forced_name).set_restart(False)
+        tmpl = st[p.image_from]
+        rt.start_like(p.image_from, self.expected(p, tmpl), restart_always=p.restart == "always", seen=tmpl)
 
 
 class WaitHealthy:
@@ -540,28 +654,33 @@ class WaitHealthy:
 
     def __init__(self, c: Ctx) -> None:
         self.c = c
-        self.last = "not asked yet"
+
+    def _look(self, p: WaitParams) -> tuple[bool, str]:
+        """Whether it leads a cluster of p.members, and what was seen, one phrase."""
+        try:
+            cl = self.c.client(p.endpoint)
+            if not cl.status(p.endpoint, timeout=1.0).is_leader:
+                return False, "answers, but does not lead (yet)"
+            n = len(cl.member_list(linearizable=False, endpoint=p.endpoint, timeout=1.0))
+        except EtcdDrError as e:
+            return False, str(e)
+        return n == p.members, f"leads, {n} members"
 
     def done(self, step: Step) -> bool:
-        ep = _p(step, "endpoint")
-        try:
-            cl = self.c.client(ep)
-            st = cl.status(ep, timeout=1.0)
-            if not st.is_leader:
-                self.last = "answers, but does not lead (yet)"
-                return False
-            n = len(cl.member_list(linearizable=False, endpoint=ep, timeout=1.0))
-        except EtcdDrError as e:
-            self.last = str(e)
-            return False
-        self.last = f"leads, {n} members"
-        return n == int(_p(step, "members"))
+        return self._look(step.typed(WaitParams))[0]
 
     def run(self, step: Step) -> None:
+        p = step.typed(WaitParams)
+        last = ["not asked yet"]
+
+        def leads() -> bool:
+            ok, last[0] = self._look(p)
+            return ok
+
         try:
-            _wait(lambda: self.done(step), float(_p(step, "timeout_s")), f"{step.host} leads alone")
+            wait(leads, float(p.timeout_s), f"{step.host} leads alone", error=RecoveryStepError)
         except RecoveryStepError as e:
-            raise RecoveryStepError(f"{e} (last: {self.last}); see the member's log on {step.host}") from e
+            raise RecoveryStepError(f"{e} (last: {last[0]}); see the member's log on {step.host}") from e
 
 
 class VerifyCluster:
@@ -571,44 +690,78 @@ class VerifyCluster:
         self.c = c
 
     def done(self, step: Step) -> bool:
-        ep = _p(step, "endpoint")
-        cl = self.c.client(ep)
+        p = step.typed(VerifyParams)
+        cl = self.c.client(p.endpoint)
         try:
-            members = cl.member_list(linearizable=True, endpoint=ep, timeout=2.0)
-            probe = cl.range(_p(step, "probe_key"), timeout=2.0)
+            members = cl.member_list(linearizable=True, endpoint=p.endpoint, timeout=2.0)
+            found = cl.range(p.probe_key, timeout=2.0)
             count = cl.range(b"\0", b"\0", count_only=True, timeout=2.0)
         except EtcdDrError:
             return False
-        self.c.keys, self.c.revision = count.count, count.header.revision
-        return (
-            len(members) == int(_p(step, "members"))
-            and probe.count == 1
-            and count.header.revision >= int(_p(step, "min_revision"))
-        )
+        return len(members) == p.members and found.count == 1 and count.header.revision >= p.min_revision
 
     def run(self, step: Step) -> None:
-        ep = _p(step, "endpoint")
+        p = step.typed(VerifyParams)
         value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.c.client(ep).put(_p(step, "probe_key"), f"recovered {value}", timeout=5.0)
+        self.c.client(p.endpoint).put(p.probe_key, f"recovered {value}", timeout=5.0)
         self.c.first_write_at = time.time()
+        if p.count_keys:
+            self.c.tally(p.endpoint)
+
+
+# --- the pairing ---------------------------------------------------------------------------------
+
+VOCABULARY: dict[RecoveryAction, tuple[type[Params], Callable[[Ctx], StepHandler]]] = {
+    RecoveryAction.FENCE_CHECK: (FenceCheckParams, FenceCheck),
+    RecoveryAction.FENCE_STOP: (FenceStopParams, EtcdFenceStop),
+    RecoveryAction.STOP: (StopParams, EtcdStop),
+    RecoveryAction.COPY_DIR: (CopyParams, CopyDir),
+    RecoveryAction.COPY_FILE: (CopyParams, CopyFile),
+    RecoveryAction.PUT_FILE: (PutFileParams, PutFile),
+    RecoveryAction.SNAPSHOT_RESTORE: (RestoreParams, SnapshotRestore),
+    RecoveryAction.SWAP_DIR: (SwapParams, SwapDir),
+    RecoveryAction.RETIRE: (RetireParams, RetireMember),
+    RecoveryAction.RUN: (RunParams, EtcdRun),
+    RecoveryAction.WAIT_HEALTHY: (WaitParams, WaitHealthy),
+    RecoveryAction.VERIFY: (VerifyParams, VerifyCluster),
+}
 
 
 def handlers(c: Ctx) -> dict[str, StepHandler]:
-    return {
-        "fence-check": FenceCheck(c),
-        "etcd-kill": EtcdKill(c),
-        "etcd-fence-stop": EtcdFenceStop(c),
-        "copy-dir": CopyDir(c),
-        "etcd-stop": EtcdStop(c),
-        "copy-file": CopyFile(c),
-        "put-file": PutFile(c),
-        "snapshot-restore": SnapshotRestore(c),
-        "swap-dir": SwapDir(c),
-        "retire-member": RetireMember(c),
-        "etcd-run": EtcdRun(c),
-        "wait-healthy": WaitHealthy(c),
-        "verify-cluster": VerifyCluster(c),
-    }
+    return {str(a): h(c) for a, (_, h) in VOCABULARY.items()}
 
 
-__all__ = ["Ctx", "RecoveryStepError", "handlers", "recovery_args"]
+def typed_plan(plan: Plan) -> Plan:
+    """A recovery plan read back from JSON (the journal) with each step's action and params in
+    their types. Raises ParamsError naming the step for an action or params this version does not
+    know (a journal of another version)."""
+    steps = []
+    for s in plan.steps:
+        try:
+            action = RecoveryAction(str(s.action))
+        except ValueError:
+            raise ParamsError(f"step {s.id}: action {s.action!r} is not a recovery action") from None
+        cls = VOCABULARY[action][0]
+        if isinstance(s.params, cls):
+            steps.append(replace(s, action=action))
+            continue
+        if isinstance(s.params, Params):
+            raise ParamsError(f"step {s.id}: params are {type(s.params).__name__}, not {cls.__name__}")
+        try:
+            params = cls.from_json(s.params)
+        except ParamsError as e:
+            raise ParamsError(f"step {s.id}: {e}") from None
+        steps.append(replace(s, action=action, params=params))
+    return replace(plan, steps=tuple(steps))
+
+
+__all__ = [
+    "FORCE_FLAG",
+    "VOCABULARY",
+    "Ctx",
+    "RecoveryAction",
+    "RecoveryStepError",
+    "handlers",
+    "recovery_args",
+    "typed_plan",
+]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import enum
 import json
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from etcd_dr.errors import CommandError, EtcdDrError, InputError
 from etcd_dr.executor import Executor
@@ -27,6 +27,20 @@ from etcd_dr.inventory import Host, Inventory, RuntimeKind
 
 class RuntimeStateError(EtcdDrError):
     """The member is not in the state the operation needs (e.g. start while running)."""
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """What one look at a member shows (one `docker inspect`, or one script for a unit): enough
+    for a step's checks in one round trip."""
+
+    name: str
+    exists: bool
+    running: bool = False
+    restarts: bool = False  # comes back by itself (a restart policy but "no"; an enabled unit)
+    args: tuple[str, ...] = ()  # etcd's arguments (empty when it does not exist)
+    # docker: the whole `docker inspect` it was read from, so a start from it needs no second look
+    inspected: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class InitialClusterState(enum.StrEnum):
@@ -166,7 +180,9 @@ class MemberRuntime(Protocol):
     def rename(self, new_name: str) -> MemberRuntime: ...
     def set_restart(self, always: bool) -> None: ...
     def restarts(self) -> bool: ...
-    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None: ...
+    def start_like(
+        self, template: str, args: Sequence[str], *, restart_always: bool, seen: MemberStatus | None = None
+    ) -> None: ...
     def data_dir_for(self, host_path: str) -> str: ...
     def host_path(self, runtime_path: str) -> str: ...
     def logs(self, tail: int = 50) -> str: ...
@@ -278,6 +294,30 @@ class DockerRuntime:
         policy = (self._inspect("{{.HostConfig.RestartPolicy.Name}}") or "").strip()
         return policy not in ("", "no")
 
+    def statuses(self, *names: str) -> dict[str, MemberStatus]:
+        """The status of each container named (this one when none is), in one `docker inspect`."""
+        names = names or (self.container,)
+        r = self._docker("inspect", "--type", "container", "-f", "{{json .}}", *names, check=False)
+        if not r.ok and "No such" not in r.stderr:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        found: dict[str, MemberStatus] = {}
+        for line in r.stdout.splitlines():
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            name = str(d.get("Name") or "").lstrip("/")
+            policy = str(((d.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "")
+            found[name] = MemberStatus(
+                name,
+                True,
+                bool((d.get("State") or {}).get("Running")),
+                policy not in ("", "no"),
+                # NOTES: an empty argument would become an empty flag (as args() drops it)
+                tuple(str(a) for a in d.get("Args") or () if a != ""),
+                d,
+            )
+        return {n: found.get(n, MemberStatus(n, False)) for n in names}
+
     def inspect(self) -> dict:
         """`docker inspect` of the container, parsed."""
         out = self._inspect("{{json .}}")
@@ -285,10 +325,16 @@ class DockerRuntime:
             raise RuntimeStateError(f"{self.ex.host}: no container named {self.container}")
         return json.loads(out)
 
-    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None:
+    def start_like(
+        self, template: str, args: Sequence[str], *, restart_always: bool, seen: MemberStatus | None = None
+    ) -> None:
         """`docker run` this container as a copy of container `template` (image, entrypoint, mounts,
-        network, environment, all from its `docker inspect`), with etcd arguments `args`."""
-        t = DockerRuntime(self.ex, template, docker=self.docker).inspect()
+        network, environment, all from its `docker inspect`), with etcd arguments `args`. `seen`:
+        the template's status just read (its inspect is used instead of asking again)."""
+        if seen is not None and seen.name == template and seen.inspected is not None:
+            t = dict(seen.inspected)
+        else:
+            t = DockerRuntime(self.ex, template, docker=self.docker).inspect()
         cfg, host_cfg = t.get("Config") or {}, t.get("HostConfig") or {}
         argv = ["run", "-d", "--name", self.container, f"--network={host_cfg.get('NetworkMode') or 'host'}"]
         argv.append("--restart=always" if restart_always else "--restart=no")
@@ -382,7 +428,9 @@ class ProcessRuntime:
         self.set_restart(restart_always)
         self._launch()
 
-    def start_like(self, template: str, args: Sequence[str], *, restart_always: bool) -> None:
+    def start_like(
+        self, template: str, args: Sequence[str], *, restart_always: bool, seen: MemberStatus | None = None
+    ) -> None:
         """Start this unit as a copy of unit `template` (its binary) with etcd arguments `args`."""
         tmpl = ProcessRuntime(
             self.ex, self.binary, template, unit_dir=self.unit_dir, run_dir=self.run_dir, log_dir=self.log_dir
@@ -411,6 +459,21 @@ class ProcessRuntime:
 
     def exists(self) -> bool:
         return self.ex.run(["test", "-f", self.unit], check=False).ok
+
+    def statuses(self, *names: str) -> dict[str, MemberStatus]:
+        """The status of each unit named (this one when none is), in one script."""
+        names = names or (self.name,)
+        r = self._sh(_UNIT_STATUS, self.unit_dir, self.run_dir, self.binary, *names, check=False)
+        if not r.ok:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        out: dict[str, MemberStatus] = {}
+        for block in r.stdout.split("\x1e")[1:]:  # one record per unit, separated by RS
+            head, _, unit = block.partition("\n")
+            name, exists, running, enabled = head.split(" ")
+            exec_line = next((ln for ln in unit.splitlines() if ln.startswith("exec ")), "")
+            argv = shlex.split(exec_line)[2:] if exec_line else []  # drop "exec" and the binary
+            out[name] = MemberStatus(name, exists == "1", running == "1", enabled == "1", tuple(argv))
+        return {n: out.get(n, MemberStatus(n, False)) for n in names}
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -470,6 +533,21 @@ class ProcessRuntime:
 
     def logs(self, tail: int = 50) -> str:
         return self.ex.run(["tail", "-n", str(tail), self.logfile], check=False).stdout
+
+
+# per unit: "<RS>name exists running enabled" then the unit's text; running as pid() decides it
+_UNIT_STATUS = r"""u=$1 r=$2 b=$3; shift 3
+for n in "$@"; do
+  e=0; [ -f "$u/$n.sh" ] && e=1
+  en=0; [ -e "$u/$n.enabled" ] && en=1
+  run=0
+  if p=$(cat "$r/$n.pid" 2>/dev/null) && s=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null); then
+    case $s in Z*|X*) ;; *) [ "$(tr "\0" "\n" < /proc/"$p"/cmdline | sed -n 1p)" = "$b" ] && run=1;; esac
+  fi
+  printf '\036%s %s %s %s\n' "$n" "$e" "$run" "$en"
+  [ "$e" = 1 ] && cat "$u/$n.sh"
+done
+exit 0"""
 
 
 def runtime_for(

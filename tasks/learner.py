@@ -17,6 +17,7 @@ from etcd_dr.learner import (
 )
 from etcd_dr.plans import Plan, Rollback, Step, StepBody, StepResult
 from etcd_dr.state import ClusterState
+from tasks.steps import failed_raises, step_hook
 
 
 @task(name="learner-probe-host", cache_policy=None)
@@ -32,10 +33,15 @@ def plan_learner(
     return plan_learner_add(inventory, state, host, facts, options)
 
 
-@task(name="learner-step", task_run_name="{step.action}", cache_policy=None)
-def run_learner_step(step: Step, body: StepBody) -> StepResult:
-    """etcd_dr.plans.execute's run_step hook: the step (postcondition, action, audit) in a task run."""
-    return body()
+@task(name="learner-step", task_run_name="{step.id}", cache_policy=None, retries=0)
+def learner_step(step: Step, body: StepBody) -> StepResult:
+    """The step (postcondition, action, audit) in a task run named by its id; Failed if it failed
+    (it showed Completed before: the core's FAILED result was returned as a value)."""
+    return failed_raises(body())
+
+
+# etcd_dr.plans.execute's run_step hook, the recover flow's way (tasks.steps)
+run_learner_step = step_hook(learner_step)
 
 
 @task(name="learner-rollback", cache_policy=None)

@@ -7,33 +7,17 @@ from __future__ import annotations
 
 from prefect import task
 
-from etcd_dr.errors import EtcdDrError
-from etcd_dr.plans import Step, StepBody, StepResult, StepState
-
-
-class StepFailed(EtcdDrError):
-    """Carries a FAILED step's result out of its task run (which then shows Failed in the UI)."""
-
-    def __init__(self, result: StepResult) -> None:
-        super().__init__(f"{result.step.description}: {result.error or result.detail or 'failed'}")
-        self.result = result
+from etcd_dr.plans import Step, StepBody, StepResult
+from tasks.steps import StepFailed, failed_raises, step_hook
 
 
 @task(name="recover-step", task_run_name="{step.id}", cache_policy=None, retries=0)
 def recover_step(step: Step, body: StepBody) -> StepResult:
-    """The step (postcondition, action, audit record) in a task run of its own."""
-    r = body()
-    if r.state is StepState.FAILED:
-        # the core reports a failure as a result, not an exception; raising marks the task run
-        # Failed so the operator sees which step it was
-        raise StepFailed(r)
-    return r
+    """The step (postcondition, action, audit record) in a task run of its own; Failed if it failed."""
+    return failed_raises(body())
 
 
-def run_recover_step(step: Step, body: StepBody) -> StepResult:
-    """etcd_dr.plans.execute's run_step hook: the core gets its StepResult back either way and
-    stops at the first failed one."""
-    try:
-        return recover_step(step, body)
-    except StepFailed as e:
-        return e.result
+# etcd_dr.plans.execute's run_step hook (tasks.steps: the same for every plan kind)
+run_recover_step = step_hook(recover_step)
+
+__all__ = ["StepFailed", "recover_step", "run_recover_step"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +21,8 @@ from etcd_dr.lab.config import HOSTS, LEARNER_HOST, Build, LabConfig, LabState, 
 from etcd_dr.lab.console import ConsoleExecutor
 from etcd_dr.lab.inventory_file import lab_inventory, write_inventory
 from etcd_dr.runtime import DockerRuntime, InitialClusterState, MemberSpec, ProcessRuntime
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 SSH_PORT = 22
 
 

@@ -4,7 +4,7 @@ read-only probe of the host that the planner decides on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from etcd_dr.audit import AuditLog
@@ -17,11 +17,10 @@ from etcd_dr.inventory import Host, Inventory
 from etcd_dr.learner.plan import HostFacts, LearnerOptions
 from etcd_dr.runtime import runtime_for
 from etcd_dr.state import ClusterState, client_for
+from etcd_dr.stepctx import HostFS, Say
 
 if TYPE_CHECKING:
     from etcd_dr.diverged.read import DivergedReport
-
-Say = Callable[[str], None]
 
 
 class Session:
@@ -78,6 +77,11 @@ class Session:
             )
         return self._client
 
+    @property
+    def fs(self) -> HostFS:
+        """File verbs on the host (etcd_dr.stepctx), through its executor: audited."""
+        return HostFS(self.ex)
+
     def runtime(self):
         return runtime_for(self.inv, self.ex, host=self.host, image=self.opts.image, binary=self.opts.binary)
 
@@ -120,7 +124,7 @@ class Session:
         return None
 
     def data_dir_in_use(self) -> bool:
-        return self.ex.run(["test", "-d", f"{self.inv.etcd.data_dir}/member"], check=False).ok
+        return self.fs.is_dir(f"{self.inv.etcd.data_dir}/member")
 
     def ca_cert_pem(self) -> bytes:
         """The CA certificate (no key): the given CA's, else read once from the `ca:` host."""
@@ -134,15 +138,15 @@ def gather_facts(s: Session) -> HostFacts:
     try:
         clock = read_host_clock(s.ex)
         rt = s.runtime()
-        exists = rt.exists()
+        (st,) = rt.statuses().values()  # exists and running in one look
         return HostFacts(
             host=s.host.name,
             cert_problem=existing_pair_problem(
                 s.inv, s.host, s.ca_cert_pem(), s.ex, clock.now, ips=s.opts.ips, dns=s.opts.dns
             ),
             data_dir_in_use=s.data_dir_in_use(),
-            runtime_exists=exists,
-            runtime_running=exists and rt.is_running(),
+            runtime_exists=st.exists,
+            runtime_running=st.exists and st.running,
             clock_skew_s=clock.skew_s,
         )
     except InputError:

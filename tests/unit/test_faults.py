@@ -11,6 +11,7 @@ import pytest
 from etcd_dr.errors import InputError
 from etcd_dr.faults import FaultLedger, FaultMode, Via, plan_fault, plan_heal
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.plans import params_json
 
 NOW = dt.datetime(2026, 11, 27, 9, 41, 0, tzinfo=dt.UTC)
 INV = Inventory(
@@ -89,7 +90,7 @@ def test_one_destructive_step_with_a_checkable_postcondition(mode, via, action) 
 
 def test_network_cut_rules_are_tagged_and_keep_loopback() -> None:
     plan, rec = fault(mode=FaultMode.NETWORK, via=Via.SSH)
-    rules = plan.steps[0].params["rules"]
+    rules = params_json(plan.steps[0].params)["rules"]  # typed: as the plan's JSON shows them
     assert all(r[r.index("--comment") + 1] == rec.tag for r in rules)
     assert rules[0][:5] == ["iptables", "-w", "5", "-I", "INPUT"] and "2379,2380" in rules[0]
     assert rules[0][5:8] == ["!", "-i", "lo"]
@@ -100,7 +101,7 @@ def test_heal_undoes_everything_first_then_waits_for_each_member() -> None:
     _, b = fault("master2", mode=FaultMode.NETWORK, via=Via.SSH)
     plan = plan_heal(INV, [a, b])
     assert [s.action for s in plan.steps] == ["lab-power-on", "iptables-undrop", "wait-member", "wait-member"]
-    assert plan.steps[1].params["tag"] == b.tag
+    assert params_json(plan.steps[1].params)["tag"] == b.tag
     assert plan.reason == "heal 2 active faults: master1 (power), master2 (network)"
     empty = plan_heal(INV, [])
     assert not empty.steps and not empty.refused and empty.reason == "no active fault: nothing to heal"

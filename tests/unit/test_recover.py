@@ -15,7 +15,15 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.lease import Holder
 from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
 from etcd_dr.recovery import FORCE_FLAG, Probe
-from etcd_dr.recovery_steps import recovery_args
+from etcd_dr.recovery_steps import (
+    CopyParams,
+    FenceCheckParams,
+    RecoveryAction,
+    RunParams,
+    StopParams,
+    recovery_args,
+)
+from etcd_dr.runtime import MemberStatus
 
 OLD = [
     "--name=etcd-master3",
@@ -54,8 +62,25 @@ def test_recovery_args_two_token_form_and_missing_flags() -> None:
     ]
 
 
+RUN = RunParams(
+    runtime="docker", name="etcd", image="lab/etcd:3.4.23", binary="/usr/bin/etcd",
+    data_dir="/var/lib/etcd", endpoint="https://10.0.0.3:2379", member="etcd-m3",
+    initial_cluster="etcd-m3=https://10.0.0.3:2380", extra_flags=(FORCE_FLAG,), args=("--a",),
+    restart="no", image_from="etcd-old-1",
+)  # fmt: skip
+
+
+STOP = StopParams(
+    runtime="docker", name="etcd", image="lab/etcd:3.4.23", binary="/usr/bin/etcd",
+    data_dir="/var/lib/etcd", endpoint="https://10.0.0.3:2379", timeout_s=30, sync_leader=True,
+    sync_key="/etcd-dr/recovery/wal-sync-1",
+)  # fmt: skip
+COPY = CopyParams(src="/d", dst="/d.bak")
+FENCE = FenceCheckParams(hosts=("m1", "m2"), ports=(2379, 2380), evidence={})
+
+
 def _plan() -> Plan:
-    step = Step("etcd-run:m3", "etcd-run", "m3", "start", "runs", "why", True, {"args": ["--a"], "n": 1})
+    step = Step("etcd-run:m3", RecoveryAction.RUN, "m3", "start", "runs", "why", True, RUN)
     return Plan("recover", "c1", "quorum lost: ...", (step,))
 
 
@@ -162,7 +187,7 @@ def _patch(
 def test_a_second_recovery_of_the_cluster_is_refused_while_one_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("copy-db:n1", "copy-file", "n1", "copy", "copied", "why")
+    step = Step("copy-db:n1", "copy-file", "n1", "copy", "copied", "why", params=COPY)
     calls = _patch(monkeypatch, Plan("recover", "c1", "learner", (step,)))
     with open(tmp_path / "recover-c1.lock", "a") as held:  # what a running recovery holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,7 +206,7 @@ def test_a_recovery_started_elsewhere_holds_the_cluster_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 8: two operators with two copies of the inventory share only the cluster."""
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     other = Holder("m3", "ctl-bob", "bob@laptop pid 42, incident 77aa", 590)
     calls = _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)), holder=other)
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
@@ -197,7 +222,7 @@ def test_an_approval_given_after_the_cluster_changed_does_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 15: the fresh look after the approval (and under the lease) finds the plan stale."""
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     calls = _patch(
         monkeypatch,
         Plan("recover", "c1", "quorum lost", (step,)),
@@ -221,7 +246,7 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
     assert res.status is R.RecoverStatus.REFUSED and res.exit_code == 1
     assert res.reason == "quorum held: 3 of 3; nothing to recover"
 
-    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why")
+    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", params=RUN)
     calls += _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None)
     assert res.status is R.RecoverStatus.NOT_CONFIRMED and res.exit_code == 2
@@ -237,7 +262,7 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
 def test_an_unfinished_recovery_is_resumed_not_planned_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", True)
+    step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", True, RUN)
     journalled = Plan("recover", "c1", "quorum lost (journalled)", (step,))
     R._write_journal(tmp_path / "recover-c1.json", journalled, INC, started=[step.id])
     calls = _patch(monkeypatch, Plan("recover", "c1", "quorum held", refused=True))
@@ -250,7 +275,7 @@ def test_a_journal_nothing_of_which_was_done_is_closed_and_planned_afresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 15: a failed run's journal is not resumed for a different incident."""
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "old: force m3", (step,)), INC)
     calls = _patch(monkeypatch, Plan("recover", "c1", "new: force m2", (step,)))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
@@ -262,7 +287,7 @@ def test_a_journal_nothing_of_which_was_done_is_closed_and_planned_afresh(
 def test_a_resumed_journal_of_a_cluster_healthy_again_is_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "force m3", (step,)), INC, [step.id])
     calls = _patch(
         monkeypatch, Plan("recover", "c1", "unused", ()), healthy="the cluster is healthy again without this"
@@ -300,8 +325,8 @@ def _fails_at(step_id: str):
 def test_a_failed_run_keeps_its_journal_only_once_it_changed_something(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str, kept: bool
 ) -> None:
-    fence = Step("fence-check", "fence-check", None, "check fencing", "fenced", "why")
-    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True)
+    fence = Step("fence-check", "fence-check", None, "check fencing", "fenced", "why", params=FENCE)
+    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (fence, stop)), execute=_fails_at(fails))
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
     assert res.status is R.RecoverStatus.FAILED
@@ -346,6 +371,9 @@ class _FakeHost:
     def is_running(self) -> bool:
         return self.running
 
+    def statuses(self, *names: str) -> dict[str, MemberStatus]:
+        return {n: MemberStatus(n, True, self.running) for n in names}
+
 
 def _ctx(plan: Plan, host: _FakeHost):
     from etcd_dr.recovery_steps import Ctx
@@ -361,8 +389,8 @@ def _ctx(plan: Plan, host: _FakeHost):
 def test_a_data_dir_is_not_copied_while_the_member_runs_again(action: str) -> None:
     from etcd_dr.recovery_steps import RecoveryStepError, handlers
 
-    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, {"name": "etcd"})
-    copy = Step(f"{action}:m3", action, "m3", "copy", "copied", "why", False, {"src": "/d", "dst": "/d.bak"})
+    stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
+    copy = Step(f"{action}:m3", action, "m3", "copy", "copied", "why", False, COPY)
     plan = Plan("recover", "c1", "quorum lost", (stop, copy))
     host = _FakeHost(running=True)  # restarted by someone since the stop
     with pytest.raises(RecoveryStepError, match="etcd runs again: its data dir is not quiet"):
@@ -371,3 +399,117 @@ def test_a_data_dir_is_not_copied_while_the_member_runs_again(action: str) -> No
     host = _FakeHost(running=False)
     handlers(_ctx(plan, host))[action].run(copy)
     assert any(c[:2] == ["sh", "-c"] for c in host.commands)
+
+
+# --- typed params through the journal ------------------------------------------------------------
+
+# a journal as etcd-dr wrote it before step params were typed (plain dicts, actions as strings)
+OLD_JOURNAL = {
+    "cluster": "c1",
+    "started_at": 1.0,
+    "incident": None,
+    "started": ["stop:m3"],
+    "plan": {
+        "kind": "recover",
+        "cluster": "c1",
+        "reason": "quorum lost: 1 of 3 voters reachable",
+        "refused": False,
+        "refusal": None,
+        "params": {"path": "force-new-cluster"},
+        "steps": [
+            {
+                "id": "fence-check", "action": "fence-check", "host": None, "description": "check",
+                "postcondition": "fenced", "reason": "why", "destructive": False, "holds": False, "runs": "",
+                "params": {
+                    "hosts": ["m1", "m2"], "ports": [2379, 2380],
+                    "evidence": {"m1": {"kind": "attested", "how": "ann says so", "by": "ann"},
+                                 "m2": {"kind": "stopped", "how": "etcd stopped", "by": None}},
+                },
+            },
+            {
+                "id": "stop:m3", "action": "etcd-stop", "host": "m3", "description": "stop",
+                "postcondition": "stopped", "reason": "why", "destructive": True, "holds": False, "runs": "",
+                "params": {
+                    "runtime": "docker", "name": "etcd", "image": None, "binary": "/usr/bin/etcd",
+                    "data_dir": "/var/lib/etcd", "endpoint": "https://10.0.0.3:2379", "timeout_s": 30,
+                    "sync_leader": True, "sync_key": "/etcd-dr/recovery/wal-sync-1",
+                },
+            },
+            {
+                "id": "recreate:m3", "action": "etcd-run", "host": "m3", "description": "recreate",
+                "postcondition": "runs", "reason": "why", "destructive": True, "holds": False, "runs": "",
+                "params": {
+                    "runtime": "docker", "name": "etcd", "image": None, "binary": "/usr/bin/etcd",
+                    "data_dir": "/var/lib/etcd", "endpoint": "https://10.0.0.3:2379", "member": "etcd-m3",
+                    "initial_cluster": "etcd-m3=https://10.0.0.3:2380", "extra_flags": [],
+                    "args": ["--name=etcd-m3"], "restart": "always", "image_from": "etcd-old-1",
+                    "forced_name": "etcd-forced-1",
+                },
+            },
+        ],
+    },
+}  # fmt: skip
+
+
+def test_typed_params_come_back_from_the_journal_in_their_types(tmp_path: Path) -> None:
+    from etcd_dr.fence_evidence import FenceKind
+    from etcd_dr.recovery_steps import RecordedFence
+
+    fence = FenceCheckParams(
+        hosts=("m1", "m2"),
+        ports=(2379, 2380),
+        evidence={"m1": RecordedFence(FenceKind.ATTESTED, "ann says so", "ann")},
+    )
+    steps = (
+        Step("fence-check", RecoveryAction.FENCE_CHECK, None, "check", "fenced", "why", params=fence),
+        Step("stop:m3", RecoveryAction.STOP, "m3", "stop", "stopped", "why", True, STOP),
+        Step("force-new-cluster:m3", RecoveryAction.RUN, "m3", "force", "runs", "why", True, RUN),
+    )
+    plan = Plan("recover", "c1", "quorum lost", steps, params={"path": "force-new-cluster"})
+    path = tmp_path / "recover-c1.json"
+    R._write_journal(path, plan, INC)
+    back = R.load_journal(path, "c1")
+    assert back is not None and back.plan == plan  # equal in every field, params typed as before
+    f = back.plan.steps[0].typed(FenceCheckParams)
+    assert f.hosts == ("m1", "m2") and f.evidence["m1"].kind is FenceKind.ATTESTED
+    assert back.plan.steps[2].action is RecoveryAction.RUN
+    assert (
+        back.plan.steps[2].typed(RunParams).forced and back.plan.steps[2].typed(RunParams).forced_name is None
+    )
+    # the journal's JSON is the plan JSON as before: lists, plain strings, no key for an unset name
+    d = json.loads(path.read_text())["plan"]["steps"]
+    assert d[0]["params"]["evidence"]["m1"] == {"kind": "attested", "how": "ann says so", "by": "ann"}
+    assert d[2]["params"]["extra_flags"] == [FORCE_FLAG] and "forced_name" not in d[2]["params"]
+
+
+def test_a_journal_written_before_typed_params_still_resumes(tmp_path: Path) -> None:
+    from etcd_dr.fence_evidence import FenceKind
+
+    path = tmp_path / "recover-c1.json"
+    path.write_text(json.dumps(OLD_JOURNAL))
+    back = R.load_journal(path, "c1")
+    assert back is not None and back.started == ("stop:m3",)
+    fence, stop, run = back.plan.steps
+    assert fence.typed(FenceCheckParams).evidence["m2"].kind is FenceKind.STOPPED
+    assert stop.typed(StopParams).timeout_s == 30 and stop.typed(StopParams).image is None
+    assert run.typed(RunParams).forced_name == "etcd-forced-1" and not run.typed(RunParams).forced
+    assert back.plan.to_json()["steps"] == OLD_JOURNAL["plan"]["steps"]  # the same plan, shown the same
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda s: s[1].update(action="etcd-kill"), "action 'etcd-kill' is not a recovery action"),
+        (lambda s: s[1]["params"].pop("sync_key"), "StopParams: field 'sync_key' is missing"),
+        (lambda s: s[1]["params"].update(timeout_s="30"), "field 'timeout_s': an integer"),
+    ],
+)
+def test_a_journal_of_another_version_is_refused_naming_the_file(tmp_path: Path, change, why: str) -> None:
+    d = json.loads(json.dumps(OLD_JOURNAL))
+    change(d["plan"]["steps"])
+    path = tmp_path / "recover-c1.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(R.InputError) as e:
+        R.load_journal(path, "c1")
+    assert str(path) in str(e.value) and why in str(e.value) and "move it aside" in str(e.value)
+    assert path.exists()  # nothing moved or deleted: the operator decides

@@ -13,6 +13,7 @@ from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
 from etcd_dr.fencing import attest
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
+from etcd_dr.plans import params_json
 from etcd_dr.recovery import (
     FenceEvidence,
     FenceKind,
@@ -24,6 +25,12 @@ from etcd_dr.recovery import (
     recovery_path,
 )
 from etcd_dr.state import ClusterState, Gathered, MemberListSource, Reach, assess
+
+
+def _pj(step):
+    """A step's params as the plan's JSON shows them (they are typed: etcd_dr.recovery_steps)."""
+    return params_json(step.params)
+
 
 NOW = dt.datetime(2026, 11, 27, 9, 41, 0, tzinfo=dt.UTC)
 TS = "20261127T094100Z"
@@ -98,7 +105,7 @@ def fenced(*hosts: str) -> dict[str, FenceEvidence]:
 
 
 def all_args(plan) -> str:
-    return json.dumps([s.params for s in plan.steps])
+    return json.dumps([_pj(s) for s in plan.steps])
 
 
 # --- nothing to do -------------------------------------------------------------------------------
@@ -169,21 +176,21 @@ def test_the_surviving_voter_restored_from_its_own_db_when_asked() -> None:
     ]
     steps = {st.id: st for st in p.steps}
     assert steps["stop:master3"].action == "etcd-stop"
-    assert steps["copy-db:master3"].params == {
+    assert _pj(steps["copy-db:master3"]) == {
         "src": "/var/lib/etcd/member/snap/db",
         "dst": f"/var/lib/etcd.restore-{TS}/db",
     }
-    restore = steps["restore:master3"].params
+    restore = _pj(steps["restore:master3"])
     assert restore["argv"][:4] == ["etcdctl", "snapshot", "restore", f"/var/lib/etcd.restore-{TS}/db"]
     assert "--skip-hash-check" in restore["argv"]  # a member's db has no snapshot hash appended
     assert "--initial-cluster=etcd-master3=https://10.9.0.13:2380" in restore["argv"]
-    swap = steps["swap:master3"].params
+    swap = _pj(steps["swap:master3"])
     assert swap["aside"] == f"/var/lib/etcd.bak-{TS}"
     assert swap["staging"] == f"/var/lib/etcd.restore-{TS}/data"
-    start = steps["start:master3"].params
+    start = _pj(steps["start:master3"])
     assert "--force-new-cluster" not in all_args(p) and start["restart"] == "always"
     assert start["image_from"] == f"etcd-old-{TS}"
-    assert steps["verify:master3"].params["min_revision"] == 65451 - 100
+    assert _pj(steps["verify:master3"])["min_revision"] == 65451 - 100
     json.dumps(p.to_json())
 
 
@@ -213,22 +220,22 @@ def test_force_new_cluster_on_the_only_surviving_voter() -> None:
         "verify:master3",
     ]
     steps = {st.id: st for st in p.steps}
-    assert steps["fence-check"].params["hosts"] == ["master1", "master2"]
+    assert _pj(steps["fence-check"])["hosts"] == ["master1", "master2"]
     stop = steps["stop:master3"]
-    assert stop.action == "etcd-stop" and stop.params["sync_leader"] is True
+    assert stop.action == "etcd-stop" and _pj(stop)["sync_leader"] is True
     assert "etcd-io/etcd#14009" in stop.reason  # why not a kill
-    assert steps["backup:master3"].params == {"src": "/var/lib/etcd", "dst": f"/var/lib/etcd.bak-{TS}"}
-    retire = steps["retire:master3"].params
+    assert _pj(steps["backup:master3"]) == {"src": "/var/lib/etcd", "dst": f"/var/lib/etcd.bak-{TS}"}
+    retire = _pj(steps["retire:master3"])
     assert (retire["new_name"], retire["restart"]) == (f"etcd-old-{TS}", "no")
-    forced = steps["force-new-cluster:master3"].params
+    forced = _pj(steps["force-new-cluster:master3"])
     assert "--force-new-cluster" in forced["args"] and forced["restart"] == "no"
     assert "--initial-cluster=etcd-master3=https://10.9.0.13:2380" in forced["args"]
     assert "--data-dir=/var/lib/rancher/etcd" in forced["args"]  # RKE's mount, as etcd sees it
     assert forced["image_from"] == f"etcd-old-{TS}"
-    plain = steps["recreate:master3"].params
+    plain = _pj(steps["recreate:master3"])
     assert "--force-new-cluster" not in plain["args"] and plain["restart"] == "always"
     assert plain["forced_name"] == f"etcd-forced-{TS}"
-    verify = steps["verify:master3"].params
+    verify = _pj(steps["verify:master3"])
     assert verify["min_revision"] == 65451 - 100 and verify["members"] == 1
     assert p.destructive and "[destructive]" in p.render()
     json.dumps(p.to_json())  # a plan is data: it travels to the UI and the audit log
@@ -350,7 +357,7 @@ def test_power_off_and_stopped_fence_even_unattended(kind: FenceKind) -> None:
     assert not p.refused and "fenced only by" not in p.reason
     fence = p.steps[0]
     assert fence.id == "fence-check"
-    assert fence.params["evidence"]["master1"] == {"kind": str(kind), "how": "checked", "by": None}
+    assert _pj(fence)["evidence"]["master1"] == {"kind": str(kind), "how": "checked", "by": None}
 
 
 def test_an_attestation_fences_with_the_risk_stated_and_never_unattended() -> None:
@@ -364,7 +371,7 @@ def test_an_attestation_fences_with_the_risk_stated_and_never_unattended() -> No
     assert p.reason.endswith(
         "; master1 is fenced only by alice's word: if it is still running, the cluster forks"
     )
-    assert p.steps[0].params["evidence"]["master1"]["kind"] == "attested"
+    assert _pj(p.steps[0])["evidence"]["master1"]["kind"] == "attested"
     # unattended (an alert-started run, --yes without attestations): the word does not count
     p = plan_recovery(s, INV, fenced=ev, unattended=True)
     assert (
@@ -389,8 +396,8 @@ def test_a_lost_voter_that_knows_no_leader_is_stopped_for_good_first_even_unatte
         assert ids[:3] == ["fence-stop:master1", "fence-stop:master2", "fence-check"], ids
         stop = p.steps[0]
         assert stop.action == "etcd-fence-stop" and stop.destructive and stop.host == "master1"
-        assert stop.params["name"] == "etcd"
-        assert p.steps[2].params["evidence"]["master2"]["kind"] == "to-stop"
+        assert _pj(stop)["name"] == "etcd"
+        assert _pj(p.steps[2])["evidence"]["master2"]["kind"] == "to-stop"
         assert (
             "; master1 and master2 still run etcd but know no leader (asked on their own host): " in p.reason
         )
@@ -451,8 +458,8 @@ def test_learner_recovery_never_forces_a_learner() -> None:
     ]
     steps = {st.id: st for st in p.steps}
     assert steps["stop:node1"].action == "etcd-stop"  # gracefully: the learner flushes its db
-    assert steps["copy-db:node1"].params["src"] == "/var/lib/etcd/member/snap/db"
-    restore = steps["restore:node1"].params
+    assert _pj(steps["copy-db:node1"])["src"] == "/var/lib/etcd/member/snap/db"
+    restore = _pj(steps["restore:node1"])
     assert restore["argv"] == [
         "etcdctl",
         "snapshot",
@@ -464,12 +471,12 @@ def test_learner_recovery_never_forces_a_learner() -> None:
         "--initial-advertise-peer-urls=https://10.9.0.21:2380",
         f"--data-dir=/var/lib/etcd.restore-{TS}/data",
     ]
-    assert steps["swap:node1"].params == {
+    assert _pj(steps["swap:node1"]) == {
         "data_dir": "/var/lib/etcd",
         "staging": f"/var/lib/etcd.restore-{TS}/data",
         "aside": f"/var/lib/etcd.bak-{TS}",
     }
-    start = steps["start:node1"].params
+    start = _pj(steps["start:node1"])
     assert (
         start["restart"] == "always"
         and "--initial-cluster=etcd-node1=https://10.9.0.21:2380" in start["args"]
@@ -481,7 +488,7 @@ def test_a_3_5_learner_restores_with_etcdutl() -> None:
     st = EndpointStatus(**{**st.__dict__, "version": "3.5.16"})
     p = plan_recovery(cluster(INV, {"node1": st}), INV, fenced=fenced("master1", "master2", "master3"))
     restore = next(s for s in p.steps if s.action == "snapshot-restore")
-    assert restore.params["argv"][0] == "etcdutl"
+    assert _pj(restore)["argv"][0] == "etcdutl"
 
 
 def test_learner_recovery_needs_every_voter_fenced() -> None:
@@ -526,9 +533,9 @@ def test_nothing_reachable_restores_the_newest_verified_snapshot_on_the_first_vo
         "entries beyond snapshot t-new's index 64100 (the highest index observed is 65451)"
     )
     steps = {st.id: st for st in p.steps}
-    assert steps["put-snapshot:master1"].params["sha256"] == "ab" * 32
-    assert "--skip-hash-check" not in steps["restore:master1"].params["argv"]  # a saved snapshot has it
-    assert steps["verify:master1"].params["min_revision"] == 64000
+    assert _pj(steps["put-snapshot:master1"])["sha256"] == "ab" * 32
+    assert "--skip-hash-check" not in _pj(steps["restore:master1"])["argv"]  # a saved snapshot has it
+    assert _pj(steps["verify:master1"])["min_revision"] == 64000
     assert "--force-new-cluster" not in all_args(p)
 
 

@@ -16,6 +16,7 @@ from etcd_dr.runtime import (
     DockerRuntime,
     InitialClusterState,
     MemberSpec,
+    MemberStatus,
     ProcessRuntime,
     etcd_flags,
     runtime_for,
@@ -202,3 +203,42 @@ def test_runtime_for_follows_the_inventory() -> None:
     assert isinstance(runtime_for(inv(RuntimeKind.DOCKER), FakeExecutor()), DockerRuntime)
     rt = runtime_for(inv(RuntimeKind.PROCESS), FakeExecutor())
     assert isinstance(rt, ProcessRuntime) and rt.binary == "/usr/bin/etcd"
+
+
+def test_process_statuses_say_in_one_script_what_the_single_checks_say(tmp_path: Path) -> None:
+    """Units on this machine (LocalExecutor): a running one (a real process of the binary), a
+    stopped one, a missing one; statuses() agrees with exists/is_running/restarts/args."""
+    import subprocess
+
+    from etcd_dr.executor import LocalExecutor
+
+    units, run, logs = tmp_path / "units", tmp_path / "run", tmp_path / "log"
+    ex = LocalExecutor("here")
+    rt = ProcessRuntime(ex, "/bin/sleep", "etcd", unit_dir=str(units), run_dir=str(run), log_dir=str(logs))
+    units.mkdir()
+    run.mkdir()
+    (units / "etcd.sh").write_text("#!/bin/sh\nexec /bin/sleep 30 '--name=a b'\n")
+    (units / "etcd.enabled").write_text("")
+    (units / "old.sh").write_text("#!/bin/sh\nexec /bin/sleep 1\n")
+    p = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        (run / "etcd.pid").write_text(f"{p.pid}\n")
+        (run / "old.pid").write_text("999999999\n")
+        calls: list[list[str]] = []
+        real = ex.run
+        ex.run = lambda argv, **kw: calls.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+        st = rt.statuses("etcd", "old", "none")
+        assert len(calls) == 1  # one round trip for three units
+        assert st["etcd"] == MemberStatus("etcd", True, True, True, ("30", "--name=a b"))
+        assert st["old"] == MemberStatus("old", True, False, False, ("1",))
+        assert st["none"] == MemberStatus("none", False)
+        for name in ("etcd", "old", "none"):
+            one = ProcessRuntime(ex, "/bin/sleep", name, unit_dir=str(units), run_dir=str(run))
+            assert (st[name].exists, st[name].running, st[name].restarts) == (
+                one.exists(), one.is_running(), one.restarts()
+            )  # fmt: skip
+            if st[name].exists:
+                assert list(st[name].args) == one.args()
+    finally:
+        p.kill()
+        p.wait()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from etcd_dr.errors import EtcdDrError, InputError
@@ -28,8 +27,8 @@ from etcd_dr.lab.config import LabConfig
 from etcd_dr.lab.faults import controls_for
 from etcd_dr.lab.rehearsal.measure import LossRule
 from etcd_dr.recovery import RecoveryPath
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 ETCD_BACK_S = 60.0  # a powered-on host: boot, dockerd, the etcd container (restart=always)
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EtcdClient
-
-Say = Callable[[str], None]
 
 WRITE_TIMEOUT_S = 1.0  # one attempt, failover across the endpoints included: a short outage costs 1 s
 DIAL_TIMEOUT_S = 0.5

@@ -1,0 +1,115 @@
+"""etcd_dr.stepctx's file verbs against LocalExecutor in a tmp dir (real files, real commands,
+audited), and its one `wait`."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from etcd_dr.errors import CommandError, EtcdDrError
+from etcd_dr.executor import LocalExecutor
+from etcd_dr.stepctx import HostFS, WaitTimeout, wait
+
+
+@pytest.fixture
+def fs() -> HostFS:
+    return HostFS(LocalExecutor("here"))
+
+
+def test_tests_answer_several_checks_in_one_command(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    ran: list[list[str]] = []
+    ex = LocalExecutor("here")
+    real = ex.run
+    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    got = HostFS(ex).tests(
+        ("-d", str(tmp_path / "d")), ("-f", str(tmp_path / "d")), ("-e", str(tmp_path / "none")),
+        ("-f", str(tmp_path / "f")), ("-e", str(tmp_path / "with space")),
+    )  # fmt: skip
+    assert got == (True, False, False, True, False)
+    assert len(ran) == 1  # one round trip for all five
+    with pytest.raises(ValueError, match="test flag"):
+        HostFS(ex).tests(("-x; rm", "/"))
+
+
+def test_exists_is_dir_is_file(fs: HostFS, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    assert fs.exists(str(tmp_path)) and fs.is_dir(str(tmp_path)) and not fs.is_file(str(tmp_path))
+    assert fs.is_file(str(tmp_path / "f")) and not fs.is_dir(str(tmp_path / "f"))
+    assert not fs.exists(str(tmp_path / "none"))
+
+
+def test_makedirs_sets_the_mode_of_the_new_dir(fs: HostFS, tmp_path: Path) -> None:
+    d = tmp_path / "a" / "b"
+    fs.makedirs(str(d))
+    assert d.is_dir() and d.stat().st_mode & 0o777 == 0o700
+    fs.makedirs(str(d))  # there already: fine
+
+
+def test_move_aside_never_overwrites(fs: HostFS, tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "keep").write_text("1")
+    aside = fs.move_aside(str(d), "bak-1")
+    assert aside == f"{d}.bak-1" and (Path(aside) / "keep").read_text() == "1" and not d.exists()
+    d.mkdir()
+    with pytest.raises(CommandError, match="exists already"):
+        fs.move_aside(str(d), "bak-1")
+    assert d.is_dir() and (Path(aside) / "keep").read_text() == "1"  # both kept
+
+
+def test_copy_atomic_copies_a_tree_and_replaces_only_its_own_part(fs: HostFS, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "member" / "snap").mkdir(parents=True)
+    (src / "member" / "snap" / "db").write_bytes(b"db" * 1000)
+    dst = tmp_path / "dst"
+    Path(f"{dst}.part").mkdir()  # a leftover of an interrupted copy: ours, replaced
+    (Path(f"{dst}.part") / "half").write_text("x")
+    fs.copy_atomic(str(src), str(dst))
+    assert (dst / "member" / "snap" / "db").read_bytes() == b"db" * 1000
+    assert not Path(f"{dst}.part").exists() and not (dst / "half").exists()
+    with pytest.raises(CommandError):
+        fs.copy_atomic(str(tmp_path / "none"), str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_sha256_read_and_write_atomic(fs: HostFS, tmp_path: Path) -> None:
+    p = tmp_path / "work" / "db"
+    fs.write_atomic(b"snapshot", str(p), mode=0o600)
+    assert p.read_bytes() == b"snapshot" and p.stat().st_mode & 0o777 == 0o600
+    assert p.parent.stat().st_mode & 0o777 == 0o700
+    assert fs.sha256(str(p)) == hashlib.sha256(b"snapshot").hexdigest()
+    assert fs.sha256(str(tmp_path / "none")) is None
+    assert fs.read(str(p)) == b"snapshot"
+    assert [q.name for q in p.parent.iterdir()] == ["db"]  # no temp file left
+
+
+def test_every_verb_goes_through_the_executor_and_is_audited(tmp_path: Path) -> None:
+    from etcd_dr.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    fs = HostFS(LocalExecutor("here", audit=log))
+    fs.makedirs(str(tmp_path / "d"))
+    fs.write_atomic(b"x", str(tmp_path / "d" / "f"))
+    fs.move_aside(str(tmp_path / "d" / "f"), "old")
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert "mkdir" in text and str(tmp_path / "d" / "f") in text and "f.old" in text
+
+
+def test_wait_returns_once_true_and_raises_the_given_error() -> None:
+    t0 = time.monotonic()
+    calls = iter([False, False, True])
+    wait(lambda: next(calls), 5, "third time", poll=0.01)
+    assert time.monotonic() - t0 < 1
+
+    class Mine(EtcdDrError):
+        pass
+
+    with pytest.raises(Mine, match="never: not true after 0 s"):
+        wait(lambda: False, 0.05, "never", error=Mine, poll=0.01)
+    with pytest.raises(WaitTimeout):
+        wait(lambda: False, 0.05, "never", poll=0.01)
