@@ -1,4 +1,4 @@
-"""The recovery flow: a thin Prefect layer over `etcd_dr.recover.recover()` (observe, fence, plan,
+"""The recovery flow: a thin Prefect layer over `etcd_dr.recovery.run.recover()` (observe, fence, plan,
 confirm, execute, verify: all in the core).
 
 What Prefect adds:
@@ -52,8 +52,8 @@ from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan
-from etcd_dr.recover import Attestation, RecoverResult, RecoverStatus, journal_path, recover
-from etcd_dr.recovery import VoterMethod, recovery_path
+from etcd_dr.recovery.plan import VoterMethod, recovery_path
+from etcd_dr.recovery.run import Attestation, RecoverResult, RecoverStatus, journal_path, recover
 from flows.common import audited_run, cluster_inventory
 from tasks.recover import run_recover_step
 

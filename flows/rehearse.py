@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.lab.rehearsal.run import RehearsalOptions, lab_config_from_env
 from etcd_dr.lab.rehearsal.scenarios import Scenario
-from etcd_dr.recovery import VoterMethod
+from etcd_dr.recovery.plan import VoterMethod
 from flows.common import audited_run
 from tasks.rehearse import run_rehearsal
 

@@ -1,4 +1,4 @@
-"""Recovery steps as Prefect tasks: thin wrappers over etcd_dr.recover. One task run per plan step is
+"""Recovery steps as Prefect tasks: thin wrappers over etcd_dr.recovery.run. One task run per plan step is
 the flow's checkpoint; each step checks its postcondition first (etcd_dr.plans.carry_out), so a
 re-run for the same incident (the core resumes its journalled plan) skips what is done. Nothing is
 cached or retried by Prefect: every decision is made on a fresh look, and a retry is a re-run."""

@@ -10,8 +10,8 @@ import sys
 from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
 from etcd_dr.cli.result import Exit, emit, plan_exit
 from etcd_dr.errors import InputError
-from etcd_dr.fault_steps import FaultRun, heal, inject, plan_injection
-from etcd_dr.faults import FaultLedger, FaultMode
+from etcd_dr.faults.plan import FaultLedger, FaultMode
+from etcd_dr.faults.steps import FaultRun, heal, inject, plan_injection
 from etcd_dr.lab.faults import controls_for
 
 MODES = ", ".join(m.value for m in FaultMode)

@@ -1,5 +1,5 @@
 """`etcd-dr recover [-i INVENTORY] [--plan] [--yes] [--json] [--method ...] [--target HOST]
-[--confirm-down HOST]...`: observe, fence, plan, confirm, execute (etcd_dr.recover).
+[--confirm-down HOST]...`: observe, fence, plan, confirm, execute (etcd_dr.recovery.run).
 
 Exit codes: 0 recovered (or --plan), 1 a step failed, another recovery runs, or the cluster is
 not in a state to recover (quorum held, a voter not fenced), 2 not confirmed or bad input (nothing
@@ -14,8 +14,8 @@ import sys
 from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
 from etcd_dr.cli.result import emit, exit_for
 from etcd_dr.plans import Plan
-from etcd_dr.recover import Attestation, RecoverResult, RecoverStatus, recover
-from etcd_dr.recovery import VoterMethod
+from etcd_dr.recovery.plan import VoterMethod
+from etcd_dr.recovery.run import Attestation, RecoverResult, RecoverStatus, recover
 
 
 def _ask(plan: Plan) -> bool:

@@ -10,7 +10,7 @@ from etcd_dr.cli.result import emit, exit_for
 from etcd_dr.lab.rehearsal.report import RehearsalReport
 from etcd_dr.lab.rehearsal.run import RehearsalOptions, lab_config_from_env, rehearse
 from etcd_dr.lab.rehearsal.scenarios import Return, Scenario
-from etcd_dr.recovery import VoterMethod
+from etcd_dr.recovery.plan import VoterMethod
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:

@@ -1,17 +1,17 @@
 """`etcd-dr rejoin --host HOST | --all [--plan] [--json] [-i INVENTORY]`: a lost master back after a
-recovery (etcd_dr.rejoin). Exit 0 every host named is a voter again, 1 a step failed (rolled back) or
+recovery (etcd_dr.rejoin.run). Exit 0 every host named is a voter again, 1 a step failed (rolled back) or
 the cluster is not safe to change, 2 bad input."""
 
 from __future__ import annotations
 
 import argparse
 
-from etcd_dr import rejoin as rejoin_mod
 from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
 from etcd_dr.cli.result import emit, exit_for
 from etcd_dr.errors import InputError
 from etcd_dr.learner.plan import LearnerOptions
-from etcd_dr.rejoin import RejoinResult, rejoin
+from etcd_dr.rejoin import run as rejoin_mod
+from etcd_dr.rejoin.run import RejoinResult, rejoin
 
 HELP = (rejoin_mod.__doc__ or "").split("\n\n")[0].removeprefix("`etcd-dr rejoin`: ")
 

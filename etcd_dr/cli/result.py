@@ -17,8 +17,8 @@ from etcd_dr.plans import Plan, Refusal
 from etcd_dr.state import Health
 
 if TYPE_CHECKING:
-    from etcd_dr.recover import RecoverResult
-    from etcd_dr.rejoin import RejoinResult
+    from etcd_dr.recovery.run import RecoverResult
+    from etcd_dr.rejoin.run import RejoinResult
 
 
 class Exit(enum.IntEnum):

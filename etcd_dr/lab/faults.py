@@ -1,5 +1,5 @@
 """The lab's power and cable for the fault core: `controls_for(inv)` is what `etcd-dr fault` and the
-rehearsal pass to etcd_dr.fault_steps (inject/heal) when the inventory is a running lab's, so the
+rehearsal pass to etcd_dr.faults.steps (inject/heal) when the inventory is a running lab's, so the
 core carries lab faults without importing the lab."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class LabFaultControls:
-    """etcd_dr.fault_steps.LabControls for one lab. Each call reads the lab's state file afresh (a
+    """etcd_dr.faults.steps.LabControls for one lab. Each call reads the lab's state file afresh (a
     host's PID changes with every power on)."""
 
     cfg: LabConfig

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
-from etcd_dr.recover import RecoverResult, RecoverStatus
-from etcd_dr.recovery import RecoveryPath
+from etcd_dr.recovery.plan import RecoveryPath
+from etcd_dr.recovery.run import RecoverResult, RecoverStatus
 from flows.recover import (
     Approval,
     RecoveryApproval,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etcd_dr.fencing import gather
 from etcd_dr.inventory import load_inventory
-from etcd_dr.recovery import FenceKind
+from etcd_dr.recovery.fencing import gather
+from etcd_dr.recovery.plan import FenceKind
 
 from .conftest import Lab
 

@@ -14,11 +14,11 @@ from subprocess import PIPE
 
 import pytest
 
-from etcd_dr.incident import plan_target
 from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.plans import Plan
-from etcd_dr.recover import RecoverStatus, recover
+from etcd_dr.recovery.incident import plan_target
+from etcd_dr.recovery.run import RecoverStatus, recover
 
 from .conftest import Lab
 from .test_faults import audit_events, inventory_copy, wait_voters

@@ -50,7 +50,7 @@ def test_flows_from_another_cwd_share_the_clis_state(
 
     from blocks.inventory import ClusterInventory
     from etcd_dr.inventory import load_inventory
-    from etcd_dr.recover import journal_path
+    from etcd_dr.recovery.run import journal_path
     from flows.status import status_flow
 
     if env.cluster.bins.major_minor != "3.5":

@@ -8,8 +8,8 @@ import pytest
 from etcd_dr.cli.result import Exit, emit, exit_for
 from etcd_dr.cli.status import EXIT_CODES
 from etcd_dr.plans import Plan, Refusal
-from etcd_dr.recover import EXIT, RecoverResult, RecoverStatus
-from etcd_dr.recovery import RecoveryPath
+from etcd_dr.recovery.plan import RecoveryPath
+from etcd_dr.recovery.run import EXIT, RecoverResult, RecoverStatus
 from etcd_dr.state import Health
 
 

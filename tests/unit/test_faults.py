@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from etcd_dr.errors import InputError
-from etcd_dr.faults import FaultLedger, FaultMode, Via, plan_fault, plan_heal
+from etcd_dr.faults.plan import FaultLedger, FaultMode, Via, plan_fault, plan_heal
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
 from etcd_dr.plans import params_json
 

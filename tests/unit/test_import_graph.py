@@ -16,7 +16,7 @@ LAB_ALLOWED: dict[str, str] = {
     # the `lab` power driver (inventory power.driver: lab) reads the lab's state file; passing it in
     # means a driver registry that every entry point (CLI, flows, workers) must load, or fencing
     # silently finds no evidence: a safety decision left for the fencing work, not a CLI move
-    "etcd_dr.fencing": "_lab_power(): the lab power driver",
+    "etcd_dr.recovery.fencing": "_lab_power(): the lab power driver",
 }
 
 

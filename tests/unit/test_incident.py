@@ -1,12 +1,13 @@
-"""etcd_dr.incident: a plan bound to the picture it was made from, checked against a fresh one (no I/O)."""
+"""etcd_dr.recovery.incident: a plan bound to the picture it was made from, checked against a fresh
+one (no I/O)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from etcd_dr.etcd.client import Member
-from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
-from etcd_dr.recovery import plan_recovery
+from etcd_dr.recovery.incident import Incident, changed_since, healthy_without, plan_target
+from etcd_dr.recovery.plan import plan_recovery
 from etcd_dr.state import Gathered, MemberListSource, Reach, assess
 from tests.unit.test_recovery import INV, INV5, NOW, SNAPS, cluster, fenced, mid, status
 

@@ -80,8 +80,8 @@ def test_section_errors(invdir: Path, extra: dict, path: str, phrase: str) -> No
 
 def test_power_drivers_load_round_trip_and_run(invdir: Path) -> None:
     from etcd_dr.executor import LocalExecutor
-    from etcd_dr.fencing import Power, power_state
     from etcd_dr.inventory import PowerDriver
+    from etcd_dr.recovery.fencing import Power, power_state
 
     data = sample_data(
         power={"driver": "command", "argv": ["echo", "{host} at {address} is stopped"], "off": r"\bstopped\b"}

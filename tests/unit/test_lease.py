@@ -1,4 +1,4 @@
-"""The cluster lease (etcd_dr.lease): its script run for real by sh and flock(1) on this machine
+"""The cluster lease (etcd_dr.recovery.lease): its script run for real by sh and flock(1) on this machine
 through the LocalExecutor, each "host" a directory of its own."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from etcd_dr.errors import TransportError
 from etcd_dr.executor import LocalExecutor
-from etcd_dr.lease import ClusterLease, lease_path, release, take
+from etcd_dr.recovery.lease import ClusterLease, lease_path, release, take
 
 
 def test_take_hold_release(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_an_unreachable_host_is_skipped_unless_required(tmp_path: Path) -> None:
 
 
 def test_the_holder_is_the_controller(tmp_path: Path) -> None:
-    from etcd_dr.lease import controller_id, owner_text
+    from etcd_dr.recovery.lease import controller_id, owner_text
 
     assert controller_id(tmp_path) == controller_id(tmp_path / ".") != controller_id(tmp_path / "other")
     text = owner_text("3f2a", "run-1")

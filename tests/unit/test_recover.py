@@ -1,4 +1,4 @@
-"""etcd_dr.recover and etcd_dr.recovery_steps without hosts: the argument rewrite, the journal, and
+"""etcd_dr.recovery.run and etcd_dr.recovery.steps without hosts: the argument rewrite, the journal, and
 the decisions recover() takes before it executes anything."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from etcd_dr import recover as R
-from etcd_dr.incident import Incident
 from etcd_dr.inventory import Inventory
-from etcd_dr.lease import Holder
 from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
-from etcd_dr.recovery import FORCE_FLAG, Probe
-from etcd_dr.recovery_steps import (
+from etcd_dr.recovery import run as R
+from etcd_dr.recovery.incident import Incident
+from etcd_dr.recovery.lease import Holder
+from etcd_dr.recovery.plan import FORCE_FLAG, Probe
+from etcd_dr.recovery.steps import (
     CopyParams,
     FenceCheckParams,
     RecoveryAction,
@@ -376,7 +376,7 @@ class _FakeHost:
 
 
 def _ctx(plan: Plan, host: _FakeHost):
-    from etcd_dr.recovery_steps import Ctx
+    from etcd_dr.recovery.steps import Ctx
 
     c = Ctx.__new__(Ctx)
     c.plan = plan
@@ -387,7 +387,7 @@ def _ctx(plan: Plan, host: _FakeHost):
 
 @pytest.mark.parametrize("action", ["copy-dir", "copy-file"])
 def test_a_data_dir_is_not_copied_while_the_member_runs_again(action: str) -> None:
-    from etcd_dr.recovery_steps import RecoveryStepError, handlers
+    from etcd_dr.recovery.steps import RecoveryStepError, handlers
 
     stop = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
     copy = Step(f"{action}:m3", action, "m3", "copy", "copied", "why", False, COPY)
@@ -452,8 +452,8 @@ OLD_JOURNAL = {
 
 
 def test_typed_params_come_back_from_the_journal_in_their_types(tmp_path: Path) -> None:
-    from etcd_dr.fence_evidence import FenceKind
-    from etcd_dr.recovery_steps import RecordedFence
+    from etcd_dr.recovery.evidence import FenceKind
+    from etcd_dr.recovery.steps import RecordedFence
 
     fence = FenceCheckParams(
         hosts=("m1", "m2"),
@@ -483,7 +483,7 @@ def test_typed_params_come_back_from_the_journal_in_their_types(tmp_path: Path) 
 
 
 def test_a_journal_written_before_typed_params_still_resumes(tmp_path: Path) -> None:
-    from etcd_dr.fence_evidence import FenceKind
+    from etcd_dr.recovery.evidence import FenceKind
 
     path = tmp_path / "recover-c1.json"
     path.write_text(json.dumps(OLD_JOURNAL))

@@ -11,10 +11,10 @@ import pytest
 
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
-from etcd_dr.fencing import attest
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
 from etcd_dr.plans import params_json
-from etcd_dr.recovery import (
+from etcd_dr.recovery.fencing import attest
+from etcd_dr.recovery.plan import (
     FenceEvidence,
     FenceKind,
     Probe,
@@ -28,7 +28,7 @@ from etcd_dr.state import ClusterState, Gathered, MemberListSource, Reach, asses
 
 
 def _pj(step):
-    """A step's params as the plan's JSON shows them (they are typed: etcd_dr.recovery_steps)."""
+    """A step's params as the plan's JSON shows them (they are typed: etcd_dr.recovery.steps)."""
     return params_json(step.params)
 
 

@@ -13,7 +13,7 @@ from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, analyze, loss_s
 from etcd_dr.lab.rehearsal.report import MemberFacts, RecoveryFacts, RehearsalReport, RejoinFacts, judge
 from etcd_dr.lab.rehearsal.scenarios import FaultPhase, Scenario, spec_for
 from etcd_dr.lab.rehearsal.writer import Phase, WriteRecord
-from etcd_dr.recovery import RecoveryPath
+from etcd_dr.recovery.plan import RecoveryPath
 
 INV = Inventory(
     cluster="t",

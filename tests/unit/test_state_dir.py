@@ -10,9 +10,9 @@ import pytest
 from inventory_sample import sample_data, write_invdir
 
 from etcd_dr.errors import InputError
-from etcd_dr.faults import FaultLedger
+from etcd_dr.faults.plan import FaultLedger
 from etcd_dr.inventory import InMemoryFile, InventoryError, inventory_to_dict, parse_inventory
-from etcd_dr.recover import journal_path
+from etcd_dr.recovery.run import journal_path
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from etcd_dr.lab.rehearsal.scenarios import FaultPhase, Scenario
 
 @dataclass(frozen=True)
 class RecoveryFacts:
-    """What `etcd_dr.recover.recover()` returned, and where the cluster came back."""
+    """What `etcd_dr.recovery.run.recover()` returned, and where the cluster came back."""
 
     status: str  # RecoverStatus value
     path: str  # RecoveryPath value

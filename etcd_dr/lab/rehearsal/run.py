@@ -5,12 +5,12 @@
 
 It builds the lab (3 etcd 3.4 voters, a 3.5 learner on node1: the source incident), writes a data
 set, starts a writer thread that keeps writing and records every acknowledged write (key, revision,
-time) and every failed one, loses hosts through the fault core (etcd_dr.fault_steps, as `etcd-dr
-fault kill-master`), recovers with `etcd_dr.recover.recover(yes=True)` (no approval), checks every
+time) and every failed one, loses hosts through the fault core (etcd_dr.faults.steps, as `etcd-dr
+fault kill-master`), recovers with `etcd_dr.recovery.run.recover(yes=True)` (no approval), checks every
 acknowledged write on the recovered member (RPO: acknowledged writes missing; unacknowledged ones
 that landed are reported too) and takes the RTO from the writer's first accepted write after the
 fault. The lost hosts then come back, are watched for an old cluster coming alive on them, and are
-rejoined (etcd_dr.rejoin, as `etcd-dr rejoin --all`); every member must end identical.
+rejoined (etcd_dr.rejoin.run, as `etcd-dr rejoin --all`); every member must end identical.
 
 Exit codes: 0 recovered, nothing lost beyond what the plan allowed, rejoined; 1 otherwise (the
 verdict says why); 2 bad input (not root, an inventory that cannot play the scenario).
@@ -60,8 +60,8 @@ from etcd_dr.lab.rehearsal.writer import (
     read_back,
     write_dataset,
 )
-from etcd_dr.recover import recover
-from etcd_dr.recovery import VoterMethod
+from etcd_dr.recovery.plan import VoterMethod
+from etcd_dr.recovery.run import recover
 from etcd_dr.state import client_for
 
 Say = Callable[[str], None]
@@ -300,7 +300,7 @@ class _Run:
         scenario's); each returning voter is watched for an old cluster electing a leader on it,
         then rejoined; at the end every member must hold the same revision and keys."""
         from etcd_dr.learner import LearnerOptions
-        from etcd_dr.rejoin import RejoinResult, rejoin
+        from etcd_dr.rejoin.run import RejoinResult, rejoin
 
         c = self.clock
         # the members join running the recovered member's etcd: after a recovery onto the 3.5

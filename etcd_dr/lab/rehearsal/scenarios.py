@@ -1,5 +1,5 @@
 """The rehearsal's scenarios: which hosts are lost and how, what the recovery is expected to do and
-what it may lose; and carrying the fault out and back through the fault core (etcd_dr.fault_steps,
+what it may lose; and carrying the fault out and back through the fault core (etcd_dr.faults.steps,
 the same core as `etcd-dr fault kill-master`).
 
 - masters-lost: every voter but the last loses power (master1, master2); the survivor is a voter,
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
-from etcd_dr.fault_steps import FaultRun, heal, inject
-from etcd_dr.faults import FaultMode
+from etcd_dr.faults.plan import FaultMode
+from etcd_dr.faults.steps import FaultRun, heal, inject
 from etcd_dr.inventory import Inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import LabConfig
 from etcd_dr.lab.faults import controls_for
 from etcd_dr.lab.rehearsal.measure import LossRule
-from etcd_dr.recovery import RecoveryPath
+from etcd_dr.recovery.plan import RecoveryPath
 from etcd_dr.stepctx import Say
 
 ETCD_BACK_S = 60.0  # a powered-on host: boot, dockerd, the etcd container (restart=always)

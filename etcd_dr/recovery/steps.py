@@ -1,4 +1,4 @@
-"""The recovery step vocabulary: each action of etcd_dr.recovery's plans (voter restore,
+"""The recovery step vocabulary: each action of etcd_dr.recovery.plan's plans (voter restore,
 force-new-cluster, learner restore, snapshot restore) is a `RecoveryAction`, a frozen params
 dataclass and its handler, side by side (`VOCABULARY` pairs them), for both runtimes (Docker as RKE
 runs etcd, and a plain process), over SSH. The planner builds `Step(action=RecoveryAction.X,
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
-from etcd_dr.fence_evidence import FenceEvidence, FenceKind
-from etcd_dr.fencing import asked_on_host, gather, probe
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
+from etcd_dr.recovery.evidence import FenceEvidence, FenceKind
+from etcd_dr.recovery.fencing import asked_on_host, gather, probe
 from etcd_dr.runtime import DockerRuntime, MemberStatus, ProcessRuntime, runtime_for, runtime_params
 from etcd_dr.stepctx import StepContext, wait
 

@@ -1,6 +1,6 @@
 """What is known of a lost voter: whether it is fenced (out of the old cluster on positive evidence)
-and what the partition probe saw. Plain data, shared by the recovery planner (etcd_dr.recovery),
-the evidence gathering (etcd_dr.fencing) and the recovery steps (etcd_dr.recovery_steps), which
+and what the partition probe saw. Plain data, shared by the recovery planner (etcd_dr.recovery.plan),
+the evidence gathering (etcd_dr.recovery.fencing) and the recovery steps (etcd_dr.recovery.steps), which
 import it from here so that none of them imports another for it.
 """
 

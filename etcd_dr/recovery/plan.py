@@ -35,13 +35,13 @@ from typing import Protocol
 
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus
-from etcd_dr.fence_evidence import FENCED as FENCED  # re-exported: callers import them from here
-from etcd_dr.fence_evidence import NO_PROBE, FenceEvidence, FenceKind, Probe
-from etcd_dr.fence_evidence import THIS_MACHINE as THIS_MACHINE
-from etcd_dr.fence_evidence import Sighting as Sighting
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
 from etcd_dr.plans import Plan, Refusal, Step
-from etcd_dr.recovery_steps import (
+from etcd_dr.recovery.evidence import FENCED as FENCED  # re-exported: callers import them from here
+from etcd_dr.recovery.evidence import NO_PROBE, FenceEvidence, FenceKind, Probe
+from etcd_dr.recovery.evidence import THIS_MACHINE as THIS_MACHINE
+from etcd_dr.recovery.evidence import Sighting as Sighting
+from etcd_dr.recovery.steps import (
     FORCE_FLAG,
     CopyParams,
     FenceCheckParams,
@@ -57,7 +57,7 @@ from etcd_dr.recovery_steps import (
     VerifyParams,
     WaitParams,
 )
-from etcd_dr.recovery_steps import RecoveryAction as A
+from etcd_dr.recovery.steps import RecoveryAction as A
 from etcd_dr.runtime import (
     RKE_BINDS,
     InitialClusterState,
@@ -318,8 +318,8 @@ def _fencing_problem(
     missing = [m.host for m in others if m.host not in fenced]
     if missing:
         return (
-            f"no fencing evidence for {_and([str(h) for h in missing])}: gather it (etcd_dr.fencing.gather: "
-            "power state, etcd stopped over SSH) and plan again"
+            f"no fencing evidence for {_and([str(h) for h in missing])}: gather it "
+            "(etcd_dr.recovery.fencing.gather: power state, etcd stopped over SSH) and plan again"
         ), ()
     unfenced = tuple(str(m.host) for m in others if not fenced[str(m.host)].settled)
     if unfenced:

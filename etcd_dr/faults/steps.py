@@ -13,7 +13,7 @@ from typing import Protocol
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
-from etcd_dr.faults import (
+from etcd_dr.faults.plan import (
     DropParams,
     FaultAction,
     FaultLedger,
@@ -30,9 +30,9 @@ from etcd_dr.faults import (
     plan_fault,
     plan_heal,
 )
-from etcd_dr.fencing import port_answers
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Outcome, Params, Plan, Step, StepHandler, execute
+from etcd_dr.recovery.fencing import port_answers
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
 from etcd_dr.stepctx import Say, StepContext, wait
 
@@ -285,7 +285,7 @@ class WaitMember:
         )
 
 
-# the vocabulary: each action of etcd_dr.faults' plans, its params type (etcd_dr.faults) and handler
+# the vocabulary: each action of etcd_dr.faults.plan' plans, its params type (etcd_dr.faults.plan) and handler
 VOCABULARY: dict[FaultAction, tuple[type[Params], Callable[[Ctx], StepHandler]]] = {
     FaultAction.LAB_POWER_OFF: (TargetParams, LabPowerOff),
     FaultAction.LAB_POWER_ON: (HealParams, LabPowerOn),

@@ -1,6 +1,6 @@
 """Fencing evidence: can a voter still take part in the old cluster? Positive evidence only.
 
-A voter counts as fenced (etcd_dr.recovery.FenceKind) only when
+A voter counts as fenced (etcd_dr.recovery.plan.FenceKind) only when
 - POWER_OFF: its power driver (inventory `power:`: the lab's power state, IPMI, or a configured
   command) says it is off;
 - STOPPED: over SSH, its etcd is not running AND will not start again by itself (a container with
@@ -10,7 +10,7 @@ A voter counts as fenced (etcd_dr.recovery.FenceKind) only when
 Silence (no answer on its ports, SSH timing out) is never evidence: a partitioned majority is silent
 too. The partition probe (`probe`) looks for the opposite: every reachable inventory host, and this
 machine, tries the voters' client and peer ports; any answer from a voter that looks lost means it
-is alive. The decision is pure (etcd_dr.recovery); this module gathers, in parallel, under timeouts.
+is alive. The decision is pure (etcd_dr.recovery.plan); this module gathers, in parallel, under timeouts.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
 from etcd_dr.executor import Executor, LocalExecutor
-from etcd_dr.fence_evidence import THIS_MACHINE, FenceEvidence, FenceKind, Probe, Sighting
 from etcd_dr.inventory import Host, Inventory, PowerDriver, PowerSettings, RuntimeKind
+from etcd_dr.recovery.evidence import THIS_MACHINE, FenceEvidence, FenceKind, Probe, Sighting
 from etcd_dr.runtime import runtime_for
 
 MakeExecutor = Callable[[Host], Executor]

@@ -75,7 +75,7 @@ class FaultRecord:
 
 
 # --- the step vocabulary: actions and their params ------------------------------------------------
-# (the handlers are in etcd_dr.fault_steps, paired in its VOCABULARY: it runs inject/heal, which
+# (the handlers are in etcd_dr.faults.steps, paired in its VOCABULARY: it runs inject/heal, which
 # plan with this module, so the params live with the planner until the layout gives each its room)
 
 

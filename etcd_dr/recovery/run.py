@@ -1,4 +1,4 @@
-"""`etcd-dr recover`: observe, gather fencing evidence, plan (etcd_dr.recovery), ask, execute.
+"""`etcd-dr recover`: observe, gather fencing evidence, plan (etcd_dr.recovery.plan), ask, execute.
 
     res = recover(inv, yes=True, plan_only=False, say=print)
     res.status            # RecoverStatus.RECOVERED
@@ -33,10 +33,7 @@ from etcd_dr import audit as audit_mod
 from etcd_dr.audit import AuditLog
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
-from etcd_dr.fencing import attest, gather, powered_off, probe
-from etcd_dr.incident import Incident, changed_since, healthy_without, plan_target
 from etcd_dr.inventory import Inventory
-from etcd_dr.lease import ClusterLease, controller_id, owner_text
 from etcd_dr.plans import (
     Outcome,
     ParamsError,
@@ -48,7 +45,10 @@ from etcd_dr.plans import (
     StepState,
     execute,
 )
-from etcd_dr.recovery import (
+from etcd_dr.recovery.fencing import attest, gather, powered_off, probe
+from etcd_dr.recovery.incident import Incident, changed_since, healthy_without, plan_target
+from etcd_dr.recovery.lease import ClusterLease, controller_id, owner_text
+from etcd_dr.recovery.plan import (
     FenceEvidence,
     FenceKind,
     RecoveryPath,
@@ -57,7 +57,7 @@ from etcd_dr.recovery import (
     plan_recovery,
     recovery_path,
 )
-from etcd_dr.recovery_steps import Ctx, RecoveryAction, VerifyParams, handlers, typed_plan
+from etcd_dr.recovery.steps import Ctx, RecoveryAction, VerifyParams, handlers, typed_plan
 from etcd_dr.state import ClusterState, Reach, observe
 from etcd_dr.stepctx import Say
 
@@ -537,7 +537,7 @@ def _cluster_lease(
     ex: Callable[[str], Executor],
 ) -> ClusterLease:
     """The lease on the plan's target and on every other etcd host that answered SSH, in the
-    inventory's order, held by this machine's state directory (etcd_dr.lease)."""
+    inventory's order, held by this machine's state directory (etcd_dr.recovery.lease)."""
     target = plan_target(plan)
 
     def answered(h: str) -> bool:
