@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from etcd_dr.errors import CommandError, EtcdDrError, InputError
 from etcd_dr.executor import Executor
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
+from etcd_dr.plans import Params
 
 
 class RuntimeStateError(EtcdDrError):
@@ -60,6 +61,24 @@ def runtime_params(inv: Inventory, host: Host) -> dict[str, object]:
         "data_dir": e.data_dir,
         "endpoint": inv.client_url(host),
     }
+
+
+@dataclass(frozen=True)
+class MemberParams(Params):
+    """How the member on a step's host runs (runtime_params), as every step of every plan kind that
+    touches the member carries it; its handler rebuilds the runtime from it."""
+
+    runtime: str
+    name: str  # container or unit
+    image: str | None
+    binary: str
+    data_dir: str
+    endpoint: str
+
+    @staticmethod
+    def fields_of(inv: Inventory, host: Host) -> dict[str, str | None]:
+        """runtime_params(inv, host) as this class's fields (for `XParams(**fields_of(...), ...)`)."""
+        return {k: None if v is None else str(v) for k, v in runtime_params(inv, host).items()}
 
 
 def member_name(host: Host) -> str:

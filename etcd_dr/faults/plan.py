@@ -29,7 +29,7 @@ from pathlib import Path
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.plans import Params, Plan, Refusal, Step
-from etcd_dr.runtime import runtime_params
+from etcd_dr.runtime import MemberParams
 
 FAULT_KIND = "fault"
 HEAL_KIND = "fault-heal"
@@ -107,13 +107,8 @@ class PowerOffParams(TargetParams):
 
 
 @dataclass(frozen=True)
-class KillParams(TargetParams):
-    runtime: str  # etcd_dr.runtime.runtime_params
-    name: str
-    image: str | None
-    binary: str
-    data_dir: str
-    endpoint: str
+class KillParams(TargetParams, MemberParams):
+    pass
 
 
 @dataclass(frozen=True)
@@ -128,13 +123,8 @@ class HealParams(TargetParams):
 
 
 @dataclass(frozen=True)
-class StartParams(HealParams):
-    runtime: str  # etcd_dr.runtime.runtime_params
-    name: str
-    image: str | None
-    binary: str
-    data_dir: str
-    endpoint: str
+class StartParams(HealParams, MemberParams):
+    pass
 
 
 @dataclass(frozen=True)
@@ -147,10 +137,6 @@ class UndropParams(HealParams):
 class WaitMemberParams(HealParams):
     endpoint: str
     timeout_s: int
-
-
-def _member(inv: Inventory, host: Host) -> dict[str, str | None]:
-    return {k: None if v is None else str(v) for k, v in runtime_params(inv, host).items()}
 
 
 # --- planning (pure) -----------------------------------------------------------------------------
@@ -262,7 +248,7 @@ def plan_fault(
             postcondition=f"{host} does not answer on {port}; etcd on it is not running",
             reason="a member that dies alone is the commonest loss; its host and sshd stay up",
             destructive=True,
-            params=KillParams(address=h.address, port=port, **_member(inv, h)),
+            params=KillParams(address=h.address, port=port, **MemberParams.fields_of(inv, h)),
         )
     elif via is Via.LAB:
         what = "network cut (cable out)"
@@ -336,7 +322,7 @@ def plan_heal(inv: Inventory, faults: Sequence[FaultRecord], *, wait: bool = Tru
             undo.append(
                 Step(f"start-etcd:{f.host}", A.ETCD_START, f.host, f"start etcd on {f.host} again "
                      "(same container/unit, same arguments)", f"etcd on {f.host} is running",
-                     "undo the kill", params=StartParams(**at, **_member(inv, h)))
+                     "undo the kill", params=StartParams(**at, **MemberParams.fields_of(inv, h)))
             )  # fmt: skip
         elif f.mode is FaultMode.NETWORK:
             undo.append(

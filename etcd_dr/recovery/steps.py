@@ -27,11 +27,16 @@ from dataclasses import dataclass, field, replace
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
-from etcd_dr.inventory import Host, Inventory
 from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
 from etcd_dr.recovery.evidence import FenceEvidence, FenceKind
 from etcd_dr.recovery.fencing import asked_on_host, gather, probe
-from etcd_dr.runtime import DockerRuntime, MemberStatus, ProcessRuntime, runtime_for, runtime_params
+from etcd_dr.runtime import (
+    DockerRuntime,
+    MemberParams,
+    MemberStatus,
+    ProcessRuntime,
+    runtime_for,
+)
 from etcd_dr.stepctx import StepContext, wait
 
 FORCE_FLAG = "--force-new-cluster"
@@ -95,24 +100,6 @@ class RecoveryAction(enum.StrEnum):
     RUN = "etcd-run"
     WAIT_HEALTHY = "wait-healthy"
     VERIFY = "verify-cluster"
-
-
-@dataclass(frozen=True)
-class MemberParams(Params):
-    """How the member on the step's host runs (etcd_dr.runtime.runtime_params), as every step that
-    touches the member carries it."""
-
-    runtime: str
-    name: str  # container or unit
-    image: str | None
-    binary: str
-    data_dir: str
-    endpoint: str
-
-    @staticmethod
-    def fields_of(inv: Inventory, host: Host) -> dict[str, str | None]:
-        """runtime_params(inv, host) as this class's fields (for `XParams(**fields_of(...), ...)`)."""
-        return {k: None if v is None else str(v) for k, v in runtime_params(inv, host).items()}
 
 
 @dataclass(frozen=True)
