@@ -288,8 +288,9 @@ class FenceCheck:
 
 class EtcdFenceStop:
     """A lost voter's etcd stopped for good (restart=no, then TERM and after the step's timeout
-    KILL), once asked again on its own host it still knows no leader: between plan and step (an approval can take an hour) the
-    network may have healed. Done once it is not running and does not start again by itself."""
+    KILL), once asked again on its own host it still knows no leader: between plan and step (an
+    approval can take an hour) the network may have healed. Done once it is not running and does
+    not start again by itself."""
 
     def __init__(self, c: Ctx) -> None:
         self.c = c
