@@ -28,6 +28,7 @@ from etcd_dr.executor import Executor, LocalExecutor
 from etcd_dr.inventory import Host, Inventory, PowerDriver, PowerSettings, RuntimeKind
 from etcd_dr.recovery.evidence import THIS_MACHINE, FenceEvidence, FenceKind, Probe, Sighting
 from etcd_dr.runtime import runtime_for
+from etcd_dr.state import client_for
 
 MakeExecutor = Callable[[Host], Executor]
 NO_ATTESTATIONS: Mapping[str, str] = {}
@@ -203,8 +204,6 @@ def asked_on_host(inv: Inventory, host: Host, ex: Executor) -> EndpointStatus | 
     to its client URL, with this machine's client certificate): the status, or why there is none.
     Seen from its host, a voter cut off from everyone else still answers, and says whether it knows
     a leader."""
-    from etcd_dr.state import client_for
-
     e = inv.etcd
     try:
         with ex.tunnel(host.address, e.client_port) as (addr, port):

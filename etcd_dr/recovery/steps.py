@@ -29,7 +29,7 @@ from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
 from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
 from etcd_dr.recovery.evidence import FenceEvidence, FenceKind
-from etcd_dr.recovery.fencing import asked_on_host, gather, probe
+from etcd_dr.recovery.fencing import asked_on_host, gather, how_to_fence, probe
 from etcd_dr.runtime import (
     DockerRuntime,
     MemberParams,
@@ -312,8 +312,12 @@ class EtcdFenceStop:
                     f"(term {own.raft_term}): a partition, not a loss; nothing was stopped: heal the "
                     "network and check `etcd-dr status`"
                 )
-            if not isinstance(own, EndpointStatus):  # running and silent even there: no write to lose
-                self.c.say(f"{host.name}: its etcd did not answer on {host.name} ({own}); stopping it")
+            if not isinstance(own, EndpointStatus):  # silence is not evidence, even there
+                raise RecoveryStepError(
+                    f"{host.name}'s etcd runs but did not answer on {host.name} itself ({own}); nothing "
+                    f"was stopped: {how_to_fence(self.c.inv, host)}, then run `etcd-dr recover` again "
+                    "(this plan resumes)"
+                )
         rt.set_restart(False)
         rt.stop(float(p.timeout_s))
         wait(
