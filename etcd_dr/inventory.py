@@ -336,6 +336,10 @@ HostPath = Annotated[str, Field(pattern="^/"), _v(_host_path)]
 # A place on this machine that etcd-dr writes (state, audit log, snapshots): never a credential.
 _STATE_PATH = "state path"
 LocalDir = Annotated[Path, _v(_local(must_exist=False)), _STATE_PATH]
+# A file on this machine etcd-dr reads or writes that may not exist yet (RKE's files).
+LocalPath = Annotated[
+    Path, _v(_local(must_exist=False)), WithJsonSchema({"type": "string", "format": "path"})
+]
 
 
 def _file(fix: str = "", private_key: bool = False) -> Any:
@@ -568,6 +572,27 @@ class CheckSettings:
     )
 
 
+@dataclass(frozen=True, config=_CONFIG)
+class RkeSettings:
+    """RKE's own files for this cluster (`etcd-dr kubernetes`, `restore-kubernetes`): cluster.yml and
+    cluster.rkestate on this machine (RKE's names: the state file is cluster.yml's path with the
+    extension replaced by .rkestate), and where `rke up` runs (the deploy host, over SSH)."""
+
+    cluster_yml: LocalPath = Field(description="RKE's cluster.yml on this machine")
+    deploy_host: Name = Field(description="the inventory host that runs `rke up` (RKE's deploy machine)")
+    state_file: LocalPath | None = Field(None, description="default: cluster_yml with .rkestate")
+    kube_config: LocalPath | None = Field(None, description="default: kube_config_<cluster_yml's name>")
+    remote_dir: HostPath = Field("/opt/rke", description="on the deploy host: where `rke up` runs")
+    binary: Str = Field("rke", description="the rke command on the deploy host")
+    up_timeout: Seconds = Field(1800.0, description="seconds `rke up` may take")
+
+    def state_path(self) -> Path:
+        return self.state_file or self.cluster_yml.with_suffix(".rkestate")
+
+    def kube_config_path(self) -> Path:
+        return self.kube_config or self.cluster_yml.with_name(f"kube_config_{self.cluster_yml.name}")
+
+
 def _hosts(v: object) -> object:
     if v is None or v == []:
         what = f"is {_kind(v) if v is None else 'an empty list'}"
@@ -588,6 +613,7 @@ class Inventory:
     snapshots: SnapshotSettings | None = None
     ca: CASettings = Field(default_factory=CASettings)
     check: CheckSettings = Field(default_factory=CheckSettings)
+    rke: RkeSettings | None = Field(None, description="RKE's cluster.yml and state file, the deploy host")
     power: PowerSettings | None = Field(None, description="the power driver of every host without its own")
     state_dir: LocalDir | None = Field(
         None,
@@ -979,6 +1005,15 @@ def _cross_checks(d: dict) -> list[str]:
     ca = d.get("ca")
     if isinstance(ca, dict) and isinstance(ca.get("host"), str) and names and ca["host"] not in names:
         out.append(f"ca.host: {ca['host']!r} is not a host of this inventory; name one of hosts[].name")
+    rke = d.get("rke")
+    if (
+        isinstance(rke, dict)
+        and isinstance(rke.get("deploy_host"), str)
+        and names
+        and rke["deploy_host"] not in names
+    ):
+        deploy = rke["deploy_host"]
+        out.append(f"rke.deploy_host: {deploy!r} is not a host of this inventory; name one of hosts[].name")
     if isinstance(d.get("power"), dict):
         out += _power_keys(d["power"], "power")
     internal = [k for k in _INTERNAL if k in d]

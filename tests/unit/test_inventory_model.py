@@ -23,6 +23,7 @@ from etcd_dr.inventory import (
     Inventory,
     InventoryError,
     PowerSettings,
+    RkeSettings,
     S3Target,
     SnapshotSettings,
     SshSettings,
@@ -45,6 +46,7 @@ SECTIONS = {
     "S3Target": S3Target,
     "CASettings": CASettings,
     "CheckSettings": CheckSettings,
+    "RkeSettings": RkeSettings,
     "PowerSettings": PowerSettings,
 }
 
@@ -148,6 +150,19 @@ def test_error_paths_name_the_field(invdir: Path, edit, where: str, phrase: str)
     with pytest.raises(InventoryError) as ei:
         parse_inventory(d, invdir)
     assert [p for p in ei.value.problems if p.startswith(f"{where}: ") and phrase in p], ei.value.problems
+
+
+def test_rke_section_defaults_follow_rkes_names_and_the_deploy_host_is_checked(invdir: Path) -> None:
+    inv = parse_inventory(sample_data(rke={"cluster_yml": "rke/cluster.yml", "deploy_host": "master1"}), invdir)
+    assert inv.rke is not None and inv.rke.cluster_yml == invdir / "rke/cluster.yml"
+    assert inv.rke.state_path() == invdir / "rke/cluster.rkestate"  # RKE: the extension replaced
+    assert inv.rke.kube_config_path() == invdir / "rke/kube_config_cluster.yml"
+    assert inv.rke.remote_dir == "/opt/rke" and inv.rke.binary == "rke"
+    with pytest.raises(InventoryError) as ei:
+        parse_inventory(sample_data(rke={"cluster_yml": "cluster.yml", "deploy_host": "nope"}), invdir)
+    assert any(p.startswith("rke.deploy_host: 'nope' is not a host") for p in ei.value.problems), (
+        ei.value.problems
+    )
 
 
 def test_the_model_stays_frozen_and_replace_keeps_working(invdir: Path) -> None:
