@@ -58,7 +58,7 @@ from etcd_dr.recovery.plan import (
     recovery_path,
 )
 from etcd_dr.recovery.steps import Ctx, RecoveryAction, VerifyParams, handlers, typed_plan
-from etcd_dr.state import ClusterState, Reach, observe
+from etcd_dr.state import LOOK_DEADLINE_S, ClusterState, Reach, observe
 from etcd_dr.stepctx import Say
 
 Confirm = Callable[[Plan], bool]
@@ -370,14 +370,18 @@ def _recover(
         if why:
             return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
     else:
-        # fencing evidence and the partition probe for every inventory voter while observing: dead
-        # hosts cost one timeout, once
+        # The power drivers first (they ask no host): a voter powered off is neither dialed by the
+        # look nor asked to probe, so it costs no timeout at all. Then fencing evidence and the
+        # partition probe for every inventory voter while observing; the probe's dials are bounded
+        # by the look's deadline (a LAN connect takes milliseconds; 1.2 s leaves a SYN retry), and
+        # a voter it misses is still fenced only on evidence of its own.
         quick = _quick_ssh(inv)
         voters = [h.name for h in inv.voters]
+        off = powered_off(inv, voters)
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
-            early = pool.submit(gather, quick, voters)
-            seen = pool.submit(probe, quick, voters)
-            state = observe(quick)
+            early = pool.submit(gather, quick, voters, off=off)
+            seen = pool.submit(probe, quick, voters, timeout=LOOK_DEADLINE_S, off=off)
+            state = observe(quick, known_down=off)
             timings["observe"] = time.monotonic() - t0
             say(f"observed in {timings['observe']:.2f} s: {state.verdict}")
             evidence = dict(early.result())

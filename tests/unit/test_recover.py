@@ -161,8 +161,8 @@ def _patch(
             pass
 
     monkeypatch.setattr(R, "observe", lambda inv, **kw: calls.append("observe") or State())
-    monkeypatch.setattr(R, "gather", lambda inv, hosts: {})
-    monkeypatch.setattr(R, "probe", lambda inv, hosts: Probe())
+    monkeypatch.setattr(R, "gather", lambda inv, hosts, **kw: {})
+    monkeypatch.setattr(R, "probe", lambda inv, hosts, **kw: Probe())
     monkeypatch.setattr(R, "powered_off", lambda inv, hosts: {})
     monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: calls.append("plan") or plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
