@@ -25,7 +25,7 @@ from etcd_dr.etcd.errors import EtcdError, RevisionCompacted
 from etcd_dr.etcdbin import EtcdBinaries, EtcdBinariesError
 from etcd_dr.snapshots.etcdtool import ToolError, binaries_for, snapshot_status
 from etcd_dr.snapshots.record import Verdict
-from etcd_dr.snapshots.trial import served_db
+from etcd_dr.snapshots.trial import Memory, memory_of, served_db
 
 _SHA256_LEN = 32
 _CHUNK = 1 << 20
@@ -201,14 +201,15 @@ def verify_snapshot(
 
     # 4. trial restore and HashKV on a throwaway etcd
     try:
-        restored = _restore_and_hash(bins, path, revision, scratch_dir or path.parent)
+        restored, mem = _restore_and_hash(bins, path, revision, scratch_dir or path.parent)
     except ToolError as e:
         checks.append(Check("restore", False, str(e)))
         return done(Verdict.CORRUPT, f"snapshot restore fails on it: {e}", **got)
     except (TimeoutError, OSError, EtcdError, RuntimeError) as e:
         checks.append(Check("restore", None, str(e)))
         return done(Verdict.UNVERIFIED, f"restored, but the throwaway etcd did not answer: {e}", **got)
-    checks.append(Check("restore", True, "restored and served by a throwaway etcd"))
+    served = "restored and served by a throwaway etcd" + (f" ({mem.sentence()})" if mem else "")
+    checks.append(Check("restore", True, served))
     got.update(kv_hash=restored.hash, compact_revision=restored.compact_revision)
 
     if reference is None:
@@ -265,10 +266,13 @@ def _member_reference(
     return (r.hash, r.compact_revision), ""
 
 
-def _restore_and_hash(bins: EtcdBinaries, path: Path, revision: int, scratch_parent: Path) -> HashKVResult:
+def _restore_and_hash(
+    bins: EtcdBinaries, path: Path, revision: int, scratch_parent: Path
+) -> tuple[HashKVResult, Memory | None]:
     """Restore into a scratch dir, serve it with a throwaway single-member TLS etcd on loopback, and
-    ask it for HashKV at `revision`. The restore skips its own sha256 pass over the file: the
-    trailer check above made exactly that comparison already."""
+    ask it for HashKV at `revision` (with the throwaway etcd's memory right after: HashKV has read
+    every page). The restore skips its own sha256 pass over the file: the trailer check above made
+    exactly that comparison already."""
     with served_db(
         bins,
         path,
@@ -276,5 +280,5 @@ def _restore_and_hash(bins: EtcdBinaries, path: Path, revision: int, scratch_par
         skip_hash_check=True,
         start_timeout=RESTORE_START_TIMEOUT,
         scratch_prefix=".verify-",
-    ) as (c, endpoint):
-        return c.hash_kv(endpoint, revision, timeout=600.0)
+    ) as (c, endpoint, pid):
+        return c.hash_kv(endpoint, revision, timeout=600.0), memory_of(pid)
