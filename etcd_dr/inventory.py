@@ -421,6 +421,16 @@ class Host:
     etcd_image: Str | None = Field(None, description="docker: the image this member runs (else etcd.image)")
     etcd_binary: HostPath | None = Field(None, description="process: its etcd binary (else etcd.binary)")
     power: PowerSettings | None = Field(None, description="this host's own power driver (else power)")
+    # RKE's `address` when its `internal_address` differs: etcd listens on the internal one
+    # (`address` here), SSH reaches the host at the other (a NATed cloud address, a second network).
+    ssh_address: Annotated[str, _v(_address)] | None = Field(
+        None, description="where SSH connects, when not address (RKE: address vs internal_address)"
+    )
+
+    @property
+    def ssh_host(self) -> str:
+        """The address SSH connects to (and known_hosts lists)."""
+        return self.ssh_address or self.address
 
     @property
     def is_voter(self) -> bool:
