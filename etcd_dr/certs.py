@@ -35,8 +35,12 @@ class CertKeyPair:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
+def _new_key(rsa_bits: int | None = None) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     # P-256: what etcd and Go's TLS handle everywhere, and ~100x faster to generate than RSA-2048.
+    # RSA where a reader insists on it: RKE's own certificates are RSA and it type-asserts an RSA
+    # key for external etcd (pki/services.go: clientKey.(*rsa.PrivateKey)).
+    if rsa_bits is not None:
+        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -54,8 +58,8 @@ def _load_key(pem: bytes):
         raise InputError("the CA key is not a readable unencrypted PEM private key") from e
 
 
-def new_ca(common_name: str = "kube-ca", days: int = 3650) -> CertKeyPair:
-    key = _new_key()
+def new_ca(common_name: str = "kube-ca", days: int = 3650, *, rsa_bits: int | None = None) -> CertKeyPair:
+    key = _new_key(rsa_bits)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
@@ -112,9 +116,13 @@ def issue_cert(
     not_before: dt.datetime | None = None,
     server: bool = True,
     client: bool = True,
+    rsa_bits: int | None = None,
+    organization: str | None = None,
 ) -> CertKeyPair:
     """Sign a new key for common_name with the CA. not_before lets tests shift the validity window
-    (NOTES: Go ignores libfaketime, so "not yet valid" is made by the certificate, not the clock)."""
+    (NOTES: Go ignores libfaketime, so "not yet valid" is made by the certificate, not the clock).
+    rsa_bits: an RSA key of that size instead of P-256; organization: the subject's O (RKE's kube-node
+    is O=system:nodes)."""
     if not key_matches_cert(ca):
         raise InputError("the CA key does not match the CA certificate: pass the key that signed kube-ca.pem")
     sans: list[x509.GeneralName] = []
@@ -127,11 +135,14 @@ def issue_cert(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
     ca_cert = ca.certificate()
     ca_key = _load_key(ca.key_pem)
-    key = _new_key()
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        subject.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    key = _new_key(rsa_bits)
     start = not_before or (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
