@@ -592,6 +592,11 @@ class RkeSettings:
     deploy_host: Name = Field(description="the inventory host that runs `rke up` (RKE's deploy machine)")
     state_file: LocalPath | None = Field(None, description="default: cluster_yml with .rkestate")
     kube_config: LocalPath | None = Field(None, description="default: kube_config_<cluster_yml's name>")
+    certs_dir: LocalPath | None = Field(
+        None,
+        description="the state file's certificates as files (kube-ca, kube-etcd-*, the etcd client), "
+        "written by `etcd-dr inventory import-rke`",
+    )
     remote_dir: HostPath = Field("/opt/rke", description="on the deploy host: where `rke up` runs")
     binary: Str = Field("rke", description="the rke command on the deploy host")
     up_timeout: Seconds = Field(1800.0, description="seconds `rke up` may take")
