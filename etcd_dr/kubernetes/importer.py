@@ -156,7 +156,7 @@ def import_rke(
     moved: list[Path] = []
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     for path, data, mode in plan.files:
-        aside = _write_file(path, data, mode, stamp)
+        aside = write_beside(path, data, mode, stamp)
         written.append(path)
         if aside is not None:
             moved.append(aside)
@@ -166,7 +166,7 @@ def import_rke(
         f"{out}`\n"
     )
     text = header + yaml.dump(plan.data, Dumper=_Dumper, sort_keys=False)
-    _write_file(out, text.encode(), 0o644, stamp)
+    write_beside(out, text.encode(), 0o644, stamp)
     written.append(out)
     return ImportResult(
         inventory=out,
@@ -591,7 +591,7 @@ def _rel(p: Path, base: Path) -> str:
         return str(p)
 
 
-def _write_file(path: Path, data: bytes, mode: int, stamp: str) -> Path | None:
+def write_beside(path: Path, data: bytes, mode: int, stamp: str) -> Path | None:
     """Write data to path atomically with mode (created with it: a key is never readable by others,
     even for a moment). A different file already there is moved aside to <name>.bak-<stamp>, never
     deleted; the same bytes: left as it is. Returns where the old file went, if moved."""
