@@ -86,9 +86,9 @@ def _text(res: Decided) -> str:
         after = "removed from nodes" if c.after is None else f"role [{', '.join(c.after)}]"
         lines.append(f"  nodes[{c.index}] {c.address} ({c.name}): [{', '.join(c.before)}] -> {after}")
     if d.refusal is not None and d.refusal.message:
-        lines.append(f"rke up would end in: FATA {d.refusal.message} ({d.refusal.why})")
+        lines += [f"rke up would end in: {d.refusal.message}", f"  because {d.refusal.why}"]
     if d.fix:
         lines.append(f"fix: {d.fix}")
     if d.as_is is not None:
-        lines.append(f"the cluster.yml as it is would end in: {d.as_is.message} ({d.as_is.why})")
+        lines += [f"the cluster.yml as it is would end in: {d.as_is.message}", f"  because {d.as_is.why}"]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from etcd_dr.errors import InputError
 from etcd_dr.inventory import InMemoryFile, Inventory
 from etcd_dr.kubernetes.plan import ClientPem, KubernetesDecision, plan_kubernetes
 from etcd_dr.kubernetes.rkefiles import FullState, RkeConfig, read_cluster_yml, read_state_file
-from etcd_dr.state import ClusterState, observe
+from etcd_dr.state import LOOK_DEADLINE_S, ClusterState, observe
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ def decide(inv: Inventory, *, state: ClusterState | None = None) -> Decided:
     cfg = read_cluster_yml(yml)
     full = read_state_file(st_path)
     client = client_pem(inv)
-    picture = state if state is not None else observe(inv)
+    # status's one deadline for the look: dead masters (the reason for this) cost it once, not the
+    # etcd dial timeout and then the SSH connect timeout
+    picture = state if state is not None else observe(inv, deadline_s=LOOK_DEADLINE_S)
     d = plan_kubernetes(picture, inv, cfg, full.current.rke_config, client=client)
     return Decided(d, picture, yml, st_path, inv.rke.kube_config_path(), cfg, full)
 

@@ -254,7 +254,7 @@ def plan_kubernetes(
             "REQUEST_TIMED_OUT",
             msg.REQUEST_TIMED_OUT,
             "RKE removes the dead etcd members and kube-apiserver reads /registry through an etcd without "
-            "quorum (the source incident waited minutes for this error)",
+            "quorum; the source incident waited minutes for this error",
         )
         return refuse(
             f"{state.verdict}: `rke up` would end in etcd's {msg.REQUEST_TIMED_OUT!r}",
@@ -287,10 +287,13 @@ def plan_kubernetes(
             else:
                 continue
             changes.append(NodeChange(n.index, n.address, n.hostname_override, before, after))
+        same = not changes and not cfg.etcd.external
         decision = KubernetesDecision(
             Decision.SURVIVING_PLANE,
-            f"the recovered etcd ({members}) overlaps RKE's etcd plane ({plane}): cluster.yml keeps the etcd "
-            f"role on {_and(sorted(keep))} only"
+            f"etcd ({members}) is RKE's etcd plane ({plane}) as it was: cluster.yml needs no change"
+            if same
+            else f"the recovered etcd ({members}) overlaps RKE's etcd plane ({plane}): cluster.yml keeps the "
+            f"etcd role on {_and(sorted(keep))} only"
             + (
                 f" and {_and(c.address for c in changes if c.after is None)} leave nodes until "
                 "`etcd-dr rejoin` brings them back and a second `rke up` lists them again"

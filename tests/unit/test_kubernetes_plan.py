@@ -239,3 +239,11 @@ def test_dead_etcd_nodes_are_dropped_as_rke_drops_them() -> None:
     )
     p = predict_rke_up(cfg, cur, dead, quorum=False)
     assert p is not None and p.message == msg.REQUEST_TIMED_OUT
+
+
+def test_a_healthy_cluster_needs_no_change(tmp_path: Path) -> None:
+    inv, cfg, cur = imported("three-masters", tmp_path)
+    all3 = ["master1", "master2", "master3"]
+    d = plan_kubernetes(picture(inv, members=all3, up=all3, leader="master1"), inv, cfg, cur)
+    assert d.decision is Decision.SURVIVING_PLANE and not d.nodes
+    assert d.reason.endswith("as it was: cluster.yml needs no change")
