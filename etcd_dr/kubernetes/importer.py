@@ -105,7 +105,7 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class ImportPlan:
     """What import_rke will write: the inventory's data and each file's bytes and mode."""
 
     data: dict
@@ -191,7 +191,7 @@ def plan_import(
     deploy_host: str | None = None,
     known_hosts: Path | None = None,
     ignore_bastion: bool = False,
-) -> _Plan:
+) -> ImportPlan:
     """Pure: the inventory data and the files, from the parsed files. RkeFileError with every problem."""
     yml_problems: list[str] = []
     state_problems: list[str] = []
@@ -464,7 +464,7 @@ def plan_import(
         f"copy it (mode 0600) to {hosts[0].name if hosts else 'a master'}:/etc/kubernetes/ssl/"
         "kube-ca-key.pem or point the inventory's ca: at where it is"
     )
-    return _Plan(data, tuple(files), tuple(hosts), deploy, why, client_name, tuple(notes))
+    return ImportPlan(data, tuple(files), tuple(hosts), deploy, why, client_name, tuple(notes))
 
 
 def _check_member(c: CertificatePKI, n: RkeNode, ca_cert: object, at: str, problems: list[str]) -> None:

@@ -589,7 +589,7 @@ def _etcd(d: object, at: str, style: Style, problems: list[str]) -> EtcdService:
         external_urls=tuple(urls),
         ca_cert=_str(d, name("ca_cert"), f"{at}.{name('ca_cert')}", problems),
         cert=_str(d, name("cert"), f"{at}.{name('cert')}", problems),
-        key=_str(d, name("key"), f"{at}.{name('key')}", problems, secret=True),
+        key=_str(d, name("key"), f"{at}.{name('key')}", problems),
         path=_str(d, name("path"), f"{at}.{name('path')}", problems),
         snapshot=snap,
         retention=_str(d, name("retention"), f"{at}.{name('retention')}", problems),
@@ -631,15 +631,15 @@ def _unknown(d: Mapping[str, Any], known: tuple[str, ...], at: str) -> list[str]
     return out
 
 
-def _str(d: Mapping[str, Any], key: str, at: str, problems: list[str], *, secret: bool = False) -> str:
+def _str(d: Mapping[str, Any], key: str, at: str, problems: list[str]) -> str:
+    """A string field; a scalar of another type as yaml.v2 gives it to a Go string (its text). The
+    value itself never goes into a problem (it may be a key)."""
     v = d.get(key)
     if v is None:
         return ""
     if isinstance(v, dict | list):
         problems.append(f"{at}: is {_kind(v)}, not a string")
         return ""
-    if isinstance(v, bool) and not secret:
-        return "true" if v else "false"
     return v if isinstance(v, str) else _go_text(v)
 
 
