@@ -195,15 +195,20 @@ def predict_rke_up(
         )
     old = [n.address for n in current.etcd_nodes] if current is not None else []
     new = {n.address for n in etcd}
-    # cluster/reconcile.go isEtcdPlaneReplaced: every current etcd host deleted or inactive, or no
-    # host in common (hosts are compared by address: hosts/hosts.go)
-    if old and (all(a not in new for a in old)):
-        gone = "with no etcd node" if not new else f"whose etcd nodes {_and(sorted(new))} are none of them"
-        return RkePrediction(
-            "PLANE_REPLACED",
-            msg.PLANE_REPLACED,
-            f"the state's current etcd plane is {_and(old)} and cluster.yml {gone}",
-        )
+    # cluster/reconcile.go isEtcdPlaneReplaced (not reached without a currentState: a new cluster):
+    # replaced unless both planes are empty, when every current etcd host is to be deleted (not in
+    # the new plane, inactive or not; so also an empty old plane, external etcd, against a new
+    # internal one) or the two share no host. Hosts are compared by address (hosts/hosts.go).
+    if current is not None and (old or new) and all(a not in new for a in old):
+        if not old:
+            added = _and(sorted(new))
+            why = f"the state's current etcd is external (no etcd node) and cluster.yml adds {added}"
+        else:
+            gone = (
+                "with no etcd node" if not new else f"whose etcd nodes {_and(sorted(new))} are none of them"
+            )
+            why = f"the state's current etcd plane is {_and(old)} and cluster.yml {gone}"
+        return RkePrediction("PLANE_REPLACED", msg.PLANE_REPLACED, why)
     # deleteEtcdMembers: a member of the old plane no longer in cluster.yml (and reachable) is removed
     # through etcd, which cannot commit without quorum
     removed = [a for a in old if a not in new and a not in inactive]

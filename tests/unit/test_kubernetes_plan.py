@@ -247,3 +247,20 @@ def test_a_healthy_cluster_needs_no_change(tmp_path: Path) -> None:
     d = plan_kubernetes(picture(inv, members=all3, up=all3, leader="master1"), inv, cfg, cur)
     assert d.decision is Decision.SURVIVING_PLANE and not d.nodes
     assert d.reason.endswith("as it was: cluster.yml needs no change")
+
+
+def test_back_from_external_etcd_to_nodes_is_a_replaced_plane_for_rke(tmp_path: Path) -> None:
+    """isEtcdPlaneReplaced: 0 current etcd hosts, all 0 of them to delete: replaced. After an `rke up`
+    onto external etcd, the next one stays external (all members as external_urls)."""
+    cfg = read_cluster_yml(FIX / "three-masters/cluster.yml")
+    cur = read_state_file(FIX / "three-masters/cluster.rkestate").current.rke_config
+    p = predict_rke_up(cfg, current_without_plane(cur))
+    assert p is not None and p.constant == "PLANE_REPLACED" and "current etcd is external" in p.why
+    assert predict_rke_up(cfg, None) is None  # no currentState: a new cluster, no reconcile
+    # masters rejoined node1's recovered cluster after an external-etcd rke up: external again
+    inv, _, _ = imported("three-masters", tmp_path, learner="node1")
+    everyone = ["master1", "master2", "master3", "node1"]
+    st = picture(inv, members=everyone, up=everyone, leader="node1")
+    d = plan_kubernetes(st, inv, cfg, current_without_plane(cur), client=client_pem())
+    assert d.decision is Decision.EXTERNAL_ETCD, d.reason
+    assert d.external is not None and len(d.external.urls) == 4
