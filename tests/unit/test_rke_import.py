@@ -175,3 +175,23 @@ def test_cli_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
         == 2
     )
     assert "--deploy-host: 'nope' is not a host of this cluster" in capsys.readouterr().err
+
+
+def test_an_older_rkes_state_file_imports(tmp_path: Path) -> None:
+    """RKE v1.0-era state: fields added later absent (enableCriDockerd, winPrefixPath, the etcd
+    backupConfig, kube-apiserver-requestheader-ca...), ports written as numbers by hand-edited files."""
+    yml = shape(tmp_path, "three-masters")
+    st = json.loads(yml.with_suffix(".rkestate").read_text())
+    for state in (st["desiredState"], st["currentState"]):
+        cfg = state["rkeConfig"]
+        for k in ("enableCriDockerd", "winPrefixPath", "monitoring", "dns", "rotateEncryptionKey"):
+            cfg.pop(k, None)
+        cfg["services"]["etcd"].pop("backupConfig")
+        for n in cfg["nodes"]:
+            n["port"] = 22
+        for entry in state["certificatesBundle"].values():
+            for k in ("configEnvName", "configPath", "ouName"):
+                entry.pop(k, None)
+    yml.with_suffix(".rkestate").write_text(json.dumps(st))
+    inv = load_inventory(run(yml).inventory)
+    assert [h.name for h in inv.voters] == ["master1", "master2", "master3"]
