@@ -200,9 +200,9 @@ def plan_import(
         yml_problems.append("nodes: no node; RKE's cluster.yml lists the cluster's nodes")
     if cfg.bastion is not None and not ignore_bastion:
         yml_problems.append(
-            f"bastion_host: {cfg.bastion.address}: etcd-dr connects to each host directly and cannot go "
-            "through a bastion (jump host); run etcd-dr on a machine that reaches the nodes directly (the "
-            "bastion itself) and pass --ignore-bastion"
+            f"bastion_host: {cfg.bastion.address}: etcd-dr connects to each host directly, both its sshd "
+            "and etcd's client port, and cannot go through a bastion (jump host); run etcd-dr on a machine "
+            "that reaches the nodes directly (the bastion itself) and pass --ignore-bastion"
         )
     elif cfg.bastion is not None:
         notes.append(
