@@ -33,7 +33,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.kubernetes import rkemessages as msg
@@ -47,13 +47,41 @@ class Decision(enum.StrEnum):
     REFUSED = "refused"
 
 
+class RkeError(enum.StrEnum):
+    """The errors `rke up` ends with that etcd-dr predicts: each value names its rkemessages constant."""
+
+    NO_ETCD_PLANE = "NO_ETCD_PLANE"
+    NO_ETCD_PLANE_UNREACHABLE = "NO_ETCD_PLANE_UNREACHABLE"
+    INTERNAL_AND_EXTERNAL = "INTERNAL_AND_EXTERNAL"
+    EXTERNAL_CA_EMPTY = "EXTERNAL_CA_EMPTY"
+    EXTERNAL_CERT_EMPTY = "EXTERNAL_CERT_EMPTY"
+    EXTERNAL_KEY_EMPTY = "EXTERNAL_KEY_EMPTY"
+    EXTERNAL_PATH_EMPTY = "EXTERNAL_PATH_EMPTY"
+    PLANE_REPLACED = "PLANE_REPLACED"
+    REQUEST_TIMED_OUT = "REQUEST_TIMED_OUT"
+    CLIENT_KEY_NOT_RSA = "CLIENT_KEY_NOT_RSA"
+
+    def text(self, **fmt: str) -> str:
+        """Its words (rkemessages), with the placeholders some have filled in."""
+        words: str = getattr(msg, self.value)
+        return words.format(**fmt) if fmt else words
+
+
 @dataclass(frozen=True)
 class RkePrediction:
-    """What `rke up` ends with: its exact message (a constant of rkemessages) and why."""
+    """What `rke up` ends with: which error, its exact words, and why it would."""
 
-    constant: str  # the rkemessages name, e.g. PLANE_REPLACED ("" for etcd-dr's own refusals)
+    error: RkeError
     message: str
     why: str
+
+    @classmethod
+    def of(cls, error: RkeError, why: str, **fmt: str) -> RkePrediction:
+        return cls(error, error.text(**fmt), why)
+
+    @property
+    def constant(self) -> str:
+        return self.error.value
 
     def to_json(self) -> dict:
         return {"constant": self.constant, "message": self.message, "why": self.why}
@@ -163,34 +191,35 @@ def predict_rke_up(
     the tunnels, the etcd plane's reconcile, member removal."""
     e = cfg.etcd
     if e.external:  # cluster/validation.go validateServicesOptions
-        for constant, value in (
-            ("EXTERNAL_CA_EMPTY", e.ca_cert),
-            ("EXTERNAL_CERT_EMPTY", e.cert),
-            ("EXTERNAL_KEY_EMPTY", e.key),
-            ("EXTERNAL_PATH_EMPTY", e.path),
+        for error, value in (
+            (RkeError.EXTERNAL_CA_EMPTY, e.ca_cert),
+            (RkeError.EXTERNAL_CERT_EMPTY, e.cert),
+            (RkeError.EXTERNAL_KEY_EMPTY, e.key),
+            (RkeError.EXTERNAL_PATH_EMPTY, e.path),
         ):
             if not value:
-                return RkePrediction(
-                    constant, getattr(msg, constant), "services.etcd.external_urls without it"
-                )
+                return RkePrediction.of(error, "services.etcd.external_urls without it")
+        if (kind := _key_type(e.key)) is not None:
+            return RkePrediction.of(
+                RkeError.CLIENT_KEY_NOT_RSA,
+                "pki/services.go type-asserts services.etcd.key to *rsa.PrivateKey: a Go panic",
+                type=kind,
+            )
     etcd = [n for n in cfg.etcd_nodes if n.address not in inactive]
     dropped = [n for n in cfg.nodes if n.address in inactive]
     if not etcd and not e.external:  # cluster/hosts.go TunnelHosts -> ValidateHostCount
         if dropped:  # its loop returns at the first inactive host, naming it only if it is etcd
             first = dropped[0]
             hosts = msg.go_list([first.address] if first.is_etcd else [])
-            return RkePrediction(
-                "NO_ETCD_PLANE_UNREACHABLE",
-                msg.NO_ETCD_PLANE_UNREACHABLE.format(hosts=hosts),
+            return RkePrediction.of(
+                RkeError.NO_ETCD_PLANE_UNREACHABLE,
                 f"every etcd node of cluster.yml is unreachable ({_and(n.address for n in cfg.etcd_nodes)})",
+                hosts=hosts,
             )
-        return RkePrediction(
-            "NO_ETCD_PLANE", msg.NO_ETCD_PLANE, "no node has the etcd role and no external_urls"
-        )
+        return RkePrediction.of(RkeError.NO_ETCD_PLANE, "no node has the etcd role and no external_urls")
     if etcd and e.external:
-        return RkePrediction(
-            "INTERNAL_AND_EXTERNAL",
-            msg.INTERNAL_AND_EXTERNAL,
+        return RkePrediction.of(
+            RkeError.INTERNAL_AND_EXTERNAL,
             f"{_and(n.address for n in etcd)} keep the etcd role beside services.etcd.external_urls",
         )
     old = [n.address for n in current.etcd_nodes] if current is not None else []
@@ -208,20 +237,18 @@ def predict_rke_up(
                 "with no etcd node" if not new else f"whose etcd nodes {_and(sorted(new))} are none of them"
             )
             why = f"the state's current etcd plane is {_and(old)} and cluster.yml {gone}"
-        return RkePrediction("PLANE_REPLACED", msg.PLANE_REPLACED, why)
+        return RkePrediction.of(RkeError.PLANE_REPLACED, why)
     # deleteEtcdMembers: a member of the old plane no longer in cluster.yml (and reachable) is removed
     # through etcd, which cannot commit without quorum
     removed = [a for a in old if a not in new and a not in inactive]
     if removed and not quorum:
-        return RkePrediction(
-            "REQUEST_TIMED_OUT",
-            msg.REQUEST_TIMED_OUT,
+        return RkePrediction.of(
+            RkeError.REQUEST_TIMED_OUT,
             f"RKE removes the etcd member(s) of {_and(removed)} through an etcd without quorum",
         )
     if not quorum:
-        return RkePrediction(
-            "REQUEST_TIMED_OUT",
-            msg.REQUEST_TIMED_OUT,
+        return RkePrediction.of(
+            RkeError.REQUEST_TIMED_OUT,
             "etcd has no quorum: every write (and kube-apiserver's reads) times out",
         )
     return None
@@ -255,9 +282,8 @@ def plan_kubernetes(
     if state.forked:
         return refuse(state.fork_advice, None, "resolve the fork first (etcd-dr status), then plan again")
     if not state.quorum:
-        p = RkePrediction(
-            "REQUEST_TIMED_OUT",
-            msg.REQUEST_TIMED_OUT,
+        p = RkePrediction.of(
+            RkeError.REQUEST_TIMED_OUT,
             "RKE removes the dead etcd members and kube-apiserver reads /registry through an etcd without "
             "quorum; the source incident waited minutes for this error",
         )
@@ -316,25 +342,25 @@ def plan_kubernetes(
     urls = tuple(_url(m, inv) for m in recovered_m)
     if client is None or not (client.ca_cert and client.cert and client.key):
         missing = next(
-            c
-            for c, v in (
-                ("EXTERNAL_CA_EMPTY", client.ca_cert if client else ""),
-                ("EXTERNAL_CERT_EMPTY", client.cert if client else ""),
-                ("EXTERNAL_KEY_EMPTY", client.key if client else ""),
+            e
+            for e, v in (
+                (RkeError.EXTERNAL_CA_EMPTY, client.ca_cert if client else ""),
+                (RkeError.EXTERNAL_CERT_EMPTY, client.cert if client else ""),
+                (RkeError.EXTERNAL_KEY_EMPTY, client.key if client else ""),
             )
             if not v
         )
         return refuse(
             "the recovered etcd is no part of RKE's etcd plane, so it must be external etcd, and its client "
             "certificate is not available",
-            RkePrediction(missing, getattr(msg, missing), "services.etcd.external_urls without it"),
+            RkePrediction.of(missing, "services.etcd.external_urls without it"),
             "give the inventory's etcd.client files (ca_cert, cert, key: the PEMs etcd-dr reaches etcd with)",
         )
-    if not _is_rsa(client.key):
+    if (kind := _key_type(client.key)) is not None:
         return refuse(
             "RKE reads services.etcd.key as an RSA key (pki/services.go GenerateExternalEtcdCertificates: "
-            "clientKey.(*rsa.PrivateKey)) and stops on the inventory's etcd.client key, which is not one",
-            RkePrediction("", "", "an external etcd client key that is not RSA"),
+            "clientKey.(*rsa.PrivateKey)) and the inventory's etcd.client key is not one",
+            RkePrediction.of(RkeError.CLIENT_KEY_NOT_RSA, "a Go panic in rke up", type=kind),
             "point etcd.client at an RSA client certificate signed by kube-ca: the state file's kube-node "
             "(`etcd-dr inventory import-rke` writes it)",
         )
@@ -457,14 +483,20 @@ def _other_roles(n: RkeNode) -> tuple[str, ...]:
     return tuple(r.value for r in RkeRole if r in n.roles and r is not RkeRole.ETCD)
 
 
-def _is_rsa(pem: str) -> bool:
+def _key_type(pem: str) -> str | None:
+    """The Go type pki/cert ParsePrivateKeyPEM gives a key that is not RSA (*ecdsa.PrivateKey,
+    ed25519.PrivateKey), None for an RSA key or one it cannot read (RKE's parse error comes first)."""
     try:
         key = serialization.load_pem_private_key(
             pem.encode(), password=None, unsafe_skip_rsa_key_validation=True
         )
-        return isinstance(key, rsa.RSAPrivateKey)
     except (ValueError, TypeError):
-        return False
+        return None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return "*ecdsa.PrivateKey"
+    return "ed25519.PrivateKey" if isinstance(key, ed25519.Ed25519PrivateKey) else type(key).__name__
 
 
 def _and(parts: Sequence[str] | Collection[str] | object) -> str:

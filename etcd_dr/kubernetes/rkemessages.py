@@ -9,7 +9,8 @@ stand-in `rke` that reproduces it say the same bytes. Read from rancher/rke (mas
 - cluster/reconcile.go: EtcdPlaneNodesReplacedErr, wrapped by ReconcileCluster as
   "Failed to reconcile etcd plane: %v" (PLANE_REPLACED);
 - etcd itself (etcdserver/errors.go, ErrTimeout): REQUEST_TIMED_OUT, what a member remove (and any
-  linearizable request) gets while quorum is lost.
+  linearizable request) gets while quorum is lost;
+- Go's runtime, for pki/services.go's type assertion of an external etcd key: CLIENT_KEY_NOT_RSA.
 
 `rke up` prints a fatal error as logrus does: `FATA[0011] <message>` (FATAL_PREFIX + seconds).
 """
@@ -34,6 +35,10 @@ PLANE_REPLACED_CAUSE = (
 )
 PLANE_REPLACED = f"Failed to reconcile etcd plane: {PLANE_REPLACED_CAUSE}"
 REQUEST_TIMED_OUT = "etcdserver: request timed out"
+# pki/services.go GenerateExternalEtcdCertificates type-asserts services.etcd.key to *rsa.PrivateKey
+# (pki/cert ParsePrivateKeyPEM returns *ecdsa.PrivateKey for an EC key): Go's runtime panics with
+# this, `panic: ` before it. {type} is the key's Go type, e.g. *ecdsa.PrivateKey.
+CLIENT_KEY_NOT_RSA = "interface conversion: interface {{}} is {type}, not *rsa.PrivateKey"
 
 # How `rke up` shows a fatal error (logrus text formatter, no TTY): FATA[<seconds since start>].
 FATAL_PREFIX = "FATA"

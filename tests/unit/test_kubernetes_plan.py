@@ -18,6 +18,7 @@ from etcd_dr.kubernetes.importer import plan_import
 from etcd_dr.kubernetes.plan import (
     ClientPem,
     Decision,
+    RkeError,
     apply_to_config,
     current_without_plane,
     plan_kubernetes,
@@ -158,6 +159,15 @@ def test_external_etcd_needs_an_rsa_client_key_and_all_its_pems(tmp_path: Path) 
     good = client_pem()
     d = plan_kubernetes(st, inv, cfg, cur, client=ClientPem(good.ca_cert, good.cert, ec.key_pem.decode()))
     assert d.decision is Decision.REFUSED and "clientKey.(*rsa.PrivateKey)" in d.reason
+    # Go's own panic, what rke up would print
+    assert d.refusal is not None
+    assert d.refusal.message == "interface conversion: interface {} is *ecdsa.PrivateKey, not *rsa.PrivateKey"
+    ext = read_cluster_yml(FIX / "external-etcd/cluster.yml")
+    p = predict_rke_up(
+        dataclasses.replace(ext, etcd=dataclasses.replace(ext.etcd, key=ec.key_pem.decode())), None
+    )
+    assert p is not None and p.error is RkeError.CLIENT_KEY_NOT_RSA
+    assert predict_rke_up(ext, None) is None  # the fixture's RSA client passes
     d = plan_kubernetes(st, inv, cfg, cur, client=None)
     assert d.refusal is not None and d.refusal.message == msg.EXTERNAL_CA_EMPTY
     d = plan_kubernetes(st, inv, cfg, cur, client=ClientPem(good.ca_cert, good.cert, ""))
