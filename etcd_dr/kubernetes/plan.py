@@ -318,6 +318,9 @@ def plan_kubernetes(
             else:
                 continue
             changes.append(NodeChange(n.index, n.address, n.hostname_override, before, after))
+        changes, cp_note = _controlplane(cfg, changes, inactive, [n for _, n in on_nodes])
+        if cp_note is None:
+            return refuse(NO_CONTROLPLANE, None, NO_CONTROLPLANE_FIX)
         same = not changes and not cfg.etcd.external
         decision = KubernetesDecision(
             Decision.SURVIVING_PLANE,
@@ -330,7 +333,8 @@ def plan_kubernetes(
                 "`etcd-dr rejoin` brings them back and a second `rke up` lists them again"
                 if any(c.after is None for c in changes)
                 else ""
-            ),
+            )
+            + cp_note,
             recovered,
             old_plane,
             nodes=tuple(changes),
@@ -369,6 +373,9 @@ def plan_kubernetes(
         if n.is_etcd:
             after = _other_roles(n) or None  # a node with no role left is no node for RKE
             changes.append(NodeChange(n.index, n.address, n.hostname_override, _roles(n), after))
+    changes, cp_note = _controlplane(cfg, changes, inactive, [n for _, n in on_nodes])
+    if cp_note is None:
+        return refuse(NO_CONTROLPLANE, None, NO_CONTROLPLANE_FIX)
     why = (
         "no recovered etcd member is in RKE's etcd plane"
         if not overlap
@@ -378,7 +385,8 @@ def plan_kubernetes(
         Decision.EXTERNAL_ETCD,
         f"{why} (recovered {members}; plane {plane}) and RKE refuses a new plane that does not overlap "
         f"the old one, so no node keeps the etcd role and kube-apiserver reads the recovered etcd as "
-        f"external etcd: {', '.join(urls)}, path {ETCD_PATH_PREFIX}, with etcd-dr's client certificate",
+        f"external etcd: {', '.join(urls)}, path {ETCD_PATH_PREFIX}, with etcd-dr's client certificate"
+        + cp_note,
         recovered,
         old_plane,
         nodes=tuple(changes),
@@ -387,6 +395,51 @@ def plan_kubernetes(
         as_is=as_is,
     )
     return _checked(decision, cfg, current, inactive)
+
+
+# RKE deploys no kube-apiserver when no controlplane host is left and does not say so (cluster.go
+# returns early on an empty ControlPlaneHosts): `rke up` "succeeds" and the API answers nowhere.
+NO_CONTROLPLANE = (
+    "no controlplane node of cluster.yml answers and no recovered etcd member is on an RKE node: `rke up` "
+    "would finish with kube-apiserver running nowhere (RKE skips an empty control plane without a word)"
+)
+NO_CONTROLPLANE_FIX = "give a live node the controlplane role in cluster.yml, then plan again"
+
+
+def _controlplane(
+    cfg: RkeConfig, changes: list[NodeChange], inactive: Collection[str], recovered: Sequence[RkeNode]
+) -> tuple[list[NodeChange], str | None]:
+    """A live controlplane node after the changes, or the recovered members' nodes given the role
+    (kube-apiserver beside the etcd it reads: the source incident's second site). The sentence's
+    tail, "" when nothing was needed, None when no node can take it."""
+    by = {c.index: c for c in changes}
+
+    def after(n: RkeNode) -> tuple[str, ...] | None:
+        c = by.get(n.index)
+        return c.after if c is not None else _roles(n)
+
+    live = [
+        n for n in cfg.nodes if n.address not in inactive and RkeRole.CONTROLPLANE.value in (after(n) or ())
+    ]
+    if live:
+        return changes, ""
+    if not recovered:
+        return changes, None
+    for n in recovered:
+        roles = set(after(n) or ()) | {RkeRole.CONTROLPLANE.value}
+        by[n.index] = NodeChange(
+            n.index,
+            n.address,
+            n.hostname_override,
+            _roles(n),
+            tuple(r.value for r in RkeRole if r.value in roles),
+        )
+    dead = _and([n.address for n in cfg.controlplane_nodes]) or "none"
+    names = _and([n.hostname_override for n in recovered])
+    return sorted(by.values(), key=lambda c: c.index), (
+        f"; no controlplane node answers ({dead}), so {names} {'takes' if len(recovered) == 1 else 'take'} "
+        "the controlplane role: kube-apiserver runs beside the recovered etcd"
+    )
 
 
 def apply_to_config(cfg: RkeConfig, d: KubernetesDecision) -> RkeConfig:

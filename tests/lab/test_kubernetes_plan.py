@@ -124,6 +124,7 @@ def test_all_voters_lost_external_etcd_the_recovered_etcd_accepts(lab: Lab) -> N
     assert "PRIVATE KEY" not in out["diff"]
     new = read_cluster_yml(Path(out["cluster_yml"]))
     assert not new.etcd_nodes and new.etcd.path == "/registry"
+    assert [n.hostname_override for n in new.controlplane_nodes][-1] == "node1"  # the masters are dead
     assert read_state_file(Path(out["state_file"])).current.rke_config.etcd_nodes == ()  # type: ignore[union-attr]
     # what kube-apiserver will be given: the recovered etcd accepts it and serves the data
     e = new.etcd

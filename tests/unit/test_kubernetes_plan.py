@@ -127,7 +127,12 @@ def test_all_voters_lost_goes_external(tmp_path: Path) -> None:
         "master1": ("controlplane",),
         "master2": ("controlplane",),
         "master3": ("controlplane",),
+        "node1": ("controlplane", "worker"),  # the masters are dead: kube-apiserver beside the etcd
     }
+    assert d.reason.endswith(
+        "; no controlplane node answers (10.231.0.11, 10.231.0.12 and 10.231.0.13), so node1 takes the "
+        "controlplane role: kube-apiserver runs beside the recovered etcd"
+    )
     assert d.rewrite_current_plane  # else RKE: the old plane {master1..3} vs none
     new = apply_to_config(cfg, d)
     assert predict_rke_up(new, cur).constant == "PLANE_REPLACED"  # type: ignore[union-attr]
@@ -274,3 +279,13 @@ def test_back_from_external_etcd_to_nodes_is_a_replaced_plane_for_rke(tmp_path: 
     d = plan_kubernetes(st, inv, cfg, current_without_plane(cur), client=client_pem())
     assert d.decision is Decision.EXTERNAL_ETCD, d.reason
     assert d.external is not None and len(d.external.urls) == 4
+
+
+def test_no_live_controlplane_and_no_node_to_take_it_is_refused(tmp_path: Path) -> None:
+    """RKE deploys no kube-apiserver on an empty control plane, without a word: refused before."""
+    inv, cfg, cur = imported("three-masters", tmp_path, learner="node1")
+    no_node1 = dataclasses.replace(cfg, nodes=tuple(n for n in cfg.nodes if n.hostname_override != "node1"))
+    st = picture(inv, members=["node1"], up=["node1"], leader="node1")
+    d = plan_kubernetes(st, inv, no_node1, cur, client=client_pem())
+    assert d.decision is Decision.REFUSED and "kube-apiserver running nowhere" in d.reason
+    assert d.fix == "give a live node the controlplane role in cluster.yml, then plan again"
