@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
+from cryptography import x509
 
 from etcd_dr.certs import CertKeyPair, cert_sans, key_matches_cert, signed_by
 from etcd_dr.errors import InputError
@@ -467,10 +468,12 @@ def plan_import(
     return ImportPlan(data, tuple(files), tuple(hosts), deploy, why, client_name, tuple(notes))
 
 
-def _check_member(c: CertificatePKI, n: RkeNode, ca_cert: object, at: str, problems: list[str]) -> None:
+def _check_member(
+    c: CertificatePKI, n: RkeNode, ca_cert: x509.Certificate | None, at: str, problems: list[str]
+) -> None:
     """A member certificate RKE deployed for this node: signed by kube-ca, naming its address."""
     cert = CertKeyPair(c.certificate_pem.encode(), b"").certificate()
-    if ca_cert is not None and not signed_by(cert, ca_cert):  # type: ignore[arg-type]
+    if ca_cert is not None and not signed_by(cert, ca_cert):
         problems.append(
             f"{at}.certificatePEM: is not signed by this state file's kube-ca; the bundle is mixed from two "
             "clusters: restore the state file from a backup"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -552,8 +552,8 @@ def _key_type(pem: str) -> str | None:
     return "ed25519.PrivateKey" if isinstance(key, ed25519.Ed25519PrivateKey) else type(key).__name__
 
 
-def _and(parts: Sequence[str] | Collection[str] | object) -> str:
-    items = list(parts)  # type: ignore[call-overload]
+def _and(parts: Iterable[str]) -> str:
+    items = list(parts)
     if not items:
         return ""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
