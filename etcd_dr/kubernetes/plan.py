@@ -268,8 +268,10 @@ def plan_kubernetes(
 ) -> KubernetesDecision:
     """The cluster.yml change that lets `rke up` succeed on the recovered etcd, or why none does.
     Pure: the caller reads the files and observes the cluster."""
-    recovered_m = [m for m in state.members if m.in_member_list and not m.is_learner and m.status is not None]
-    recovered = tuple(m.name for m in recovered_m)
+    # the voters etcd lists: cluster.yml's etcd plane follows them (a voter that is down but still a
+    # member stays: RKE drops it while it is unreachable and removes nothing); they answer, quorum held
+    members_m = [m for m in state.members if m.in_member_list and not m.is_learner]
+    recovered = tuple(m.name for m in members_m if m.status is not None)
     old_plane = tuple(n.address for n in current.etcd_nodes) if current is not None else ()
     inactive = _inactive(state, inv, cfg)
     as_is = predict_rke_up(cfg, current, inactive, quorum=state.quorum)
@@ -294,7 +296,7 @@ def plan_kubernetes(
         )
     on_nodes: list[tuple[MemberState, RkeNode]] = []
     off_rke: list[MemberState] = []
-    for m in recovered_m:
+    for m in members_m:
         node = _node_of(m, inv, cfg)
         if node is None:
             off_rke.append(m)
@@ -318,7 +320,9 @@ def plan_kubernetes(
             else:
                 continue
             changes.append(NodeChange(n.index, n.address, n.hostname_override, before, after))
-        changes, cp_note = _controlplane(cfg, changes, inactive, [n for _, n in on_nodes])
+        changes, cp_note = _controlplane(
+            cfg, changes, inactive, [n for m, n in on_nodes if m.status is not None]
+        )
         if cp_note is None:
             return refuse(NO_CONTROLPLANE, None, NO_CONTROLPLANE_FIX)
         same = not changes and not cfg.etcd.external
@@ -343,7 +347,7 @@ def plan_kubernetes(
         )
         return _checked(decision, cfg, current, inactive)
     # no overlap (or members RKE does not know): the recovered members as external etcd
-    urls = tuple(_url(m, inv) for m in recovered_m)
+    urls = tuple(_url(m, inv) for m in members_m)
     if client is None or not (client.ca_cert and client.cert and client.key):
         missing = next(
             e
@@ -373,7 +377,7 @@ def plan_kubernetes(
         if n.is_etcd:
             after = _other_roles(n) or None  # a node with no role left is no node for RKE
             changes.append(NodeChange(n.index, n.address, n.hostname_override, _roles(n), after))
-    changes, cp_note = _controlplane(cfg, changes, inactive, [n for _, n in on_nodes])
+    changes, cp_note = _controlplane(cfg, changes, inactive, [n for m, n in on_nodes if m.status is not None])
     if cp_note is None:
         return refuse(NO_CONTROLPLANE, None, NO_CONTROLPLANE_FIX)
     why = (

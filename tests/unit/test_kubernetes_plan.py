@@ -289,3 +289,14 @@ def test_no_live_controlplane_and_no_node_to_take_it_is_refused(tmp_path: Path) 
     d = plan_kubernetes(st, inv, no_node1, cur, client=client_pem())
     assert d.decision is Decision.REFUSED and "kube-apiserver running nowhere" in d.reason
     assert d.fix == "give a live node the controlplane role in cluster.yml, then plan again"
+
+
+def test_a_member_that_is_down_but_listed_stays_in_the_plane(tmp_path: Path) -> None:
+    """Quorum held, master1 down but still an etcd member: no recovery happened, nothing to remove
+    (RKE drops the unreachable host for this run and deletes no member)."""
+    inv, cfg, cur = imported("three-masters", tmp_path)
+    all3 = ["master1", "master2", "master3"]
+    st = picture(inv, members=all3, up=["master2", "master3"], leader="master2")
+    d = plan_kubernetes(st, inv, cfg, cur, client=client_pem())
+    assert d.decision is Decision.SURVIVING_PLANE and d.nodes == (), d.reason
+    assert d.recovered == ("master2", "master3") and d.as_is is None
