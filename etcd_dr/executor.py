@@ -398,7 +398,7 @@ class SSHExecutor:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.address}:{self.target.port})"
+        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.ssh_host}:{self.target.port})"
 
     # -- connection
 
@@ -457,11 +457,11 @@ class SSHExecutor:
         else:
             client.load_host_keys(str(kh))
         client.set_missing_host_key_policy(_Refuse())
-        where = f"{h.address}:{h.port}"
+        where = f"{h.ssh_host}:{h.port}"
         t0 = time.monotonic()
         log.debug("%s: connecting to %s@%s", self.host, h.user, where)
         try:
-            sock = socket.create_connection((h.address, h.port), timeout=ct)
+            sock = socket.create_connection((h.ssh_host, h.port), timeout=ct)
         except TimeoutError:
             raise TransportError(self.host, f"no answer in {ct:g} s from {where}") from None
         except ConnectionRefusedError:
@@ -474,7 +474,7 @@ class SSHExecutor:
 
         try:
             client.connect(
-                h.address,
+                h.ssh_host,
                 port=h.port,
                 username=h.user,
                 pkey=pkey,
