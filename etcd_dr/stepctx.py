@@ -52,6 +52,8 @@ def wait(
 _COPY = 'rm -rf -- "$2.part" && cp -a -- "$1" "$2.part" && sync && mv -- "$2.part" "$2"'
 # several `test` checks in one round trip: one line of 0/1 per check
 _TESTS = 'while [ $# -gt 1 ]; do if test "$1" "$2"; then echo 1; else echo 0; fi; shift 2; done'
+# sha256 of each file under a directory, paths relative to it; exit 3: no such directory
+_DIGESTS = '[ -d "$1" ] || exit 3; cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum --'
 _TEST_FLAGS = frozenset({"-e", "-d", "-f", "-s", "-L"})
 
 
@@ -119,6 +121,21 @@ class HostFS:
         """The file's sha256 (hex), or None when it cannot be read (absent)."""
         r = self.ex.run(["sha256sum", "--", path], check=False, timeout=timeout)
         return r.stdout.split()[0] if r.ok and r.stdout.strip() else None
+
+    def digests(self, path: str, *, timeout: float = 120) -> dict[str, str] | None:
+        """sha256 of every file under the directory path, by path relative to it (one round trip);
+        None when path is no directory."""
+        r = self.ex.run(["sh", "-c", _DIGESTS, "digests", path], check=False, timeout=timeout)
+        if r.rc == 3:
+            return None
+        if not r.ok:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        out: dict[str, str] = {}
+        for line in r.stdout.splitlines():
+            digest, _, rel = line.partition("  ")
+            if rel:
+                out[rel.removeprefix("./")] = digest
+        return out
 
     def read(self, path: str) -> bytes:
         return self.ex.get(path)
