@@ -379,19 +379,22 @@ def _local(path: str, what: str) -> bytes:
 
 class RkeFiles:
     """cluster.yml and its state file on the deploy host: done when both there have the local
-    files' digests."""
+    files' digests, or `rke up` already succeeded with this cluster.yml (it rewrote the state file)."""
 
     def __init__(self, c: Ctx) -> None:
         self.c = c
 
-    def done(self, step: Step) -> bool:
+    def done(self, step: Step) -> bool | str:
         p = step.typed(RkeFilesParams)
-        want = {
-            p.config_name: _sha(_local(p.cluster_yml, "cluster.yml")),
-            p.state_name: _sha(_local(p.state_file, "the state file")),
-        }
+        config = _sha(_local(p.cluster_yml, "cluster.yml"))
+        state = _sha(_local(p.state_file, "the state file"))
         got = self.c.fs(_host(step)).digests(p.remote_dir) or {}
-        return all(got.get(k) == v for k, v in want.items())
+        if got.get(p.config_name) != config:
+            return False
+        if f"{RKE_UP_MARK}{config}" in got:
+            # rke up ran with this cluster.yml and wrote its own state since: never upload over it
+            return f"rke up already ran with this {p.config_name} (its state file there is newer)"
+        return got.get(p.state_name) == state
 
     def run(self, step: Step) -> str:
         p, host = step.typed(RkeFilesParams), _host(step)
