@@ -134,6 +134,12 @@ _KNOWN: tuple[tuple[str, RkeFailure, str], ...] = (
         "etcd has no quorum: recover it first (`etcd-dr recover`), then run `rke up` again",
     ),
     (
+        "Failed to delete etcd member",
+        RkeFailure.QUORUM_LOST,
+        "rke could not remove the etcd members of the hosts that left cluster.yml: etcd has no quorum; "
+        "recover it first (`etcd-dr recover`), then run `rke up` again",
+    ),
+    (
         "Failed to connect to external etcd",
         RkeFailure.EXTERNAL_REFUSED,
         "the etcd of external_urls refused the PEMs of cluster.yml or did not answer: give ca_cert, "

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 
 class GatewayError(Exception):
-    """etcd answered with an error (its own message, e.g. `etcdserver: request timed out`), or could
-    not be reached (the transport's message)."""
+    """etcd answered with an error (its own message, e.g. `etcdserver: request timed out`:
+    answered=True), or could not be reached (the transport's message)."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,18 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def call(endpoint: str, rpc: str, body: dict, tls: Tls, timeout: float = 15.0) -> dict:
+def call(
+    endpoint: str, rpc: str, body: dict, tls: Tls, timeout: float = 15.0, deadline: int | None = None
+) -> dict:
     """POST endpoint/v3/<rpc> (e.g. "kv/range"); the decoded answer. Raises GatewayError with
-    etcd's own error message."""
+    etcd's own error message. deadline: seconds the gRPC call may take (the gateway's
+    `Grpc-Timeout`): a membership change with quorum lost otherwise waits for ever (etcd bounds
+    it by the caller's context only)."""
+    headers = {"Content-Type": "application/json"}
+    if deadline is not None:
+        headers["Grpc-Timeout"] = f"{deadline}S"
     req = urllib.request.Request(
-        f"{endpoint.rstrip('/')}/v3/{rpc}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        f"{endpoint.rstrip('/')}/v3/{rpc}", data=json.dumps(body).encode(), headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=tls.context()) as r:
@@ -64,7 +72,9 @@ def call(endpoint: str, rpc: str, body: dict, tls: Tls, timeout: float = 15.0) -
             d = json.loads(e.read() or b"{}")
         except ValueError:
             d = {}
-        raise GatewayError(str(d.get("error") or d.get("message") or f"HTTP {e.code}")) from None
+        raise GatewayError(
+            str(d.get("error") or d.get("message") or f"HTTP {e.code}"), answered=True
+        ) from None
     except (urllib.error.URLError, OSError, ssl.SSLError) as e:
         reason = getattr(e, "reason", e)
         raise GatewayError(f"{endpoint}: {reason}") from None
@@ -99,5 +109,8 @@ def members(endpoint: str, tls: Tls, timeout: float = 15.0) -> list[dict]:
     return list(call(endpoint, "cluster/member/list", {}, tls, timeout).get("members") or [])
 
 
-def remove_member(endpoint: str, member_id: str, tls: Tls, timeout: float = 30.0) -> None:
-    call(endpoint, "cluster/member/remove", {"ID": member_id}, tls, timeout)
+def remove_member(endpoint: str, member_id: str, tls: Tls, deadline: int = 15) -> None:
+    """With quorum lost this ends at the deadline: `context deadline exceeded` (RKE uses etcd's v2
+    members API, where etcd's own request timeout answers `etcdserver: request timed out`; the
+    lab's etcd runs without --enable-v2)."""
+    call(endpoint, "cluster/member/remove", {"ID": member_id}, tls, timeout=deadline + 15, deadline=deadline)

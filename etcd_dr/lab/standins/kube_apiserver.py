@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import ssl
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -52,25 +54,42 @@ class Api:
         self.tls = Tls(a.etcd_cafile, a.etcd_certfile, a.etcd_keyfile)
 
     def _first(self, fn):
-        """fn(server) on the first etcd server that answers; the last error when none does."""
-        err = GatewayError("no etcd servers")
+        """fn(server) on every etcd server at once: the first answer wins; when none succeeds, the
+        first error an etcd answered with (its own words, e.g. `etcdserver: request timed out`),
+        else the last transport error. A dead server costs no more than a live one's answer."""
+        if not self.servers:
+            raise GatewayError("no etcd servers")
+        done: queue.Queue = queue.Queue()
         for s in self.servers:
-            try:
-                return fn(s)
-            except GatewayError as e:
-                err = e
-        raise err
+            threading.Thread(target=lambda s=s: done.put(_outcome(fn, s)), daemon=True).start()
+        last: GatewayError | None = None
+        for _ in self.servers:
+            ok, value = done.get()
+            if ok:
+                return value
+            if value.answered:
+                raise value
+            last = value
+        raise last  # type: ignore[misc]
 
     def ready(self) -> str | None:
         """None when etcd answers a linearizable read under the prefix, else what it said."""
         try:
-            self._first(lambda s: count(s, self.prefix + "/", self.tls, timeout=15.0))
+            # longer than etcd's own request timeout (15 s with RKE's timings): etcd's error shows
+            self._first(lambda s: count(s, self.prefix + "/", self.tls, timeout=30.0))
         except GatewayError as e:
             return str(e)
         return None
 
     def list(self, resource: str) -> list[str]:
-        return self._first(lambda s: keys(s, f"{self.prefix}/{resource}/", self.tls, timeout=15.0))
+        return self._first(lambda s: keys(s, f"{self.prefix}/{resource}/", self.tls, timeout=30.0))
+
+
+def _outcome(fn, server: str) -> tuple[bool, object]:
+    try:
+        return True, fn(server)
+    except GatewayError as e:
+        return False, e
 
 
 def handler_for(api: Api) -> type[BaseHTTPRequestHandler]:

@@ -648,7 +648,8 @@ class Up:
                         info(f"[remove/etcd] [{name}] is not a member of the etcd cluster")
                         removed = True
                         break
-                    etcdgw.remove_member(ep, str(ids[0]), tls, timeout=60)
+                    # RKE's timings: etcd's own request timeout is 5 s + 2 election timeouts
+                    etcdgw.remove_member(ep, str(ids[0]), tls, deadline=15)
                     removed = True
                     info(f"[remove/etcd] Successfully removed member [{name}]")
                     break
@@ -662,7 +663,9 @@ class Up:
         bad = []
         for h in (n for n in active if "etcd" in n.roles):
             try:
-                etcdgw.count(f"https://{h.cert_address}:2379", "/registry/", tls, timeout=15)
+                # a bound above etcd's own request timeout (5 s + 2 election timeouts: 15 s with
+                # RKE's timings), so that etcd's answer, not ours, is what fails
+                etcdgw.count(f"https://{h.cert_address}:2379", "/registry/", tls, timeout=30)
                 info(f"[etcd] etcd host [{h.address}] reported healthy=true")
             except etcdgw.GatewayError as err:
                 warn(f"[etcd] host [{h.address}] failed to report healthy: {err}")
