@@ -291,3 +291,123 @@ def test_rke_up_with_quorum_lost_gets_etcds_own_timeout(running_lab: Lab) -> Non
     assert "Failed to delete etcd member [etcd-master1] from etcd cluster: context deadline exceeded" in log
     assert f"[etcd] host [{m3.address}] failed to report healthy: etcdserver: request timed out" in log
     assert K.classify_rke(log, rc)[0] is K.RkeFailure.QUORUM_LOST
+
+
+def test_masters_lost_then_rke_up_keeps_the_survivor_as_etcd_node(running_lab: Lab, tmp_path: Path) -> None:
+    """The other way back: the recovered member is in the old plane, so RKE keeps it as its etcd node
+    (the lost masters removed from cluster.yml); rke finds their members already gone."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    inv = load_inventory(lab.cfg.inventory_path)
+    expected = kube.load_counts(lab.cfg)
+    m3 = inv.host("master3")
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    r, _wall = cli(lab, "recover", "--yes", "--json", timeout=240)
+    assert r.returncode == 0, r.stderr + r.stdout
+    config = kube.cluster_yml(lab.cfg)
+    config["nodes"] = [n for n in config["nodes"] if n["hostname_override"] not in ("master1", "master2")]
+    cluster_yml, state = tmp_path / "cluster.yml", tmp_path / "cluster.rkestate"
+    cluster_yml.write_text(yaml.safe_dump(config, sort_keys=False))
+    state.write_bytes((lab.cfg.dir / "cluster.rkestate").read_bytes())
+    plan = Plan(
+        "kubernetes",
+        inv.cluster,
+        "master3 survived in the old etcd plane: RKE keeps it as its etcd node",
+        (
+            Step(
+                "ssl-old:master3",
+                K.KubernetesAction.SSL_OLD,
+                "master3",
+                "d",
+                "p",
+                "r",
+                params=K.SslOldParams(SSL, SSL_OLD),
+            ),
+            Step(
+                "etcd-on-ssl-old:master3",
+                K.KubernetesAction.ETCD_ON_SSL_OLD,
+                "master3",
+                "d",
+                "p",
+                "r",
+                params=K.EtcdOnSslOldParams(
+                    **MemberParams.fields_of(inv, m3),
+                    cert_dir=SSL,
+                    old_dir=SSL_OLD,
+                    retired="etcd-before-ssl-old",
+                ),
+            ),
+            Step(
+                "rke-files",
+                K.KubernetesAction.RKE_FILES,
+                "node2",
+                "d",
+                "p",
+                "r",
+                params=K.RkeFilesParams(str(cluster_yml), str(state), "/opt/rke"),
+            ),
+            Step(
+                "rke-up",
+                K.KubernetesAction.RKE_UP,
+                "node2",
+                "d",
+                "p",
+                "r",
+                params=K.RkeUpParams("/opt/rke", "rke", 300.0),
+            ),
+            Step(
+                "api-check",
+                K.KubernetesAction.API_CHECK,
+                None,
+                "d",
+                "p",
+                "r",
+                params=K.ApiCheckParams(("master3",), (inv.client_url(m3),), expected, timeout_s=60),
+            ),
+        ),
+    )
+    lines: list[str] = []
+    c = K.Ctx(inv, audit_log_for(inv), lines.append)
+    t0 = time.monotonic()
+    try:
+        out = execute(plan, K.handlers(c), audit=c.audit, say=lines.append)
+    finally:
+        c.close()
+    print(
+        f"internal path, steps in {time.monotonic() - t0:.1f} s: "
+        + str({r.step.id: round(r.duration_s, 2) for r in out.results})
+    )
+    assert out.ok, "\n".join(lines)
+    assert c.ready == {"master3": None} and c.counts == expected
+    assert any("[etcd-master1] is not a member of the etcd cluster" in ln for ln in lines)
+    apiserver = on(
+        lab, "master3", "docker inspect -f '{{range .Args}}{{println .}}{{end}}' kube-apiserver"
+    ).stdout
+    assert f"--etcd-servers=https://{m3.address}:2379" in apiserver
+    assert f"--etcd-certfile={SSL}/kube-node.pem" in apiserver
+
+
+def test_rke_up_outliving_its_timeout_is_stopped_and_named(running_lab: Lab) -> None:
+    lab = running_lab
+    inv = load_inventory(lab.cfg.inventory_path)
+    step = Step(
+        "rke-up",
+        K.KubernetesAction.RKE_UP,
+        "node2",
+        "rke up",
+        "p",
+        "r",
+        params=K.RkeUpParams("/opt/rke", "rke", 1.5),
+    )
+    lines: list[str] = []
+    c = K.Ctx(inv, audit_log_for(inv), lines.append)
+    try:
+        out = execute(Plan("kubernetes", inv.cluster, "r", (step,)), K.handlers(c), audit=c.audit)
+    finally:
+        c.close()
+    assert not out.ok and out.failed is not None
+    assert "(timeout)" in (out.failed.error or "") and "rke.up_timeout (1.5 s)" in (out.failed.error or "")
+    assert any(ln.startswith("rke: INFO[0000] Running RKE version") for ln in lines)  # streamed as it came
+    time.sleep(1.5)
+    assert on(lab, "node2", "pgrep -f 'standins/[r]ke.py' || true").stdout.strip() == ""  # killed on the host

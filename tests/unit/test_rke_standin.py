@@ -143,3 +143,14 @@ def test_the_lab_objects_use_kubernetes_key_layout() -> None:
     counts = count_by_resource(objs)
     assert counts["/registry/pods/"] == 15 and counts["/registry/secrets/"] == 7
     assert {"/registry/services/", "/registry/leases/", "/registry/configmaps/"} <= set(counts)
+
+
+def test_the_standins_texts_are_the_projects_once_it_has_them() -> None:
+    """The stand-in keeps its own copy of RKE's texts (it runs on the hosts without etcd-dr); once
+    etcd_dr.kubernetes.rkemessages exists, every one must be among its strings."""
+    m = pytest.importorskip("etcd_dr.kubernetes.rkemessages")
+    theirs = {v for v in vars(m).values() if isinstance(v, str)}
+    theirs |= {x for v in vars(m).values() if isinstance(v, dict) for x in v.values() if isinstance(x, str)}
+    ours = [rke.NO_ETCD_HOST, rke.BOTH_ETCD, rke.PLANE_REPLACED, *rke.EXTERNAL_EMPTY.values()]
+    missing = [t for t in ours if not any(t in v for v in theirs)]
+    assert not missing, missing
