@@ -103,8 +103,9 @@ def objects(cfg: LabConfig) -> dict[str, dict]:
 
 def seed(client: EtcdClient, cfg: LabConfig) -> dict[str, int]:
     """Write the objects into etcd; returns the count per resource prefix read back from etcd."""
-    for key, value in objects(cfg).items():
-        client.put(key, json.dumps(value, separators=(",", ":")), timeout=5.0)
+    objs = objects(cfg)
+    with ThreadPoolExecutor(4) as pool:  # one round trip each: 55 in a row cost 0.2-0.8 s
+        list(pool.map(lambda k: client.put(k, json.dumps(objs[k], separators=(",", ":")), timeout=5.0), objs))
     return registry_counts(client)
 
 
