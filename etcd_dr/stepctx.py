@@ -137,6 +137,23 @@ class HostFS:
                 out[rel.removeprefix("./")] = digest
         return out
 
+    def matches_manifest(self, path: str, manifest: str, *, timeout: float = 120) -> bool:
+        """Whether the directory path holds every file its manifest (sha256sum's format, a file in
+        path) lists, each with that digest: one round trip. False when either is missing."""
+        r = self.ex.run(
+            [
+                "sh",
+                "-c",
+                'cd "$1" 2>/dev/null && [ -s "$2" ] && sha256sum --quiet --strict -c "$2"',
+                "check",
+                path,
+                manifest,
+            ],
+            check=False,
+            timeout=timeout,
+        )
+        return r.ok
+
     def read(self, path: str) -> bytes:
         return self.ex.get(path)
 

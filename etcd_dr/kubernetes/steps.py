@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.kubernetes import apicheck
 from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
@@ -260,11 +261,7 @@ class SslOld:
         self.c = c
 
     def _intact(self, host: str, p: SslOldParams) -> bool:
-        got = self.c.fs(host).digests(p.old_dir)  # one round trip: the manifest's digest too
-        if got is None or MANIFEST not in got:
-            return False
-        want = parse_manifest(self.c.fs(host).read(posixpath.join(p.old_dir, MANIFEST)).decode())
-        return bool(want) and {k: v for k, v in got.items() if k != MANIFEST} == want
+        return self.c.fs(host).matches_manifest(p.old_dir, MANIFEST)  # one round trip
 
     def done(self, step: Step) -> bool | str:
         p, host = step.typed(SslOldParams), _host(step)
@@ -464,6 +461,7 @@ class RkeUp:
         audit = self.c.audit
 
         def emit(line: str) -> None:
+            line = redact(line)  # RKE prints no keys; a line that did would not reach a log
             self.c.say(f"rke: {line}")
             if audit is not None:
                 audit.event(host=host, action="rke-up:log", outcome="ok", reason="rke up's log", line=line)

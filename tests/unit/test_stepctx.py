@@ -113,3 +113,29 @@ def test_wait_returns_once_true_and_raises_the_given_error() -> None:
         wait(lambda: False, 0.05, "never", error=Mine, poll=0.01)
     with pytest.raises(WaitTimeout):
         wait(lambda: False, 0.05, "never", poll=0.01)
+
+
+def test_digests_of_every_file_under_a_dir_in_one_command(fs: HostFS, tmp_path: Path) -> None:
+    d = tmp_path / "ssl"
+    (d / "sub").mkdir(parents=True)
+    (d / "kube-ca.pem").write_bytes(b"ca")
+    (d / "sub" / "x-key.pem").write_bytes(b"key")
+    got = fs.digests(str(d))
+    assert got == {
+        "kube-ca.pem": hashlib.sha256(b"ca").hexdigest(),
+        "sub/x-key.pem": hashlib.sha256(b"key").hexdigest(),
+    }
+    assert fs.digests(str(tmp_path / "absent")) is None
+    assert fs.digests(str(tmp_path / "ssl" / "kube-ca.pem")) is None  # a file is no directory
+
+
+def test_matches_manifest_in_one_command(fs: HostFS, tmp_path: Path) -> None:
+    d = tmp_path / "ssl_old"
+    d.mkdir()
+    (d / "a.pem").write_bytes(b"a")
+    assert not fs.matches_manifest(str(d), "MANIFEST")  # none yet
+    (d / "MANIFEST").write_text(f"{hashlib.sha256(b'a').hexdigest()}  ./a.pem\n")
+    assert fs.matches_manifest(str(d), "MANIFEST")
+    (d / "a.pem").write_bytes(b"changed")
+    assert not fs.matches_manifest(str(d), "MANIFEST")
+    assert not fs.matches_manifest(str(tmp_path / "absent"), "MANIFEST")
