@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.kubernetes import apicheck
+from etcd_dr.kubernetes import rkemessages as msg
 from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
 from etcd_dr.runtime import DockerRuntime, MemberParams, ProcessRuntime, runtime_for
 from etcd_dr.stepctx import StepContext, wait
@@ -82,6 +83,7 @@ class RkeFailure(enum.StrEnum):
     ETCD_UNREACHABLE = "etcd-unreachable"
     BOTH_ETCD = "both-etcd"
     EXTERNAL_FIELD = "external-field-empty"
+    CLIENT_KEY_NOT_RSA = "client-key-not-rsa"
     PLANE_REPLACED = "etcd-plane-replaced"
     QUORUM_LOST = "quorum-lost"
     EXTERNAL_REFUSED = "external-etcd-refused"
@@ -89,48 +91,56 @@ class RkeFailure(enum.StrEnum):
     OTHER = "other"
 
 
-# RKE's messages, as fragments of its FATA lines (rancher/rke cluster/validation.go, reconcile.go).
-# TODO: import from etcd_dr.kubernetes.rkemessages
+# RKE's messages (etcd_dr.kubernetes.rkemessages) as they appear in its log, most specific first
 _KNOWN: tuple[tuple[str, RkeFailure, str], ...] = (
     (
-        "failed to connect to the following etcd host(s)",
+        msg.NO_ETCD_PLANE_UNREACHABLE.split("{", 1)[0],
         RkeFailure.ETCD_UNREACHABLE,
         "rke could not reach the etcd hosts of cluster.yml over SSH from the deploy host: check the "
         "nodes' address, user, port and ssh_key_path from there, or point cluster.yml at the "
         "recovered members",
     ),
     (
-        "please specify one or more etcd in cluster config",
+        msg.NO_ETCD_PLANE,
         RkeFailure.NO_ETCD,
         "cluster.yml has no etcd node and no external etcd: give the recovered members the etcd "
         "role, or set services.etcd.external_urls to them (`etcd-dr kubernetes cluster-yml`)",
     ),
     (
-        "Cluster can't have both internal and external etcd",
+        msg.INTERNAL_AND_EXTERNAL,
         RkeFailure.BOTH_ETCD,
         "cluster.yml has etcd nodes and services.etcd.external_urls: with external etcd no node may "
         "keep the etcd role",
     ),
-    (
-        "for etcd can't be empty",
-        RkeFailure.EXTERNAL_FIELD,
-        "services.etcd of cluster.yml needs ca_cert, cert and key (PEM text the recovered etcd "
-        "accepts) and path (/registry) with external_urls",
+    *(
+        (
+            m,
+            RkeFailure.EXTERNAL_FIELD,
+            "services.etcd of cluster.yml needs ca_cert, cert and key (PEM text the recovered etcd "
+            "accepts) and path (/registry) with external_urls",
+        )
+        for m in (
+            msg.EXTERNAL_CA_EMPTY,
+            msg.EXTERNAL_CERT_EMPTY,
+            msg.EXTERNAL_KEY_EMPTY,
+            msg.EXTERNAL_PATH_EMPTY,
+        )
     ),
     (
-        "External etcd path can't be empty",
-        RkeFailure.EXTERNAL_FIELD,
-        "services.etcd.path of cluster.yml is empty: set it to /registry (kube-apiserver's prefix)",
+        msg.CLIENT_KEY_NOT_RSA.split("{", 1)[0],
+        RkeFailure.CLIENT_KEY_NOT_RSA,
+        "RKE takes only an RSA key for external etcd (a Go panic on any other): give services.etcd.key "
+        "an RSA key with a certificate the recovered etcd accepts (signed by its kube-ca)",
     ),
     (
-        "Etcd plane nodes are replaced",
+        msg.PLANE_REPLACED_CAUSE,
         RkeFailure.PLANE_REPLACED,
         "the etcd nodes of cluster.yml do not overlap the old etcd plane of cluster.rkestate's "
         "currentState (or every old one is unreachable): point RKE at the recovered etcd as "
         "external etcd (`etcd-dr kubernetes plan` decides it)",
     ),
     (
-        "etcdserver: request timed out",
+        msg.REQUEST_TIMED_OUT,
         RkeFailure.QUORUM_LOST,
         "etcd has no quorum: recover it first (`etcd-dr recover`), then run `rke up` again",
     ),
@@ -158,7 +168,7 @@ def classify_rke(
             f"rke up did not finish within rke.up_timeout ({timeout_s:g} s) and was stopped: see its log "
             "in the audit log, raise up_timeout if it was still making progress"
         )
-    fatal = [ln for ln in output.splitlines() if ln.startswith("FATA")]
+    fatal = [ln for ln in output.splitlines() if ln.startswith((msg.FATAL_PREFIX, "panic: "))]
     for lines in (fatal, output.splitlines()):
         for ln in reversed(lines):
             for fragment, kind, todo in _KNOWN:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etcd_dr.certs import issue_cert, new_ca
+from etcd_dr.certs import CertKeyPair, issue_cert, new_ca
 from etcd_dr.executor import audit_log_for, executor_for
 from etcd_dr.inventory import Inventory, load_inventory
 from etcd_dr.kubernetes import apicheck
@@ -69,6 +69,14 @@ def apiservers(lab: Lab) -> dict[str, str]:
         h: on(lab, h, "docker inspect -f '{{.Id}}' kube-apiserver").stdout.strip()
         for h in ("master1", "master2", "master3")
     }
+
+
+def rsa_client(lab: Lab) -> CertKeyPair:
+    """A client certificate the lab's etcd accepts, with an RSA key as RKE's external etcd wants
+    (it type-asserts one; the lab's own etcd-dr client key is P-256), like RKE's kube-node."""
+    d = lab.cfg.certs_dir
+    ca = CertKeyPair((d / "kube-ca.pem").read_bytes(), (d / "kube-ca-key.pem").read_bytes())
+    return issue_cert(ca, "system:node", server=False, rsa_bits=2048, organization="system:nodes")
 
 
 def no_etcd(config: dict) -> dict:
@@ -132,7 +140,16 @@ def test_the_standin_refuses_as_rke_does_and_changes_nothing(running_lab: Lab) -
         rc, log = rke_up(lab, inv, case, config)
         assert rc == 1 and fatal(log) == message, (case, log)
         assert K.classify_rke(log, rc)[0] is not K.RkeFailure.OTHER, case
-    print(f"{len(cases)} refusals in {time.monotonic() - t0:.1f} s")
+    # the lab's own etcd-dr client key is P-256: RKE's type assertion panics (Go's words, exit 2)
+    files = members.client_files(lab.cfg)
+    ec = external(
+        no_etcd(kube.cluster_yml(lab.cfg)), lab, m3, files.cert.read_bytes(), files.key.read_bytes()
+    )
+    rc, log = rke_up(lab, inv, "ec-key", ec)
+    assert rc == 2, log
+    assert "panic: interface conversion: interface {} is *ecdsa.PrivateKey, not *rsa.PrivateKey" in log
+    assert K.classify_rke(log, rc)[0] is K.RkeFailure.CLIENT_KEY_NOT_RSA
+    print(f"{len(cases) + 1} refusals in {time.monotonic() - t0:.1f} s")
     assert apiservers(lab) == before  # nothing redeployed
 
 
@@ -140,7 +157,9 @@ def test_the_standin_rejects_a_wrong_certificate(running_lab: Lab) -> None:
     lab = running_lab
     inv = load_inventory(lab.cfg.inventory_path)
     before = apiservers(lab)
-    stranger = issue_cert(new_ca("not-kube-ca"), "kube-etcd-client", server=False)
+    stranger = issue_cert(
+        new_ca("not-kube-ca", rsa_bits=2048), "kube-etcd-client", server=False, rsa_bits=2048
+    )
     url = inv.client_url(inv.host("master3"))
     rc, log = rke_up(
         lab,
@@ -159,7 +178,6 @@ def test_masters_lost_then_kubernetes_back_on_external_etcd(running_lab: Lab, tm
     wait_voters(lab, 3)
     inv = load_inventory(lab.cfg.inventory_path)
     expected = kube.load_counts(lab.cfg)
-    files = members.client_files(lab.cfg)
     m3 = inv.host("master3")
     original = on(lab, "master3", f"cd {SSL} && sha256sum *.pem").stdout
     for h in ("master1", "master2"):
@@ -168,13 +186,10 @@ def test_masters_lost_then_kubernetes_back_on_external_etcd(running_lab: Lab, tm
     assert r.returncode == 0, r.stderr + r.stdout
     print(f"recover: {wall:.1f} s")
 
-    # RKE pointed at the survivor as external etcd, with PEMs it accepts (etcd-dr's client cert)
+    # RKE pointed at the survivor as external etcd, with PEMs it accepts (RSA, signed by kube-ca)
+    client = rsa_client(lab)
     config = external(
-        no_etcd(kube.cluster_yml(lab.cfg)),
-        lab,
-        inv.client_url(m3),
-        files.cert.read_bytes(),
-        files.key.read_bytes(),
+        no_etcd(kube.cluster_yml(lab.cfg)), lab, inv.client_url(m3), client.cert_pem, client.key_pem
     )
     config["nodes"] = [n for n in config["nodes"] if n["hostname_override"] not in ("master1", "master2")]
     cluster_yml, state = tmp_path / "cluster.yml", tmp_path / "cluster.rkestate"

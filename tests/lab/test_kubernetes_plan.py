@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from etcd_dr.certs import CertKeyPair, issue_cert
 from etcd_dr.etcd.client import EtcdClient
@@ -61,8 +62,16 @@ def rke_inventory(lab: Lab) -> tuple[Path, Path]:
     text = text.replace("cert: certs/kube-etcd-client.pem", "cert: certs/kplan-node.pem")
     text = text.replace("key: certs/kube-etcd-client-key.pem", "key: certs/kplan-node-key.pem")
     out = d / "kplan-inventory.yaml"
-    out.write_text(text + "rke: {cluster_yml: kplan/cluster.yml, deploy_host: node2}\n")
+    out.write_text(with_rke(text, "kplan/cluster.yml"))
     return out, d / "kplan/cluster.yml"
+
+
+def with_rke(text: str, cluster_yml: str) -> str:
+    """The lab's inventory text with its own `rke:` section (RKE's files as `lab up` left them)
+    replaced by one naming cluster_yml (a second `rke:` key would be refused as a duplicate)."""
+    data = yaml.safe_load(text)
+    data["rke"] = {"cluster_yml": cluster_yml, "deploy_host": "node2"}
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def kube(lab: Lab, inv: Path, *args: str) -> tuple[int, dict, float]:
@@ -139,8 +148,6 @@ def test_all_voters_lost_external_etcd_the_recovered_etcd_accepts(lab: Lab) -> N
 
     # the lab's own client key is P-256: RKE would stop on it; the planner says so first
     plain = lab.cfg.dir / "kplan-ec-inventory.yaml"
-    plain.write_text(
-        lab.cfg.inventory_path.read_text() + "rke: {cluster_yml: kplan/cluster.yml, deploy_host: node2}\n"
-    )
+    plain.write_text(with_rke(lab.cfg.inventory_path.read_text(), "kplan/cluster.yml"))
     rc, out, _ = kube(lab, plain, "plan")
     assert rc == 1 and "clientKey.(*rsa.PrivateKey)" in out["reason"], out

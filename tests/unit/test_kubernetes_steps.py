@@ -64,6 +64,14 @@ def test_rke_failures_are_classified_from_its_fatal_line(line: str, kind: K.RkeF
     assert line in todo  # RKE's own words are kept for the operator
 
 
+def test_a_key_that_is_not_rsa_is_named_from_gos_panic() -> None:
+    log = "INFO[0000] Running RKE version: v1.2.7\npanic: " + rke.CLIENT_KEY_NOT_RSA.format(
+        type="*ecdsa.PrivateKey"
+    )
+    kind, todo = K.classify_rke(log + "\n\ngoroutine 1 [running]:\n", 2)
+    assert kind is K.RkeFailure.CLIENT_KEY_NOT_RSA and "RSA" in todo
+
+
 def test_quorum_lost_is_named_from_the_member_removal_warning() -> None:
     log = (
         "WARN[0030] [reconcile] Failed to delete etcd member [etcd-master1] from etcd cluster: "

@@ -152,5 +152,16 @@ def test_the_standins_texts_are_the_projects_once_it_has_them() -> None:
     theirs = {v for v in vars(m).values() if isinstance(v, str)}
     theirs |= {x for v in vars(m).values() if isinstance(v, dict) for x in v.values() if isinstance(x, str)}
     ours = [rke.NO_ETCD_HOST, rke.BOTH_ETCD, rke.PLANE_REPLACED, *rke.EXTERNAL_EMPTY.values()]
+    ours += [rke.NO_ETCD_HOST_UNREACHABLE, rke.CLIENT_KEY_NOT_RSA]
     missing = [t for t in ours if not any(t in v for v in theirs)]
     assert not missing, missing
+
+
+def test_an_external_key_that_is_not_rsa_is_named_by_its_go_type() -> None:
+    ec_key = new_ca().key_pem.decode()
+    rsa_key = new_ca(rsa_bits=2048).key_pem.decode()
+    assert rke.key_go_type(ec_key) == "*ecdsa.PrivateKey"
+    assert rke.key_go_type(rsa_key) is None
+    assert rke.CLIENT_KEY_NOT_RSA.format(type="*ecdsa.PrivateKey") == (
+        "interface conversion: interface {} is *ecdsa.PrivateKey, not *rsa.PrivateKey"
+    )

@@ -5,7 +5,8 @@ with the system's python3 (PyYAML and cryptography from Debian's packages), not 
 It behaves as RKE v1 does at every point etcd-dr touches (rancher/rke: cluster/validation.go,
 cluster/reconcile.go, cluster/state.go, pki/):
 - reads cluster.yml and the state file beside it (cluster.yml's path, extension `.rkestate`);
-- refuses with RKE's exact messages: external etcd with an empty field (validation), no etcd host
+- refuses with RKE's exact messages: external etcd with an empty field (validation), an external
+  etcd key that is not RSA (Go's panic, exit 2, as RKE's type assertion), no etcd host
   and no external etcd, both (ValidateHostCount, after the SSH tunnels: a host whose tunnel fails is
   dropped first), every old etcd host deleted or unreachable or no overlap between the old and new
   etcd planes (reconcile: `Etcd plane nodes are replaced...`);
@@ -22,9 +23,8 @@ cluster/reconcile.go, cluster/state.go, pki/):
 What it does not do: kubelet, kube-proxy, scheduler, controller-manager, network and add-ons, etcd
 member add (it refuses a new etcd host with a message saying so), snapshots.
 
-TODO: import the refusal texts from etcd_dr.kubernetes.rkemessages once it lands on main (this
-script runs on the lab's hosts without etcd-dr installed, so it keeps its own copy; a unit test
-checks the two are equal once both exist).
+The refusal texts are etcd_dr.kubernetes.rkemessages' (this script runs on the lab's hosts without
+etcd-dr installed, so it keeps its own copy; tests/unit/test_rke_standin.py checks they are equal).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ APISERVER_CONTAINER = "kube-apiserver"  # RKE's container name
 APISERVER_PORT = 6443
 DOCKER = "/usr/bin/docker"
 
-# RKE's messages (rancher/rke cluster/validation.go, cluster/reconcile.go), verbatim.
-# TODO: import from etcd_dr.kubernetes.rkemessages
+# RKE's messages (rancher/rke cluster/validation.go, cluster/reconcile.go), verbatim: a copy of
+# etcd_dr.kubernetes.rkemessages (checked equal by a unit test)
 NO_ETCD_HOST = (
     "Cluster must have at least one etcd plane host: please specify one or more etcd in cluster config"
 )
@@ -74,6 +74,8 @@ EXTERNAL_EMPTY = {
     "key": "External Client Key for etcd can't be empty",
     "path": "External etcd path can't be empty",
 }
+# pki/services.go type-asserts services.etcd.key to *rsa.PrivateKey: Go's runtime panics (exit 2)
+CLIENT_KEY_NOT_RSA = "interface conversion: interface {{}} is {type}, not *rsa.PrivateKey"
 PLANE_REPLACED = (
     "Failed to reconcile etcd plane: Etcd plane nodes are replaced. Stopping provisioning. "
     "Please restore your cluster from backup."
@@ -82,6 +84,27 @@ PLANE_REPLACED = (
 
 class Fatal(Exception):
     """What RKE prints as FATA[...] before it exits 1."""
+
+
+class Panic(Exception):
+    """A Go runtime panic in rke: `panic: <message>`, exit 2."""
+
+
+def key_go_type(pem: str) -> str | None:
+    """The Go type RKE's ParsePrivateKeyPEM gives a key that is not RSA, None for RSA (or a key it
+    cannot read: its parse error comes first)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return "*ecdsa.PrivateKey"
+    return "ed25519.PrivateKey" if isinstance(key, ed25519.Ed25519PrivateKey) else type(key).__name__
 
 
 # --- logging as RKE's logrus text formatter prints it ------------------------------------------------
@@ -540,6 +563,9 @@ class Up:
             self.state = json.loads(Path(sp).read_text())
         if msg := validate(self.config):
             raise Fatal(msg)
+        e = external_etcd(self.config)
+        if e.get("external_urls") and (kind := key_go_type(str(e["key"]))):
+            raise Panic(CLIENT_KEY_NOT_RSA.format(type=kind))
         current = self.state.get("currentState") or {}
         bundle_old = (
             current.get("certificatesBundle")
@@ -763,6 +789,9 @@ def main(argv: list[str]) -> int:
     except Fatal as e:
         log("FATA", str(e))
         return 1
+    except Panic as e:
+        print(f"panic: {e}\n\ngoroutine 1 [running]:\n(etcd-dr lab stand-in)", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
