@@ -122,7 +122,8 @@ def test_the_standin_refuses_as_rke_does_and_changes_nothing(running_lab: Lab) -
     lab = running_lab
     inv = load_inventory(lab.cfg.inventory_path)
     before = apiservers(lab)
-    pair = issue_cert(new_ca(), "x")  # any PEMs: refused before they are used
+    # any RSA PEMs: refused before they are used (an EC key would panic first, as in RKE)
+    pair = issue_cert(new_ca(rsa_bits=2048), "x", rsa_bits=2048)
     m3 = inv.client_url(inv.host("master3"))
     node1_only = no_etcd(kube.cluster_yml(lab.cfg))
     node1_only["nodes"][3]["role"] = ["etcd", "worker"]
