@@ -3,6 +3,7 @@ RKE's JSON shape, and the lab's Kubernetes objects in Kubernetes' key layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -165,3 +166,29 @@ def test_an_external_key_that_is_not_rsa_is_named_by_its_go_type() -> None:
     assert rke.CLIENT_KEY_NOT_RSA.format(type="*ecdsa.PrivateKey") == (
         "interface conversion: interface {} is *ecdsa.PrivateKey, not *rsa.PrivateKey"
     )
+
+
+def test_the_lab_files_read_as_rke_reads_them(tmp_path: Path) -> None:
+    """What `lab up` writes is what etcd_dr.kubernetes.rkefiles (RKE's reader) accepts: no unknown
+    field, the etcd plane and the certificates where RKE keeps them."""
+    from etcd_dr.certs import issue_cert
+    from etcd_dr.kubernetes.rkefiles import read_cluster_yml, read_state_file
+
+    ca = new_ca()
+    members = {
+        f"kube-etcd-10-231-200-{n}": issue_cert(ca, f"kube-etcd-10-231-200-{n}", ips=(f"10.231.200.{n}",))
+        for n in (11, 12, 13)
+    }
+    files = kube.write_rke_files(
+        dataclasses.replace(CFG, dir=tmp_path), ca, members, kube.kube_certs(CFG, ca)
+    )
+    assert set(files) == {"cluster.yml", "cluster.rkestate", "kube_config_cluster.yml"}
+    config = read_cluster_yml(tmp_path / "cluster.yml")
+    assert [n.hostname_override for n in config.etcd_nodes] == ["master1", "master2", "master3"]
+    state = read_state_file(tmp_path / "cluster.rkestate")
+    assert state.current is not None
+    assert [n.address for n in state.current.rke_config.etcd_nodes] == [
+        "10.231.200.11", "10.231.200.12", "10.231.200.13",
+    ]  # fmt: skip
+    assert {"kube-ca", "kube-node", "kube-etcd-10-231-200-13"} <= set(state.current.certificates)
+    assert (tmp_path / "cluster.rkestate").stat().st_mode & 0o777 == 0o600
