@@ -64,6 +64,9 @@ def chronyc_calls(ex: Executor) -> list[str]:
 
 def provision(exs: Mapping[str, Executor], say: Callable[[str], None]) -> None:
     """Every stand-in on every host (lab up)."""
+    from etcd_dr.lab import kubelet
+
     for ex in exs.values():
         install_chronyc(ex)
     say(f"stand-ins on every host: {CHRONYC}")
+    kubelet.start_all(exs, say)

@@ -48,7 +48,8 @@ def test_a_skewed_clock_is_flagged_and_synced(running_lab: Lab) -> None:
         assert r.returncode == 0, r.stdout + r.stderr
         rep = json.loads(r.stdout)
         (act,) = rep["synced"]
-        assert act["host"] == "master2" and act["tool"] == "chronyc" and act["argv"] == ["chronyc", "makestep"]
+        assert act["host"] == "master2" and act["tool"] == "chronyc"
+        assert act["argv"] == ["chronyc", "makestep"]
         assert act["ok"] and act["output"] == "200 OK"
         assert rep["after"]["ok"] and rep["after"]["skewed"] == []
         assert standins.chronyc_calls(ex) == ["chronyc makestep"]
