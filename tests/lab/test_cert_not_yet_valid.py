@@ -1,0 +1,82 @@
+"""`etcd-dr fault cert-not-yet-valid` on the lab: master1's member certificate is reissued by kube-ca
+with NotBefore 8 h ahead and etcd restarted; the real etcd of its peers refuses it in Go's own words
+(found in etcd's own log), `etcd-dr hosts clock` flags the file with both times and blames the
+certificate (the clocks are right), and the repair leaves no x509 error in etcd's log after it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from etcd_dr.executor import executor_for
+from etcd_dr.inventory import load_inventory
+
+from .conftest import Lab
+
+pytestmark = pytest.mark.lab
+T = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+X509 = re.compile(rf"x509: certificate has expired or is not yet valid: current time {T} is before {T}")
+
+
+def etcd_log(lab: Lab, host: str, since: str) -> str:
+    inv = load_inventory(lab.cfg.inventory_path)
+    ex = executor_for(inv, host)
+    try:
+        r = ex.run(["docker", "logs", "--since", since, "etcd"], check=False)
+        return r.stdout + r.stderr
+    finally:
+        ex.close()
+
+
+def x509_errors(lab: Lab, since: str) -> dict[str, list[str]]:
+    return {h: X509.findall(etcd_log(lab, h, since)) for h in ("master1", "master2", "master3")}
+
+
+def wait_x509(lab: Lab, since: str, timeout: float = 30) -> dict[str, list[str]]:
+    end = time.monotonic() + timeout
+    while True:
+        got = x509_errors(lab, since)
+        if any(got.values()) or time.monotonic() > end:
+            return got
+        time.sleep(1)
+
+
+def test_a_certificate_dated_ahead_is_refused_by_etcd_found_and_repaired(running_lab: Lab) -> None:
+    lab = running_lab
+    inv = load_inventory(lab.cfg.inventory_path)
+    member = inv.etcd.cert_path(inv.host("master1"))
+    since = f"{int(time.time()) - 1}"
+    r = lab.etcd_dr("fault", "cert-not-yet-valid", "--host", "master1", "--yes", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (fault,) = json.loads(r.stdout)["faults"]
+
+    seen = wait_x509(lab, since)
+    assert any(seen.values()), "no x509 error in any member's etcd log"
+    print("etcd's own words:", next(v[0] for v in seen.values() if v), {h: len(v) for h, v in seen.items()})
+
+    r = lab.etcd_dr("hosts", "clock", "--json")
+    assert r.returncode == 1, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["skewed"] == []  # the clocks are right: the certificate is to blame
+    (bad,) = rep["bad_certs"]
+    assert bad["host"] == "master1" and bad["path"] == member and bad["verdict"] == "not-yet-valid"
+    assert X509.fullmatch(bad["problem"]), bad["problem"]
+    assert "issued on a machine whose clock was ahead" in bad["fix"]
+
+    # heal: the kept pair put back, etcd restarted, the member back with a leader
+    r = lab.etcd_dr("fault", "heal", "--host", "master1", "--json", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = f"{int(time.time()) + 1}"
+    time.sleep(5)
+    assert x509_errors(lab, after) == {"master1": [], "master2": [], "master3": []}
+    r = lab.etcd_dr("hosts", "clock", "--json")
+    assert r.returncode == 0, json.loads(r.stdout)["verdict"]
+    ex = executor_for(inv, "master1")
+    try:  # both pairs kept beside the member's: the original's copy is back in place, the fault's aside
+        ls = ex.run(["ls", inv.etcd.cert_dir]).stdout.split()
+        assert f"kube-etcd-{inv.host('master1').address_dashed}.pem.fault-{fault['id']}" in ls
+    finally:
+        ex.close()
