@@ -16,6 +16,7 @@ from cryptography import x509
 
 from etcd_dr.audit import register_secret
 from etcd_dr.certissue import load_ca, member_sans, read_host_clock
+from etcd_dr.certrenew.steps import restart_member, serves_file_since
 from etcd_dr.certs import issue_cert
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
@@ -398,25 +399,11 @@ def _cert_on(ex: Executor, path: str) -> x509.Certificate | None:
 
 
 def _restart_member(c: Ctx, host: str) -> None:
-    rt = c.runtime(host)
-    if rt.is_running():
-        rt.stop(timeout=5)
-    rt.restart()
+    restart_member(c.runtime(host))
 
 
 def _member_started_after(c: Ctx, host: str, path: str) -> bool:
-    """The member runs and its process started after `path` was last written (it serves that file)."""
-    ex, rt = c.executor(host), c.runtime(host)
-    if not rt.is_running():
-        return False
-    mtime = float(ex.run(["stat", "-c", "%Y", path]).stdout.strip())
-    if isinstance(rt, DockerRuntime):
-        started = ex.run([rt.docker, "inspect", "-f", "{{.State.StartedAt}}", rt.container]).stdout.strip()
-        base = started.rstrip("Z").partition(".")[0]
-        return dt.datetime.fromisoformat(base).replace(tzinfo=dt.UTC).timestamp() >= mtime - 1
-    pid = rt.pid()
-    since = float(ex.run(["stat", "-c", "%Y", f"/proc/{pid}"]).stdout.strip()) if pid else 0.0
-    return since >= mtime - 1
+    return serves_file_since(c.executor(host), c.runtime(host), path)
 
 
 class CertAhead:

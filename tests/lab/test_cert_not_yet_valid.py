@@ -1,7 +1,9 @@
 """`etcd-dr fault cert-not-yet-valid` on the lab: master1's member certificate is reissued by kube-ca
 with NotBefore 8 h ahead and etcd restarted; the real etcd of its peers refuses it in Go's own words
 (found in etcd's own log), `etcd-dr hosts clock` flags the file with both times and blames the
-certificate (the clocks are right), and the repair leaves no x509 error in etcd's log after it."""
+certificate (the clocks are right), `etcd-dr cert renew` repairs it (and refuses to restart master2
+meanwhile: that would cost quorum) and no x509 error is in etcd's log after it; `fault heal` then
+finds nothing to undo."""
 
 from __future__ import annotations
 
@@ -66,17 +68,31 @@ def test_a_certificate_dated_ahead_is_refused_by_etcd_found_and_repaired(running
     assert X509.fullmatch(bad["problem"]), bad["problem"]
     assert "issued on a machine whose clock was ahead" in bad["fix"]
 
-    # heal: the kept pair put back, etcd restarted, the member back with a leader
-    r = lab.etcd_dr("fault", "heal", "--host", "master1", "--json", timeout=180)
+    # while master1 is out, renewing master2 would cost quorum: refused, nothing changed
+    r = lab.etcd_dr("cert", "renew", "--host", "master2", "--yes", "--json")
+    assert r.returncode == 1 and "would cost quorum" in json.loads(r.stdout)["reason"], r.stdout
+
+    t0 = time.monotonic()
+    r = lab.etcd_dr("cert", "renew", "--host", "master1", "--yes", "--json", timeout=180)
+    renew_s = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert [s["state"] for s in out["steps"]] == ["done", "done", "done"], out["steps"]
     after = f"{int(time.time()) + 1}"
     time.sleep(5)
     assert x509_errors(lab, after) == {"master1": [], "master2": [], "master3": []}
     r = lab.etcd_dr("hosts", "clock", "--json")
     assert r.returncode == 0, json.loads(r.stdout)["verdict"]
     ex = executor_for(inv, "master1")
-    try:  # both pairs kept beside the member's: the original's copy is back in place, the fault's aside
+    try:  # the fault's pair kept beside the new one (.bak-<ts>), the one before the fault too
         ls = ex.run(["ls", inv.etcd.cert_dir]).stdout.split()
-        assert f"kube-etcd-{inv.host('master1').address_dashed}.pem.fault-{fault['id']}" in ls
+        name = f"kube-etcd-{inv.host('master1').address_dashed}.pem"
+        assert any(f.startswith(f"{name}.bak-") for f in ls) and f"{name}.before-{fault['id']}" in ls, ls
     finally:
         ex.close()
+
+    # heal finds the certificate valid (renewed since): nothing to put back, the member answers
+    r = lab.etcd_dr("fault", "heal", "--host", "master1", "--json", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [s["state"] for s in json.loads(r.stdout)["steps"]] == ["skipped", "skipped"]
+    print(f"cert renew --host master1 (whole command): {renew_s:.1f} s")
