@@ -48,9 +48,16 @@ def wait_x509(lab: Lab, since: str, timeout: float = 30) -> dict[str, list[str]]
 
 def test_a_certificate_dated_ahead_is_refused_by_etcd_found_and_repaired(running_lab: Lab) -> None:
     lab = running_lab
+    since = f"{int(time.time()) - 1}"
+    try:
+        check_fault_found_and_renewed(lab, since)
+    finally:
+        lab.etcd_dr("fault", "heal", "--host", "master1", timeout=180)  # never leave it to the next test
+
+
+def check_fault_found_and_renewed(lab: Lab, since: str) -> None:
     inv = load_inventory(lab.cfg.inventory_path)
     member = inv.etcd.cert_path(inv.host("master1"))
-    since = f"{int(time.time()) - 1}"
     r = lab.etcd_dr("fault", "cert-not-yet-valid", "--host", "master1", "--yes", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     (fault,) = json.loads(r.stdout)["faults"]
@@ -77,7 +84,9 @@ def test_a_certificate_dated_ahead_is_refused_by_etcd_found_and_repaired(running
     renew_s = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
-    assert [s["state"] for s in out["steps"]] == ["done", "done", "done"], out["steps"]
+    states = [s["state"] for s in out["steps"]]
+    # the wait is skipped when the restarted member already answers with a leader at its first look
+    assert states[:2] == ["done", "done"] and states[2] in ("done", "skipped"), out["steps"]
     after = f"{int(time.time()) + 1}"
     time.sleep(5)
     assert x509_errors(lab, after) == {"master1": [], "master2": [], "master3": []}
