@@ -362,25 +362,43 @@ def _verdict(hosts: Sequence[HostClock], rep: SkewReport | None) -> str:
     return "; ".join(parts)
 
 
-def sync_command(tools: Sequence[str], ntp_server: str | None) -> tuple[SyncTool, tuple[str, ...], str]:
-    """Pure: how to step a host's clock with what it has, and why that tool. chronyc first (chronyd
-    is RKE hosts' usual daemon; makestep steps at once instead of slewing for hours), then
-    ntpdate -u (a one-shot step from an unprivileged port, past a firewall on 123), then timedatectl
-    set-ntp true (starts systemd-timesyncd, which steps on its first sync)."""
+def sync_candidates(
+    tools: Sequence[str], ntp_server: str | None
+) -> list[tuple[SyncTool, tuple[str, ...], str]]:
+    """Pure: the ways to step a host's clock with what it has, best first, each with why. chronyc
+    first (chronyd is RKE hosts' usual daemon; makestep steps at once instead of slewing for hours),
+    then ntpdate -u (a one-shot step from an unprivileged port, past a firewall on 123), then
+    timedatectl set-ntp true (starts systemd-timesyncd, which steps at its first sync). A tool whose
+    daemon is not running fails (`chronyc`: 506 Cannot talk to daemon): the next one is tried."""
     have = set(tools)
+    out: list[tuple[SyncTool, tuple[str, ...], str]] = []
     if "chronyc" in have:
-        return SyncTool.CHRONYC, ("chronyc", "makestep"), "chronyc makestep: chronyd steps the clock at once"
-    if "ntpdate" in have:
-        if not ntp_server:
-            return SyncTool.NTPDATE, (), "only ntpdate is there and it needs a server: pass --ntp-server"
-        return SyncTool.NTPDATE, ("ntpdate", "-u", ntp_server), f"ntpdate -u {ntp_server}: a one-shot step"
-    if "timedatectl" in have:
-        return (
-            SyncTool.TIMEDATECTL,
-            ("timedatectl", "set-ntp", "true"),
-            "timedatectl set-ntp true: systemd-timesyncd steps the clock at its first sync",
+        out.append(
+            (SyncTool.CHRONYC, ("chronyc", "makestep"), "chronyc makestep: chronyd steps the clock at once")
         )
-    return SyncTool.NONE, (), "no chronyc, ntpdate or timedatectl: install chrony and run chronyc makestep"
+    if "ntpdate" in have:
+        if ntp_server:
+            out.append(
+                (SyncTool.NTPDATE, ("ntpdate", "-u", ntp_server), f"ntpdate -u {ntp_server}: a one-shot step")
+            )
+        else:
+            out.append((SyncTool.NTPDATE, (), "ntpdate is there but needs a server: pass --ntp-server"))
+    if "timedatectl" in have:
+        out.append(
+            (
+                SyncTool.TIMEDATECTL,
+                ("timedatectl", "set-ntp", "true"),
+                "timedatectl set-ntp true: systemd-timesyncd steps the clock at its first sync",
+            )
+        )
+    return out or [
+        (SyncTool.NONE, (), "no chronyc, ntpdate or timedatectl: install chrony and run chronyc makestep")
+    ]
+
+
+def sync_command(tools: Sequence[str], ntp_server: str | None) -> tuple[SyncTool, tuple[str, ...], str]:
+    """The first of sync_candidates: what is tried first."""
+    return sync_candidates(tools, ntp_server)[0]
 
 
 # --- talking to hosts ------------------------------------------------------------------------------
@@ -433,17 +451,27 @@ def gather(
 def sync_host(
     inv: Inventory, host: str, *, ntp_server: str | None = None, executor: Executor | None = None
 ) -> SyncAction:
-    """Step one host's clock with the tool it has (sync_command decides). Audited by the executor."""
+    """Step one host's clock: the candidates in order until one succeeds (sync_candidates decides).
+    Every command is audited by the executor."""
     ex = executor or executor_for(inv, host)
     try:
         tools = ex.run(["sh", "-c", _FIND_TOOLS], reason="clock: which sync tool is there").stdout.split()
-        tool, argv, why = sync_command(tools, ntp_server)
-        if not argv:
-            return SyncAction(host, tool, (), False, "", f"{host}: not synced: {why}")
-        r = ex.run(list(argv), check=False, timeout=60, reason=f"clock: step {host}'s clock ({why})")
-        out = (r.stdout + r.stderr).strip()[-300:]
-        said = f"{host}: {' '.join(argv)} {'ok' if r.ok else f'failed (exit {r.rc})'} ({why})"
-        return SyncAction(host, tool, argv, r.ok, out, said)
+        tried: list[str] = []
+        last = SyncAction(host, SyncTool.NONE, (), False, "", f"{host}: not synced")
+        for tool, argv, why in sync_candidates(tools, ntp_server):
+            if not argv:
+                tried.append(why)
+                last = SyncAction(host, tool, (), False, "", f"{host}: not synced: {'; '.join(tried)}")
+                continue
+            r = ex.run(list(argv), check=False, timeout=60, reason=f"clock: step {host}'s clock ({why})")
+            out = (r.stdout + r.stderr).strip()[-300:]
+            before = f" (after: {'; '.join(tried)})" if tried else ""
+            said = f"{host}: {' '.join(argv)} {'ok' if r.ok else f'failed (exit {r.rc})'} ({why}){before}"
+            last = SyncAction(host, tool, argv, r.ok, out, said)
+            if r.ok:
+                return last
+            tried.append(f"{' '.join(argv)} failed (exit {r.rc}: {out[-80:]})")
+        return last
     finally:
         if executor is None:
             ex.close()

@@ -20,6 +20,7 @@ from etcd_dr.hostrepair.clock import (
     judge_clock,
     parse_cert_listing,
     sync_command,
+    sync_host,
 )
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
 from etcd_dr.readiness.model import Failed
@@ -185,3 +186,26 @@ def test_sync_steps_only_the_skewed_host_and_measures_again() -> None:
     assert not any(a[0] == "chronyc" for a in fakes["master2"].ran)
     assert rep.after is not None and rep.after.skewed == () and rep.ok
     assert rep.to_json()["after"]["ok"] is True
+
+
+def test_a_tool_whose_daemon_is_down_falls_back_to_the_next() -> None:
+    class NoChronyd(FakeHost):
+        def run(self, argv, **kw) -> CommandResult:
+            if argv[0] == "chronyc":
+                self.ran.append(tuple(argv))
+                return CommandResult(self.host, tuple(argv), 1, "", "506 Cannot talk to daemon\n", 0.0)
+            if argv[0] == "ntpdate":
+                self.ran.append(tuple(argv))
+                self.offset = 0.0
+                return CommandResult(
+                    self.host, tuple(argv), 0, "step time server 10.0.0.1 offset -30.0 sec\n", "", 0.0
+                )
+            return super().run(argv, **kw)
+
+    h = NoChronyd("master1", 30.0, {}, tools="chronyc\nntpdate")
+    act = sync_host(INV, "master1", ntp_server="10.0.0.1", executor=h)
+    assert act.ok and act.tool is SyncTool.NTPDATE and act.argv == ("ntpdate", "-u", "10.0.0.1")
+    assert "after: chronyc makestep failed (exit 1: 506 Cannot talk to daemon)" in act.sentence
+    h = NoChronyd("master1", 30.0, {}, tools="chronyc\nntpdate")
+    act = sync_host(INV, "master1", executor=h)  # no server for ntpdate: said, not guessed
+    assert not act.ok and "pass --ntp-server" in act.sentence
