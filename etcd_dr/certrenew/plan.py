@@ -35,17 +35,19 @@ class RenewParams(MemberParams):
     key: str
     ips: tuple[str, ...]  # the SANs the new certificate carries: the old one's and the member's own
     dns: tuple[str, ...]
-    planned_at: str  # ISO UTC: a certificate issued since (minus the backdate) is this plan's
+    planned_at: str  # ISO UTC
+    old_serial: str  # the certificate there when planned (hex; "" none): another one there is this renew's
     timeout_s: int = WAIT_S
 
 
 @dataclass(frozen=True)
 class RenewLook:
     """What the plan is made from: the cluster, and each host's current member certificate SANs
-    (None when it has none or it does not parse)."""
+    (None when it has none or it does not parse) and serial."""
 
     state: ClusterState
     sans: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = field(default_factory=dict)
+    serials: Mapping[str, str] = field(default_factory=dict)
 
 
 def _refused(inv: Inventory, why: str, refusal: Refusal = Refusal.UNSAFE) -> Plan:
@@ -91,7 +93,7 @@ def plan_renew(
         dns = tuple(dict.fromkeys((*own_dns, *(old[1] if old else ()))))
         p = RenewParams(
             **MemberParams.fields_of(inv, h), cert=e.cert_path(h), key=e.key_path(h), ips=ips, dns=dns,
-            planned_at=now.astimezone(dt.UTC).isoformat(),
+            planned_at=now.astimezone(dt.UTC).isoformat(), old_serial=look.serials.get(name, ""),
         )  # fmt: skip
         silent = name not in answering
         steps += [
@@ -99,8 +101,9 @@ def plan_renew(
                 f"renew-cert:{name}", RenewAction.RENEW_CERT, name,
                 f"reissue {name}'s member certificate (kube-ca, SANs {', '.join(ips + dns)}, NotBefore "
                 f"{BACKDATE.seconds // 60} min back on {name}'s clock); the old pair kept beside it",
-                f"{e.cert_path(h)} on {name} is valid on its clock, signed by kube-ca, issued by this renew",
-                "a certificate a host's TLS refuses is renewed, never edited", destructive=True, params=p,
+                f"{e.cert_path(h)} on {name} is a new one, valid on its clock, signed by kube-ca",
+                "a certificate is replaced by a new one from kube-ca, never edited",
+                destructive=True, params=p,
             ),
             Step(
                 f"restart-member:{name}", RenewAction.RESTART_MEMBER, name,

@@ -50,14 +50,25 @@ class RenewResult:
         }
 
 
-def _sans(c: RenewCtx, host: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """The SANs of the member certificate on the host now (kept in the new one), None if unreadable."""
+def _current(c: RenewCtx, host: str) -> x509.Certificate | None:
+    """The member certificate on the host now (its SANs are kept in the new one), None if unreadable."""
     try:
-        cert = x509.load_pem_x509_certificate(c.executor(host).get(c.inv.etcd.cert_path(c.inv.host(host))))
+        return x509.load_pem_x509_certificate(c.executor(host).get(c.inv.etcd.cert_path(c.inv.host(host))))
     except (EtcdDrError, ValueError):
         return None
-    ips, dns = cert_sans(cert)
-    return tuple(sorted(ips)), tuple(sorted(dns))
+
+
+def _look(inv: Inventory, c: RenewCtx, hosts: Sequence[str]) -> RenewLook:
+    sans: dict[str, tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
+    serials: dict[str, str] = {}
+    for h in hosts:
+        cert = _current(c, h)
+        if cert is None:
+            sans[h] = None
+            continue
+        ips, dns = cert_sans(cert)
+        sans[h], serials[h] = (tuple(sorted(ips)), tuple(sorted(dns))), f"{cert.serial_number:x}"
+    return RenewLook(observe(inv, check_ssh=False), sans, serials)
 
 
 def renew(
@@ -77,7 +88,7 @@ def renew(
     audit = audit_log_for(inv)
     c = RenewCtx(inv, audit, say)
     try:
-        look = RenewLook(observe(inv, check_ssh=False), {h: _sans(c, h) for h in hosts})
+        look = _look(inv, c, hosts)
         plan = plan_renew(inv, look, hosts, now=dt.datetime.now(dt.UTC), member_sans=member_sans)
         if plan.refused or plan_only:
             if plan.refused and audit is not None:

@@ -74,9 +74,8 @@ class RenewCert:
         if not self.c.fs(host).is_file(p.cert) or not self.c.fs(host).is_file(p.key):
             return False
         cert = x509.load_pem_x509_certificate(ex.get(p.cert))
-        issued_since = dt.datetime.fromisoformat(p.planned_at) - 2 * BACKDATE
-        if cert.not_valid_before_utc < issued_since:
-            return False  # an older certificate: not this renew's
+        if f"{cert.serial_number:x}" == p.old_serial:
+            return False  # still the certificate the plan was made to replace
         pair = CertKeyPair(ex.get(p.cert), ex.get(p.key))
         now = read_host_clock(ex).now
         return member_pair_problem(pair, self.c.ca().certificate(), ips=p.ips, dns=p.dns, now=now) is None

@@ -46,7 +46,8 @@ def state(*answering: str) -> RenewLook:
     st = ClusterState(
         "t", NOW, ms, MemberListSource.LINEARIZABLE, 3, len(answering), 2, q, None, None, verdict
     )
-    return RenewLook(st, {"master1": (("10.9.0.11", "127.0.0.1", "10.9.9.9"), ("master1", "etcd.example"))})
+    sans = {"master1": (("10.9.0.11", "127.0.0.1", "10.9.9.9"), ("master1", "etcd.example"))}
+    return RenewLook(st, sans, {"master1": "5eed"})
 
 
 def plan(look: RenewLook, *hosts: str):
@@ -68,7 +69,7 @@ def test_a_member_that_does_not_answer_is_renewed_restarted_and_waited_for() -> 
         "localhost",
         "etcd.example",
     )
-    assert rp.cert == "/etc/kubernetes/ssl/kube-etcd-10-9-0-11.pem"
+    assert rp.cert == "/etc/kubernetes/ssl/kube-etcd-10-9-0-11.pem" and rp.old_serial == "5eed"
     back = RenewParams.from_json(rp.to_json())
     assert isinstance(back, Params) and back == rp
     assert "master1 (not answering)" in p.reason
