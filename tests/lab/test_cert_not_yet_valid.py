@@ -62,7 +62,9 @@ def check_fault_found_and_renewed(lab: Lab, since: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     (fault,) = json.loads(r.stdout)["faults"]
 
+    t0 = time.monotonic()
     seen = wait_x509(lab, since)
+    print(f"x509 errors found {time.monotonic() - t0:.1f} s after the fault command returned")
     assert any(seen.values()), "no x509 error in any member's etcd log"
     print("etcd's own words:", next(v[0] for v in seen.values() if v), {h: len(v) for h, v in seen.items()})
 
