@@ -29,7 +29,13 @@ TYPE_LABEL = "io.kubernetes.docker.type"  # podsandbox | container (dockershim, 
 LOG_TAIL = 200  # kubelet's recent log: the lines read for the message
 STAY_S = 10.0  # kubelet must stay up this long after the restart to count as out of the loop
 FAILURE = "Failed to start ContainerManager failed to build map of initial containers from runtime"
-_NO_SANDBOX = re.compile(re.escape(FAILURE) + r":? no PodsandBox found with Id '([0-9a-f]{64})'")
+# klog's plain form (RKE-era kubelets, the source incident: `Failed to start ContainerManager failed
+# to build map ...`) and its structured form (newer kubelets: `"Failed to start ContainerManager"
+# err="failed to build map ..."`)
+_NO_SANDBOX = re.compile(
+    r'Failed to start ContainerManager"?(?: err="|:? )failed to build map of initial containers from '
+    r"runtime: no PodsandBox found with Id '([0-9a-f]{64})'"
+)
 
 
 def sandbox_ids_in(log: str) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from etcd_dr.errors import CommandError, EtcdDrError
 from etcd_dr.executor import Executor
 from etcd_dr.hostrepair.plan import (
-    FAILURE,
     KUBELET,
     SANDBOX_LABEL,
     CleanupAction,
@@ -179,7 +178,7 @@ class RestartKubelet:
         st = kubelet_state(ex, p.container)
         if st is None or not st.running or st.restarting or st.uptime_s < p.stay_s:
             return False
-        return FAILURE not in kubelet_log(ex, p.tail, since=st.started_at, name=p.container)
+        return not sandbox_ids_in(kubelet_log(ex, p.tail, since=st.started_at, name=p.container))
 
     def run(self, step: Step) -> str:
         p, host = step.typed(RestartParams), _host(step)

@@ -44,6 +44,12 @@ def test_the_ids_come_from_kubelets_exact_words_once_each_in_order() -> None:
     log = f"{LINE}\nI0601 restarting\n{LINE}\n{LINE.replace(GONE, other)}\n{bare}"
     assert sandbox_ids_in(log) == (GONE, other)  # the bare phrase without kubelet's failure is not it
     assert sandbox_ids_in("Started kubelet") == ()
+    structured = (
+        'E0601 04:49:01.000000 1 kubelet.go:1431] "Failed to start ContainerManager" '
+        'err="failed to build map '
+        f"of initial containers from runtime: no PodsandBox found with Id '{other}'\""
+    )
+    assert sandbox_ids_in(structured) == (other,)  # newer kubelets' structured logging
 
 
 def test_a_looping_kubelet_gets_its_orphans_removed_and_a_restart() -> None:
