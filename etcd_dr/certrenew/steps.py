@@ -17,6 +17,11 @@ from etcd_dr.plans import Params, Step, StepHandler
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
 from etcd_dr.stepctx import StepContext, wait
 
+_PROC_START = (
+    "bt=$(awk '/^btime/{print $2}' /proc/stat); st=$(sed 's/.*) //' /proc/$1/stat | awk '{print $20}'); "
+    "echo $((bt + st / $(getconf CLK_TCK)))"
+)
+
 
 class RenewStepError(EtcdDrError):
     """A cert renew step could not be carried out."""
@@ -33,8 +38,12 @@ def serves_file_since(ex: Executor, rt: DockerRuntime | ProcessRuntime, path: st
         base = started.rstrip("Z").partition(".")[0]
         return dt.datetime.fromisoformat(base).replace(tzinfo=dt.UTC).timestamp() >= mtime - 1
     pid = rt.pid()
-    since = float(ex.run(["stat", "-c", "%Y", f"/proc/{pid}"]).stdout.strip()) if pid else 0.0
-    return since >= mtime - 1
+    if pid is None:
+        return False
+    # the process's start: boot time + its start in clock ticks (/proc/PID's own mtime is when the
+    # kernel first showed the entry, not when the process started)
+    r = ex.run(["sh", "-c", _PROC_START, "start", str(pid)], reason="when did etcd start")
+    return float(r.stdout.strip()) >= mtime - 1
 
 
 def restart_member(rt: DockerRuntime | ProcessRuntime) -> None:
