@@ -28,6 +28,9 @@ SANDBOX_LABEL = "io.kubernetes.sandbox.id"
 TYPE_LABEL = "io.kubernetes.docker.type"  # podsandbox | container (dockershim, cri-dockerd)
 LOG_TAIL = 200  # kubelet's recent log: the lines read for the message
 STAY_S = 10.0  # kubelet must stay up this long after the restart to count as out of the loop
+# a kubelet that restarted and has run less than this may be between two failures of its loop: it
+# runs (exit code 0) for the seconds its start takes before it fails again
+STEADY_S = 30.0
 FAILURE = "Failed to start ContainerManager failed to build map of initial containers from runtime"
 # klog's plain form (RKE-era kubelets, the source incident: `Failed to start ContainerManager failed
 # to build map ...`) and its structured form (newer kubelets: `"Failed to start ContainerManager"
@@ -69,12 +72,19 @@ class KubeletLook:
     existing_sandboxes: frozenset[str] = frozenset()  # of log_ids, those a podsandbox container has
     labelled: Mapping[str, tuple[Container, ...]] = field(default_factory=dict)  # sandbox id -> containers
     tail: int = LOG_TAIL
+    uptime_s: float = 0.0  # of its current run, on the host's clock
+
+    @property
+    def steady(self) -> bool:
+        """Running, and for long enough that it is not a start on its way to the next failure."""
+        fresh = self.restart_count > 0 and self.uptime_s < STEADY_S
+        return self.running and not self.restarting and self.exit_code == 0 and not fresh
 
     @property
     def looping(self) -> bool:
         """In the loop: the words are in its recent log and it is not running steadily (restarting,
-        stopped, or its last run ended in failure)."""
-        return bool(self.log_ids) and (self.restarting or not self.running or self.exit_code != 0)
+        stopped, its last run failed, or restarted less than STEADY_S ago)."""
+        return bool(self.log_ids) and not self.steady
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -85,6 +95,7 @@ class KubeletLook:
             "restart_count": self.restart_count,
             "exit_code": self.exit_code,
             "looping": self.looping,
+            "uptime_s": round(self.uptime_s, 1),
             "log_ids": list(self.log_ids),
             "existing_sandboxes": sorted(self.existing_sandboxes),
             "labelled": {
@@ -153,8 +164,9 @@ def plan_cleanup(look: KubeletLook, *, cluster: str, stay_s: float = STAY_S) -> 
         return _refused(
             cluster,
             h,
-            f"kubelet on {h} runs steadily (its log names sandbox {_short(look.log_ids)} from an earlier "
-            "start): it is not in the loop now, so no container is removed",
+            f"kubelet on {h} runs steadily (up {look.uptime_s:.0f} s; its log names sandbox "
+            f"{_short(look.log_ids)} from an earlier start): it is not in the loop now, so no container is "
+            "removed",
         )
     missing = [sid for sid in look.log_ids if sid not in look.existing_sandboxes]
     present = [sid for sid in look.log_ids if sid in look.existing_sandboxes]

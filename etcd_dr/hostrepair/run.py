@@ -47,7 +47,7 @@ def look(ex: Executor, *, tail: int = LOG_TAIL) -> KubeletLook:
             labelled[sid] = tuple(found.values())
     return KubeletLook(
         ex.host, True, st.running, st.restarting, st.restart_count, st.exit_code, ids,
-        frozenset(existing), labelled, tail,
+        frozenset(existing), labelled, tail, st.uptime_s,
     )  # fmt: skip
 
 

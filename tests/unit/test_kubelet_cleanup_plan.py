@@ -76,8 +76,11 @@ def test_nothing_is_removed_unless_kubelet_loops_now() -> None:
     assert (
         quiet.refusal is Refusal.UNSAFE and "is not in the sandbox loop" in quiet.reason and not quiet.steps
     )
-    steady = plan_cleanup(loop(running=True, restarting=False, exit_code=0), cluster="c")
-    assert steady.refused and "runs steadily" in steady.reason
+    steady = plan_cleanup(loop(running=True, restarting=False, exit_code=0, uptime_s=600.0), cluster="c")
+    assert steady.refused and "runs steadily (up 600 s" in steady.reason
+    # just restarted by its loop: it runs for the seconds its start takes, then fails again
+    between = plan_cleanup(loop(running=True, restarting=False, exit_code=0, uptime_s=2.0), cluster="c")
+    assert not between.refused
     assert plan_cleanup(loop(kubelet_exists=False), cluster="c").refused
 
 
