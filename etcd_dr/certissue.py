@@ -213,10 +213,12 @@ def issue_member_cert(
     dns: Sequence[str] = (),
     not_before: dt.datetime | None = None,
     days: int = 3650,
+    force: bool = False,
 ) -> CertIssueResult:
     """Make sure `host` has a member certificate and key (RKE's names, in etcd.cert_dir) signed by
     `ca` for its SANs, and the CA as kube-ca.pem. Raises InputError (bad CA or SAN) or CertRefused
-    (clock, another CA on the host) before writing anything."""
+    (clock, another CA on the host) before writing anything. force: reissue even when a valid pair is
+    there (`cert renew`; the old pair is moved aside all the same)."""
     t0 = time.monotonic()
     h = inv.host(host) if isinstance(host, str) else host
     register_secret(ca.key_pem)
@@ -246,7 +248,7 @@ def issue_member_cert(
         if old_cert is not None and old_key is not None:
             old = CertKeyPair(old_cert, old_key)
             why_not = member_pair_problem(old, ca_cert, ips=want_ips, dns=want_dns, now=clock.now)
-            if why_not is None:
+            if why_not is None and not force:
                 ca_installed = _install_ca(ex, ca, ca_path, host_ca)
                 c = old.certificate()
                 return _result(
@@ -256,7 +258,7 @@ def issue_member_cert(
                     f"signed by kube-ca is already there (valid until {c.not_valid_after_utc:%Y-%m-%d})",
                     t0,
                 )  # fmt: skip
-            replaced = f" (the old one: {why_not})"
+            replaced = f" (the old one: {why_not or 'valid, renewed on request'})"
         elif old_cert is not None or old_key is not None:
             replaced = " (only half of the old pair was there)"
         else:
