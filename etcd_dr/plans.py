@@ -140,6 +140,32 @@ def _from_json(tp: Any, v: object) -> object:
 P = TypeVar("P", bound=Params)
 
 
+def typed_steps(
+    plan: Plan, actions: type[enum.StrEnum], params: Mapping[Any, type[Params]], what: str
+) -> Plan:
+    """A plan read back from JSON (a journal) with each step's action a member of `actions` and its
+    params in the type `params` names for it. Raises ParamsError naming the step for an action or
+    params this version does not know (a journal of another version)."""
+    steps = []
+    for s in plan.steps:
+        try:
+            action = actions(str(s.action))
+        except ValueError:
+            raise ParamsError(f"step {s.id}: action {s.action!r} is not a {what} action") from None
+        cls = params[action]
+        if isinstance(s.params, cls):
+            steps.append(dataclasses.replace(s, action=action))
+            continue
+        if isinstance(s.params, Params):
+            raise ParamsError(f"step {s.id}: params are {type(s.params).__name__}, not {cls.__name__}")
+        try:
+            typed = cls.from_json(s.params)
+        except ParamsError as e:
+            raise ParamsError(f"step {s.id}: {e}") from None
+        steps.append(dataclasses.replace(s, action=action, params=typed))
+    return dataclasses.replace(plan, steps=tuple(steps))
+
+
 def params_json(params: Mapping[str, object] | Params) -> dict[str, object]:
     """A step's params as JSON: typed or (kinds not converted yet) a plain mapping."""
     return params.to_json() if isinstance(params, Params) else dict(params)
@@ -249,6 +275,15 @@ class Plan:
                 for s in self.steps
             ],
         }
+
+
+def plan_from_json(d: Mapping[str, Any]) -> Plan:
+    """The Plan that Plan.to_json() wrote (unknown keys ignored); its steps' params stay plain JSON
+    until the plan kind's typed_plan reads them into their types."""
+    step_fields = {f.name for f in dataclasses.fields(Step)}
+    plan_fields = {f.name for f in dataclasses.fields(Plan)}
+    steps = tuple(Step(**{k: v for k, v in s.items() if k in step_fields}) for s in d["steps"])
+    return Plan(**{k: v for k, v in d.items() if k in plan_fields and k != "steps"}, steps=steps)
 
 
 class StepHandler(Protocol):

@@ -11,24 +11,24 @@ The plan's params carry the host, its member id (when it is one already) and wha
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory, Role, RuntimeKind
-from etcd_dr.plans import Plan, Refusal, Step
+from etcd_dr.learner.steps import (
+    CatchUpParams,
+    CertParams,
+    LearnerAction,
+    MemberAddParams,
+    PromoteParams,
+    SetAsideParams,
+    StartParams,
+)
+from etcd_dr.plans import Params, Plan, Refusal, Step
 from etcd_dr.runtime import member_name
 from etcd_dr.state import ClusterState, MemberListSource, MemberState
 
-
-class Action(enum.StrEnum):
-    ISSUE_CERT = "issue-cert"
-    SET_ASIDE = "set-aside-old-member"  # an old container/unit and data dir of a non-member host
-    MEMBER_ADD = "member-add-learner"
-    START = "start-etcd"
-    WAIT_CAUGHT_UP = "wait-caught-up"
-    PROMOTE = "promote"
-
+Action = LearnerAction  # its first name (callers and flows may still use it)
 
 KIND = "learner-add"
 REJOIN_KIND = "rejoin"
@@ -84,8 +84,8 @@ def _plan(
     return Plan(KIND, inv.cluster, verdict, tuple(steps), params=params)
 
 
-def _step(host: Host, action: Action, description: str, runs: str, **kw) -> Step:
-    return Step(f"{action}:{host.name}", action, host.name, description, runs=runs, **kw)
+def _step(host: Host, action: LearnerAction, params: Params, description: str, runs: str, **kw) -> Step:
+    return Step(f"{action}:{host.name}", action, host.name, description, runs=runs, params=params, **kw)
 
 
 def _member_of(state: ClusterState, host: Host) -> MemberState | None:
@@ -209,7 +209,8 @@ def _plan_add(
     steps = [
         _step(
             host,
-            Action.ISSUE_CERT,
+            LearnerAction.ISSUE_CERT,
+            CertParams(opts.ips, opts.dns),
             f"issue {host.name}'s member certificate",
             runs=f"sign kube-etcd-{host.address_dashed}.pem with kube-ca (SANs {sans}); write it and its "
             f"key (0600) to {host.name}:{e.cert_dir}",
@@ -228,7 +229,8 @@ def _plan_add(
         steps.append(
             _step(
                 host,
-                Action.SET_ASIDE,
+                LearnerAction.SET_ASIDE,
+                SetAsideParams(e.data_dir, report_diverged=opts.rejoin),
                 f"set the old etcd {kind} and data dir on {host.name} aside",
                 runs=f"stop and rename the old etcd {kind} on {host.name}; "
                 f"mv {e.data_dir} {e.data_dir}.bak-<UTC timestamp>"
@@ -244,7 +246,8 @@ def _plan_add(
     steps.append(
         _step(
             host,
-            Action.MEMBER_ADD,
+            LearnerAction.MEMBER_ADD,
+            MemberAddParams(opts.add_timeout),
             f"add {host.name} to {inv.cluster} as a learner",
             runs=f"MemberAdd peerURLs=[{peer}] isLearner=true "
             f"(retrying `unhealthy cluster` for {opts.add_timeout:g} s)",
@@ -265,7 +268,8 @@ def _plan_add(
     steps.append(
         _step(
             host,
-            Action.START,
+            LearnerAction.START,
+            StartParams(opts.start_settle),
             f"start etcd on {host.name} to join the cluster",
             runs=f"{prefix} --name={name} --initial-cluster=<members>,{name}={peer} "
             "--initial-cluster-state=existing",
@@ -281,7 +285,8 @@ def _plan_add(
     steps.append(
         _step(
             host,
-            Action.WAIT_CAUGHT_UP,
+            LearnerAction.WAIT_CAUGHT_UP,
+            CatchUpParams(opts.catchup_timeout, lag, same_revision=opts.rejoin),
             f"wait until {host.name} has caught up with the leader",
             runs=f"poll Status of {client} and of the leader (up to {opts.catchup_timeout:g} s)",
             destructive=False,
@@ -294,7 +299,8 @@ def _plan_add(
         steps.append(
             _step(
                 host,
-                Action.PROMOTE,
+                LearnerAction.PROMOTE,
+                PromoteParams(opts.promote_timeout),
                 f"promote {host.name} to voter",
                 runs=f"MemberPromote (retrying `not in sync` for {opts.promote_timeout:g} s), then a "
                 "linearizable member list",

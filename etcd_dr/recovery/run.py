@@ -44,6 +44,7 @@ from etcd_dr.plans import (
     StepRunner,
     StepState,
     execute,
+    plan_from_json,
 )
 from etcd_dr.recovery.fencing import attest, gather, powered_off, probe
 from etcd_dr.recovery.incident import Incident, changed_since, healthy_without, plan_target
@@ -153,14 +154,6 @@ def journal_path(inv: Inventory) -> Path:
             "lives beside it); set audit_log in the inventory"
         )
     return inv.state_path(f"recover-{inv.cluster}.json")
-
-
-def plan_from_json(d: dict) -> Plan:
-    """The Plan that Plan.to_json() wrote (unknown keys ignored)."""
-    step_fields = {f.name for f in dataclasses.fields(Step)}
-    plan_fields = {f.name for f in dataclasses.fields(Plan)}
-    steps = tuple(Step(**{k: v for k, v in s.items() if k in step_fields}) for s in d["steps"])
-    return Plan(**{k: v for k, v in d.items() if k in plan_fields and k != "steps"}, steps=steps)
 
 
 @dataclass(frozen=True)

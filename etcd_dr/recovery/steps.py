@@ -23,11 +23,11 @@ import hashlib
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
-from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
+from etcd_dr.plans import Params, Plan, Step, StepHandler, typed_steps
 from etcd_dr.recovery.evidence import FenceEvidence, FenceKind
 from etcd_dr.recovery.fencing import asked_on_host, gather, how_to_fence, probe
 from etcd_dr.runtime import (
@@ -727,24 +727,7 @@ def typed_plan(plan: Plan) -> Plan:
     """A recovery plan read back from JSON (the journal) with each step's action and params in
     their types. Raises ParamsError naming the step for an action or params this version does not
     know (a journal of another version)."""
-    steps = []
-    for s in plan.steps:
-        try:
-            action = RecoveryAction(str(s.action))
-        except ValueError:
-            raise ParamsError(f"step {s.id}: action {s.action!r} is not a recovery action") from None
-        cls = VOCABULARY[action][0]
-        if isinstance(s.params, cls):
-            steps.append(replace(s, action=action))
-            continue
-        if isinstance(s.params, Params):
-            raise ParamsError(f"step {s.id}: params are {type(s.params).__name__}, not {cls.__name__}")
-        try:
-            params = cls.from_json(s.params)
-        except ParamsError as e:
-            raise ParamsError(f"step {s.id}: {e}") from None
-        steps.append(replace(s, action=action, params=params))
-    return replace(plan, steps=tuple(steps))
+    return typed_steps(plan, RecoveryAction, {a: cls for a, (cls, _) in VOCABULARY.items()}, "recovery")
 
 
 __all__ = [

@@ -23,9 +23,9 @@ from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner.add import LearnerAddResult, add_learner
 from etcd_dr.learner.plan import REJOIN_KIND, LearnerOptions
-from etcd_dr.learner.session import Say
 from etcd_dr.plans import Plan, Refusal
 from etcd_dr.state import ClusterState, observe
+from etcd_dr.stepctx import Say
 
 
 @dataclass(frozen=True)
