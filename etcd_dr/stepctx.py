@@ -62,6 +62,18 @@ while [ "$n" -gt 0 ]; do if test "$1" "$2"; then echo 1; else echo 0; fi; shift 
 for f; do if [ -f "$f" ] && b=$(base64 -w0 -- "$f" 2>/dev/null); then echo "1 $b"; else echo 0; fi; done"""
 _TEST_FLAGS = frozenset({"-e", "-d", "-f", "-s", "-L"})
 # renamed unless something is at dst already (never over it: nothing is lost); exit 4: no src
+# every pair whose src is there renamed, none over something at its dst (all checked first);
+# one line of 0/1 per pair
+_RENAMES = """n=0
+for a; do
+  n=$((n+1)); if [ $((n % 2)) = 1 ]; then src=$a; continue; fi
+  if { [ -e "$src" ] || [ -L "$src" ]; } && { [ -e "$a" ] || [ -L "$a" ]; }; then
+    echo "$a exists already" >&2; exit 3
+  fi
+done
+while [ $# -gt 1 ]; do
+  if [ -e "$1" ] || [ -L "$1" ]; then mv -- "$1" "$2" || exit 1; echo 1; else echo 0; fi; shift 2
+done"""
 _RENAME = """[ -e "$1" ] || [ -L "$1" ] || { echo "$1 does not exist" >&2; exit 4; }
 [ ! -e "$2" ] || { echo "$2 exists already" >&2; exit 3; }
 mv -- "$1" "$2"
@@ -160,6 +172,23 @@ class HostFS:
         if not r.ok:
             raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
         return True
+
+    def renames(self, *pairs: tuple[str, str], reason: str = "") -> tuple[bool, ...]:
+        """Rename each (src, dst) whose src is there, in one round trip; none over something at its
+        dst (all are checked before any is moved). Whether each src was there and moved."""
+        r = self.ex.run(
+            ["sh", "-c", _RENAMES, "renames", *(a for p in pairs for a in p)],
+            check=False,
+            reason=reason or "rename " + ", ".join(f"{s} to {d}" for s, d in pairs),
+        )
+        if not r.ok:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        got = r.stdout.split()
+        if len(got) != len(pairs):
+            raise CommandError(
+                self.ex.host, r.command, r.rc, f"expected {len(pairs)} answers, got {r.stdout!r}"
+            )
+        return tuple(g == "1" for g in got)
 
     def move_aside(self, path: str, suffix: str, *, reason: str = "", missing_ok: bool = False) -> str | None:
         """Rename path to `path.suffix` (never over something there: nothing is deleted); returns

@@ -242,3 +242,28 @@ def test_process_statuses_say_in_one_script_what_the_single_checks_say(tmp_path:
     finally:
         p.kill()
         p.wait()
+
+
+def test_process_rename_moves_unit_and_marker_in_one_command_never_over_another(tmp_path: Path) -> None:
+    from etcd_dr.executor import LocalExecutor
+    from etcd_dr.runtime import RuntimeStateError
+
+    units, run = tmp_path / "units", tmp_path / "run"
+    units.mkdir()
+    (units / "etcd.sh").write_text("#!/bin/sh\nexec /bin/sleep 1\n")
+    (units / "etcd.enabled").write_text("")
+    ex = LocalExecutor("here")
+    calls: list[list[str]] = []
+    real = ex.run
+    ex.run = lambda argv, **kw: calls.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    rt = ProcessRuntime(ex, "/bin/sleep", "etcd", unit_dir=str(units), run_dir=str(run))
+    old = rt.rename("etcd-old-1")
+    assert len(calls) == 1 and old.name == "etcd-old-1"
+    assert (units / "etcd-old-1.sh").exists() and (units / "etcd-old-1.enabled").exists()
+    assert not (units / "etcd.sh").exists()  # the name is free; no pidfile was there to move
+    with pytest.raises(RuntimeStateError, match="no unit"):
+        rt.rename("etcd-old-2")
+    (units / "etcd.sh").write_text("#!/bin/sh\nexec /bin/sleep 2\n")
+    with pytest.raises(CommandError, match="exists already"):
+        rt.rename("etcd-old-1")
+    assert (units / "etcd.sh").read_text().endswith("sleep 2\n")  # both kept

@@ -163,3 +163,27 @@ def test_a_step_context_closes_what_it_opened(tmp_path: Path) -> None:
     with StepContext(INV, None, print) as c:
         c._executors["x"] = LocalExecutor("x")
     assert c._executors == {}
+
+
+def test_renames_moves_what_is_there_in_one_command_and_never_over_anything(tmp_path: Path) -> None:
+    ran: list[list[str]] = []
+    ex = LocalExecutor("here")
+    real = ex.run
+    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    fs = HostFS(ex)
+    (tmp_path / "unit.sh").write_text("exec etcd")
+    (tmp_path / "unit.enabled").write_text("")
+    got = fs.renames(
+        (str(tmp_path / "unit.sh"), str(tmp_path / "old.sh")),
+        (str(tmp_path / "unit.enabled"), str(tmp_path / "old.enabled")),
+        (str(tmp_path / "unit.pid"), str(tmp_path / "old.pid")),  # not there: skipped
+    )
+    assert got == (True, True, False) and len(ran) == 1
+    assert (tmp_path / "old.sh").read_text() == "exec etcd" and not (tmp_path / "unit.sh").exists()
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(CommandError, match="exists already"):  # checked before anything moved
+        fs.renames(
+            (str(tmp_path / "old.sh"), str(tmp_path / "new.sh")), (str(tmp_path / "a"), str(tmp_path / "b"))
+        )
+    assert (tmp_path / "old.sh").exists() and (tmp_path / "a").read_text() == "a"
