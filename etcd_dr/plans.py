@@ -10,8 +10,9 @@ safe), else runs it and checks the postcondition again. Every step leaves an aud
 serve the orchestrator: `run_step` wraps each step (a Prefect task run per step: its checkpoint) and
 `on_failure` undoes what a failed run left behind (its `Rollback` is in the `Outcome`).
 
-A refused plan carries a closed `Refusal`: BAD_INPUT (the request or inventory is wrong: exit 2) or
-UNSAFE (the cluster is not in a state for it: exit 1). Nothing is changed either way.
+A refused plan carries a closed `Refusal`: BAD_INPUT (the request or inventory is wrong) or UNSAFE
+(the cluster is not in a state for it); the CLI maps it to an exit code (etcd_dr/cli/result.py).
+Nothing is changed either way.
 """
 
 from __future__ import annotations
@@ -36,14 +37,11 @@ class StepState(enum.StrEnum):
 
 
 class Refusal(enum.StrEnum):
-    """Why a planner refused: closed, so that callers map it to an exit code without parsing."""
+    """Why a planner refused: closed, so that callers (the CLI's exit codes: etcd_dr/cli/result.py)
+    map it without parsing."""
 
-    BAD_INPUT = "bad-input"  # the operator's request or inventory is wrong: exit 2
-    UNSAFE = "unsafe"  # the cluster or host is not in a state for it: exit 1
-
-    @property
-    def exit_code(self) -> int:
-        return 2 if self is Refusal.BAD_INPUT else 1
+    BAD_INPUT = "bad-input"  # the operator's request or inventory is wrong
+    UNSAFE = "unsafe"  # the cluster or host is not in a state for it
 
 
 class ParamsError(EtcdDrError):

@@ -96,17 +96,6 @@ class RecoverStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-EXIT = {
-    RecoverStatus.RECOVERED: 0,
-    RecoverStatus.PLANNED: 0,
-    RecoverStatus.REFUSED: 2,
-    RecoverStatus.NOT_CONFIRMED: 2,
-    RecoverStatus.BUSY: 1,
-    RecoverStatus.STALE: 1,
-    RecoverStatus.FAILED: 1,
-}
-
-
 @dataclass(frozen=True)
 class RecoverResult:
     status: RecoverStatus
@@ -120,12 +109,6 @@ class RecoverResult:
     keys: int | None = None
     revision: int | None = None
     journal: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.status is RecoverStatus.REFUSED and self.plan.refusal is not None:
-            return self.plan.refusal.exit_code  # quorum held, a voter not fenced: 1; bad input: 2
-        return EXIT[self.status]
 
     def to_json(self) -> dict:
         return {
