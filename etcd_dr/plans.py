@@ -24,9 +24,12 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias, TypeVar
 
 from etcd_dr.errors import EtcdDrError
+
+if TYPE_CHECKING:  # the plans module stays light: stepctx brings the etcd client and SSH
+    from etcd_dr.stepctx import Say
 
 
 class StepState(enum.StrEnum):
@@ -383,7 +386,7 @@ def carry_out(
     handler: StepHandler,
     *,
     audit=None,
-    say: Callable[[str], None] = lambda _msg: None,
+    say: Say = lambda _msg: None,
 ) -> StepResult:
     """One step: postcondition first (SKIPPED when it holds), else run it and check it again.
     Leaves one audit event. Never raises an EtcdDrError: a failure is a FAILED result."""
@@ -430,7 +433,7 @@ def execute(
     handlers: Mapping[str, StepHandler],
     *,
     audit=None,
-    say: Callable[[str], None] = lambda _msg: None,
+    say: Say = lambda _msg: None,
     run_step: StepRunner | None = None,
     on_failure: FailureHook | None = None,
 ) -> Outcome:

@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,8 +63,8 @@ from etcd_dr.lab.rehearsal.writer import (
 from etcd_dr.recovery.plan import VoterMethod
 from etcd_dr.recovery.run import recover
 from etcd_dr.state import client_for
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 KEY_ROOT = "/rehearsal/"
 
 
