@@ -201,6 +201,21 @@ def _plan_add(
             "first (etcd-dr does not stop an etcd it cannot place)",
         )  # fmt: skip
 
+    steps = _steps(inv, state, host, facts, opts, m, what)
+    return _plan(inv, host, _verdict(state, host, m, opts, what), steps, m.member_id if m else None, what)
+
+
+def _steps(
+    inv: Inventory,
+    state: ClusterState,
+    host: Host,
+    facts: HostFacts,
+    opts: LearnerOptions,
+    m: MemberState | None,
+    what: str,
+) -> list[Step]:
+    """The steps of a plan that was not refused: each with its params, what it runs, why, and
+    whether the planner saw its postcondition hold already."""
     e = inv.etcd
     peer, client = inv.peer_url(host), inv.client_url(host)
     name = member_name(host)
@@ -310,6 +325,10 @@ def _plan_add(
                 f"from {state.voters // 2 + 1} to {(state.voters + 1) // 2 + 1}",
             )
         )
+    return steps
+
+
+def _verdict(state: ClusterState, host: Host, m: MemberState | None, opts: LearnerOptions, what: str) -> str:
     if m is None and opts.rejoin:
         verdict = (
             f"{state.verdict}; {host.name} is an inventory voter but no member: rejoin it as a learner "
@@ -326,4 +345,4 @@ def _plan_add(
         verdict = f"{state.verdict}; {host.name} is a learner already (member {m.member_id:x}): continue" + (
             " and promote it" if opts.promote else ""
         )
-    return _plan(inv, host, verdict, steps, m.member_id if m else None, what)
+    return verdict

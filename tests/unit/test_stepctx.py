@@ -14,6 +14,14 @@ from etcd_dr.executor import LocalExecutor
 from etcd_dr.stepctx import HostFS, WaitTimeout, wait
 
 
+def counted(ex: LocalExecutor) -> list[list[str]]:
+    """The argv of every command ex runs from now on (a round trip each over SSH)."""
+    ran: list[list[str]] = []
+    real = ex.run
+    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    return ran
+
+
 @pytest.fixture
 def fs() -> HostFS:
     return HostFS(LocalExecutor("here"))
@@ -22,10 +30,8 @@ def fs() -> HostFS:
 def test_tests_answer_several_checks_in_one_command(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "f").write_text("x")
-    ran: list[list[str]] = []
     ex = LocalExecutor("here")
-    real = ex.run
-    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    ran = counted(ex)
     got = HostFS(ex).tests(
         ("-d", str(tmp_path / "d")), ("-f", str(tmp_path / "d")), ("-e", str(tmp_path / "none")),
         ("-f", str(tmp_path / "f")), ("-e", str(tmp_path / "with space")),
@@ -119,10 +125,8 @@ def test_look_answers_tests_files_and_the_clock_in_one_command(tmp_path: Path) -
     (tmp_path / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00\xffbinary too\n")
     (tmp_path / "d").mkdir()
     (tmp_path / "empty").write_bytes(b"")
-    ran: list[list[str]] = []
     ex = LocalExecutor("here")
-    real = ex.run
-    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    ran = counted(ex)
     got = HostFS(ex).look(
         tests=(("-d", str(tmp_path / "d")), ("-e", str(tmp_path / "none"))),
         files=(
@@ -143,10 +147,8 @@ def test_look_answers_tests_files_and_the_clock_in_one_command(tmp_path: Path) -
 
 
 def test_move_aside_of_nothing_with_missing_ok_is_none_in_one_command(tmp_path: Path) -> None:
-    ran: list[list[str]] = []
     ex = LocalExecutor("here")
-    real = ex.run
-    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    ran = counted(ex)
     fs = HostFS(ex)
     assert fs.move_aside(str(tmp_path / "none"), "bak-1", missing_ok=True) is None and len(ran) == 1
     with pytest.raises(CommandError, match="does not exist"):
@@ -166,10 +168,8 @@ def test_a_step_context_closes_what_it_opened(tmp_path: Path) -> None:
 
 
 def test_renames_moves_what_is_there_in_one_command_and_never_over_anything(tmp_path: Path) -> None:
-    ran: list[list[str]] = []
     ex = LocalExecutor("here")
-    real = ex.run
-    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    ran = counted(ex)
     fs = HostFS(ex)
     (tmp_path / "unit.sh").write_text("exec etcd")
     (tmp_path / "unit.enabled").write_text("")
