@@ -19,7 +19,7 @@ import posixpath
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from etcd_dr.audit import AuditLog
 from etcd_dr.errors import CommandError, EtcdDrError
@@ -272,4 +272,24 @@ class StepContext:
         self._clients.clear()
 
 
-__all__: Sequence[str] = ["POLL_S", "HostFS", "HostLook", "Say", "StepContext", "WaitTimeout", "wait"]
+C = TypeVar("C", bound=StepContext)
+
+
+class Handler(Generic[C]):
+    """The base of a vocabulary's step handlers: each is made with its plan's context (`VOCABULARY`
+    pairs an action with its params type and its handler class, called with the context)."""
+
+    def __init__(self, c: C) -> None:
+        self.c = c
+
+
+__all__: Sequence[str] = [
+    "POLL_S",
+    "Handler",
+    "HostFS",
+    "HostLook",
+    "Say",
+    "StepContext",
+    "WaitTimeout",
+    "wait",
+]

@@ -38,7 +38,7 @@ from etcd_dr.runtime import (
     runtime_for,
 )
 from etcd_dr.state import ClusterState, client_for
-from etcd_dr.stepctx import HostFS, Say, StepContext
+from etcd_dr.stepctx import Handler, HostFS, Say, StepContext
 
 if TYPE_CHECKING:
     from etcd_dr.diverged.read import DivergedReport
@@ -245,11 +245,8 @@ def data_dir_aside(c: Ctx, data_dir: str | None = None) -> str | None:
 # --- the handlers, one per action --------------------------------------------------------------------
 
 
-class IssueCert:
+class IssueCert(Handler[Ctx]):
     """The member's certificate and key, signed by kube-ca for its SANs, valid on its host's clock."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> str | None:
         why, _ = self.c.cert_problem(step.typed(CertParams))
@@ -261,12 +258,9 @@ class IssueCert:
         return issue_member_cert(c.inv, c.host, ca, executor=c.ex, ips=p.ips, dns=p.dns).reason
 
 
-class SetAside:
+class SetAside(Handler[Ctx]):
     """A non-member host's old etcd (container or unit) stopped and renamed, its data dir moved
     aside; for a rejoin, what that data holds beyond the recovered cluster is read first."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> str | None:
         p, c = step.typed(SetAsideParams), self.c
@@ -296,11 +290,8 @@ class SetAside:
         return "; ".join(done) or "nothing was there"
 
 
-class MemberAdd:
+class MemberAdd(Handler[Ctx]):
     """`member add --learner` with the host's peer URL, retrying `unhealthy cluster`."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> str | None:
         m = self.c.member()
@@ -382,12 +373,9 @@ def _probe(c: Ctx, rt: DockerRuntime | ProcessRuntime) -> EndpointStatus | None:
     return None
 
 
-class Start:
+class Start(Handler[Ctx]):
     """etcd started on the host to join with --initial-cluster-state=existing; done when it runs
     (a member still receiving a big db does not answer yet: that is the wait's job)."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> str | None:
         return f"etcd runs on {self.c.host.name}" if self.c.runtime().is_running() else None
@@ -460,12 +448,9 @@ def same_revision(c: Ctx, rt: DockerRuntime | ProcessRuntime, tries: int = 20) -
     return "; revision not compared: the cluster kept applying writes"
 
 
-class WaitCaughtUp:
+class WaitCaughtUp(Handler[Ctx]):
     """Caught up: the learner has applied at least the leader's index when the wait began (so the
     data that existed when it joined is in), and is within max_lag of the leader's index now."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> str | None:
         # no look ahead: how far behind is relative to now, so the wait always runs; after it, the
@@ -509,11 +494,8 @@ class WaitCaughtUp:
             time.sleep(0.1)
 
 
-class Promote:
+class Promote(Handler[Ctx]):
     """`member promote`, retrying `not in sync`; done when the linearizable member list shows a voter."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> str | None:
         m = self.c.member()
