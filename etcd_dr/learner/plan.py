@@ -1,11 +1,12 @@
 """The learner-add planner: pure, from a ClusterState, the inventory and what was seen on the host to
 an etcd_dr.plans.Plan. No I/O here; etcd_dr.learner.add carries a plan out with etcd_dr.plans.execute.
 
-Each step names its host, its action, what it runs, whether it is destructive, its postcondition
-(checked first when it runs: a step whose postcondition holds is skipped, so a re-run after a crash
-adds no second member) and one sentence saying why. A refused plan says why in one sentence and
-whether that is bad input (exit 2) or an unsafe cluster (exit 1); nothing is changed either way.
-The plan's params carry the host, its member id (when it is one already) and what the member runs.
+Each step names its host, its action (a LearnerAction) with its typed params (etcd_dr.learner.steps,
+beside the handler), what it runs, whether it is destructive, its postcondition (checked first when
+it runs: a step whose postcondition holds is skipped, so a re-run after a crash adds no second
+member) and one sentence saying why. A refused plan says why in one sentence and whether that is
+bad input or an unsafe cluster (a closed Refusal); nothing is changed either way. The plan's params
+carry the host, its member id (when it is one already) and what the member runs.
 """
 
 from __future__ import annotations

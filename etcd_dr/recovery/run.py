@@ -10,9 +10,9 @@ skipped and the member is never forced twice) instead of planning afresh from a 
 done recovery has changed. The journal is renamed `recover-<cluster>-<ts>.done.json` once the plan
 succeeded. A lock beside it lets one recovery per cluster run at a time.
 
-Exit codes: 0 recovered (or --plan), 1 a step failed, another recovery runs, or the cluster is
-not in a state to recover (quorum held, a voter not fenced), 2 not confirmed or bad input (nothing
-changed).
+`etcd-dr recover` exits (the mapping is etcd_dr/cli/result.py's): 0 recovered (or --plan), 1 a step
+failed, another recovery runs, or the cluster is not in a state to recover (quorum held, a voter not
+fenced), 2 not confirmed or bad input (nothing changed).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ that landed are reported too) and takes the RTO from the writer's first accepted
 fault. The lost hosts then come back, are watched for an old cluster coming alive on them, and are
 rejoined (etcd_dr.rejoin.run, as `etcd-dr rejoin --all`); every member must end identical.
 
-Exit codes: 0 recovered, nothing lost beyond what the plan allowed, rejoined; 1 otherwise (the
-verdict says why); 2 bad input (not root, an inventory that cannot play the scenario).
+`etcd-dr rehearse` exits (the mapping is etcd_dr/cli/result.py's): 0 recovered, nothing lost beyond
+what the plan allowed, rejoined; 1 otherwise (the verdict says why); 2 bad input (not root, an
+inventory that cannot play the scenario).
 """
 
 from __future__ import annotations
