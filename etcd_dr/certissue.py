@@ -180,6 +180,15 @@ def existing_pair_problem(
     return _pair_problem(inv, host, ca_cert_pem, cert, key, now, ips, dns)
 
 
+@dataclass(frozen=True)
+class PairLook:
+    """One look at a host's member pair: why it is not usable (None: it is), on the host's clock."""
+
+    problem: str | None
+    clock: HostClock
+    tests: tuple[bool, ...]  # the `test`s asked in the same round trip, in order
+
+
 def member_cert_problem(
     inv: Inventory,
     host: Host,
@@ -188,15 +197,20 @@ def member_cert_problem(
     *,
     ips: Sequence[str] = (),
     dns: Sequence[str] = (),
-) -> tuple[str | None, HostClock]:
-    """existing_pair_problem on the host's own clock, and that clock: one round trip for both."""
+    tests: Sequence[tuple[str, str]] = (),
+) -> PairLook:
+    """existing_pair_problem on the host's own clock, that clock, and any `test`s a caller needs
+    from the host besides: one round trip for all of it."""
     e = inv.etcd
     look = HostFS(ex).look(
-        files=(e.cert_path(host), e.key_path(host)), clock=True, reason="read the member pair and the clock"
+        tests=tests,
+        files=(e.cert_path(host), e.key_path(host)),
+        clock=True,
+        reason="read the member pair and the clock",
     )
     clock = _clock(ex.host, look)
     cert, key = look.files
-    return _pair_problem(inv, host, ca_cert_pem, cert, key, clock.now, ips, dns), clock
+    return PairLook(_pair_problem(inv, host, ca_cert_pem, cert, key, clock.now, ips, dns), clock, look.tests)
 
 
 def _pair_problem(

@@ -119,19 +119,21 @@ def context_for(
 
 
 def gather_facts(c: Ctx, opts: LearnerOptions | None = None) -> HostFacts:
-    """Read-only probe of the target host for the planner: its member pair and clock (one round
-    trip), its etcd runtime (one) and whether its data dir holds a member (one)."""
+    """Read-only probe of the target host for the planner: its member pair, its clock and whether
+    its data dir holds a member (one round trip), and its etcd runtime (one)."""
     opts = opts or LearnerOptions()
     try:
-        why, clock = c.cert_problem(CertParams(opts.ips, opts.dns))
+        pair = c.cert_problem(
+            CertParams(opts.ips, opts.dns), tests=(("-d", f"{c.inv.etcd.data_dir}/member"),)
+        )
         (st,) = c.runtime().statuses().values()  # exists and running in one look
         return HostFacts(
             host=c.host.name,
-            cert_problem=why,
-            data_dir_in_use=c.hostfs.is_dir(f"{c.inv.etcd.data_dir}/member"),
+            cert_problem=pair.problem,
+            data_dir_in_use=pair.tests[0],
             runtime_exists=st.exists,
             runtime_running=st.exists and st.running,
-            clock_skew_s=clock.skew_s,
+            clock_skew_s=pair.clock.skew_s,
         )
     except InputError:
         raise

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from etcd_dr.certissue import HostClock, issue_member_cert, load_ca, load_ca_cert, member_cert_problem
+from etcd_dr.certissue import PairLook, issue_member_cert, load_ca, load_ca_cert, member_cert_problem
 from etcd_dr.certs import CertKeyPair
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd import errors as E
@@ -200,10 +200,12 @@ class Ctx(StepContext):
             self._ca_cert = self.ca.cert_pem if self.ca else load_ca_cert(self.inv)
         return self._ca_cert
 
-    def cert_problem(self, p: CertParams) -> tuple[str | None, HostClock]:
-        """Why the host has no usable member pair for its SANs (None: it has one), and its clock:
-        one round trip to the host."""
-        return member_cert_problem(self.inv, self.host, self.ca_cert_pem(), self.ex, ips=p.ips, dns=p.dns)
+    def cert_problem(self, p: CertParams, *, tests: Sequence[tuple[str, str]] = ()) -> PairLook:
+        """Why the host has no usable member pair for its SANs (None: it has one), its clock, and
+        the `test`s asked besides: one round trip to the host."""
+        return member_cert_problem(
+            self.inv, self.host, self.ca_cert_pem(), self.ex, ips=p.ips, dns=p.dns, tests=tests
+        )
 
     def event(self, action: str, outcome: str, reason: str, **details: object) -> None:
         if self.audit is not None:
@@ -249,7 +251,7 @@ class IssueCert(Handler[Ctx]):
     """The member's certificate and key, signed by kube-ca for its SANs, valid on its host's clock."""
 
     def done(self, step: Step) -> str | None:
-        why, _ = self.c.cert_problem(step.typed(CertParams))
+        why = self.c.cert_problem(step.typed(CertParams)).problem
         return "a valid member certificate signed by kube-ca is there: kept" if why is None else None
 
     def run(self, step: Step) -> str:

@@ -92,3 +92,34 @@ def test_checks_only_look_and_record_nothing() -> None:
         assert cluster.lists == 2  # each check asked afresh
         assert c.member_id is None and c.members == ()  # and kept nothing
         c._cluster = None
+
+
+def test_the_probe_asks_the_target_host_twice() -> None:
+    """The planner's probe: the member pair, the clock and the data dir in one command, the etcd
+    container in one `docker inspect` (7 commands and reads before)."""
+    from etcd_dr.certs import new_ca
+    from etcd_dr.executor import CommandResult
+    from etcd_dr.learner import gather_facts
+    from tests.unit.test_cert_issue import FakeHost
+
+    class Target(FakeHost):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ran: list[str] = []
+
+        def run(self, argv, **kw):
+            self.ran.append(argv[0] if argv[0] != "sh" else argv[3])
+            if argv[0] == "docker":
+                return CommandResult(self.host, tuple(argv), 1, "", "Error: No such object: etcd", 0.001)
+            return super().run(argv, **kw)
+
+    host = Target()
+    host.files[f"{INV.etcd.data_dir}/member"] = (b"", 0o700)  # FakeHost answers `test` by path
+    with Ctx.for_host(INV, "node1", ca=new_ca("kube-ca")) as c:
+        c._executors["node1"] = host  # type: ignore[assignment]
+        facts = gather_facts(c, LearnerOptions())
+        c._executors.clear()
+    assert host.ran == ["look", "docker"]
+    assert facts.cert_problem is not None and facts.cert_problem.startswith("no kube-etcd-")
+    assert facts.data_dir_in_use and not facts.runtime_exists and not facts.runtime_running
+    assert facts.clock_skew_s is not None and abs(facts.clock_skew_s) < 5
