@@ -51,7 +51,7 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Outcome, Params, Plan, Step, StepHandler, execute
 from etcd_dr.recovery.fencing import port_answers
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime, runtime_for
-from etcd_dr.stepctx import Say, StepContext, wait
+from etcd_dr.stepctx import Handler, Say, StepContext, wait
 
 PROBE_TIMEOUT = 0.5  # "does not answer on 2379": a lab host that is up answers in milliseconds
 POWER_OFF_WAIT_S = 120
@@ -112,10 +112,7 @@ def _host(step: Step) -> str:
 # --- lab controls --------------------------------------------------------------------------------
 
 
-class LabPowerOff:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class LabPowerOff(Handler[Ctx]):
     def _on(self, host: str) -> bool:
         return self.c.lab_controls.is_on(host)
 
@@ -160,10 +157,7 @@ class LabLink:
 # --- over SSH (or the lab's console) -------------------------------------------------------------
 
 
-class EtcdKill:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class EtcdKill(Handler[Ctx]):
     def done(self, step: Step) -> bool:
         step.typed(KillParams)
         return not self.c.runtime(_host(step)).is_running() and not self.c.answers(step)
@@ -175,10 +169,7 @@ class EtcdKill:
         wait(lambda: not self.c.answers(step), 10, f"{step.host} silent on {p.port}", error=FaultStepError)
 
 
-class EtcdStart:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class EtcdStart(Handler[Ctx]):
     def done(self, step: Step) -> bool:
         step.typed(StartParams)
         return self.c.runtime(_host(step)).is_running()
@@ -200,10 +191,7 @@ def _tagged_rules(ex: Executor, ipt: str, tag: str) -> int:
     return int(r.stdout.strip() or 0)
 
 
-class IptablesDrop:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class IptablesDrop(Handler[Ctx]):
     def done(self, step: Step) -> bool:
         p = step.typed(DropParams)
         ex = self.c.executor(_host(step))
@@ -220,10 +208,7 @@ class IptablesDrop:
             ex.run(argv, reason=f"fault: drop etcd ports ({p.tag})")
 
 
-class IptablesUndrop:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class IptablesUndrop(Handler[Ctx]):
     def done(self, step: Step) -> bool:
         p = step.typed(UndropParams)
         return _tagged_rules(self.c.executor(_host(step)), p.iptables, p.tag) == 0
@@ -247,10 +232,7 @@ def _ssh_answers(c: Ctx, host: str) -> bool:
             ex.close()
 
 
-class PowerOffRealHost:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class PowerOffRealHost(Handler[Ctx]):
     def done(self, step: Step) -> bool:
         return not self.c.answers(step) and not _ssh_answers(self.c, _host(step))
 
@@ -263,10 +245,7 @@ class PowerOffRealHost:
         wait(lambda: not _ssh_answers(self.c, host), POWER_OFF_WAIT_S, f"{host} off", error=FaultStepError)
 
 
-class AwaitPowerOn:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class AwaitPowerOn(Handler[Ctx]):
     def done(self, step: Step) -> bool:
         return _ssh_answers(self.c, _host(step))
 
@@ -277,10 +256,7 @@ class AwaitPowerOn:
         )
 
 
-class WaitMember:
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
-
+class WaitMember(Handler[Ctx]):
     def _healthy(self, p: WaitMemberParams) -> bool:
         # a linearizable read through this member: a stale leader id in its Status would not do
         try:
