@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     ("rehearse", "etcd_dr.cli.rehearse"),
     ("inventory", "etcd_dr.cli.inventory"),
     ("kubernetes", "etcd_dr.cli.kubernetes"),
+    ("hosts", "etcd_dr.cli.hosts"),
 )
 
 

@@ -17,7 +17,7 @@ from etcd_dr.errors import InputError
 from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory, Role, RuntimeKind
-from etcd_dr.lab import hosts, images, kube, members, net
+from etcd_dr.lab import hosts, images, kube, members, net, standins
 from etcd_dr.lab.config import (
     HOSTS,
     LEARNER_HOST,
@@ -174,6 +174,7 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     certs: _Certs | None = None
     if not resume:
         certs = _provision(state, bins, exs, clock)
+        standins.provision(exs, clock)  # the stand-ins' files live on the hosts' disks: once
         if learner_bins is not None:
             _provision_learner(state, learner_bins, exs, clock)
     inv = inventory_of(state)
