@@ -235,24 +235,17 @@ def install_deploy_host(ex: Executor, files: Mapping[str, str]) -> None:
 
 def start_apiservers(cfg: LabConfig, exs: Mapping[str, Executor]) -> None:
     """The stand-in kube-apiserver on each controlplane host, as RKE left it: pointed at the etcd
-    nodes with kube-node's certificate, prefix /registry."""
-    rootfs = standins.build_apiserver_rootfs(cfg.images_dir / "kube-apiserver-standin.tar")
-    nodes = rke_standin.nodes_of(cluster_yml(cfg))
-    cps = [n for n in nodes if "controlplane" in n.roles]
+    nodes with kube-node's certificate, prefix /registry (the lab's stand-in image is loaded on
+    every host by then: etcd_dr.lab.kubelet)."""
     config = cluster_yml(cfg)
+    nodes = rke_standin.nodes_of(config)
+    cps = [n for n in nodes if "controlplane" in n.roles]
 
     def one(n: rke_standin.Node) -> None:
         ex = exs[n.hostname_override]
-        standins.load_apiserver_image(ex, rootfs)
-        ex.run(
-            [
-                "/usr/bin/docker", "run", "-d", "--name", rke_standin.APISERVER_CONTAINER, "--network=host",
-                "--restart=always", "-v", "/etc/kubernetes:/etc/kubernetes:ro", "-v", "/usr:/usr:ro",
-                rke_standin.APISERVER_IMAGE, *rke_standin.apiserver_args(config, nodes, n),
-            ],
-            timeout=60,
-            reason="start the stand-in kube-apiserver",
-        )  # fmt: skip
+        standins.install_scripts(ex, rke_standin.APISERVER_SCRIPTS)
+        argv = rke_standin.apiserver_run_argv(rke_standin.apiserver_args(config, nodes, n))
+        ex.run(argv, timeout=60, reason="start the stand-in kube-apiserver")
 
     with ThreadPoolExecutor(len(cps)) as pool:
         list(pool.map(one, cps))

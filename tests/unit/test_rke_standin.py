@@ -192,3 +192,12 @@ def test_the_lab_files_read_as_rke_reads_them(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert {"kube-ca", "kube-node", "kube-etcd-10-231-200-13"} <= set(state.current.certificates)
     assert (tmp_path / "cluster.rkestate").stat().st_mode & 0o777 == 0o600
+
+
+def test_kube_apiserver_runs_from_the_labs_stand_in_image() -> None:
+    from etcd_dr.lab import kubelet
+
+    assert rke.APISERVER_IMAGE == kubelet.IMAGE  # one image for the lab's stand-ins, loaded by lab up
+    argv = rke.apiserver_run_argv(["--etcd-prefix=/registry"])
+    assert argv[argv.index("--name") + 1] == "kube-apiserver" and "--network=host" in argv
+    assert argv[-2:] == [f"{rke.SCRIPTS_DIR}/kube_apiserver.py", "--etcd-prefix=/registry"]

@@ -54,7 +54,11 @@ except ImportError:  # ... or a script on a lab host, etcdgw.py beside it
 
 VERSION = "v1.2.7"  # what the source incident ran; printed as RKE prints it
 CERT_DIR = "/etc/kubernetes/ssl"
-APISERVER_IMAGE = "lab/kube-apiserver-standin:1"
+# the lab's stand-in image (etcd_dr.lab.kubelet.IMAGE, loaded on every host by lab up): a root
+# whose /bin and /lib point into the host's /usr, mounted read-only; the scripts are mounted too
+APISERVER_IMAGE = "lab/standin:1"
+SCRIPTS_DIR = "/opt/etcd-dr-standins"  # where the stand-ins' scripts are on a host
+APISERVER_SCRIPTS = ("etcdgw.py", "kube_apiserver.py")
 APISERVER_CONTAINER = "kube-apiserver"  # RKE's container name
 APISERVER_PORT = 6443
 DOCKER = "/usr/bin/docker"
@@ -491,18 +495,32 @@ def apiserver_args(config: dict, nodes: list[Node], n: Node) -> list[str]:
     ]
 
 
+def apiserver_run_argv(args: list[str]) -> list[str]:
+    """`docker run` of the stand-in kube-apiserver as RKE runs kube-apiserver (its container name,
+    host network, /etc/kubernetes mounted, restart=always)."""
+    return [
+        DOCKER, "run", "-d", "--name", APISERVER_CONTAINER, "--network=host", "--restart=always",
+        "-v", "/etc/kubernetes:/etc/kubernetes:ro", "-v", "/usr:/usr:ro",
+        "-v", f"{SCRIPTS_DIR}:{SCRIPTS_DIR}:ro",
+        "--entrypoint", "/usr/bin/python3", APISERVER_IMAGE, f"{SCRIPTS_DIR}/kube_apiserver.py", *args,
+    ]  # fmt: skip
+
+
 def start_apiserver(n: Node, args: list[str]) -> None:
-    # RKE removes the old container and runs a new one when its arguments change
-    run = " ".join(
-        [
-            f"{DOCKER} rm -f {APISERVER_CONTAINER} >/dev/null 2>&1;",
-            f"{DOCKER} run -d --name {APISERVER_CONTAINER} --network=host --restart=always",
-            "-v /etc/kubernetes:/etc/kubernetes:ro -v /usr:/usr:ro",
-            APISERVER_IMAGE,
-            *(f"'{a}'" for a in args),
-        ]
+    """The kube-apiserver container on n: its scripts put there first (RKE pulls its image onto any
+    controlplane node; a node that was none before has no stand-in yet), the old container removed
+    and a new one run, as RKE does when the arguments change."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in APISERVER_SCRIPTS:
+            tar.add(os.path.join(here, name), arcname=name)
+    run = " ".join(["'" + a + "'" for a in apiserver_run_argv(args)])
+    script = (
+        f"mkdir -p {SCRIPTS_DIR} && tar -xf - -C {SCRIPTS_DIR} --no-same-owner && "
+        f"{{ {DOCKER} rm -f {APISERVER_CONTAINER} >/dev/null 2>&1; {run}; }}"
     )
-    r = on_host(n, run, timeout=120)
+    r = on_host(n, script, stdin=buf.getvalue(), timeout=120)
     if r.returncode != 0:
         raise Fatal(
             f"[controlPlane] Failed to bring up Control Plane: Failed to start [{APISERVER_CONTAINER}] "
