@@ -273,6 +273,20 @@ class SslOld:
     def _intact(self, host: str, p: SslOldParams) -> bool:
         return self.c.fs(host).matches_manifest(p.old_dir, MANIFEST)  # one round trip
 
+    def _not_in_use(self, host: str, p: SslOldParams) -> None:
+        """Refuse to move an ssl_old aside that a running etcd reads its certificates from (etcd
+        opens them at each TLS handshake: it would stop accepting connections)."""
+        name = self.c.inv.etcd.container
+        me = self.c.runtime(host, name).statuses(name)[name]
+        prefix = p.old_dir.rstrip("/") + "/"
+        if me.running and any(prefix in a for a in me.args):
+            raise KubernetesStepError(
+                f"{host}: etcd runs with its certificates in {p.old_dir}, which is not a complete copy "
+                f"made by this step (no intact {MANIFEST}); nothing was moved or copied: check "
+                f"{p.old_dir} against {p.cert_dir} by hand, and write the manifest (sha256sum format) "
+                "or move etcd off it first"
+            )
+
     def done(self, step: Step) -> bool | str:
         p, host = step.typed(SslOldParams), _host(step)
         return self._intact(host, p) and f"{p.old_dir} is a complete copy of {p.cert_dir} (sha256 manifest)"
@@ -287,6 +301,7 @@ class SslOld:
             )
         note = ""
         if fs.exists(p.old_dir):  # not our complete copy (done() said so): keep it, never overwrite
+            self._not_in_use(host, p)
             aside = fs.move_aside(
                 p.old_dir, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), reason="keep an older ssl_old"
             )

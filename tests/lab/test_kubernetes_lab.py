@@ -267,6 +267,20 @@ def test_masters_lost_then_kubernetes_back_on_external_etcd(running_lab: Lab, tm
     remote = json.loads(on(lab, "node2", "cat /opt/rke/cluster.rkestate").stdout)
     assert remote["currentState"]["rkeConfig"]["services"]["etcd"]["externalUrls"] == [inv.client_url(m3)]
 
+    # an ssl_old without this step's manifest that etcd reads from is never moved aside
+    manifest = f"{SSL_OLD}/{K.MANIFEST}"
+    assert on(lab, "master3", f"mv {manifest} /root/manifest.kept").returncode == 0
+    c3 = K.Ctx(inv, audit, lambda _m: None)
+    try:
+        refused = execute(Plan("kubernetes", inv.cluster, "r", plan.steps[:1]), K.handlers(c3), audit=audit)
+    finally:
+        c3.close()
+    assert refused.failed is not None and "etcd runs with its certificates in" in (refused.failed.error or "")
+    assert on(lab, "master3", f"ls -d {SSL_OLD}.* 2>/dev/null | wc -l").stdout.strip() == "0"  # nothing moved
+    with client_for(inv, [inv.client_url(m3)]) as cl:
+        assert cl.range("/k8sb/after-rke-up").count == 1
+    assert on(lab, "master3", f"mv /root/manifest.kept {manifest}").returncode == 0
+
     # a second run of the same plan changes nothing
     c2 = K.Ctx(inv, audit, lambda _m: None)
     try:
