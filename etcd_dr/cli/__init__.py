@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     ("diverged", "etcd_dr.cli.diverged"),
     ("rehearse", "etcd_dr.cli.rehearse"),
     ("inventory", "etcd_dr.cli.inventory"),
+    ("server", "etcd_dr.cli.server"),
 )
 
 
