@@ -190,6 +190,7 @@ class Incidents:
         self.path = path
         self.lock = threading.Lock()
         self.open: dict[str, Incident] = {}
+        self.committed_at = 0.0  # time.monotonic() of the last write
         if path is not None and path.exists():
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 for c, d in json.loads(path.read_text()).items():
@@ -230,3 +231,4 @@ class Incidents:
         tmp = self.path.with_name(self.path.name + ".part")
         tmp.write_text(json.dumps({c: i.to_json() for c, i in self.open.items()}))
         os.replace(tmp, self.path)
+        self.committed_at = time.monotonic()

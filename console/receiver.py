@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class PrefectSink:
             FlowRunFilterStateType,
         )
         from prefect.client.schemas.objects import StateType
-        from prefect.states import Cancelling
+        from prefect.states import Cancelled, Cancelling
 
         waiting = [StateType.PAUSED, StateType.SCHEDULED, StateType.PENDING]
         runs = self.client.read_flow_runs(
@@ -103,12 +104,15 @@ class PrefectSink:
         for run in runs:
             p = run.parameters or {}
             if p.get("cluster") == c.cluster and p.get("incident") == c.incident:
-                # Cancelling: the serving process kills the paused run and marks it Cancelled
                 msg = (
                     f"the alerts of incident {c.incident} resolved before anyone approved; "
                     "nothing was changed"
                 )
-                self.client.set_flow_run_state(run.id, Cancelling(message=msg), force=True)
+                # a paused run has a process: Cancelling makes the serving runner kill it and mark it
+                # Cancelled; a run not started yet has none and is Cancelled at once
+                paused = run.state is not None and run.state.type is StateType.PAUSED
+                new = Cancelling(message=msg) if paused else Cancelled(message=msg)
+                self.client.set_flow_run_state(run.id, new, force=True)
                 done.append(str(run.id))
         return done
 
@@ -172,7 +176,9 @@ class Receiver:
                 self.incidents.restore(saved)
                 log.error("could not hand the incident to Prefect (%s); answering 503", e.__class__.__name__)
                 return 503, {"error": "Prefect did not accept the event; retry"}
-            self.incidents.commit()
+            # a change at once; otherwise now and then (`last` feeds the stale rule after a restart)
+            if changes or time.monotonic() - self.incidents.committed_at > 60:
+                self.incidents.commit()
         self.counts["accepted"] += 1
         self.counts["events"] += len(changes)
         for c in changes:

@@ -81,12 +81,20 @@ class Console:
     lines: list[str] = field(default_factory=list)
 
     def get(self, path: str) -> object:
-        r = httpx.get(f"{self.api}{path}", timeout=10)
+        for _ in range(10):
+            r = httpx.get(f"{self.api}{path}", timeout=10)
+            if r.status_code != 503:
+                break
+            time.sleep(1)
         r.raise_for_status()
         return r.json()
 
     def post(self, path: str, body: dict | None = None) -> object:
-        r = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
+        for _ in range(10):  # SQLite under a loaded machine: Prefect answers 503 "database is locked"
+            r = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
+            if r.status_code != 503:
+                break
+            time.sleep(1)
         r.raise_for_status()
         return r.json()
 
