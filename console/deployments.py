@@ -4,7 +4,7 @@ the served clusters in the run form), with one schedule per cluster where the fl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import Flow
@@ -13,6 +13,8 @@ from prefect.schedules import Cron, Interval, Schedule
 
 from console import flows
 from console.clusters import Cluster
+
+ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,11 @@ def _schedules(spec: Spec, clusters: list[str]) -> list[Schedule]:
     if spec.every is None:
         return []
     make: Any = Interval if isinstance(spec.every, timedelta) else Cron
-    kw = {"timezone": "UTC"}
+    # a fixed anchor: intervals fall on the clock (a 6-hourly snapshot at 00, 06, 12, 18 UTC) and a
+    # restart neither fires every schedule at once nor shifts them
+    kw: dict[str, Any] = {"timezone": "UTC"}
+    if make is Interval:
+        kw["anchor_date"] = ANCHOR
     # one schedule per cluster, its parameters naming the cluster; the slug keeps it across restarts
     return [make(spec.every, parameters={"cluster": c}, slug=f"{spec.name}-{c}", **kw) for c in clusters]
 

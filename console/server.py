@@ -37,6 +37,7 @@ from etcd_dr.errors import EtcdDrError, InputError
 TOKEN_ENV = "ETCD_DR_ALERT_TOKEN"
 READY_TIMEOUT_S = 180.0  # a fresh database migrates first (~13 s here, more on a loaded machine)
 STOP_GRACE_S = 20.0
+POLL_S = 2.0
 Say = Callable[[str], None]
 
 
@@ -204,7 +205,9 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
 
     from console.receiver import PrefectSink, Receiver, ReceiverConfig, make_server, start
 
-    runner = Runner(name="etcd-dr-server", pause_on_shutdown=False, limit=None)
+    # polled every 2 s (Prefect's default: 10 s): an alert's run is created within a fraction of a
+    # second of its event, and then waited for the runner's next look
+    runner = Runner(name="etcd-dr-server", pause_on_shutdown=False, limit=None, query_seconds=POLL_S)
     ids = {}
     for d in served:
         ids[d.name] = await runner.add_deployment(d)

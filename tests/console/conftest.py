@@ -79,6 +79,7 @@ class Console:
     api: str
     receiver: str
     lines: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     def get(self, path: str) -> object:
         for _ in range(10):
@@ -113,7 +114,10 @@ class Console:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
+        if self.pump is not None:
+            self.pump.join(10)  # every line it printed, read
+        return rc
 
 
 def descendants(pid: int) -> set[int]:
@@ -143,10 +147,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def start_console(tmp: Path, clusters: dict[str, dict], *extra: str, ready_s: float = 150) -> Console:
-    inv = tmp / "inventories"
-    for name, fields in clusters.items():
-        write_inventory(inv / name, name, **fields)
+def start_console(tmp: Path, clusters: dict[str, dict] | Path, *extra: str, ready_s: float = 150) -> Console:
+    """`etcd-dr server` on free ports: `clusters` is an inventories directory, or the clusters to
+    write one for (name -> extra inventory fields)."""
+    if isinstance(clusters, Path):
+        inv = clusters
+    else:
+        inv = tmp / "inventories"
+        for name, fields in clusters.items():
+            write_inventory(inv / name, name, **fields)
     data = tmp / "data"
     data.mkdir()
     # a migrated database, when the flow tests made one (tests/conftest.py): saves the migrations
@@ -170,7 +179,8 @@ def start_console(tmp: Path, clusters: dict[str, dict], *extra: str, ready_s: fl
             q.put(line)
         q.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    c.pump = threading.Thread(target=pump, daemon=True)
+    c.pump.start()
     deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         try:
