@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
 from console.clusters import inventory_path
+from console.metrics import record_rehearsal
 from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.inventory import load_inventory
@@ -28,7 +29,7 @@ from flows.add_learner import add_learner_flow
 from flows.check import check_flow
 from flows.common import audited_run
 from flows.recover import recover_flow
-from flows.rehearse import rehearse_flow
+from flows.rehearse import RehearsalFailed, rehearse_flow
 from flows.snapshot import snapshot_flow
 from flows.status import status_flow
 
@@ -98,7 +99,13 @@ def rehearse(
     inv = load_inventory(_path(cluster))
     if not inv.rehearsal:
         raise InputError(f"cluster {cluster}: rehearsal is false in its inventory; rehearsals are refused")
-    return rehearse_flow.fn(scenario=scenario, keys=keys, voter_method=voter_method)
+    try:
+        report = rehearse_flow.fn(scenario=scenario, keys=keys, voter_method=voter_method)
+    except RehearsalFailed:
+        record_rehearsal(inv, False, None)  # the metrics: failed (its figures are in the artifact)
+        raise
+    record_rehearsal(inv, bool(report.get("ok")), report)
+    return report
 
 
 @flow(name="etcd-recover", flow_run_name="recover-{cluster}", log_prints=False)

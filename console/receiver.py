@@ -63,9 +63,30 @@ class PrefectSink:
         self.deployment_id = recover_deployment_id
         self.client = get_client(sync_client=True)
         self.client.__enter__()
+        self._reader: Any = None
+        self._reader_lock = threading.Lock()
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)
+        if self._reader is not None:
+            self._reader.__exit__(None, None, None)
+
+    def runs_of(self, deployment_id: uuid.UUID) -> list:
+        """A deployment's flow runs, newest first (the metrics' reader: its own client, so a scrape
+        never waits behind an alert's decision)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = get_client(sync_client=True)
+                self._reader.__enter__()
+            return self._reader.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=200,  # the server's maximum per request
+            )
 
     def emit(self, c: IncidentChange) -> None:
         event = {

@@ -203,6 +203,7 @@ def run(opts: ServerOptions, say: Say = print) -> int:
 async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list, say: Say) -> None:
     from prefect.runner import Runner
 
+    from console.metrics import Metrics
     from console.receiver import PrefectSink, Receiver, ReceiverConfig, make_server, start
 
     # polled every 2 s (Prefect's default: 10 s): an alert's run is created within a fraction of a
@@ -219,9 +220,14 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
         mapping = Mapping(frozenset(MIXIN_ALERTS + opts.alert_names), opts.alert_label, frozenset(clusters))
         sink = PrefectSink(ids["recover"])
         receiver = Receiver(ReceiverConfig(opts.token, mapping, opts.data / "receiver-incidents.json"), sink)
-        srv = make_server(opts.host, opts.receiver_port, receiver)
+        srv = make_server(
+            opts.host, opts.receiver_port, receiver, Metrics(clusters, ids, sink.runs_of, receiver)
+        )
         start(srv)
-        say(f"alert receiver: POST http://{opts.host}:{opts.receiver_port}/alerts/alertmanager")
+        say(
+            f"alert receiver: POST http://{opts.host}:{opts.receiver_port}/alerts/alertmanager, "
+            f"metrics: GET http://{opts.host}:{opts.receiver_port}/metrics"
+        )
     say(f"UI: {opts.ui_url}")
     stop = asyncio.Event()
     task = asyncio.create_task(runner.start())

@@ -7,6 +7,7 @@ alpha's recover run finds it taken and does nothing, beta's runs at once."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -175,3 +176,19 @@ def test_the_recovery_limit_is_per_cluster(console: Console) -> None:
     )
     assert b and b["type"] == "FAILED" and "concurrency slot" not in b["message"], b
     assert "refused" in b["message"], b  # beta's recovery ran: the core refused (no host answers)
+
+
+def test_metrics_on_the_receiver_port(console: Console) -> None:
+    """Last in the module: the runs the tests above made are counted."""
+    r = httpx.get(f"{console.receiver}/metrics", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
+    text = r.text
+    assert 'etcd_dr_snapshot_verified{cluster="alpha"} 0' in text  # nothing ever snapshotted them
+    assert 'etcd_dr_snapshot_verified{cluster="beta"} 0' in text
+    failed = re.search(r'etcd_dr_recoveries\{cluster="alpha",state="failed"\} (\d+)', text)
+    assert failed and int(failed.group(1)) >= 1, text  # the alert's run and the one that found the slot taken
+    assert re.search(r'etcd_dr_recoveries\{cluster="beta",state="cancelled"\} [1-9]', text), text
+    assert re.search(r'etcd_dr_receiver_requests_total\{result="refused"\} [1-9]', text), text
+    assert 'etcd_dr_incidents_open{cluster="beta"} 0' in text
+    assert "etcd_dr_metric_errors" not in text, text
+    assert TOKEN not in text
