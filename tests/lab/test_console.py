@@ -1,7 +1,8 @@
 """`etcd-dr server` on the lab: an Alertmanager notification (etcdInsufficientMembers for the lab's
 cluster, master1 and master2 powered off) starts exactly one recover run through the automation; the
 run pauses with the plan for approval (the lab's inventory does not say automatic_recovery); the
-alert resolves and the waiting run is cancelled: its process gone, master3 untouched, no journal."""
+alert resolves and the waiting run is cancelled: its process gone, master3 untouched, no journal.
+With automatic_recovery: true in the inventory, the alert alone recovers the cluster."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from etcd_dr.inventory import load_inventory
+from etcd_dr.lab import lifecycle
 from tests.console.conftest import TOKEN, start_console
 
 from .conftest import Lab
-from .test_faults import wait_voters
-from .test_recover import sh
+from .test_faults import inventory_copy, wait_voters
+from .test_recover import one, sh
 from .test_recover_flow import PICTURE
 
 pytestmark = pytest.mark.lab
@@ -95,3 +99,55 @@ def test_an_alert_starts_one_recovery_that_waits_and_its_resolution_cancels_it(
             lab.cli("power", h, "on")
         assert c.stop() == 0
     wait_voters(lab, 3)
+
+
+def test_an_alert_recovers_by_itself_when_the_inventory_says_automatic(
+    running_lab: Lab, tmp_path: Path
+) -> None:
+    """The lab's inventory with automatic_recovery: true: the alert's run executes without a pause
+    (fencing on the lab power driver's evidence) and master3 accepts writes again; the figure is the
+    issue's benchmark, webhook received to writes accepted."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    d = tmp_path / "inventories" / "lab"
+    d.mkdir(parents=True)
+    path = inventory_copy(lab, d, rehearsal=False)
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "automatic_recovery": True}))
+    inv = load_inventory(path)
+    c = start_console(tmp_path, tmp_path / "inventories")
+    url = f"{c.receiver}/alerts/alertmanager"
+    for h in ("master1", "master2"):
+        assert lab.cli("power", h, "off").returncode == 0
+    try:
+        sent = time.time()
+        r = httpx.post(url, content=notification(inv.cluster, "firing"), headers=BEARER, timeout=30)
+        (opened,) = r.json()["incidents"]
+        accepted = None
+        with one(inv, "master3") as client:
+            while time.time() - sent < 240 and accepted is None:
+                try:
+                    client.put("console-probe", str(time.time()), timeout=1)
+                    accepted = time.time() - sent
+                except Exception:
+                    time.sleep(0.2)
+        assert accepted is not None, "\n".join(c.lines[-30:])
+        run = None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            runs = [
+                x for x in c.flow_runs("recover") if x["parameters"].get("incident") == opened["incident"]
+            ]
+            if runs and runs[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                run = runs[0]
+                break
+            time.sleep(0.5)
+        assert run and run["state"]["type"] == "COMPLETED", run and run["state"]
+        assert run["parameters"]["approve"] is True
+        started_s = _ts(run["start_time"]) - sent  # type: ignore[operator]
+        done_s = _ts(run["end_time"]) - sent  # type: ignore[operator]
+        print(f"\nautomatic: webhook -> run started {started_s:.1f} s, -> first write accepted "
+              f"{accepted:.1f} s, -> run completed {done_s:.1f} s")  # fmt: skip
+    finally:
+        c.stop()
+        lifecycle.up(lab.cfg, say=print)  # other tests expect the lab's three voters
