@@ -30,6 +30,7 @@ MIXIN_ALERTS = ("etcdInsufficientMembers", "etcdNoLeader", "etcdMembersDown")
 #: repeats a firing group every repeat_interval (4 h by default), so silence this long means its
 #: resolution was lost (an Alertmanager restart without its data), and the next firing is new.
 STALE_AFTER_S = 6 * 3600
+INCIDENTS_FILE = "receiver-incidents.json"  # in the server's data directory
 
 
 class BadRequest(Exception):
@@ -232,3 +233,14 @@ class Incidents:
         tmp.write_text(json.dumps({c: i.to_json() for c, i in self.open.items()}))
         os.replace(tmp, self.path)
         self.committed_at = time.monotonic()
+
+
+def incident_open(path: Path, cluster: str, incident: str) -> bool | None:
+    """Is `incident` still the open incident of `cluster` in the receiver's file? None when the
+    file cannot tell (no receiver, unreadable): the caller then goes on as asked."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    entry = data.get(cluster) if isinstance(data, dict) else None
+    return isinstance(entry, dict) and entry.get("id") == incident

@@ -13,6 +13,8 @@ from etcd_dr.inventory import Inventory, InventoryError, load_inventory
 #: The inventories directory, handed by `etcd-dr server` to every flow run it starts (they inherit
 #: its environment): a flow takes the cluster by name and finds its inventory here.
 INVENTORIES_ENV = "ETCD_DR_INVENTORIES"
+#: The server's data directory (the receiver's open incidents are there), for the same runs.
+DATA_ENV = "ETCD_DR_SERVER_DATA"
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ server restart (the form's choice is made when the server starts)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 
-from console.clusters import inventory_path
+from console.alerts import INCIDENTS_FILE, incident_open
+from console.clusters import DATA_ENV, inventory_path
 from console.metrics import record_rehearsal
 from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError, InputError
@@ -137,6 +140,12 @@ def recover(
     """
     if incident:
         get_run_logger().info("started by alert incident %s of cluster %s", incident, cluster)
+        # resolved between the event and this start (the receiver cancels only runs that exist)
+        data = os.environ.get(DATA_ENV)
+        if data and incident_open(Path(data) / INCIDENTS_FILE, cluster, incident) is False:
+            msg = f"the alerts of incident {incident} resolved before this run started; nothing was done"
+            get_run_logger().warning(msg)
+            return Cancelled(message=msg)
     return recover_flow.fn(
         inventory_path=_path(cluster),
         approve=approve,

@@ -160,6 +160,11 @@ class Receiver:
         self.incidents = Incidents(cfg.state_file)
         self.on_change = on_change
         self.counts = {"accepted": 0, "refused": 0, "events": 0}
+        self._count_lock = threading.Lock()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self.counts[key] += n
 
     def authorized(self, headers: Any, body: bytes) -> bool:
         token = self.cfg.token.encode()
@@ -171,12 +176,12 @@ class Receiver:
 
     def handle(self, headers: Any, body: bytes) -> tuple[int, dict]:
         if not self.authorized(headers, body):
-            self.counts["refused"] += 1
+            self._count("refused")
             return 401, {"error": f"unauthorized: send Authorization: Bearer <token> or {SIGNATURE_HEADER}"}
         try:
             n = parse_notification(body, headers.get("Content-Type"))
         except BadRequest as e:
-            self.counts["refused"] += 1
+            self._count("refused")
             log.warning("alertmanager notification refused (%d): %s", e.status, e)
             return e.status, {"error": str(e)}
         s = sort_alerts(n, self.cfg.mapping)
@@ -200,8 +205,8 @@ class Receiver:
             # a change at once; otherwise now and then (`last` feeds the stale rule after a restart)
             if changes or time.monotonic() - self.incidents.committed_at > 60:
                 self.incidents.commit()
-        self.counts["accepted"] += 1
-        self.counts["events"] += len(changes)
+        self._count("accepted")
+        self._count("events", len(changes))
         for c in changes:
             log.info(
                 "incident %s of cluster %s %s (%s)", c.incident, c.cluster, c.change, ", ".join(c.alerts)

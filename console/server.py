@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from console.alerts import MIXIN_ALERTS, Mapping
-from console.clusters import INVENTORIES_ENV, Cluster, load_clusters
+from console.alerts import INCIDENTS_FILE, MIXIN_ALERTS, Mapping
+from console.clusters import DATA_ENV, INVENTORIES_ENV, Cluster, load_clusters
 from etcd_dr.errors import EtcdDrError, InputError
 
 TOKEN_ENV = "ETCD_DR_ALERT_TOKEN"
@@ -168,6 +168,7 @@ def prefect_env(opts: ServerOptions) -> dict[str, str]:
         "PREFECT_SERVER_API_HOST": opts.host,
         "PREFECT_SERVER_API_PORT": str(opts.port),
         INVENTORIES_ENV: str(opts.inventories),
+        DATA_ENV: str(opts.data),
     }
 
 
@@ -219,7 +220,7 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
         assert opts.token
         mapping = Mapping(frozenset(MIXIN_ALERTS + opts.alert_names), opts.alert_label, frozenset(clusters))
         sink = PrefectSink(ids["recover"])
-        receiver = Receiver(ReceiverConfig(opts.token, mapping, opts.data / "receiver-incidents.json"), sink)
+        receiver = Receiver(ReceiverConfig(opts.token, mapping, opts.data / INCIDENTS_FILE), sink)
         srv = make_server(
             opts.host, opts.receiver_port, receiver, Metrics(clusters, ids, sink.runs_of, receiver)
         )

@@ -147,6 +147,22 @@ def test_a_resolved_alert_cancels_the_run_still_waiting(console: Console) -> Non
     assert "resolved before anyone approved" in msg, msg
 
 
+def test_a_run_whose_incident_resolved_before_it_started_does_nothing(console: Console) -> None:
+    """The receiver cancels the runs that exist when the alert resolves; a run the automation makes
+    a moment later finds its incident closed in the receiver's file and ends Cancelled at once."""
+    dep = console.deployments()["recover"]["id"]
+    run = console.post(f"/deployments/{dep}/create_flow_run",
+                       {"parameters": {"cluster": "beta", "incident": "resolved-already"}})["id"]  # type: ignore[index]  # fmt: skip
+
+    def final() -> dict | None:
+        s = console.get(f"/flow_runs/{run}")["state"]  # type: ignore[index]
+        return s if s["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED") else None
+
+    state = wait_for(final, 120)
+    assert state and state["type"] == "CANCELLED", state
+    assert "resolved before this run started; nothing was done" in state["message"], state
+
+
 def test_the_recovery_limit_is_per_cluster(console: Console) -> None:
     """alpha's slot held (as a first recovery of alpha would hold it): a second alpha run fails having
     done nothing, while beta's run goes ahead at the same time (and ends on the core's refusal)."""

@@ -128,3 +128,16 @@ def test_clusters_from_one_directory(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no inventory"):
         load_clusters(tmp_path / "empty")
+
+
+def test_incident_open_reads_the_receivers_file(tmp_path: Path) -> None:
+    from console.alerts import incident_open
+
+    inc = Incidents(tmp_path / "inc.json")
+    n = parse_notification(body(alert(fp="a")), None)
+    (opened,) = inc.apply("prod", sort_alerts(n, MAP).by_cluster["prod"])
+    inc.commit()
+    assert incident_open(tmp_path / "inc.json", "prod", opened.incident) is True
+    assert incident_open(tmp_path / "inc.json", "prod", "another") is False
+    assert incident_open(tmp_path / "inc.json", "dr", opened.incident) is False
+    assert incident_open(tmp_path / "missing.json", "prod", opened.incident) is None
