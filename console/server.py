@@ -172,6 +172,10 @@ def prefect_env(opts: ServerOptions) -> dict[str, str]:
     }
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(opts: ServerOptions, say: Say = print) -> int:
     """Check, start, serve until a signal, stop. Returns the exit code (0 after a clean stop)."""
     clusters = load_clusters(opts.inventories)  # every problem of every inventory, before anything starts
@@ -181,6 +185,9 @@ def run(opts: ServerOptions, say: Say = print) -> int:
         if opts.receiver_port == opts.port:
             raise InputError(f"--receiver-port {opts.receiver_port}: the same as --port; pick another")
         _port_free(opts.host, opts.receiver_port, "--receiver-port")
+    # until the runner's own handlers are in place, SIGTERM is Ctrl-C: the `finally` below still
+    # stops the Prefect server (the CLI exits 130)
+    signal.signal(signal.SIGTERM, _interrupt)
     # before prefect is imported in this process: its settings are read from the environment
     os.environ.update(prefect_env(opts))
     log_path = opts.data / "prefect-server.log"

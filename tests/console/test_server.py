@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.console.conftest import REPO, alive, descendants, start_console, write_inventory
+from tests.console.conftest import REPO, alive, descendants, free_port, start_console, write_inventory
 
 SCHEDULED = {  # deployment -> (interval seconds or cron, clusters)
     "status": (300.0, {"alpha", "beta"}),
@@ -112,3 +112,31 @@ def test_bad_input_starts_nothing(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert out.returncode == 2 and "no alert token" in out.stderr, out
+
+
+def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM before the server is up (the Prefect server started, not yet answering or just
+    answering): exit 130, the Prefect server stopped, no process left."""
+    import os
+
+    write_inventory(tmp_path / "inv" / "a", "a")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    p = subprocess.Popen(
+        [str(REPO / ".venv/bin/etcd-dr"), "server", "--inventories", str(tmp_path / "inv"), "--data",
+         str(tmp_path / "d"), "--no-receiver", "--port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while not descendants(p.pid) and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        tree = descendants(p.pid)
+        assert tree, "no Prefect server started"
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 130
+        time.sleep(0.5)
+        assert not [x for x in tree if alive(x)], tree
+    finally:
+        if p.poll() is None:
+            p.kill()
