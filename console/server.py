@@ -179,12 +179,13 @@ def _interrupt(*_: object) -> None:
 def run(opts: ServerOptions, say: Say = print) -> int:
     """Check, start, serve until a signal, stop. Returns the exit code (0 after a clean stop)."""
     clusters = load_clusters(opts.inventories)  # every problem of every inventory, before anything starts
-    opts.data.mkdir(parents=True, exist_ok=True)
     _port_free(opts.host, opts.port, "--port")
     if opts.receiver:
         if opts.receiver_port == opts.port:
             raise InputError(f"--receiver-port {opts.receiver_port}: the same as --port; pick another")
         _port_free(opts.host, opts.receiver_port, "--receiver-port")
+    # 0700: the database holds blocks (their keys with them) and the receiver's incidents
+    opts.data.mkdir(mode=0o700, parents=True, exist_ok=True)
     # until the runner's own handlers are in place, SIGTERM is Ctrl-C: the `finally` below still
     # stops the Prefect server (the CLI exits 130)
     signal.signal(signal.SIGTERM, _interrupt)

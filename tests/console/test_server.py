@@ -6,6 +6,7 @@ schedules as they were. Bad input starts nothing."""
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -112,6 +113,17 @@ def test_bad_input_starts_nothing(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert out.returncode == 2 and "no alert token" in out.stderr, out
+    with socket.socket() as busy:  # a port in use: refused before anything starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run(
+            [str(REPO / ".venv/bin/etcd-dr"), "server", "--inventories", str(inv / "one"), "--data",
+             str(tmp_path / "d"), "--no-receiver", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 2 and f"--port {port}: cannot listen" in out.stderr, out
+    assert not (tmp_path / "d").exists()
 
 
 def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
