@@ -56,6 +56,7 @@ class ServerOptions:
     receiver: bool = True
     alert_names: tuple[str, ...] = ()  # watched besides the mixin's
     alert_label: str = "cluster"
+    api_auth: str | None = None  # "user:password" the Prefect server asks for (never printed)
 
     @property
     def api_url(self) -> str:
@@ -89,6 +90,18 @@ def read_token(token_file: str | None, env: dict[str, str] | None = None) -> str
             "`authorization: {credentials: ...}`), or run with --no-receiver"
         )
     return token
+
+
+def read_api_auth(path: str) -> str:
+    """`user:password` for the Prefect server's basic auth, from a file (its text is never shown)."""
+    try:
+        auth = Path(path).read_text().strip()
+    except OSError as e:
+        raise InputError(f"--api-auth-file {path}: cannot be read ({e.strerror}); check it") from None
+    user, sep, password = auth.partition(":")
+    if not (user and sep and password) or "\n" in auth:
+        raise InputError(f"--api-auth-file {path}: expected one line `user:password`")
+    return auth
 
 
 def _port_free(host: str, port: int, flag: str) -> None:
@@ -169,7 +182,10 @@ def prefect_env(opts: ServerOptions) -> dict[str, str]:
         "PREFECT_SERVER_API_PORT": str(opts.port),
         INVENTORIES_ENV: str(opts.inventories),
         DATA_ENV: str(opts.data),
-    }
+        # HTTP basic auth: the server asks for it, this process and every run send it
+        **({"PREFECT_SERVER_API_AUTH_STRING": opts.api_auth, "PREFECT_API_AUTH_STRING": opts.api_auth}
+           if opts.api_auth else {}),
+    }  # fmt: skip
 
 
 def _interrupt(*_: object) -> None:

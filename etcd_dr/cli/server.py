@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from console.server import ServerOptions, read_token, run  # Prefect only for this command
+    from console.server import ServerOptions, read_api_auth, read_token, run  # Prefect only here
 
     token = None if args.no_receiver else read_token(args.alert_token_file)
     opts = ServerOptions(
@@ -22,6 +22,7 @@ def _cmd(args: argparse.Namespace) -> int:
         receiver=not args.no_receiver,
         alert_names=tuple(args.alert_name),
         alert_label=args.alert_label,
+        api_auth=read_api_auth(args.api_auth_file) if args.api_auth_file else None,
     )
     return run(opts, say=lambda s: print(s, flush=True))
 
@@ -68,6 +69,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="cluster",
         help="the alert label naming the cluster, matched against the inventory's `cluster:` "
         "(default cluster)",
+    )
+    p.add_argument(
+        "--api-auth-file",
+        default=None,
+        metavar="FILE",
+        help="file holding `user:password`: the Prefect server then asks for it (HTTP basic "
+        "auth; put TLS in front when --host is not loopback)",
     )
     p.add_argument("--no-receiver", action="store_true", help="no alert receiver (no token needed)")
     p.set_defaults(func=_cmd)

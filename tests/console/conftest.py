@@ -80,10 +80,11 @@ class Console:
     receiver: str
     lines: list[str] = field(default_factory=list)
     pump: threading.Thread | None = None
+    auth: tuple[str, str] | None = None  # the Prefect server's basic auth, when it asks for one
 
     def get(self, path: str) -> object:
         for _ in range(10):
-            r = httpx.get(f"{self.api}{path}", timeout=10)
+            r = httpx.get(f"{self.api}{path}", timeout=10, auth=self.auth)
             if r.status_code != 503:
                 break
             time.sleep(1)
@@ -92,7 +93,7 @@ class Console:
 
     def post(self, path: str, body: dict | None = None) -> object:
         for _ in range(10):  # SQLite under a loaded machine: Prefect answers 503 "database is locked"
-            r = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
+            r = httpx.post(f"{self.api}{path}", json=body or {}, timeout=10, auth=self.auth)
             if r.status_code != 503:
                 break
             time.sleep(1)
@@ -100,7 +101,7 @@ class Console:
         return r.json()
 
     def post_raw(self, path: str, body: dict | None = None) -> httpx.Response:
-        return httpx.post(f"{self.api}{path}", json=body or {}, timeout=10)
+        return httpx.post(f"{self.api}{path}", json=body or {}, timeout=10, auth=self.auth)
 
     def deployments(self) -> dict[str, dict]:
         return {d["name"]: d for d in self.post("/deployments/filter")}  # type: ignore[union-attr]

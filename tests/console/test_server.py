@@ -152,3 +152,38 @@ def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_the_prefect_server_asks_for_the_api_auth_when_given(tmp_path: Path) -> None:
+    """--api-auth-file: the Prefect server answers 401 without it; the served runner and the
+    receiver's events still work (they send it), so an alert still starts its run."""
+    import httpx
+
+    from tests.console.conftest import TOKEN
+
+    (tmp_path / "auth").write_text("etcd-dr:s3cret-pass\n")
+    c = start_console(
+        tmp_path, {"alpha": {"automatic_recovery": True}}, "--api-auth-file", str(tmp_path / "auth")
+    )
+    try:
+        r = httpx.post(f"{c.api}/deployments/filter", json={}, timeout=10)
+        assert r.status_code == 401, r.text
+        c.auth = ("etcd-dr", "s3cret-pass")
+        assert "recover" in c.deployments()
+        alert = {
+            "status": "firing",
+            "labels": {"alertname": "etcdNoLeader", "cluster": "alpha"},
+            "fingerprint": "a",
+        }
+        note = {"version": "4", "status": "firing", "alerts": [alert]}
+        r = httpx.post(
+            f"{c.receiver}/alerts/alertmanager", json=note, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert r.status_code == 200 and r.json()["incidents"], r.text
+        t0 = time.monotonic()
+        while not c.flow_runs("recover") and time.monotonic() - t0 < 60:
+            time.sleep(0.5)
+        assert len(c.flow_runs("recover")) == 1
+        assert not any("s3cret-pass" in line for line in c.lines)
+    finally:
+        assert c.stop() == 0

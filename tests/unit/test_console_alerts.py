@@ -141,3 +141,20 @@ def test_incident_open_reads_the_receivers_file(tmp_path: Path) -> None:
     assert incident_open(tmp_path / "inc.json", "prod", "another") is False
     assert incident_open(tmp_path / "inc.json", "dr", opened.incident) is False
     assert incident_open(tmp_path / "missing.json", "prod", opened.incident) is None
+
+
+def test_the_servers_secrets_from_files_never_echoed(tmp_path: Path) -> None:
+    from console.server import read_api_auth, read_token
+
+    (tmp_path / "auth").write_text("u:p4ss\n")
+    assert read_api_auth(str(tmp_path / "auth")) == "u:p4ss"
+    (tmp_path / "bad").write_text("no-colon-secret\n")
+    with pytest.raises(InputError, match="expected one line `user:password`") as e:
+        read_api_auth(str(tmp_path / "bad"))
+    assert "no-colon-secret" not in str(e.value)
+    assert read_token(None, {"ETCD_DR_ALERT_TOKEN": " t0k "}) == "t0k"
+    with pytest.raises(InputError, match="no alert token"):
+        read_token(None, {})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(InputError, match="empty"):
+        read_token(str(tmp_path / "empty"))
