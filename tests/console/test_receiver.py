@@ -194,6 +194,36 @@ def test_the_recovery_limit_is_per_cluster(console: Console) -> None:
     assert "refused" in b["message"], b  # beta's recovery ran: the core refused (no host answers)
 
 
+def test_each_served_flow_runs_for_a_cluster_by_name(console: Console) -> None:
+    """The wrappers find the inventory by name and run the project's flow: status observes (quorum
+    lost: nothing answers) and completes; check and snapshot fail on the core's own verdict, rejoin's
+    dry run ends with its plan; never a parameter or import error, each run named by its cluster."""
+    deps = console.deployments()
+    runs = {
+        name: console.post(f"/deployments/{deps[name]['id']}/create_flow_run",  # type: ignore[index]
+                           {"parameters": {"cluster": "beta", **params}})["id"]
+        for name, params in (("status", {"check_ssh": False}), ("check", {"deadline_s": 5}),
+                             ("rejoin", {"dry_run": True}), ("snapshot", {}))
+    }  # fmt: skip
+
+    def final(run: str) -> dict | None:
+        s = console.get(f"/flow_runs/{run}")["state"]  # type: ignore[index]
+        return s if s["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED") else None
+
+    states = {name: wait_for(lambda r=run: final(r), 180) for name, run in runs.items()}
+    assert states["status"] and states["status"]["type"] == "COMPLETED", states["status"]
+    for name in ("check", "rejoin", "snapshot"):
+        st = states[name]
+        # rejoin's dry run: a plan, whatever the core makes of a cluster that does not answer
+        assert st and st["type"] in (("FAILED", "COMPLETED") if name == "rejoin" else ("FAILED",)), (name, st)
+        assert not any(w in (st["message"] or "") for w in ("TypeError", "ImportError", "parameter")), (
+            name,
+            st,
+        )
+    names = {console.get(f"/flow_runs/{r}")["name"] for r in runs.values()}  # type: ignore[index]
+    assert names == {"status-beta", "check-beta", "rejoin-beta", "snapshot-beta"}, names
+
+
 def test_metrics_on_the_receiver_port(console: Console) -> None:
     """Last in the module: the runs the tests above made are counted."""
     r = httpx.get(f"{console.receiver}/metrics", timeout=30)
