@@ -28,9 +28,10 @@ from cryptography import x509
 
 from etcd_dr.audit import register_secret
 from etcd_dr.certs import CertKeyPair, check_ca, issue_cert, member_pair_problem, validity_problem
-from etcd_dr.errors import CommandError, EtcdDrError, InputError
+from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, executor_for
 from etcd_dr.inventory import Host, Inventory
+from etcd_dr.stepctx import HostFS, HostLook
 
 _TS = "%Y%m%dT%H%M%SZ"
 
@@ -115,22 +116,12 @@ def member_sans(host: Host, ips: Sequence[str] = (), dns: Sequence[str] = ()) ->
 
 def read_host_clock(ex: Executor) -> HostClock:
     """The host's UTC time, read over the executor; the round trip's midpoint is taken as 'now'."""
-    t0 = time.time()
-    r = ex.run(["date", "-u", "+%s.%N"], timeout=10, reason="read the host clock")
-    t1 = time.time()
-    try:
-        host_ts = float(r.stdout.strip())
-    except ValueError:
-        raise CommandError(
-            ex.host, "date -u +%s.%N", r.rc, f"not a timestamp: {r.stdout.strip()[:40]!r}"
-        ) from None
-    return HostClock(ex.host, dt.datetime.fromtimestamp(host_ts, dt.UTC), host_ts - (t0 + t1) / 2, t1 - t0)
+    return _clock(ex.host, HostFS(ex).look(clock=True, reason="read the host clock"))
 
 
-def _read_optional(ex: Executor, path: str) -> bytes | None:
-    if not ex.run(["test", "-f", path], check=False).ok:
-        return None
-    return ex.get(path)
+def _clock(host: str, look: HostLook) -> HostClock:
+    assert look.clock is not None and look.skew_s is not None  # asked for
+    return HostClock(host, dt.datetime.fromtimestamp(look.clock, dt.UTC), look.skew_s, look.rtt_s)
 
 
 def load_ca(inv: Inventory, *, executor: Executor | None = None) -> CertKeyPair:
@@ -140,8 +131,7 @@ def load_ca(inv: Inventory, *, executor: Executor | None = None) -> CertKeyPair:
     cert_path, key_path = inv.ca_cert_path(), inv.ca_key_path()
     ex = executor or executor_for(inv, host)
     try:
-        cert = _read_optional(ex, cert_path)
-        key = _read_optional(ex, key_path)
+        cert, key = HostFS(ex).read_optional(cert_path, key_path, reason="read kube-ca and its key")
     finally:
         if executor is None:
             ex.close()
@@ -164,7 +154,7 @@ def load_ca_cert(inv: Inventory, *, executor: Executor | None = None) -> bytes:
     host = inv.ca_host()
     ex = executor or executor_for(inv, host)
     try:
-        pem = _read_optional(ex, inv.ca_cert_path())
+        (pem,) = HostFS(ex).read_optional(inv.ca_cert_path(), reason="read kube-ca")
     finally:
         if executor is None:
             ex.close()
@@ -184,14 +174,62 @@ def existing_pair_problem(
     dns: Sequence[str] = (),
 ) -> str | None:
     """Why host has no usable member certificate and key (missing, wrong SANs, another CA, not valid
-    on its clock `now`...), or None when it has one. Read-only."""
+    on its clock `now`...), or None when it has one. Read-only, one round trip."""
     e = inv.etcd
-    cert, key = _read_optional(ex, e.cert_path(host)), _read_optional(ex, e.key_path(host))
+    cert, key = HostFS(ex).read_optional(e.cert_path(host), e.key_path(host), reason="read the member pair")
+    return _pair_problem(inv, host, ca_cert_pem, cert, key, now, ips, dns)
+
+
+@dataclass(frozen=True)
+class PairLook:
+    """One look at a host's member pair: why it is not usable (None: it is), on the host's clock."""
+
+    problem: str | None
+    clock: HostClock
+    tests: tuple[bool, ...]  # the `test`s asked in the same round trip, in order
+
+
+def member_cert_problem(
+    inv: Inventory,
+    host: Host,
+    ca_cert_pem: bytes,
+    ex: Executor,
+    *,
+    ips: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    tests: Sequence[tuple[str, str]] = (),
+) -> PairLook:
+    """existing_pair_problem on the host's own clock, that clock, and any `test`s a caller needs
+    from the host besides: one round trip for all of it."""
+    e = inv.etcd
+    look = HostFS(ex).look(
+        tests=tests,
+        files=(e.cert_path(host), e.key_path(host)),
+        clock=True,
+        reason="read the member pair and the clock",
+    )
+    clock = _clock(ex.host, look)
+    cert, key = look.files
+    return PairLook(_pair_problem(inv, host, ca_cert_pem, cert, key, clock.now, ips, dns), clock, look.tests)
+
+
+def _pair_problem(
+    inv: Inventory,
+    host: Host,
+    ca_cert_pem: bytes,
+    cert: bytes | None,
+    key: bytes | None,
+    now: dt.datetime,
+    ips: Sequence[str],
+    dns: Sequence[str],
+) -> str | None:
+    e = inv.etcd
+    if key is not None:
+        register_secret(key)
     if cert is None or key is None:
         return (
             f"no {posixpath.basename(e.cert_path(host) if cert is None else e.key_path(host))} on {host.name}"
         )
-    register_secret(key)
     want_ips, want_dns = member_sans(host, ips, dns)
     why = member_pair_problem(
         CertKeyPair(cert, key),
@@ -213,10 +251,12 @@ def issue_member_cert(
     dns: Sequence[str] = (),
     not_before: dt.datetime | None = None,
     days: int = 3650,
+    force: bool = False,
 ) -> CertIssueResult:
     """Make sure `host` has a member certificate and key (RKE's names, in etcd.cert_dir) signed by
     `ca` for its SANs, and the CA as kube-ca.pem. Raises InputError (bad CA or SAN) or CertRefused
-    (clock, another CA on the host) before writing anything."""
+    (clock, another CA on the host) before writing anything. force: reissue even when a valid pair is
+    there (`cert renew`; the old pair is moved aside all the same)."""
     t0 = time.monotonic()
     h = inv.host(host) if isinstance(host, str) else host
     register_secret(ca.key_pem)
@@ -226,28 +266,30 @@ def issue_member_cert(
     e = inv.etcd
     cert_path, key_path, ca_path = e.cert_path(h), e.key_path(h), e.ca_path()
     ex = executor or executor_for(inv, h)
+    fs = HostFS(ex)
     try:
-        clock = read_host_clock(ex)
+        # what is there, and the host's clock: one round trip
+        look = fs.look(files=(ca_path, cert_path, key_path), clock=True, reason="read the member pair")
+        clock = _clock(ex.host, look)
+        host_ca, old_cert, old_key = look.files
         # the CA itself must be valid on the host's clock too, or every handshake fails
         ca_problem = validity_problem(ca_cert, clock.now)
         if ca_problem:
             raise CertRefused(
                 f"{h.name}: kube-ca is not valid on {h.name}'s clock: {ca_problem}; {_clock_fix(clock)}"
             )
-        host_ca = _read_optional(ex, ca_path)
         if host_ca is not None and _cert_der(host_ca) != _cert_der(ca.cert_pem):
             raise CertRefused(
                 f"{h.name}:{ca_path} is another CA than the one given (inventory ca:); a member's peers "
                 "would refuse its certificate: find out which kube-ca this cluster really uses"
             )
-        old_cert, old_key = _read_optional(ex, cert_path), _read_optional(ex, key_path)
         if old_key is not None:
             register_secret(old_key)
         if old_cert is not None and old_key is not None:
             old = CertKeyPair(old_cert, old_key)
             why_not = member_pair_problem(old, ca_cert, ips=want_ips, dns=want_dns, now=clock.now)
-            if why_not is None:
-                ca_installed = _install_ca(ex, ca, ca_path, host_ca)
+            if why_not is None and not force:
+                ca_installed = _install_ca(fs, ca, ca_path, host_ca)
                 c = old.certificate()
                 return _result(
                     h, CertOutcome.KEPT, cert_path, key_path, ca_path, ca_installed, want_ips, want_dns,
@@ -256,7 +298,7 @@ def issue_member_cert(
                     f"signed by kube-ca is already there (valid until {c.not_valid_after_utc:%Y-%m-%d})",
                     t0,
                 )  # fmt: skip
-            replaced = f" (the old one: {why_not})"
+            replaced = f" (the old one: {why_not or 'valid, renewed on request'})"
         elif old_cert is not None or old_key is not None:
             replaced = " (only half of the old pair was there)"
         else:
@@ -273,25 +315,23 @@ def issue_member_cert(
                 f"{h.name}: refused to install a certificate {h.name} would reject: {problem}; {fix}"
             )
         # Nothing was written so far. Old files are moved aside (never deleted), key first, 0600.
-        ca_installed = _install_ca(ex, ca, ca_path, host_ca)
+        ca_installed = _install_ca(fs, ca, ca_path, host_ca)
         ts = dt.datetime.now(dt.UTC).strftime(_TS)
-        moved = []
-        for path, data in ((key_path, old_key), (cert_path, old_cert)):
-            if data is not None:
-                ex.run(
-                    ["mv", "-f", path, f"{path}.bak-{ts}"],
-                    reason="move an unusable old member certificate aside",
-                )
-                moved.append(f"{path}.bak-{ts}")
+        moved = tuple(
+            str(fs.move_aside(path, f"bak-{ts}", reason="move an unusable old member certificate aside"))
+            for path, data in ((key_path, old_key), (cert_path, old_cert))
+            if data is not None
+        )
         ex.put(pair.key_pem, key_path, mode=0o600, reason=f"install etcd member key for {h.name}")
         ex.put(pair.cert_pem, cert_path, mode=0o644, reason=f"install etcd member certificate for {h.name}")
-        mode = ex.run(["stat", "-c", "%a", key_path]).stdout.strip()
-        if mode != "600":
-            raise CertRefused(f"{h.name}:{key_path} has mode {mode} after writing, not 600: check the host")
+        mode = fs.mode(key_path)
+        if mode != 0o600:
+            shown = f"{mode:o}" if mode is not None else "none"
+            raise CertRefused(f"{h.name}:{key_path} has mode {shown} after writing, not 600: check the host")
         c = pair.certificate()
         return _result(
             h, CertOutcome.ISSUED, cert_path, key_path, ca_path, ca_installed, want_ips, want_dns, c, clock,
-            tuple(moved),
+            moved,
             f"issued {posixpath.basename(cert_path)} for {h.name}{replaced}: SANs "
             f"{', '.join(want_ips + want_dns)}, serverAuth+clientAuth, valid on {h.name}'s clock "
             f"({clock.now:%Y-%m-%dT%H:%M:%SZ}) from {c.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} "
@@ -323,11 +363,10 @@ def _cert_der(pem: bytes) -> bytes | None:
         return None
 
 
-def _install_ca(ex: Executor, ca: CertKeyPair, ca_path: str, present: bytes | None) -> bool:
+def _install_ca(fs: HostFS, ca: CertKeyPair, ca_path: str, present: bytes | None) -> bool:
     if present is not None:
         return False
-    ex.run(["mkdir", "-p", posixpath.dirname(ca_path)])
-    ex.put(ca.cert_pem, ca_path, mode=0o644, reason="install kube-ca.pem")
+    fs.write_atomic(ca.cert_pem, ca_path, mode=0o644, dir_mode=0o755, reason="install kube-ca.pem")
     return True
 
 

@@ -35,8 +35,12 @@ class CertKeyPair:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
+def _new_key(rsa_bits: int | None = None) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     # P-256: what etcd and Go's TLS handle everywhere, and ~100x faster to generate than RSA-2048.
+    # RSA where a reader insists on it: RKE's own certificates are RSA and it type-asserts an RSA
+    # key for external etcd (pki/services.go: clientKey.(*rsa.PrivateKey)).
+    if rsa_bits is not None:
+        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -46,16 +50,20 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _load_key(pem: bytes):
+def _load_key(pem: bytes, *, validate: bool = True):
+    # validate=False: only the public half is compared (RKE's RSA keys: OpenSSL's full check of
+    # each costs ~0.1 s on this machine, for nothing when no signature is made)
     try:
-        return serialization.load_pem_private_key(pem, password=None)
+        return serialization.load_pem_private_key(
+            pem, password=None, unsafe_skip_rsa_key_validation=not validate
+        )
     except (ValueError, TypeError) as e:
         # The message of the library can quote input; ours names only what it is.
         raise InputError("the CA key is not a readable unencrypted PEM private key") from e
 
 
-def new_ca(common_name: str = "kube-ca", days: int = 3650) -> CertKeyPair:
-    key = _new_key()
+def new_ca(common_name: str = "kube-ca", days: int = 3650, *, rsa_bits: int | None = None) -> CertKeyPair:
+    key = _new_key(rsa_bits)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
@@ -95,7 +103,7 @@ def key_matches_cert(pair: CertKeyPair) -> bool:
         .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     mine = (
-        _load_key(pair.key_pem)
+        _load_key(pair.key_pem, validate=False)
         .public_key()
         .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -112,9 +120,13 @@ def issue_cert(
     not_before: dt.datetime | None = None,
     server: bool = True,
     client: bool = True,
+    rsa_bits: int | None = None,
+    organization: str | None = None,
 ) -> CertKeyPair:
     """Sign a new key for common_name with the CA. not_before lets tests shift the validity window
-    (NOTES: Go ignores libfaketime, so "not yet valid" is made by the certificate, not the clock)."""
+    (NOTES: Go ignores libfaketime, so "not yet valid" is made by the certificate, not the clock).
+    rsa_bits: an RSA key of that size instead of P-256; organization: the subject's O (RKE's kube-node
+    is O=system:nodes)."""
     if not key_matches_cert(ca):
         raise InputError("the CA key does not match the CA certificate: pass the key that signed kube-ca.pem")
     sans: list[x509.GeneralName] = []
@@ -127,11 +139,14 @@ def issue_cert(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
     ca_cert = ca.certificate()
     ca_key = _load_key(ca.key_pem)
-    key = _new_key()
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        subject.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    key = _new_key(rsa_bits)
     start = not_before or (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

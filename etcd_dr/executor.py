@@ -398,7 +398,7 @@ class SSHExecutor:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.address}:{self.target.port})"
+        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.ssh_host}:{self.target.port})"
 
     # -- connection
 
@@ -457,11 +457,11 @@ class SSHExecutor:
         else:
             client.load_host_keys(str(kh))
         client.set_missing_host_key_policy(_Refuse())
-        where = f"{h.address}:{h.port}"
+        where = f"{h.ssh_host}:{h.port}"
         t0 = time.monotonic()
         log.debug("%s: connecting to %s@%s", self.host, h.user, where)
         try:
-            sock = socket.create_connection((h.address, h.port), timeout=ct)
+            sock = socket.create_connection((h.ssh_host, h.port), timeout=ct)
         except TimeoutError:
             raise TransportError(self.host, f"no answer in {ct:g} s from {where}") from None
         except ConnectionRefusedError:
@@ -474,7 +474,7 @@ class SSHExecutor:
 
         try:
             client.connect(
-                h.address,
+                h.ssh_host,
                 port=h.port,
                 username=h.user,
                 pkey=pkey,
@@ -592,6 +592,27 @@ class SSHExecutor:
         if rc is None or (check and rc != 0):
             raise command_failure(self.host, argv, rc, err)
         return CommandResult(self.host, argv, rc, out, err, dt)
+
+    def run_streaming(
+        self, argv: Sequence[str], on_output: Sink, *, timeout: float | None = None, reason: str = ""
+    ) -> CommandResult:
+        """Run argv with its stdout handed to on_output as it arrives (a long command's log, e.g.
+        `rke up`'s); stderr is collected. Audited like run(); never re-run (part of its output was
+        seen). rc None: it outlived its timeout (killed); the result's stdout is empty."""
+        argv = tuple(str(a) for a in argv)
+        if not argv:
+            raise ValueError("empty argv")
+        tmo = self.command_timeout if timeout is None else float(timeout)
+        log.debug("%s$ %s", self.host, redact(shlex.join(argv)))
+        t0 = time.monotonic()
+        try:
+            rc, _, berr = self._exec(self._wrap(argv), tmo, None, False, on_output)
+        except TransportError:
+            audit_command(self.audit, self.host, argv, None, time.monotonic() - t0, reason, "unreachable")
+            raise
+        dt = time.monotonic() - t0
+        audit_command(self.audit, self.host, argv, rc, dt, reason)
+        return CommandResult(self.host, argv, -1 if rc is None else rc, "", berr.decode(errors="replace"), dt)
 
     def _exec(
         self, command: str, timeout: float, stdin: bytes | None, idempotent: bool, sink: Sink | None = None

@@ -421,6 +421,16 @@ class Host:
     etcd_image: Str | None = Field(None, description="docker: the image this member runs (else etcd.image)")
     etcd_binary: HostPath | None = Field(None, description="process: its etcd binary (else etcd.binary)")
     power: PowerSettings | None = Field(None, description="this host's own power driver (else power)")
+    # RKE's `address` when its `internal_address` differs: etcd listens on the internal one
+    # (`address` here), SSH reaches the host at the other (a NATed cloud address, a second network).
+    ssh_address: Annotated[str, _v(_address)] | None = Field(
+        None, description="where SSH connects, when not address (RKE: address vs internal_address)"
+    )
+
+    @property
+    def ssh_host(self) -> str:
+        """The address SSH connects to (and known_hosts lists)."""
+        return self.ssh_address or self.address
 
     @property
     def is_voter(self) -> bool:
@@ -582,6 +592,11 @@ class RkeSettings:
     deploy_host: Name = Field(description="the inventory host that runs `rke up` (RKE's deploy machine)")
     state_file: LocalPath | None = Field(None, description="default: cluster_yml with .rkestate")
     kube_config: LocalPath | None = Field(None, description="default: kube_config_<cluster_yml's name>")
+    certs_dir: LocalPath | None = Field(
+        None,
+        description="the state file's certificates as files (kube-ca, kube-etcd-*, the etcd client), "
+        "written by `etcd-dr inventory import-rke`",
+    )
     remote_dir: HostPath = Field("/opt/rke", description="on the deploy host: where `rke up` runs")
     binary: Str = Field("rke", description="the rke command on the deploy host")
     up_timeout: Seconds = Field(1800.0, description="seconds `rke up` may take")

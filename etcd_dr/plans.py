@@ -10,8 +10,9 @@ safe), else runs it and checks the postcondition again. Every step leaves an aud
 serve the orchestrator: `run_step` wraps each step (a Prefect task run per step: its checkpoint) and
 `on_failure` undoes what a failed run left behind (its `Rollback` is in the `Outcome`).
 
-A refused plan carries a closed `Refusal`: BAD_INPUT (the request or inventory is wrong: exit 2) or
-UNSAFE (the cluster is not in a state for it: exit 1). Nothing is changed either way.
+A refused plan carries a closed `Refusal`: BAD_INPUT (the request or inventory is wrong) or UNSAFE
+(the cluster is not in a state for it); the CLI maps it to an exit code (etcd_dr/cli/result.py).
+Nothing is changed either way.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeAlias, TypeVar
 
 from etcd_dr.errors import EtcdDrError
+
+if TYPE_CHECKING:  # the plans module stays light: stepctx brings the etcd client and SSH
+    from etcd_dr.stepctx import Say
 
 
 class StepState(enum.StrEnum):
@@ -36,14 +40,11 @@ class StepState(enum.StrEnum):
 
 
 class Refusal(enum.StrEnum):
-    """Why a planner refused: closed, so that callers map it to an exit code without parsing."""
+    """Why a planner refused: closed, so that callers (the CLI's exit codes: etcd_dr/cli/result.py)
+    map it without parsing."""
 
-    BAD_INPUT = "bad-input"  # the operator's request or inventory is wrong: exit 2
-    UNSAFE = "unsafe"  # the cluster or host is not in a state for it: exit 1
-
-    @property
-    def exit_code(self) -> int:
-        return 2 if self is Refusal.BAD_INPUT else 1
+    BAD_INPUT = "bad-input"  # the operator's request or inventory is wrong
+    UNSAFE = "unsafe"  # the cluster or host is not in a state for it
 
 
 class ParamsError(EtcdDrError):
@@ -138,6 +139,32 @@ def _from_json(tp: Any, v: object) -> object:
 
 
 P = TypeVar("P", bound=Params)
+
+
+def typed_steps(
+    plan: Plan, actions: type[enum.StrEnum], params: Mapping[Any, type[Params]], what: str
+) -> Plan:
+    """A plan read back from JSON (a journal) with each step's action a member of `actions` and its
+    params in the type `params` names for it. Raises ParamsError naming the step for an action or
+    params this version does not know (a journal of another version)."""
+    steps = []
+    for s in plan.steps:
+        try:
+            action = actions(str(s.action))
+        except ValueError:
+            raise ParamsError(f"step {s.id}: action {s.action!r} is not a {what} action") from None
+        cls = params[action]
+        if isinstance(s.params, cls):
+            steps.append(dataclasses.replace(s, action=action))
+            continue
+        if isinstance(s.params, Params):
+            raise ParamsError(f"step {s.id}: params are {type(s.params).__name__}, not {cls.__name__}")
+        try:
+            typed = cls.from_json(s.params)
+        except ParamsError as e:
+            raise ParamsError(f"step {s.id}: {e}") from None
+        steps.append(dataclasses.replace(s, action=action, params=typed))
+    return dataclasses.replace(plan, steps=tuple(steps))
 
 
 def params_json(params: Mapping[str, object] | Params) -> dict[str, object]:
@@ -251,6 +278,15 @@ class Plan:
         }
 
 
+def plan_from_json(d: Mapping[str, Any]) -> Plan:
+    """The Plan that Plan.to_json() wrote (unknown keys ignored); its steps' params stay plain JSON
+    until the plan kind's typed_plan reads them into their types."""
+    step_fields = {f.name for f in dataclasses.fields(Step)}
+    plan_fields = {f.name for f in dataclasses.fields(Plan)}
+    steps = tuple(Step(**{k: v for k, v in s.items() if k in step_fields}) for s in d["steps"])
+    return Plan(**{k: v for k, v in d.items() if k in plan_fields and k != "steps"}, steps=steps)
+
+
 class StepHandler(Protocol):
     """How one kind of step is carried out and checked."""
 
@@ -350,7 +386,7 @@ def carry_out(
     handler: StepHandler,
     *,
     audit=None,
-    say: Callable[[str], None] = lambda _msg: None,
+    say: Say = lambda _msg: None,
 ) -> StepResult:
     """One step: postcondition first (SKIPPED when it holds), else run it and check it again.
     Leaves one audit event. Never raises an EtcdDrError: a failure is a FAILED result."""
@@ -397,7 +433,7 @@ def execute(
     handlers: Mapping[str, StepHandler],
     *,
     audit=None,
-    say: Callable[[str], None] = lambda _msg: None,
+    say: Say = lambda _msg: None,
     run_step: StepRunner | None = None,
     on_failure: FailureHook | None = None,
 ) -> Outcome:

@@ -24,6 +24,7 @@ from etcd_dr.errors import CommandError, EtcdDrError, InputError
 from etcd_dr.executor import Executor
 from etcd_dr.inventory import Host, Inventory, RuntimeKind
 from etcd_dr.plans import Params
+from etcd_dr.stepctx import HostFS
 
 
 class RuntimeStateError(EtcdDrError):
@@ -442,8 +443,9 @@ class ProcessRuntime:
             f"# {self.name}.enabled beside this file: started at boot.\n"
             f"exec {shlex.join(argv)}\n"
         )
-        self.ex.run(["mkdir", "-p", self.unit_dir])
-        self.ex.put(unit.encode(), self.unit, mode=0o755, reason=f"write unit for member {member}")
+        HostFS(self.ex).write_atomic(
+            unit.encode(), self.unit, mode=0o755, dir_mode=0o755, reason=f"write unit for member {member}"
+        )
         self.set_restart(restart_always)
         self._launch()
 
@@ -477,7 +479,7 @@ class ProcessRuntime:
         return int(lines[0]) if len(lines) > 1 and lines[1] == self.binary else None
 
     def exists(self) -> bool:
-        return self.ex.run(["test", "-f", self.unit], check=False).ok
+        return HostFS(self.ex).is_file(self.unit)
 
     def statuses(self, *names: str) -> dict[str, MemberStatus]:
         """The status of each unit named (this one when none is), in one script."""
@@ -534,21 +536,23 @@ class ProcessRuntime:
         new = ProcessRuntime(
             self.ex, self.binary, new_name, unit_dir=self.unit_dir, run_dir=self.run_dir, log_dir=self.log_dir
         )
-        self._sh(
-            'mv "$1" "$2"; if [ -e "$3" ]; then mv "$3" "$4"; fi; if [ -e "$5" ]; then mv "$5" "$6"; fi',
-            self.unit, new.unit, self.enabled_marker, new.enabled_marker, self.pidfile, new.pidfile,
+        unit, _, _ = HostFS(self.ex).renames(
+            (self.unit, new.unit), (self.enabled_marker, new.enabled_marker), (self.pidfile, new.pidfile),
             reason=f"rename unit {self.name} to {new_name}",
         )  # fmt: skip
+        if not unit:
+            raise RuntimeStateError(f"{self.ex.host}: no unit {self.unit} to rename")
         return new
 
     def set_restart(self, always: bool) -> None:
+        # the marker is the unit's boot switch (systemctl enable/disable), not data: removed freely
         if always:
             self.ex.run(["touch", self.enabled_marker])
         else:
             self.ex.run(["rm", "-f", self.enabled_marker])
 
     def restarts(self) -> bool:
-        return self.ex.run(["test", "-e", self.enabled_marker], check=False).ok
+        return HostFS(self.ex).exists(self.enabled_marker)
 
     def logs(self, tail: int = 50) -> str:
         return self.ex.run(["tail", "-n", str(tail), self.logfile], check=False).stdout

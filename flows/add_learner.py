@@ -13,7 +13,14 @@ from prefect.artifacts import create_markdown_artifact
 from etcd_dr.audit import register_secret
 from etcd_dr.certs import CertKeyPair, check_ca
 from etcd_dr.errors import EtcdDrError, InputError
-from etcd_dr.learner import LearnerAddResult, LearnerOptions, Session, planned_only, probe_wanted, run_plan
+from etcd_dr.learner import (
+    LearnerAddResult,
+    LearnerOptions,
+    context_for,
+    planned_only,
+    probe_wanted,
+    run_plan,
+)
 from flows.common import audited_run, cluster_inventory
 from tasks.learner import plan_learner, probe_learner_host, rollback_learner, run_learner_step
 from tasks.observe import observe_cluster
@@ -84,13 +91,13 @@ def add_learner_flow(
     with audited_run(), cluster_inventory(inventory_block, inventory_path, "add_learner_flow") as inv:
         ca = ca_from_secret(ca_secret_block) if ca_secret_block else None
         state = observe_cluster(inv)
-        with Session(inv, host, opts, ca=ca, say=logger.info) as s:
-            facts = probe_learner_host(s) if probe_wanted(inv, host) else None
+        with context_for(inv, host, opts, ca=ca, say=logger.info) as c:
+            facts = probe_learner_host(c, opts) if probe_wanted(inv, host) else None
             plan = plan_learner(inv, state, host, facts, opts)
             if plan.refused or dry_run:
-                res = planned_only(plan, s)
+                res = planned_only(plan, c)
             else:
-                res = run_plan(plan, s, run_step=run_learner_step, rollback=rollback_learner)
+                res = run_plan(plan, c, run_step=run_learner_step, rollback=rollback_learner)
     logger.info(res.verdict)
     create_markdown_artifact(
         key=f"etcd-add-learner-{inv.cluster}".lower().replace("_", "-").replace(".", "-"),

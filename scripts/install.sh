@@ -13,6 +13,10 @@ for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:doc
 done
 # GNU time (peak RSS in benchmarks/): `command -v time` finds the shell keyword, so test the file
 [ -x /usr/bin/time ] || need+=(time)
+# the lab's stand-ins (rke, kube-apiserver) run on the hosts with the system's python3, PyYAML and
+# cryptography from Debian's packages (etcd_dr/lab/standins/)
+/usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+/usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   apt-get update -qq

@@ -8,9 +8,9 @@ from prefect import task
 
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner import (
+    Ctx,
     HostFacts,
     LearnerOptions,
-    Session,
     gather_facts,
     plan_learner_add,
     set_aside_member,
@@ -21,9 +21,9 @@ from tasks.steps import failed_raises, step_hook
 
 
 @task(name="learner-probe-host", cache_policy=None)
-def probe_learner_host(session: Session) -> HostFacts:
+def probe_learner_host(ctx: Ctx, options: LearnerOptions) -> HostFacts:
     """Read-only: certificate, data dir, etcd runtime and clock of the target host."""
-    return gather_facts(session)
+    return gather_facts(ctx, options)
 
 
 @task(name="learner-plan", cache_policy=None)
@@ -45,5 +45,5 @@ run_learner_step = step_hook(learner_step)
 
 
 @task(name="learner-rollback", cache_policy=None)
-def rollback_learner(session: Session, reason: str) -> Rollback:
-    return set_aside_member(session, reason)
+def rollback_learner(ctx: Ctx, reason: str) -> Rollback:
+    return set_aside_member(ctx, reason)

@@ -34,6 +34,8 @@ COMMAND_MODULES = (
     ("diverged", "etcd_dr.cli.diverged"),
     ("rehearse", "etcd_dr.cli.rehearse"),
     ("inventory", "etcd_dr.cli.inventory"),
+    ("kubernetes", "etcd_dr.cli.kubernetes"),
+    ("hosts", "etcd_dr.cli.hosts"),
     ("server", "etcd_dr.cli.server"),
 )
 

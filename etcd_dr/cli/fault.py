@@ -10,11 +10,11 @@ import sys
 from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
 from etcd_dr.cli.result import Exit, emit, plan_exit
 from etcd_dr.errors import InputError
-from etcd_dr.faults.plan import FaultLedger, FaultMode
-from etcd_dr.faults.steps import FaultRun, heal, inject, plan_injection
+from etcd_dr.faults.plan import KILL_MODES, FaultLedger, FaultMode
+from etcd_dr.faults.steps import FaultRun, heal, inject, inject_host_fault, plan_host_fault, plan_injection
 from etcd_dr.lab.faults import controls_for
 
-MODES = ", ".join(m.value for m in FaultMode)
+MODES = ", ".join(m.value for m in KILL_MODES)
 
 
 def _say(args: argparse.Namespace):
@@ -65,6 +65,26 @@ def cmd_kill_master(args: argparse.Namespace) -> int:
     return _report(args, inject(inv, args.host, mode, **kw), "fault")
 
 
+def _cmd_host_fault(mode: FaultMode):
+    def cmd(args: argparse.Namespace) -> int:
+        inv = inventory_from_args(args)
+        kw = {"hours": getattr(args, "hours", 8.0), "say": _say(args), "lab": controls_for(inv)}
+        if args.dry_run or not args.yes:
+            plan, rec, _ctx, _ledger = plan_host_fault(inv, args.host, mode, **kw)
+            dry = FaultRun(plan, None, (rec,) if rec else (), 0.0)
+            if plan.refused:
+                return _report(args, dry, "fault")
+            if args.dry_run:
+                emit(args.json, dry.to_json, plan.render)
+                return Exit.OK
+            if not args.json:
+                print(plan.render())
+            _confirm(args, args.host)
+        return _report(args, inject_host_fault(inv, args.host, mode, **kw), "fault")
+
+    return cmd
+
+
 def cmd_heal(args: argparse.Namespace) -> int:
     inv = inventory_from_args(args)
     run = heal(inv, args.host, say=_say(args), lab=controls_for(inv))
@@ -101,12 +121,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_inventory_arg(k)
     k.add_argument("--host", required=True, help="the voter to take down, e.g. master1")
-    k.add_argument("--mode", choices=[m.value for m in FaultMode], default=FaultMode.POWER.value)
+    k.add_argument("--mode", choices=[m.value for m in KILL_MODES], default=FaultMode.POWER.value)
     k.add_argument("--power-off-real-host", action="store_true", help="allow --mode power on a real host")
     k.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     k.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     k.add_argument("--json", action="store_true", help="print the result as one JSON object")
     k.set_defaults(func=cmd_kill_master)
+
+    o = fs.add_parser(
+        "orphan-sandbox",
+        help="a container labelled with a missing sandbox id; kubelet restarted into its loop",
+        description="Creates a real container on HOST (from kubelet's own image, never started) "
+        "labelled io.kubernetes.sandbox.id=<64 random hex> and etcd-dr.fault=<fault id>, then restarts "
+        "kubelet, which fails at start with 'no PodsandBox found with Id'. Repair: `etcd-dr hosts "
+        "kubelet-cleanup --host H`; `fault heal` removes exactly that container and restarts kubelet.",
+    )
+    c = fs.add_parser(
+        "cert-not-yet-valid",
+        help="reissue a member's certificate with NotBefore hours ahead and restart the member",
+        description="Signs a new key for HOST's member with kube-ca (same names and SANs) whose "
+        "validity starts --hours ahead of HOST's clock, as a machine whose clock is ahead would; the old "
+        "pair is kept as <file>.before-<fault id>; etcd is restarted so that it serves it and its peers "
+        "refuse it with Go's x509 error. `fault heal` puts the kept pair back (the one dated ahead kept "
+        "as .fault-<id>).",
+    )
+    c.add_argument("--hours", type=float, default=8.0, help="how far ahead NotBefore is (default 8)")
+    for sp, mode in ((o, FaultMode.ORPHAN_SANDBOX), (c, FaultMode.CERT_NOT_YET_VALID)):
+        add_inventory_arg(sp)
+        sp.add_argument("--host", required=True)
+        sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        sp.add_argument("--json", action="store_true", help="print the result as one JSON object")
+        sp.set_defaults(func=_cmd_host_fault(mode))
 
     h = fs.add_parser("heal", help="undo the active faults (all, or one host's); idempotent")
     add_inventory_arg(h)

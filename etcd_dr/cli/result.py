@@ -84,7 +84,13 @@ def _rejoin(res: RejoinResult) -> Exit:
     return exit_for(refused) if refused is not None else exit_for(res.ok)
 
 
-_BY_NAME: dict[str, Callable[..., Exit]] = {"RecoverResult": _recover, "RejoinResult": _rejoin}
+_BY_NAME: dict[str, Callable[..., Exit]] = {
+    "RecoverResult": _recover,
+    "RejoinResult": _rejoin,
+    # etcd_dr.kubernetes: a decision refused (the rke up it would fail) is unsafe, not bad input
+    "Decided": lambda d: exit_for(d.decision.ok),
+    "Written": lambda w: Exit.OK,
+}
 
 
 def plan_exit(plan: Plan, ok: bool) -> Exit:

@@ -170,7 +170,11 @@ def read_divergence(
         fork, fork_source = fork_revision(inv)
         with client_for(inv, endpoints) as cluster:
             now_list, cluster_rev = read_all(cluster, serializable=False)
-            with served_db(binaries_for(cluster_version(state)), local, work, skip_hash_check=True) as (c, _):
+            with served_db(binaries_for(cluster_version(state)), local, work, skip_hash_check=True) as (
+                c,
+                _,
+                _,
+            ):
                 old, old_rev = read_all(c, serializable=True)
             now = {kv.key: kv for kv in now_list}
             history = read_history(cluster, history_needed(old, now, cluster_rev))

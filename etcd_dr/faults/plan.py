@@ -41,6 +41,13 @@ class FaultMode(enum.StrEnum):
     POWER = "power"  # the whole host goes away at once
     ETCD = "etcd"  # only the etcd member dies; the host (sshd) stays
     NETWORK = "network"  # the host keeps running, cut off from its peers and clients
+    # host faults of the source incident's last hours (`fault orphan-sandbox`, `fault cert-not-yet-valid`)
+    ORPHAN_SANDBOX = "orphan-sandbox"  # a container labelled with a sandbox that does not exist
+    CERT_NOT_YET_VALID = "cert-not-yet-valid"  # a member certificate dated hours ahead
+
+
+KILL_MODES = (FaultMode.POWER, FaultMode.ETCD, FaultMode.NETWORK)  # `fault kill-master --mode`
+FAULT_LABEL = "etcd-dr.fault"  # on the orphan container: heal removes exactly the fault's own
 
 
 class Via(enum.StrEnum):
@@ -91,6 +98,13 @@ class FaultAction(enum.StrEnum):
     POWEROFF = "poweroff"
     AWAIT_POWER_ON = "await-power-on"
     WAIT_MEMBER = "wait-member"
+    CREATE_ORPHAN = "create-orphan"
+    KUBELET_INTO_LOOP = "kubelet-into-loop"
+    REMOVE_ORPHAN = "remove-orphan"
+    KUBELET_SETTLE = "kubelet-settle"
+    CERT_AHEAD = "cert-ahead"
+    MEMBER_RESTART = "member-restart"
+    CERT_RESTORE = "cert-restore"
 
 
 @dataclass(frozen=True)
@@ -134,9 +148,52 @@ class UndropParams(HealParams):
 
 
 @dataclass(frozen=True)
+class OrphanHealParams(HealParams):
+    kubelet: str
+
+
+@dataclass(frozen=True)
+class CertRestoreParams(HealParams, MemberParams):
+    cert: str
+    key: str
+    kept_suffix: str
+
+
+@dataclass(frozen=True)
 class WaitMemberParams(HealParams):
     endpoint: str
     timeout_s: int
+
+
+@dataclass(frozen=True)
+class OrphanParams(Params):
+    """A container labelled with a sandbox id that no sandbox has, and this fault's own label."""
+
+    fault: str
+    name: str
+    sandbox_id: str
+    kubelet: str  # kubelet's container: the orphan is made from its image (every node has it)
+
+
+@dataclass(frozen=True)
+class KubeletParams(Params):
+    fault: str
+    kubelet: str
+    sandbox_id: str
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class CertAheadParams(MemberParams):
+    fault: str
+    cert: str
+    key: str
+    kept_suffix: str  # the old pair is kept as <path>.<kept_suffix> (never deleted)
+    hours: float  # NotBefore this far ahead of the host's clock
+    ips: tuple[str, ...]
+    dns: tuple[str, ...]
+    address: str
+    port: int
 
 
 # --- planning (pure) -----------------------------------------------------------------------------
@@ -181,13 +238,12 @@ def plan_fault(
     """The plan that injects the fault, and the ledger record it leaves (None when refused). Raises
     InputError for a host the inventory does not know."""
     h = inv.host(host)
-    if not inv.rehearsal:
-        where = inv.source or "the inventory"
-        return _refused(
-            inv,
-            f"cluster {inv.cluster} is not marked for rehearsal ({where} has rehearsal: false); "
-            "set `rehearsal: true` only in the inventory of a cluster meant for drills",
-        ), None
+    if mode not in KILL_MODES:
+        raise InputError(
+            f"--mode {mode}: kill-master takes {', '.join(KILL_MODES)}; {mode} is a fault of its own"
+        )
+    if (no := _not_for_rehearsal(inv)) is not None:
+        return no, None
     if not h.is_voter:
         roles = ", ".join(sorted(str(r) for r in h.roles)) or "none"
         voters = ", ".join(v.name for v in inv.voters)
@@ -294,6 +350,148 @@ def plan_fault(
     return Plan(kind=FAULT_KIND, cluster=inv.cluster, reason=reason, steps=(step,)), rec
 
 
+def _not_for_rehearsal(inv: Inventory) -> Plan | None:
+    if inv.rehearsal:
+        return None
+    where = inv.source or "the inventory"
+    return _refused(
+        inv,
+        f"cluster {inv.cluster} is not marked for rehearsal ({where} has rehearsal: false); "
+        "set `rehearsal: true` only in the inventory of a cluster meant for drills",
+    )
+
+
+def _record(
+    inv: Inventory, host: str, mode: FaultMode, via: Via, now: dt.datetime, reason: str
+) -> FaultRecord:
+    return FaultRecord(
+        id=fault_id(host, mode, now),
+        cluster=inv.cluster,
+        host=host,
+        mode=mode,
+        via=via,
+        injected_at=now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        reason=reason,
+        reversible=True,
+    )
+
+
+def plan_orphan_sandbox(
+    inv: Inventory,
+    host: str,
+    *,
+    via: Via,
+    now: dt.datetime,
+    sandbox_id: str,
+    active: Sequence[FaultRecord] = (),
+    kubelet: str = "kubelet",
+    wait_s: float = 30.0,
+) -> tuple[Plan, FaultRecord | None]:
+    """A real container on `host` labelled io.kubernetes.sandbox.id=<sandbox_id> (an id no sandbox
+    has: the caller draws it at random), then kubelet restarted into the loop it causes."""
+    inv.host(host)
+    if (no := _not_for_rehearsal(inv)) is not None:
+        return no, None
+    if busy := _busy(inv, host, active):
+        return busy, None
+    fid = fault_id(host, FaultMode.ORPHAN_SANDBOX, now)
+    name = f"k8s_etcd-dr-orphan_{sandbox_id[:12]}"
+    reason = (
+        f"rehearsal fault on {inv.cluster}: container {name} on {host} labelled io.kubernetes.sandbox.id="
+        f"{sandbox_id[:12]}..., a sandbox that does not exist, and kubelet restarted into its loop "
+        f"(kubernetes/kubelet#21); `etcd-dr hosts kubelet-cleanup --host {host}` repairs it, "
+        f"`etcd-dr fault heal --host {host}` undoes it"
+    )
+    steps = (
+        Step(
+            f"create-orphan:{host}", FaultAction.CREATE_ORPHAN, host,
+            f"create container {name} on {host} labelled with sandbox {sandbox_id[:12]}... (none exists)",
+            f"a container labelled {FAULT_LABEL}={fid} exists on {host}",
+            "the source incident's leftover: a container whose pod sandbox is gone", destructive=True,
+            params=OrphanParams(fid, name, sandbox_id, kubelet),
+        ),
+        Step(
+            f"kubelet-into-loop:{host}", FaultAction.KUBELET_INTO_LOOP, host,
+            f"restart kubelet on {host}: it reads the runtime's containers at start",
+            f"kubelet's log on {host} says no PodsandBox found with Id '{sandbox_id[:12]}...'",
+            "kubelet fails only at its next start", destructive=True,
+            params=KubeletParams(fid, kubelet, sandbox_id, wait_s),
+        ),
+    )  # fmt: skip
+    return Plan(FAULT_KIND, inv.cluster, reason, steps), _record(
+        inv, host, FaultMode.ORPHAN_SANDBOX, via, now, reason
+    )
+
+
+def plan_cert_not_yet_valid(
+    inv: Inventory,
+    host: str,
+    *,
+    via: Via,
+    now: dt.datetime,
+    ips: Sequence[str],
+    dns: Sequence[str],
+    hours: float = 8.0,
+    active: Sequence[FaultRecord] = (),
+) -> tuple[Plan, FaultRecord | None]:
+    """The member's certificate reissued by kube-ca with NotBefore `hours` ahead of the host's clock
+    (as a machine whose clock is ahead would issue it), the old pair kept beside it, and the member
+    restarted so that it serves it: its peers refuse it with Go's x509 error."""
+    h = inv.host(host)
+    if (no := _not_for_rehearsal(inv)) is not None:
+        return no, None
+    if not h.runs_etcd:
+        members = ", ".join(x.name for x in inv.etcd_hosts)
+        return _refused(inv, f"{host} runs no etcd member; cert-not-yet-valid takes one of {members}"), None
+    if busy := _busy(inv, host, active):
+        return busy, None
+    if not 0 < hours <= 24 * 365:
+        raise InputError(f"--hours {hours:g}: give how far ahead NotBefore is, e.g. 8 (0 < hours <= 8760)")
+    fid = fault_id(host, FaultMode.CERT_NOT_YET_VALID, now)
+    e, port = inv.etcd, inv.etcd.client_port
+    p = CertAheadParams(
+        **MemberParams.fields_of(inv, h), fault=fid, cert=e.cert_path(h), key=e.key_path(h),
+        kept_suffix=f"before-{fid}", hours=hours, ips=tuple(ips), dns=tuple(dns), address=h.address,
+        port=port,
+    )  # fmt: skip
+    reason = (
+        f"rehearsal fault on {inv.cluster}: {host}'s member certificate reissued by kube-ca with NotBefore "
+        f"{hours:g} h ahead of {host}'s clock (the old pair kept as *.{p.kept_suffix}) and etcd restarted: "
+        f"its peers refuse it (x509: certificate has expired or is not yet valid); `etcd-dr hosts clock` "
+        f"finds it, `etcd-dr fault heal --host {host}` undoes it"
+    )
+    steps = (
+        Step(
+            f"cert-ahead:{host}", FaultAction.CERT_AHEAD, host,
+            f"reissue {host}'s member certificate with NotBefore {hours:g} h ahead of its clock",
+            f"{p.cert} on {host} is not yet valid on {host}'s clock",
+            "a certificate issued on a machine whose clock was hours ahead", destructive=True, params=p,
+        ),
+        Step(
+            f"member-restart:{host}", FaultAction.MEMBER_RESTART, host,
+            f"restart etcd on {host} so that it serves the new certificate",
+            f"etcd on {host} runs, started after its certificate was replaced",
+            "etcd reads its certificate at start",
+            destructive=True, params=p,
+        ),
+    )  # fmt: skip
+    return Plan(FAULT_KIND, inv.cluster, reason, steps), _record(
+        inv, host, FaultMode.CERT_NOT_YET_VALID, via, now, reason
+    )
+
+
+def _busy(inv: Inventory, host: str, active: Sequence[FaultRecord]) -> Plan | None:
+    mine = [f for f in active if f.host == host]
+    if not mine:
+        return None
+    f = mine[0]
+    return _refused(
+        inv,
+        f"{host} already has an active fault ({f.mode}, injected {f.injected_at}); "
+        f"run `etcd-dr fault heal --host {host}` first",
+    )
+
+
 def plan_heal(inv: Inventory, faults: Sequence[FaultRecord], *, wait: bool = True) -> Plan:
     """Undo every fault, then wait for each member to answer again with a leader. All undo steps come
     first: a member cannot find a leader until a majority is back. wait=False only undoes: after a
@@ -323,6 +521,30 @@ def plan_heal(inv: Inventory, faults: Sequence[FaultRecord], *, wait: bool = Tru
                 Step(f"start-etcd:{f.host}", A.ETCD_START, f.host, f"start etcd on {f.host} again "
                      "(same container/unit, same arguments)", f"etcd on {f.host} is running",
                      "undo the kill", params=StartParams(**at, **MemberParams.fields_of(inv, h)))
+            )  # fmt: skip
+        elif f.mode is FaultMode.ORPHAN_SANDBOX:
+            undo += [
+                Step(f"remove-orphan:{f.host}", A.REMOVE_ORPHAN, f.host, f"remove the container labelled "
+                     f"{FAULT_LABEL}={f.id} on {f.host} (if kubelet-cleanup has not already)",
+                     f"no container on {f.host} is labelled {FAULT_LABEL}={f.id}",
+                     "undo the orphan: exactly the container this fault made",
+                     params=OrphanHealParams(**at, kubelet="kubelet")),
+                Step(f"kubelet-settle:{f.host}", A.KUBELET_SETTLE, f.host, f"restart kubelet on {f.host} "
+                     "unless it already runs steadily",
+                     f"kubelet on {f.host} runs without the sandbox failure",
+                     "kubelet leaves its loop only at a start",
+                     params=OrphanHealParams(**at, kubelet="kubelet")),
+            ]  # fmt: skip
+            continue  # no etcd member to wait for
+        elif f.mode is FaultMode.CERT_NOT_YET_VALID:
+            e = inv.etcd
+            undo.append(
+                Step(f"cert-restore:{f.host}", A.CERT_RESTORE, f.host, f"put {f.host}'s kept member "
+                     "certificate back (the fault's moved aside) and restart etcd, unless the one there "
+                     f"is valid on {f.host}'s clock (renewed since)", f"{e.cert_path(h)} on {f.host} is "
+                     f"valid on {f.host}'s clock and etcd runs", "undo the certificate dated ahead",
+                     params=CertRestoreParams(**at, **MemberParams.fields_of(inv, h), cert=e.cert_path(h),
+                                              key=e.key_path(h), kept_suffix=f"before-{f.id}"))
             )  # fmt: skip
         elif f.mode is FaultMode.NETWORK:
             undo.append(

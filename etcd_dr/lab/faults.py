@@ -4,7 +4,6 @@ core carries lab faults without importing the lab."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from etcd_dr.inventory import Inventory
 from etcd_dr.lab import hosts, lifecycle, net
 from etcd_dr.lab.config import LabConfig, LabState
 from etcd_dr.runtime import DockerRuntime, ProcessRuntime
-
-Say = Callable[[str], None]
+from etcd_dr.stepctx import Say
 
 
 @dataclass(frozen=True)

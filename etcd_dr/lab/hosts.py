@@ -110,7 +110,7 @@ def prepare(cfg: LabConfig) -> None:
 
 
 def wipe(cfg: LabConfig) -> None:
-    """Delete host disks, keys, certs, the inventory and the state (only inside the lab dir; the
+    """Delete host disks, keys, certs, the inventory, RKE's files and the state (only inside the lab dir; the
     image tarballs in images/ stay as a cache, the audit log stays as a record). What belonged to
     the old cluster goes too: its snapshots, its fault ledger and recovery journal would otherwise
     describe the new lab (a stale fault refuses the next rehearsal's fault injection)."""
@@ -118,6 +118,9 @@ def wipe(cfg: LabConfig) -> None:
         shutil.rmtree(cfg.dir / sub, ignore_errors=True)
     for f in (cfg.inventory_path, cfg.state_path, cfg.dir / "hosts.txt", cfg.dir / "cgroup-mounts"):
         f.unlink(missing_ok=True)
+    # RKE's files as lab up left them (etcd_dr.lab.kube): the state file holds every private key
+    for name in ("cluster.yml", "cluster.rkestate", "kube_config_cluster.yml", "registry-counts.json"):
+        (cfg.dir / name).unlink(missing_ok=True)
     for pattern in ("faults-*.json*", "recover-*.json"):
         for f in cfg.dir.glob(pattern):
             f.unlink(missing_ok=True)

@@ -14,11 +14,17 @@ from etcd_dr.inventory import (
     Inventory,
     PowerDriver,
     PowerSettings,
+    RkeSettings,
     Role,
     RuntimeKind,
     SshSettings,
 )
 from etcd_dr.lab.config import HOSTS, LabConfig
+
+# RKE's files in the lab (etcd_dr.lab.kube writes them; kept here so the inventory needs no import of it)
+CLUSTER_YML = "cluster.yml"
+DEPLOY_HOST = "node2"  # the source incident's new deploy machine
+RKE_REMOTE_DIR = "/opt/rke"
 
 
 def _host_dict(cfg: LabConfig, name: str, learner_runs: str | None) -> dict:
@@ -74,6 +80,9 @@ def inventory_dict(
         "etcd": etcd,
         # the lab's power state is fencing evidence: a host `etcd-dr lab power H off` took down is off
         "power": {"driver": "lab", "dir": "."},
+        # RKE's files as `lab up` leaves them (etcd_dr.lab.kube); `rke up` runs on node2 (the
+        # stand-in rke), as on the source incident's new deploy machine
+        "rke": {"cluster_yml": CLUSTER_YML, "deploy_host": DEPLOY_HOST, "remote_dir": RKE_REMOTE_DIR},
         "hosts": [_host_dict(cfg, h.name, learner_runs) for h in HOSTS],
     }
 
@@ -124,5 +133,8 @@ def lab_inventory(
         rehearsal=True,
         audit_log=cfg.dir / "audit.jsonl",
         power=PowerSettings(PowerDriver.LAB, dir=cfg.dir),
+        rke=RkeSettings(
+            cluster_yml=cfg.dir / CLUSTER_YML, deploy_host=DEPLOY_HOST, remote_dir=RKE_REMOTE_DIR
+        ),
         source=cfg.inventory_path,
     )

@@ -12,14 +12,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from etcd_dr.certs import CertKeyPair
 from etcd_dr.errors import InputError
 from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory, Role, RuntimeKind
-from etcd_dr.lab import hosts, images, members, net
-from etcd_dr.lab.config import HOSTS, LEARNER_HOST, Build, LabConfig, LabState, env_lab_dir, incomplete
+from etcd_dr.lab import hosts, images, kube, members, net, standins
+from etcd_dr.lab.config import (
+    HOSTS,
+    LEARNER_HOST,
+    Build,
+    HostSpec,
+    LabConfig,
+    LabState,
+    env_lab_dir,
+    incomplete,
+)
 from etcd_dr.lab.console import ConsoleExecutor
-from etcd_dr.lab.inventory_file import lab_inventory, write_inventory
+from etcd_dr.lab.inventory_file import DEPLOY_HOST, lab_inventory, write_inventory
 from etcd_dr.runtime import DockerRuntime, InitialClusterState, MemberSpec, ProcessRuntime
 from etcd_dr.stepctx import Say
 
@@ -161,8 +171,10 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     with ThreadPoolExecutor(len(HOSTS)) as pool:
         list(pool.map(_wait_dockerd, exs.values()))
     clock("dockerd up on every host")
+    certs: _Certs | None = None
     if not resume:
-        _provision(state, bins, exs, clock)
+        certs = _provision(state, bins, exs, clock)
+        standins.provision(exs, clock)  # the stand-ins' files live on the hosts' disks: once
         if learner_bins is not None:
             _provision_learner(state, learner_bins, exs, clock)
     inv = inventory_of(state)
@@ -170,6 +182,8 @@ def up(cfg: LabConfig, *, resume: bool = False, say: Say = print) -> LabState:
     waited = members.wait_healthy(bins.etcdctl, members.etcdctl_env(cfg, inv, hosts=inv.voters))
     clock(f"etcd healthy on {len(inv.voters)} voters ({waited:.2f} s after start)")
     write_inventory(cfg, image=state.image, binary=_host_binary(state), learner_runs=_learner_runs(state))
+    if certs is not None:
+        _as_rke_left_it(state, inv, certs, exs, clock)
     if state.build is not Build.COMPLETE:
         state = _saved(state, Build.VOTERS)
         if learner_bins is not None:
@@ -218,7 +232,39 @@ def _add_learner(state: LabState, clock: Say) -> None:
     clock(res.verdict)
 
 
-def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecutor], clock: Say) -> None:
+@dataclass(frozen=True, repr=False)
+class _Certs:
+    """What `_provision` issued, for RKE's state file: kube-ca, the members' and the control plane's."""
+
+    ca: CertKeyPair
+    members: dict[str, CertKeyPair]
+    kube: dict[str, CertKeyPair]
+
+
+def _as_rke_left_it(
+    state: LabState, inv: Inventory, certs: _Certs, exs: dict[str, ConsoleExecutor], clock: Say
+) -> None:
+    """Kubernetes' objects in etcd (counted), RKE's files here and on the deploy host with the
+    stand-in rke, the stand-in kube-apiserver on each controlplane host (etcd_dr.lab.kube)."""
+    from etcd_dr.state import client_for
+
+    cfg = state.config
+    with client_for(inv, [inv.client_url(h) for h in inv.voters]) as c:
+        counts = kube.seed(c, cfg)
+    kube.save_counts(cfg, counts)
+    clock(f"{sum(counts.values())} Kubernetes objects under /registry ({len(counts)} resources)")
+    files = kube.write_rke_files(cfg, certs.ca, certs.members, certs.kube)
+    with ThreadPoolExecutor(2) as pool:
+        done = [
+            pool.submit(kube.install_deploy_host, exs[DEPLOY_HOST], files),
+            pool.submit(kube.start_apiservers, cfg, exs),
+        ]
+        for f in done:
+            f.result()
+    clock(f"RKE's files in {cfg.dir} and {DEPLOY_HOST}:{kube.REMOTE_DIR}; stand-in kube-apiserver started")
+
+
+def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecutor], clock: Say) -> _Certs:
     cfg = state.config
     if cfg.runtime == RuntimeKind.DOCKER:
         rootfs = images.build_rootfs(bins, cfg.images_dir / f"etcd-{bins.version}.tar")
@@ -233,12 +279,22 @@ def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecut
             list(pool.map(lambda ex: members.install_binaries(bins, ex), exs.values()))
         clock(f"etcd {bins.version} installed in /opt/etcd-{bins.version} on every host")
     ca = members.make_certs(cfg)
-    for h in HOSTS:
+    kube_certs = kube.kube_certs(cfg, ca)
+
+    def install(h: HostSpec) -> CertKeyPair | None:
         # node1's learner certificate is issued by `learner add` itself (with the key on the masters)
-        members.install_host_certs(
+        pair = members.install_host_certs(
             cfg, ca, h.name, exs[h.name], member=h.runs_etcd, ca_key=Role.CONTROLPLANE in h.roles
         )
-    clock("kube-ca and member certificates installed")
+        kube.install_kube_certs(exs[h.name], kube_certs, controlplane=Role.CONTROLPLANE in h.roles)
+        return pair
+
+    with ThreadPoolExecutor(len(HOSTS)) as pool:  # one host's files after another cost ~1 s more
+        pairs = dict(zip((h.name for h in HOSTS), pool.map(install, HOSTS), strict=True))
+    member_certs = {
+        f"kube-etcd-{cfg.address(name).replace('.', '-')}": p for name, p in pairs.items() if p is not None
+    }
+    clock("kube-ca, member and control plane certificates installed")
     inv = inventory_of(state)
     voters = inv.voters
     for host in voters:
@@ -248,6 +304,7 @@ def _provision(state: LabState, bins: EtcdBinaries, exs: dict[str, ConsoleExecut
         )
         rt.start(spec)
     clock(f"etcd started on {', '.join(h.name for h in voters)} ({cfg.runtime})")
+    return _Certs(ca, member_certs, kube_certs)
 
 
 def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:

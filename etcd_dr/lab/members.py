@@ -60,11 +60,12 @@ def make_certs(cfg: LabConfig) -> CertKeyPair:
 
 def install_host_certs(
     cfg: LabConfig, ca: CertKeyPair, host: str, ex: Executor, *, member: bool, ca_key: bool = False
-) -> None:
+) -> CertKeyPair | None:
     """kube-ca.pem on every host; a member certificate (IP + name SANs, server and client auth) on
     the hosts that run etcd, named after the address like RKE: kube-etcd-10-231-0-11.pem. ca_key
     (the masters): kube-ca-key.pem too (0600), where the inventory's default `ca:` reads it to sign
-    a new member's certificate. A real RKE cluster keeps that key in cluster.rkestate instead."""
+    a new member's certificate. A real RKE cluster keeps that key in cluster.rkestate instead.
+    Returns the member certificate (for cluster.rkestate), None when the host runs no member."""
     ex.run(["mkdir", "-p", CERT_DIR])
     ex.put(ca.cert_pem, f"{CERT_DIR}/kube-ca.pem", reason="install kube-ca")
     if ca_key:
@@ -77,6 +78,8 @@ def install_host_certs(
         base = f"{CERT_DIR}/kube-etcd-{ip.replace('.', '-')}"
         ex.put(pair.cert_pem, f"{base}.pem", reason="install member certificate")
         ex.put(pair.key_pem, f"{base}-key.pem", mode=0o600, reason="install member key")
+        return pair
+    return None
 
 
 def install_binaries(bins: EtcdBinaries, ex: Executor) -> str:

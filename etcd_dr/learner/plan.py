@@ -1,34 +1,35 @@
 """The learner-add planner: pure, from a ClusterState, the inventory and what was seen on the host to
 an etcd_dr.plans.Plan. No I/O here; etcd_dr.learner.add carries a plan out with etcd_dr.plans.execute.
 
-Each step names its host, its action, what it runs, whether it is destructive, its postcondition
-(checked first when it runs: a step whose postcondition holds is skipped, so a re-run after a crash
-adds no second member) and one sentence saying why. A refused plan says why in one sentence and
-whether that is bad input (exit 2) or an unsafe cluster (exit 1); nothing is changed either way.
-The plan's params carry the host, its member id (when it is one already) and what the member runs.
+Each step names its host, its action (a LearnerAction) with its typed params (etcd_dr.learner.steps,
+beside the handler), what it runs, whether it is destructive, its postcondition (checked first when
+it runs: a step whose postcondition holds is skipped, so a re-run after a crash adds no second
+member) and one sentence saying why. A refused plan says why in one sentence and whether that is
+bad input or an unsafe cluster (a closed Refusal); nothing is changed either way. The plan's params
+carry the host, its member id (when it is one already) and what the member runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass
 
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import Host, Inventory, Role, RuntimeKind
-from etcd_dr.plans import Plan, Refusal, Step
+from etcd_dr.learner.steps import (
+    CatchUpParams,
+    CertParams,
+    LearnerAction,
+    MemberAddParams,
+    PromoteParams,
+    SetAsideParams,
+    StartParams,
+)
+from etcd_dr.plans import Params, Plan, Refusal, Step
 from etcd_dr.runtime import member_name
 from etcd_dr.state import ClusterState, MemberListSource, MemberState
 
-
-class Action(enum.StrEnum):
-    ISSUE_CERT = "issue-cert"
-    SET_ASIDE = "set-aside-old-member"  # an old container/unit and data dir of a non-member host
-    MEMBER_ADD = "member-add-learner"
-    START = "start-etcd"
-    WAIT_CAUGHT_UP = "wait-caught-up"
-    PROMOTE = "promote"
-
+Action = LearnerAction  # its first name (callers and flows may still use it)
 
 KIND = "learner-add"
 REJOIN_KIND = "rejoin"
@@ -84,8 +85,8 @@ def _plan(
     return Plan(KIND, inv.cluster, verdict, tuple(steps), params=params)
 
 
-def _step(host: Host, action: Action, description: str, runs: str, **kw) -> Step:
-    return Step(f"{action}:{host.name}", action, host.name, description, runs=runs, **kw)
+def _step(host: Host, action: LearnerAction, params: Params, description: str, runs: str, **kw) -> Step:
+    return Step(f"{action}:{host.name}", action, host.name, description, runs=runs, params=params, **kw)
 
 
 def _member_of(state: ClusterState, host: Host) -> MemberState | None:
@@ -201,6 +202,21 @@ def _plan_add(
             "first (etcd-dr does not stop an etcd it cannot place)",
         )  # fmt: skip
 
+    steps = _steps(inv, state, host, facts, opts, m, what)
+    return _plan(inv, host, _verdict(state, host, m, opts, what), steps, m.member_id if m else None, what)
+
+
+def _steps(
+    inv: Inventory,
+    state: ClusterState,
+    host: Host,
+    facts: HostFacts,
+    opts: LearnerOptions,
+    m: MemberState | None,
+    what: str,
+) -> list[Step]:
+    """The steps of a plan that was not refused: each with its params, what it runs, why, and
+    whether the planner saw its postcondition hold already."""
     e = inv.etcd
     peer, client = inv.peer_url(host), inv.client_url(host)
     name = member_name(host)
@@ -209,7 +225,8 @@ def _plan_add(
     steps = [
         _step(
             host,
-            Action.ISSUE_CERT,
+            LearnerAction.ISSUE_CERT,
+            CertParams(opts.ips, opts.dns),
             f"issue {host.name}'s member certificate",
             runs=f"sign kube-etcd-{host.address_dashed}.pem with kube-ca (SANs {sans}); write it and its "
             f"key (0600) to {host.name}:{e.cert_dir}",
@@ -228,7 +245,8 @@ def _plan_add(
         steps.append(
             _step(
                 host,
-                Action.SET_ASIDE,
+                LearnerAction.SET_ASIDE,
+                SetAsideParams(e.data_dir, report_diverged=opts.rejoin),
                 f"set the old etcd {kind} and data dir on {host.name} aside",
                 runs=f"stop and rename the old etcd {kind} on {host.name}; "
                 f"mv {e.data_dir} {e.data_dir}.bak-<UTC timestamp>"
@@ -244,7 +262,8 @@ def _plan_add(
     steps.append(
         _step(
             host,
-            Action.MEMBER_ADD,
+            LearnerAction.MEMBER_ADD,
+            MemberAddParams(opts.add_timeout),
             f"add {host.name} to {inv.cluster} as a learner",
             runs=f"MemberAdd peerURLs=[{peer}] isLearner=true "
             f"(retrying `unhealthy cluster` for {opts.add_timeout:g} s)",
@@ -265,7 +284,8 @@ def _plan_add(
     steps.append(
         _step(
             host,
-            Action.START,
+            LearnerAction.START,
+            StartParams(opts.start_settle),
             f"start etcd on {host.name} to join the cluster",
             runs=f"{prefix} --name={name} --initial-cluster=<members>,{name}={peer} "
             "--initial-cluster-state=existing",
@@ -281,7 +301,8 @@ def _plan_add(
     steps.append(
         _step(
             host,
-            Action.WAIT_CAUGHT_UP,
+            LearnerAction.WAIT_CAUGHT_UP,
+            CatchUpParams(opts.catchup_timeout, lag, same_revision=opts.rejoin),
             f"wait until {host.name} has caught up with the leader",
             runs=f"poll Status of {client} and of the leader (up to {opts.catchup_timeout:g} s)",
             destructive=False,
@@ -294,7 +315,8 @@ def _plan_add(
         steps.append(
             _step(
                 host,
-                Action.PROMOTE,
+                LearnerAction.PROMOTE,
+                PromoteParams(opts.promote_timeout),
                 f"promote {host.name} to voter",
                 runs=f"MemberPromote (retrying `not in sync` for {opts.promote_timeout:g} s), then a "
                 "linearizable member list",
@@ -304,6 +326,10 @@ def _plan_add(
                 f"from {state.voters // 2 + 1} to {(state.voters + 1) // 2 + 1}",
             )
         )
+    return steps
+
+
+def _verdict(state: ClusterState, host: Host, m: MemberState | None, opts: LearnerOptions, what: str) -> str:
     if m is None and opts.rejoin:
         verdict = (
             f"{state.verdict}; {host.name} is an inventory voter but no member: rejoin it as a learner "
@@ -320,4 +346,4 @@ def _plan_add(
         verdict = f"{state.verdict}; {host.name} is a learner already (member {m.member_id:x}): continue" + (
             " and promote it" if opts.promote else ""
         )
-    return _plan(inv, host, verdict, steps, m.member_id if m else None, what)
+    return verdict

@@ -41,7 +41,7 @@ _TAKE_SNAPSHOT = "take one now (`etcd-dr snapshot take`, or the snapshot flow) a
 
 
 def _reissue(host: str) -> str:
-    return f"re-issue it with the cluster CA (`etcd-dr cert issue --host {host}`) and restart etcd there"
+    return f"re-issue it with the cluster CA and restart etcd there (`etcd-dr cert renew --host {host}`)"
 
 
 def evaluate_host_key(host: str, reason: str, known_hosts: Path | str, *, critical: bool) -> CheckResult:
@@ -286,7 +286,7 @@ def evaluate_cert(
             f"{x509_error} is before {go_time(nb)}",
             f"its validity starts {_age(ahead)} after {host}'s clock: if that clock is behind, sync it "
             "(chrony/ntp); if the certificate is wrong, re-issue it with a validity that starts in the past "
-            f"(`etcd-dr cert issue --host {host}`) before etcd restarts there",
+            f"and restart etcd there (`etcd-dr cert renew --host {host}`; `etcd-dr hosts clock` tells which)",
         )
     if host_now > na:
         return failed(
@@ -312,8 +312,8 @@ def evaluate_cert(
     )
     if days < min_days:
         renew = (
-            f"renew it before then (`rke cert rotate` on RKE; `etcd-dr cert issue --host {host}` replaces "
-            f"only a pair that is already unusable) and restart etcd on {host}"
+            f"renew it before then: `etcd-dr cert renew --host {host}` (reissued, etcd restarted there; "
+            "never where the restart would cost quorum), or `rke cert rotate` on RKE"
         )
         return failed(Check.CERT, host, f"{what}: under {min_days} days", renew, critical=False)
     return passed(Check.CERT, host, what)

@@ -20,7 +20,7 @@ import enum
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
@@ -237,8 +237,11 @@ def gather(
     *,
     executor_factory: MakeExecutor | None = None,
     attested: Mapping[str, str] = NO_ATTESTATIONS,
+    off: Mapping[str, str] = NO_ATTESTATIONS,
 ) -> dict[str, FenceEvidence]:
-    """Evidence for each named host, gathered in parallel. `attested`: host -> who attested it down."""
+    """Evidence for each named host, gathered in parallel. `attested`: host -> who attested it down.
+    `off`: host -> the sentence its power driver said "off" with just now (powered_off()), taken as
+    that evidence instead of asking the driver twice."""
     make = executor_factory or _default_factory(inv)
     targets = [inv.host(h) for h in hosts]
     if not targets:
@@ -246,10 +249,14 @@ def gather(
     from etcd_dr.executor import audit_log_for
 
     local = LocalExecutor(audit=audit_log_for(inv))
+
+    def one(h: Host) -> FenceEvidence:
+        if h.name in off:
+            return FenceEvidence(h.name, FenceKind.POWER_OFF, off[h.name])
+        return evidence_for(inv, h, make, attested.get(h.name), local)
+
     with cf.ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        futures = {
-            h.name: pool.submit(evidence_for, inv, h, make, attested.get(h.name), local) for h in targets
-        }
+        futures = {h.name: pool.submit(one, h) for h in targets}
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -271,10 +278,13 @@ def probe(
     *,
     executor_factory: MakeExecutor | None = None,
     timeout: float | None = None,
+    off: Collection[str] = (),
 ) -> Probe:
     """Every inventory host that answers SSH, and this machine, try each target's client and peer
     ports, all in parallel: a probe costs about one dial timeout (plus an SSH connect). A host that
-    cannot be reached or cannot probe (no bash/timeout) is left out of `probers`."""
+    cannot be reached or cannot probe (no bash/timeout) is left out of `probers`; so is one in
+    `off` (its power driver said off just now), without an SSH connect timeout spent on it.
+    Its ports are still dialed: a host seen although its driver says off is a partition."""
     make = executor_factory or _default_factory(inv)
     t = inv.etcd.dial_timeout if timeout is None else timeout
     voters = [inv.host(h) for h in targets]
@@ -306,7 +316,8 @@ def probe(
     if not pairs:
         return Probe()
     with cf.ThreadPoolExecutor(max_workers=len(inv.hosts) + 1) as pool:
-        jobs = {THIS_MACHINE: pool.submit(here), **{h.name: pool.submit(there, h) for h in inv.hosts}}
+        askers = [h for h in inv.hosts if h.name not in off]
+        jobs = {THIS_MACHINE: pool.submit(here), **{h.name: pool.submit(there, h) for h in askers}}
         results = {name: f.result() for name, f in jobs.items()}
     probers = tuple(n for n, r in results.items() if r is not None)
     return Probe(probers, tuple(s for r in results.values() if r for s in r))

@@ -10,9 +10,9 @@ skipped and the member is never forced twice) instead of planning afresh from a 
 done recovery has changed. The journal is renamed `recover-<cluster>-<ts>.done.json` once the plan
 succeeded. A lock beside it lets one recovery per cluster run at a time.
 
-Exit codes: 0 recovered (or --plan), 1 a step failed, another recovery runs, or the cluster is
-not in a state to recover (quorum held, a voter not fenced), 2 not confirmed or bad input (nothing
-changed).
+`etcd-dr recover` exits (the mapping is etcd_dr/cli/result.py's): 0 recovered (or --plan), 1 a step
+failed, another recovery runs, or the cluster is not in a state to recover (quorum held, a voter not
+fenced), 2 not confirmed or bad input (nothing changed).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from etcd_dr.plans import (
     StepRunner,
     StepState,
     execute,
+    plan_from_json,
 )
 from etcd_dr.recovery.fencing import attest, gather, powered_off, probe
 from etcd_dr.recovery.incident import Incident, changed_since, healthy_without, plan_target
@@ -58,7 +59,7 @@ from etcd_dr.recovery.plan import (
     recovery_path,
 )
 from etcd_dr.recovery.steps import Ctx, RecoveryAction, VerifyParams, handlers, typed_plan
-from etcd_dr.state import ClusterState, Reach, observe
+from etcd_dr.state import LOOK_DEADLINE_S, ClusterState, Reach, observe
 from etcd_dr.stepctx import Say
 
 Confirm = Callable[[Plan], bool]
@@ -95,17 +96,6 @@ class RecoverStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-EXIT = {
-    RecoverStatus.RECOVERED: 0,
-    RecoverStatus.PLANNED: 0,
-    RecoverStatus.REFUSED: 2,
-    RecoverStatus.NOT_CONFIRMED: 2,
-    RecoverStatus.BUSY: 1,
-    RecoverStatus.STALE: 1,
-    RecoverStatus.FAILED: 1,
-}
-
-
 @dataclass(frozen=True)
 class RecoverResult:
     status: RecoverStatus
@@ -119,12 +109,6 @@ class RecoverResult:
     keys: int | None = None
     revision: int | None = None
     journal: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.status is RecoverStatus.REFUSED and self.plan.refusal is not None:
-            return self.plan.refusal.exit_code  # quorum held, a voter not fenced: 1; bad input: 2
-        return EXIT[self.status]
 
     def to_json(self) -> dict:
         return {
@@ -153,14 +137,6 @@ def journal_path(inv: Inventory) -> Path:
             "lives beside it); set audit_log in the inventory"
         )
     return inv.state_path(f"recover-{inv.cluster}.json")
-
-
-def plan_from_json(d: dict) -> Plan:
-    """The Plan that Plan.to_json() wrote (unknown keys ignored)."""
-    step_fields = {f.name for f in dataclasses.fields(Step)}
-    plan_fields = {f.name for f in dataclasses.fields(Plan)}
-    steps = tuple(Step(**{k: v for k, v in s.items() if k in step_fields}) for s in d["steps"])
-    return Plan(**{k: v for k, v in d.items() if k in plan_fields and k != "steps"}, steps=steps)
 
 
 @dataclass(frozen=True)
@@ -370,14 +346,18 @@ def _recover(
         if why:
             return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
     else:
-        # fencing evidence and the partition probe for every inventory voter while observing: dead
-        # hosts cost one timeout, once
+        # The power drivers first (they ask no host): a voter powered off is neither dialed by the
+        # look nor asked to probe, so it costs no timeout at all. Then fencing evidence and the
+        # partition probe for every inventory voter while observing; the probe's dials are bounded
+        # by the look's deadline (a LAN connect takes milliseconds; 1.2 s leaves a SYN retry), and
+        # a voter it misses is still fenced only on evidence of its own.
         quick = _quick_ssh(inv)
         voters = [h.name for h in inv.voters]
+        off = powered_off(inv, voters)
         with cf.ThreadPoolExecutor(max_workers=2) as pool:
-            early = pool.submit(gather, quick, voters)
-            seen = pool.submit(probe, quick, voters)
-            state = observe(quick)
+            early = pool.submit(gather, quick, voters, off=off)
+            seen = pool.submit(probe, quick, voters, timeout=LOOK_DEADLINE_S, off=off)
+            state = observe(quick, known_down=off)
             timings["observe"] = time.monotonic() - t0
             say(f"observed in {timings['observe']:.2f} s: {state.verdict}")
             evidence = dict(early.result())

@@ -23,11 +23,11 @@ import hashlib
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
-from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
+from etcd_dr.plans import Params, Plan, Step, StepHandler, typed_steps
 from etcd_dr.recovery.evidence import FenceEvidence, FenceKind
 from etcd_dr.recovery.fencing import asked_on_host, gather, how_to_fence, probe
 from etcd_dr.runtime import (
@@ -37,7 +37,7 @@ from etcd_dr.runtime import (
     ProcessRuntime,
     runtime_for,
 )
-from etcd_dr.stepctx import StepContext, wait
+from etcd_dr.stepctx import Handler, StepContext, wait
 
 FORCE_FLAG = "--force-new-cluster"
 KILL_WAIT_S = 15.0
@@ -246,11 +246,8 @@ def _host(step: Step) -> str:
 # --- the handlers, one per action --------------------------------------------------------------------
 
 
-class FenceCheck:
+class FenceCheck(Handler[Ctx]):
     """Fresh evidence that every other voter can no longer take part in the old cluster."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def _fresh(self, p: FenceCheckParams) -> str | None:
         at = self.c.evidence_at
@@ -286,14 +283,11 @@ class FenceCheck:
         return "fenced on a second look"
 
 
-class EtcdFenceStop:
+class EtcdFenceStop(Handler[Ctx]):
     """A lost voter's etcd stopped for good (restart=no, then TERM and after the step's timeout
     KILL), once asked again on its own host it still knows no leader: between plan and step (an
     approval can take an hour) the network may have healed. Done once it is not running and does
     not start again by itself."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p = step.typed(FenceStopParams)
@@ -325,7 +319,7 @@ class EtcdFenceStop:
         )
 
 
-class EtcdStop:
+class EtcdStop(Handler[Ctx]):
     """Stops etcd with its WAL synced; done once it is not running, or the plan already retired it.
 
     A follower is stopped gracefully (it flushes the WAL; ~1 s). A voter that still leads without a
@@ -333,9 +327,6 @@ class EtcdStop:
     only steps down after up to two election timeouts; instead one entry is proposed to it: the
     leader appends and fsyncs it (with the commit index it holds) at once, the entry can never
     commit, --force-new-cluster drops it, and the member is killed."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p, host = step.typed(StopParams), _host(step)
@@ -378,11 +369,8 @@ def _quiet(c: Ctx, host: str) -> None:
             raise RecoveryStepError(f"{host}: etcd runs again: its data dir is not quiet, not copied")
 
 
-class CopyDir:
+class CopyDir(Handler[Ctx]):
     """A complete copy appears at dst atomically (copied to dst.part, our own, then renamed)."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         return self.c.fs(_host(step)).is_dir(step.typed(CopyParams).dst)
@@ -396,11 +384,8 @@ class CopyDir:
         fs.copy_atomic(p.src, p.dst, reason=f"back up {p.src} to {p.dst}")
 
 
-class CopyFile:
+class CopyFile(Handler[Ctx]):
     """A complete copy of one file appears at dst atomically (dst.part, then renamed)."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         return self.c.fs(_host(step)).is_file(step.typed(CopyParams).dst)
@@ -415,11 +400,8 @@ class CopyFile:
         fs.copy_atomic(p.src, p.dst, reason=f"copy {p.src} to {p.dst}")
 
 
-class PutFile:
+class PutFile(Handler[Ctx]):
     """A local file (a cataloged snapshot) on the host at dst, its sha256 checked on both ends."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p = step.typed(PutFileParams)
@@ -447,13 +429,10 @@ def _swapped(staging: str) -> str:
     return posixpath.join(posixpath.dirname(staging), "swapped")
 
 
-class SnapshotRestore:
+class SnapshotRestore(Handler[Ctx]):
     """`etcdctl|etcdutl snapshot restore` into a staging dir, with the member's own etcd build (a
     one-off container from its image, or the tool beside its binary). Done once the staging dir is
     complete, or was already swapped in."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p = step.typed(RestoreParams)
@@ -520,12 +499,9 @@ sync
 """
 
 
-class SwapDir:
+class SwapDir(Handler[Ctx]):
     """The old data dir moved aside (kept), the restored one renamed into its place; both renames
     on one filesystem. Done once the marker is written (a crash between the renames resumes)."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p = step.typed(SwapParams)
@@ -544,11 +520,8 @@ class SwapDir:
             raise RecoveryStepError(f"{host}: {r.stderr.strip()}; nothing deleted")
 
 
-class RetireMember:
+class RetireMember(Handler[Ctx]):
     """Done when the renamed old member exists and will not restart by itself."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p = step.typed(RetireParams)
@@ -566,14 +539,11 @@ class RetireMember:
         old.set_restart(False)
 
 
-class EtcdRun:
+class EtcdRun(Handler[Ctx]):
     """Starts the member as a copy of the retired one. The forced start is done once the forced
     member exists (running or renamed aside) or the member runs without the flag in a one-member
     cluster; the plain start is done when the member runs with exactly the expected arguments and
     restart policy."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     @staticmethod
     def expected(p: RunParams, template: MemberStatus) -> list[str]:
@@ -641,11 +611,8 @@ class EtcdRun:
         rt.start_like(p.image_from, self.expected(p, tmpl), restart_always=p.restart == "always", seen=tmpl)
 
 
-class WaitHealthy:
+class WaitHealthy(Handler[Ctx]):
     """The member answers Status as the leader of a cluster of exactly `members` members."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def _look(self, p: WaitParams) -> tuple[bool, str]:
         """Whether it leads a cluster of p.members, and what was seen, one phrase."""
@@ -675,11 +642,8 @@ class WaitHealthy:
             raise RecoveryStepError(f"{e} (last: {last[0]}); see the member's log on {step.host}") from e
 
 
-class VerifyCluster:
+class VerifyCluster(Handler[Ctx]):
     """One member, a probe write accepted (linearizable read of it), revision kept; keys counted."""
-
-    def __init__(self, c: Ctx) -> None:
-        self.c = c
 
     def done(self, step: Step) -> bool:
         p = step.typed(VerifyParams)
@@ -727,24 +691,7 @@ def typed_plan(plan: Plan) -> Plan:
     """A recovery plan read back from JSON (the journal) with each step's action and params in
     their types. Raises ParamsError naming the step for an action or params this version does not
     know (a journal of another version)."""
-    steps = []
-    for s in plan.steps:
-        try:
-            action = RecoveryAction(str(s.action))
-        except ValueError:
-            raise ParamsError(f"step {s.id}: action {s.action!r} is not a recovery action") from None
-        cls = VOCABULARY[action][0]
-        if isinstance(s.params, cls):
-            steps.append(replace(s, action=action))
-            continue
-        if isinstance(s.params, Params):
-            raise ParamsError(f"step {s.id}: params are {type(s.params).__name__}, not {cls.__name__}")
-        try:
-            params = cls.from_json(s.params)
-        except ParamsError as e:
-            raise ParamsError(f"step {s.id}: {e}") from None
-        steps.append(replace(s, action=action, params=params))
-    return replace(plan, steps=tuple(steps))
+    return typed_steps(plan, RecoveryAction, {a: cls for a, (cls, _) in VOCABULARY.items()}, "recovery")
 
 
 __all__ = [

@@ -7,9 +7,9 @@ continues where an interrupted one stopped.
 
     res = rejoin(inv, ["master1"])     # or rejoin(inv, None): every inventory voter not a voter member
 
-Exit codes: 0 every host named is a voter again, 1 a step failed (rolled back) or the cluster is not
-safe to change (no quorum, ...), 2 bad input (not in the inventory, not a voter there, a voter
-member already).
+`etcd-dr rejoin` exits (the mapping is etcd_dr/cli/result.py's): 0 every host named is a voter
+again, 1 a step failed (rolled back) or the cluster is not safe to change (no quorum, ...), 2 bad
+input (not in the inventory, not a voter there, a voter member already).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from etcd_dr.errors import InputError
 from etcd_dr.inventory import Inventory
 from etcd_dr.learner.add import LearnerAddResult, add_learner
 from etcd_dr.learner.plan import REJOIN_KIND, LearnerOptions
-from etcd_dr.learner.session import Say
 from etcd_dr.plans import Plan, Refusal
 from etcd_dr.state import ClusterState, observe
+from etcd_dr.stepctx import Say
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,7 @@ def verify_taken(
             expected=expected,
             member_hash=lambda rev: client.hash_kv(src.endpoint, rev, timeout=60.0),
             trial_restore=trial_restore,
+            hashed=(taken.result.sha256, taken.result.size, taken.result.db_sha256_ok),
         )
     finally:
         if own:

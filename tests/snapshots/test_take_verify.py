@@ -69,6 +69,9 @@ def test_take_verify_catalog(env: Env) -> None:
     # a stored snapshot verifies again against its record
     rec2, v = service.verify_stored(inv, record.id)
     assert v.verdict is Verdict.VERIFIED, v.reason
+    # the throwaway etcd's memory, split: the db's mapped pages vs its own (Linux /proc)
+    restore = next(c for c in v.checks if c.name == "restore")
+    assert "of it the db's mapped file pages (reclaimable)" in restore.detail, restore.detail
     assert rec2 is not None and rec2.verified
 
     # one flipped byte in the stored file: CORRUPT, and the catalog says so

@@ -455,3 +455,32 @@ def test_a_tunnel_reaches_a_port_as_the_host_dials_it_and_is_audited(ex, audit):
         assert c.recv(100) == b""
     tunnels = [r["reason"] for r in records(audit) if r["action"] == "tunnel"]
     assert tunnels == [f"to 127.0.0.1:{port}", f"to 127.0.0.1:{dead}"]
+
+
+def test_run_streaming_hands_output_over_as_it_comes(ex, audit):
+    got: list[tuple[float, bytes]] = []
+    t0 = time.monotonic()
+    r = ex.run_streaming(
+        ["sh", "-c", "echo first; sleep 1; echo second; echo oops >&2; exit 3"],
+        lambda b: got.append((time.monotonic() - t0, b)),
+        reason="test: stream",
+    )
+    assert (r.rc, r.stdout, r.stderr) == (3, "", "oops\n")
+    assert b"".join(b for _, b in got) == b"first\nsecond\n"
+    assert got[0][0] < 0.9 <= time.monotonic() - t0  # the first line arrived before the command ended
+    rec = records(audit)[-1]
+    assert (rec["reason"], rec["rc"]) == ("test: stream", 3)
+
+
+def test_run_streaming_kills_the_command_at_its_timeout(ex, audit):
+    needle = f"32.{uuid.uuid4().int % 10**8}"
+    got: list[bytes] = []
+    t0 = time.monotonic()
+    r = ex.run_streaming(["sh", "-c", f"echo started; exec sleep {needle}"], got.append, timeout=1.0)
+    assert r.rc == -1 and 1.0 <= time.monotonic() - t0 < 2.5
+    assert b"".join(got) == b"started\n"
+    deadline = time.monotonic() + 2
+    while _procs_with_cmdline(f"sleep\0{needle}\0".encode()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _procs_with_cmdline(f"sleep\0{needle}\0".encode()) == []
+    assert records(audit)[-1]["outcome"] == "timeout"

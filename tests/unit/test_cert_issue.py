@@ -4,6 +4,7 @@ code over real SSH."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -52,15 +53,19 @@ class FakeHost:
     def run(self, argv, *, timeout=None, check=True, stdin=None, reason="", idempotent=False):
         argv = tuple(argv)
         out, rc = "", 0
-        if argv[:2] == ("date", "-u"):
-            out = f"{dt.datetime.now(dt.UTC).timestamp() + self.skew_s:.6f}\n"
-        elif argv[:2] == ("test", "-f"):
-            rc = 0 if argv[2] in self.files else 1
-        elif argv[:2] == ("mv", "-f"):
-            self.files[argv[3]] = self.files.pop(argv[2])
+        if argv[:2] == ("sh", "-c") and argv[3] == "look":  # HostFS.look: clock, tests, files
+            clock, n, rest = argv[4], int(argv[5]), argv[6:]
+            lines = [f"{dt.datetime.now(dt.UTC).timestamp() + self.skew_s:.6f}" if clock == "1" else "-"]
+            lines += ["1" if rest[2 * i + 1] in self.files else "0" for i in range(n)]
+            for f in rest[2 * n :]:
+                lines.append(f"1 {base64.b64encode(self.files[f][0]).decode()}" if f in self.files else "0")
+            out = "\n".join(lines) + "\n"
+        elif argv[:2] == ("sh", "-c") and argv[3] == "rename":  # HostFS.rename (move_aside)
+            assert argv[5] not in self.files
+            self.files[argv[5]] = self.files.pop(argv[4])
             self.writes += 1
-        elif argv[:2] == ("stat", "-c"):
-            out = f"{self.files[argv[3]][1]:o}\n"
+        elif argv[:3] == ("stat", "-c", "%a"):
+            out = f"{self.files[argv[-1]][1]:o}\n"
         elif argv[0] != "mkdir":
             raise AssertionError(f"unexpected command {argv}")
         return CommandResult(self.host, argv, rc, out, "", 0.001)

@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 from etcd_dr.errors import InputError
-from etcd_dr.faults.plan import FaultLedger, FaultMode, Via, plan_fault, plan_heal
+from etcd_dr.faults.plan import (
+    CertAheadParams,
+    CertRestoreParams,
+    FaultAction,
+    FaultLedger,
+    FaultMode,
+    OrphanParams,
+    Via,
+    plan_cert_not_yet_valid,
+    plan_fault,
+    plan_heal,
+    plan_orphan_sandbox,
+)
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
 from etcd_dr.plans import params_json
 
@@ -129,3 +141,44 @@ def test_ledger_round_trip_and_needs_an_audit_log(tmp_path: Path) -> None:
     assert ledger.active() == [b, a]
     ledger.remove([a.id])
     assert ledger.active() == [b]
+
+
+# --- host faults: orphan-sandbox, cert-not-yet-valid -------------------------------------------------
+
+AT = dt.datetime(2026, 6, 1, 4, 49, 1, tzinfo=dt.UTC)
+
+
+def test_host_faults_are_guarded_like_the_others_and_kill_master_keeps_its_modes() -> None:
+    off = dataclasses.replace(INV, rehearsal=False)
+    plan, rec = plan_orphan_sandbox(off, "master1", via=Via.LAB, now=AT, sandbox_id="a" * 64)
+    assert plan.refused and rec is None and "not marked for rehearsal" in plan.reason
+    plan, rec = plan_cert_not_yet_valid(off, "master1", via=Via.LAB, now=AT, ips=(), dns=())
+    assert plan.refused and rec is None
+    with pytest.raises(InputError, match="kill-master takes power, etcd, network"):
+        fault(mode=FaultMode.ORPHAN_SANDBOX)
+
+
+def test_orphan_sandbox_then_heal_removes_exactly_its_container_and_waits_for_no_member() -> None:
+    plan, rec = plan_orphan_sandbox(INV, "master2", via=Via.SSH, now=AT, sandbox_id="a" * 64)
+    assert rec is not None and rec.mode is FaultMode.ORPHAN_SANDBOX and rec.reversible
+    create, into_loop = plan.steps
+    assert create.action is FaultAction.CREATE_ORPHAN and create.typed(OrphanParams).sandbox_id == "a" * 64
+    assert into_loop.action is FaultAction.KUBELET_INTO_LOOP
+    busy, _ = plan_orphan_sandbox(INV, "master2", via=Via.SSH, now=AT, sandbox_id="b" * 64, active=[rec])
+    assert busy.refused and "already has an active fault" in busy.reason
+    heal = plan_heal(INV, [rec])
+    assert [s.action for s in heal.steps] == [FaultAction.REMOVE_ORPHAN, FaultAction.KUBELET_SETTLE]
+
+
+def test_cert_not_yet_valid_keeps_the_old_pair_and_heal_puts_it_back() -> None:
+    plan, rec = plan_cert_not_yet_valid(INV, "master1", via=Via.LAB, now=AT, ips=("10.9.0.11",), dns=("m1",))
+    assert rec is not None
+    ahead, restart = plan.steps
+    p = ahead.typed(CertAheadParams)
+    assert p.hours == 8.0 and p.kept_suffix == f"before-{rec.id}" and p.ips == ("10.9.0.11",)
+    assert restart.action is FaultAction.MEMBER_RESTART
+    heal = plan_heal(INV, [rec])
+    assert [s.action for s in heal.steps] == [FaultAction.CERT_RESTORE, FaultAction.WAIT_MEMBER]
+    assert heal.steps[0].typed(CertRestoreParams).kept_suffix == p.kept_suffix
+    with pytest.raises(InputError, match="--hours"):
+        plan_cert_not_yet_valid(INV, "master1", via=Via.LAB, now=AT, ips=(), dns=(), hours=0)

@@ -153,9 +153,8 @@ def test_error_paths_name_the_field(invdir: Path, edit, where: str, phrase: str)
 
 
 def test_rke_section_defaults_follow_rkes_names_and_the_deploy_host_is_checked(invdir: Path) -> None:
-    inv = parse_inventory(
-        sample_data(rke={"cluster_yml": "rke/cluster.yml", "deploy_host": "master1"}), invdir
-    )
+    rke = {"cluster_yml": "rke/cluster.yml", "deploy_host": "master1"}
+    inv = parse_inventory(sample_data(rke=rke), invdir)
     assert inv.rke is not None and inv.rke.cluster_yml == invdir / "rke/cluster.yml"
     assert inv.rke.state_path() == invdir / "rke/cluster.rkestate"  # RKE: the extension replaced
     assert inv.rke.kube_config_path() == invdir / "rke/kube_config_cluster.yml"
@@ -217,3 +216,20 @@ def test_inventory_check_cli(invdir: Path, capsys, monkeypatch) -> None:
     assert main(["inventory", "check", "-i", str(invdir / "nope.yaml"), "--json"]) == 2
     (p,) = json.loads(capsys.readouterr().out)["problems"]
     assert p["message"].startswith("no such file")
+
+
+def test_ssh_address_is_where_ssh_connects_and_address_stays_etcds(invdir: Path) -> None:
+    """RKE's address vs internal_address: etcd on the internal one, SSH to the other."""
+    from etcd_dr.executor import SSHExecutor
+
+    data = sample_data()
+    data["hosts"][0]["ssh_address"] = "203.0.113.11"
+    inv = parse_inventory(data, invdir)
+    m1 = inv.host("master1")
+    assert (m1.ssh_host, inv.client_url(m1)) == ("203.0.113.11", "https://10.231.0.11:2379")
+    assert inv.host("master2").ssh_host == "10.231.0.12"
+    assert "root@203.0.113.11:22" in repr(SSHExecutor(m1, inv.ssh))
+    assert parse_inventory(inventory_to_dict(inv), invdir) == inv
+    data["hosts"][0]["ssh_address"] = "10.0.0"
+    with pytest.raises(InventoryError, match=r"hosts\[0\]\.ssh_address: '10.0.0' is not an IP address"):
+        parse_inventory(data, invdir)

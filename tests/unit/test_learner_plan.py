@@ -10,7 +10,7 @@ import pytest
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EndpointStatus, Member
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
-from etcd_dr.learner import Action, HostFacts, LearnerOptions, plan_learner_add
+from etcd_dr.learner import HostFacts, LearnerAction, LearnerOptions, plan_learner_add
 from etcd_dr.plans import Refusal
 from etcd_dr.state import Gathered, MemberListSource, Reach, assess
 
@@ -83,11 +83,11 @@ def test_fresh_host_gets_every_step_in_order() -> None:
     plan = plan_learner_add(INV, state(), "node1", FRESH, LearnerOptions(promote=True))
     assert not plan.refused
     assert [s.action for s in plan.steps] == [
-        Action.ISSUE_CERT,
-        Action.MEMBER_ADD,
-        Action.START,
-        Action.WAIT_CAUGHT_UP,
-        Action.PROMOTE,
+        LearnerAction.ISSUE_CERT,
+        LearnerAction.MEMBER_ADD,
+        LearnerAction.START,
+        LearnerAction.WAIT_CAUGHT_UP,
+        LearnerAction.PROMOTE,
     ]
     assert not any(s.holds for s in plan.steps)
     assert [s.destructive for s in plan.steps] == [False, False, False, False, True]
@@ -106,7 +106,7 @@ def test_fresh_host_gets_every_step_in_order() -> None:
 
 def test_without_promote_there_is_no_promote_step() -> None:
     plan = plan_learner_add(INV, state(), "node1", FRESH, LearnerOptions())
-    assert Action.PROMOTE not in [s.action for s in plan.steps]
+    assert LearnerAction.PROMOTE not in [s.action for s in plan.steps]
 
 
 def test_already_a_learner_skips_cert_add_and_start() -> None:
@@ -118,11 +118,11 @@ def test_already_a_learner_skips_cert_add_and_start() -> None:
     plan = plan_learner_add(INV, st, "node1", facts, LearnerOptions(promote=True))
     holds = {s.action: s.holds for s in plan.steps}
     assert holds == {
-        Action.ISSUE_CERT: True,
-        Action.MEMBER_ADD: True,
-        Action.START: True,
-        Action.WAIT_CAUGHT_UP: False,
-        Action.PROMOTE: False,
+        LearnerAction.ISSUE_CERT: True,
+        LearnerAction.MEMBER_ADD: True,
+        LearnerAction.START: True,
+        LearnerAction.WAIT_CAUGHT_UP: False,
+        LearnerAction.PROMOTE: False,
     }
     assert plan.params["member_id"] == 0x21
     assert "node1 is a learner already (member 21): continue and promote it" in plan.reason
@@ -135,7 +135,7 @@ def test_added_but_never_started_member_is_started_not_added_again() -> None:
     )
     plan = plan_learner_add(INV, state(members=members), "node1", FRESH, LearnerOptions())
     holds = {s.action: s.holds for s in plan.steps}
-    assert holds[Action.MEMBER_ADD] is True and holds[Action.START] is False
+    assert holds[LearnerAction.MEMBER_ADD] is True and holds[LearnerAction.START] is False
 
 
 def test_already_a_voter_is_nothing_to_do() -> None:
@@ -220,7 +220,11 @@ def test_running_etcd_on_a_non_member_is_refused() -> None:
 def test_leftovers_of_an_earlier_member_are_set_aside_first() -> None:
     facts = HostFacts("node1", cert_problem=None, data_dir_in_use=True, runtime_exists=True)
     plan = plan_learner_add(INV, state(), "node1", facts, LearnerOptions())
-    assert [s.action for s in plan.steps][:3] == [Action.ISSUE_CERT, Action.SET_ASIDE, Action.MEMBER_ADD]
+    assert [s.action for s in plan.steps][:3] == [
+        LearnerAction.ISSUE_CERT,
+        LearnerAction.SET_ASIDE,
+        LearnerAction.MEMBER_ADD,
+    ]
     aside = plan.steps[1]
     assert not aside.destructive and ".bak-<UTC timestamp>" in aside.runs
     assert aside.reason == (
@@ -269,12 +273,12 @@ def test_rejoin_sets_the_old_member_aside_adds_and_promotes() -> None:
     plan = plan_learner_add(INV, recovered(), "master1", OLD, REJOIN)
     assert plan.kind == "rejoin" and not plan.refused
     assert [s.action for s in plan.steps] == [
-        Action.ISSUE_CERT,
-        Action.SET_ASIDE,
-        Action.MEMBER_ADD,
-        Action.START,
-        Action.WAIT_CAUGHT_UP,
-        Action.PROMOTE,
+        LearnerAction.ISSUE_CERT,
+        LearnerAction.SET_ASIDE,
+        LearnerAction.MEMBER_ADD,
+        LearnerAction.START,
+        LearnerAction.WAIT_CAUGHT_UP,
+        LearnerAction.PROMOTE,
     ]
     assert plan.steps[0].holds  # its certificate is still valid
     assert "removed by a recovery; it must not start on its old data" in plan.steps[1].reason
@@ -324,11 +328,11 @@ class _Status:
         return EndpointStatus(url, 1, 2, applied, applied, 3, rev, "3.4.23", 1, 1, url == "me", ())
 
 
-def _rejoin_session(me: tuple[int, int], lead: tuple[int, int]):
+def _rejoin_ctx(me: tuple[int, int], lead: tuple[int, int]):
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        client=_Status(me, lead),
+        cluster=_Status(me, lead),
         client_url="me",
         inv=SimpleNamespace(etcd=SimpleNamespace(dial_timeout=1.0)),
         members=(Member(2, "lead", (), ("lead",), False),),
@@ -337,15 +341,15 @@ def _rejoin_session(me: tuple[int, int], lead: tuple[int, int]):
 
 
 def test_rejoin_promotes_only_a_member_with_the_leaders_revision() -> None:
-    from etcd_dr.learner.steps import StepFailed, _same_revision
+    from etcd_dr.learner.steps import StepFailed, same_revision
 
     rt = SimpleRuntime()
-    assert _same_revision(_rejoin_session((50, 201), (50, 201)), rt) == (
+    assert same_revision(_rejoin_ctx((50, 201), (50, 201)), rt) == (
         "; revision 201 as on the leader at applied index 50"
     )
     with pytest.raises(StepFailed, match="has revision 200 where the leader has 201 at the same applied"):
-        _same_revision(_rejoin_session((50, 200), (50, 201)), rt)
-    assert "not compared" in _same_revision(_rejoin_session((49, 200), (50, 201)), rt, tries=2)
+        same_revision(_rejoin_ctx((50, 200), (50, 201)), rt)
+    assert "not compared" in same_revision(_rejoin_ctx((49, 200), (50, 201)), rt, tries=2)
 
 
 class SimpleRuntime:

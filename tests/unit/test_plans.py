@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from etcd_dr.audit import AuditLog, verify
+from etcd_dr.cli.result import exit_for
 from etcd_dr.errors import CommandError
 from etcd_dr.plans import Plan, PlanRefused, Refusal, Rollback, Step, StepResult, StepState, execute
 
@@ -89,9 +90,9 @@ def test_render_names_destructive_steps() -> None:
 
 def test_refusal_is_closed_and_maps_to_exit_codes() -> None:
     bad = Plan("t", "c", "no such host", refusal=Refusal.BAD_INPUT)
-    assert bad.refused and bad.refusal.exit_code == 2 and bad.render().startswith("REFUSED (bad-input): ")
+    assert bad.refused and exit_for(bad.refusal) == 2 and bad.render().startswith("REFUSED (bad-input): ")
     legacy = Plan("t", "c", "quorum healthy", refused=True)  # the first spelling still works
-    assert legacy.refusal is Refusal.UNSAFE and legacy.refusal.exit_code == 1
+    assert legacy.refusal is Refusal.UNSAFE and exit_for(legacy.refusal) == 1
     assert not Plan("t", "c", "fine").refused
 
 

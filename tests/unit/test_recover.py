@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from etcd_dr.cli.result import exit_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
 from etcd_dr.recovery import run as R
@@ -161,8 +162,8 @@ def _patch(
             pass
 
     monkeypatch.setattr(R, "observe", lambda inv, **kw: calls.append("observe") or State())
-    monkeypatch.setattr(R, "gather", lambda inv, hosts: {})
-    monkeypatch.setattr(R, "probe", lambda inv, hosts: Probe())
+    monkeypatch.setattr(R, "gather", lambda inv, hosts, **kw: {})
+    monkeypatch.setattr(R, "probe", lambda inv, hosts, **kw: Probe())
     monkeypatch.setattr(R, "powered_off", lambda inv, hosts: {})
     monkeypatch.setattr(R, "plan_recovery", lambda state, inv, **kw: calls.append("plan") or plan)
     monkeypatch.setattr(R, "audit_log_for", lambda inv: None)
@@ -192,7 +193,7 @@ def test_a_second_recovery_of_the_cluster_is_refused_while_one_runs(
     with open(tmp_path / "recover-c1.lock", "a") as held:  # what a running recovery holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
-    assert res.status is R.RecoverStatus.BUSY and res.exit_code == 1
+    assert res.status is R.RecoverStatus.BUSY and exit_for(res) == 1
     assert res.reason.startswith("another recovery of cluster c1 is running")
     assert not calls and not (tmp_path / "recover-c1.json").exists()
     # released (the holder ended, even by SIGKILL: the kernel drops the lock): the next one acts
@@ -210,7 +211,7 @@ def test_a_recovery_started_elsewhere_holds_the_cluster_lease(
     other = Holder("m3", "ctl-bob", "bob@laptop pid 42, incident 77aa", 590)
     calls = _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)), holder=other)
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
-    assert res.status is R.RecoverStatus.BUSY and res.exit_code == 1
+    assert res.status is R.RecoverStatus.BUSY and exit_for(res) == 1
     assert res.reason == (
         "another recovery of cluster c1 holds it: m3 is leased to another recovery (bob@laptop pid 42, "
         "incident 77aa) for another 590 s; nothing was done: wait for it, then check `etcd-dr status`"
@@ -229,7 +230,7 @@ def test_an_approval_given_after_the_cluster_changed_does_nothing(
         changed="quorum is held again (quorum held)",
     )
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None, confirm=lambda p: True)
-    assert res.status is R.RecoverStatus.STALE and res.exit_code == 1
+    assert res.status is R.RecoverStatus.STALE and exit_for(res) == 1
     assert res.reason == (
         "the cluster changed since this plan was made: quorum is held again (quorum held); nothing was "
         "done: run `etcd-dr recover` again to plan from what the cluster is now"
@@ -243,17 +244,17 @@ def test_refused_and_unconfirmed_change_nothing(tmp_path: Path, monkeypatch: pyt
         monkeypatch, Plan("recover", "c1", "quorum held: 3 of 3; nothing to recover", refused=True)
     )
     res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
-    assert res.status is R.RecoverStatus.REFUSED and res.exit_code == 1
+    assert res.status is R.RecoverStatus.REFUSED and exit_for(res) == 1
     assert res.reason == "quorum held: 3 of 3; nothing to recover"
 
     step = Step("force-new-cluster:m3", "etcd-run", "m3", "force", "runs", "why", params=RUN)
     calls += _patch(monkeypatch, Plan("recover", "c1", "quorum lost", (step,)))
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None)
-    assert res.status is R.RecoverStatus.NOT_CONFIRMED and res.exit_code == 2
+    assert res.status is R.RecoverStatus.NOT_CONFIRMED and exit_for(res) == 2
     res = R.recover(_inv(tmp_path), yes=False, plan_only=False, say=lambda m: None, confirm=lambda p: False)
     assert res.status is R.RecoverStatus.NOT_CONFIRMED
     res = R.recover(_inv(tmp_path), yes=False, plan_only=True, say=lambda m: None)
-    assert res.status is R.RecoverStatus.PLANNED and res.exit_code == 0
+    assert res.status is R.RecoverStatus.PLANNED and exit_for(res) == 0
     assert json.loads(json.dumps(res.to_json()))["path"] == "force-new-cluster"
     assert "lease" not in calls and "execute" not in calls
     assert not (tmp_path / "recover-c1.json").exists()

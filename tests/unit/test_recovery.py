@@ -580,3 +580,39 @@ def test_bad_input_names_the_field() -> None:
         plan_recovery(s, INV, target="node1")
     with pytest.raises(InputError, match="highest_index_seen: -1 is negative"):
         plan_recovery(s, INV, highest_index_seen=-1)
+
+
+def test_a_voter_powered_off_is_not_asked_again_nor_made_to_probe() -> None:
+    """The first look asks the power drivers once: a voter they call off is fenced by that sentence
+    (no SSH, no second driver call) and is no prober; its ports are still dialed by the others."""
+    from etcd_dr.errors import EtcdDrError
+    from etcd_dr.recovery import fencing
+    from etcd_dr.recovery.evidence import FenceKind
+
+    inv = inventory()
+    made: list[str] = []
+
+    class Down:
+        def run(self, argv, **kw):
+            raise EtcdDrError("unreachable")
+
+        def close(self) -> None:
+            pass
+
+    def make(h: Host) -> Down:
+        made.append(h.name)
+        return Down()
+
+    ev = fencing.gather(
+        inv, ["master2", "master3"], executor_factory=make, off={"master2": "powered off (lab)"}
+    )
+    assert ev["master2"].kind is FenceKind.POWER_OFF and ev["master2"].how == "powered off (lab)"
+    assert ev["master3"].kind is FenceKind.NONE and made == ["master3"]  # asked over SSH, silent: not fenced
+    made.clear()
+    seen = fencing.probe(inv, ["master2", "master3"], executor_factory=make, timeout=0.2, off={"master2"})
+    assert "master2" not in made and sorted(made) == [
+        "master1",
+        "master3",
+        "node1",
+    ]  # no SSH connect spent on m2
+    assert "master2" not in seen.probers

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from etcd_dr.cli.result import exit_for
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import ClientTLS, EtcdSettings, Host, Inventory, Role, RuntimeKind, SshSettings
 from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, analyze, loss_sentence
@@ -214,7 +215,7 @@ def test_report_json_and_markdown() -> None:
     assert j["rto_s"] == 27.31 and j["first_write_s"] == 19.01 and j["outages"] == 2
     assert j["recovery_path"] == "voter-restore" and j["rejoin"]["voters"] == 3  # type: ignore[index]
     assert j["allowed_loss"] == {"rule": "none", "after_revision": None, "why": AllowedLoss.none().why}
-    assert r.exit_code == 0
+    assert exit_for(r.ok) == 0
     md = r.markdown()
     assert md.startswith(f"**{verdict}**") and "| RTO (fault to writes accepted for good) | 27.31 s |" in md
     assert "| master3 | no | 900 | 850 |" in md

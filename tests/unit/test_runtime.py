@@ -21,6 +21,7 @@ from etcd_dr.runtime import (
     etcd_flags,
     runtime_for,
 )
+from tests.unit.test_stepctx import counted
 
 M = [Host(f"master{i}", f"10.9.0.1{i}", frozenset({Role.ETCD})) for i in (1, 2, 3)]
 N1 = Host("node1", "10.9.0.21", frozenset({Role.ETCD_LEARNER}))
@@ -224,9 +225,7 @@ def test_process_statuses_say_in_one_script_what_the_single_checks_say(tmp_path:
     try:
         (run / "etcd.pid").write_text(f"{p.pid}\n")
         (run / "old.pid").write_text("999999999\n")
-        calls: list[list[str]] = []
-        real = ex.run
-        ex.run = lambda argv, **kw: calls.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+        calls = counted(ex)
         st = rt.statuses("etcd", "old", "none")
         assert len(calls) == 1  # one round trip for three units
         assert st["etcd"] == MemberStatus("etcd", True, True, True, ("30", "--name=a b"))
@@ -242,3 +241,26 @@ def test_process_statuses_say_in_one_script_what_the_single_checks_say(tmp_path:
     finally:
         p.kill()
         p.wait()
+
+
+def test_process_rename_moves_unit_and_marker_in_one_command_never_over_another(tmp_path: Path) -> None:
+    from etcd_dr.executor import LocalExecutor
+    from etcd_dr.runtime import RuntimeStateError
+
+    units, run = tmp_path / "units", tmp_path / "run"
+    units.mkdir()
+    (units / "etcd.sh").write_text("#!/bin/sh\nexec /bin/sleep 1\n")
+    (units / "etcd.enabled").write_text("")
+    ex = LocalExecutor("here")
+    calls = counted(ex)
+    rt = ProcessRuntime(ex, "/bin/sleep", "etcd", unit_dir=str(units), run_dir=str(run))
+    old = rt.rename("etcd-old-1")
+    assert len(calls) == 1 and old.name == "etcd-old-1"
+    assert (units / "etcd-old-1.sh").exists() and (units / "etcd-old-1.enabled").exists()
+    assert not (units / "etcd.sh").exists()  # the name is free; no pidfile was there to move
+    with pytest.raises(RuntimeStateError, match="no unit"):
+        rt.rename("etcd-old-2")
+    (units / "etcd.sh").write_text("#!/bin/sh\nexec /bin/sleep 2\n")
+    with pytest.raises(CommandError, match="exists already"):
+        rt.rename("etcd-old-1")
+    assert (units / "etcd.sh").read_text().endswith("sleep 2\n")  # both kept

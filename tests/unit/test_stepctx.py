@@ -14,6 +14,14 @@ from etcd_dr.executor import LocalExecutor
 from etcd_dr.stepctx import HostFS, WaitTimeout, wait
 
 
+def counted(ex: LocalExecutor) -> list[list[str]]:
+    """The argv of every command ex runs from now on (a round trip each over SSH)."""
+    ran: list[list[str]] = []
+    real = ex.run
+    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    return ran
+
+
 @pytest.fixture
 def fs() -> HostFS:
     return HostFS(LocalExecutor("here"))
@@ -22,10 +30,8 @@ def fs() -> HostFS:
 def test_tests_answer_several_checks_in_one_command(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "f").write_text("x")
-    ran: list[list[str]] = []
     ex = LocalExecutor("here")
-    real = ex.run
-    ex.run = lambda argv, **kw: ran.append(list(argv)) or real(argv, **kw)  # type: ignore[method-assign]
+    ran = counted(ex)
     got = HostFS(ex).tests(
         ("-d", str(tmp_path / "d")), ("-f", str(tmp_path / "d")), ("-e", str(tmp_path / "none")),
         ("-f", str(tmp_path / "f")), ("-e", str(tmp_path / "with space")),
@@ -113,3 +119,97 @@ def test_wait_returns_once_true_and_raises_the_given_error() -> None:
         wait(lambda: False, 0.05, "never", error=Mine, poll=0.01)
     with pytest.raises(WaitTimeout):
         wait(lambda: False, 0.05, "never", poll=0.01)
+
+
+def test_look_answers_tests_files_and_the_clock_in_one_command(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n\x00\xffbinary too\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "empty").write_bytes(b"")
+    ex = LocalExecutor("here")
+    ran = counted(ex)
+    got = HostFS(ex).look(
+        tests=(("-d", str(tmp_path / "d")), ("-e", str(tmp_path / "none"))),
+        files=(
+            str(tmp_path / "cert.pem"),
+            str(tmp_path / "none"),
+            str(tmp_path / "d"),
+            str(tmp_path / "empty"),
+        ),
+        clock=True,
+    )
+    assert len(ran) == 1
+    assert got.tests == (True, False)
+    assert got.files == (b"-----BEGIN CERTIFICATE-----\n\x00\xffbinary too\n", None, None, b"")
+    assert got.clock is not None and abs(got.clock - time.time()) < 5 and got.skew_s is not None
+    assert abs(got.skew_s) < 1 and got.rtt_s >= 0
+    assert HostFS(ex).look(files=(str(tmp_path / "none"),)).clock is None
+    assert HostFS(ex).read_optional(str(tmp_path / "cert.pem"), str(tmp_path / "x"))[1] is None
+
+
+def test_move_aside_of_nothing_with_missing_ok_is_none_in_one_command(tmp_path: Path) -> None:
+    ex = LocalExecutor("here")
+    ran = counted(ex)
+    fs = HostFS(ex)
+    assert fs.move_aside(str(tmp_path / "none"), "bak-1", missing_ok=True) is None and len(ran) == 1
+    with pytest.raises(CommandError, match="does not exist"):
+        fs.move_aside(str(tmp_path / "none"), "bak-1")
+    (tmp_path / "k").write_text("x")
+    assert fs.mode(str(tmp_path / "k")) == (tmp_path / "k").stat().st_mode & 0o777
+    assert fs.mode(str(tmp_path / "none")) is None
+
+
+def test_a_step_context_closes_what_it_opened(tmp_path: Path) -> None:
+    from etcd_dr.stepctx import StepContext
+    from tests.unit.test_learner_plan import INV
+
+    with StepContext(INV, None, print) as c:
+        c._executors["x"] = LocalExecutor("x")
+    assert c._executors == {}
+
+
+def test_renames_moves_what_is_there_in_one_command_and_never_over_anything(tmp_path: Path) -> None:
+    ex = LocalExecutor("here")
+    ran = counted(ex)
+    fs = HostFS(ex)
+    (tmp_path / "unit.sh").write_text("exec etcd")
+    (tmp_path / "unit.enabled").write_text("")
+    got = fs.renames(
+        (str(tmp_path / "unit.sh"), str(tmp_path / "old.sh")),
+        (str(tmp_path / "unit.enabled"), str(tmp_path / "old.enabled")),
+        (str(tmp_path / "unit.pid"), str(tmp_path / "old.pid")),  # not there: skipped
+    )
+    assert got == (True, True, False) and len(ran) == 1
+    assert (tmp_path / "old.sh").read_text() == "exec etcd" and not (tmp_path / "unit.sh").exists()
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(CommandError, match="exists already"):  # checked before anything moved
+        fs.renames(
+            (str(tmp_path / "old.sh"), str(tmp_path / "new.sh")), (str(tmp_path / "a"), str(tmp_path / "b"))
+        )
+    assert (tmp_path / "old.sh").exists() and (tmp_path / "a").read_text() == "a"
+
+
+def test_digests_of_every_file_under_a_dir_in_one_command(fs: HostFS, tmp_path: Path) -> None:
+    d = tmp_path / "ssl"
+    (d / "sub").mkdir(parents=True)
+    (d / "kube-ca.pem").write_bytes(b"ca")
+    (d / "sub" / "x-key.pem").write_bytes(b"key")
+    got = fs.digests(str(d))
+    assert got == {
+        "kube-ca.pem": hashlib.sha256(b"ca").hexdigest(),
+        "sub/x-key.pem": hashlib.sha256(b"key").hexdigest(),
+    }
+    assert fs.digests(str(tmp_path / "absent")) is None
+    assert fs.digests(str(tmp_path / "ssl" / "kube-ca.pem")) is None  # a file is no directory
+
+
+def test_matches_manifest_in_one_command(fs: HostFS, tmp_path: Path) -> None:
+    d = tmp_path / "ssl_old"
+    d.mkdir()
+    (d / "a.pem").write_bytes(b"a")
+    assert not fs.matches_manifest(str(d), "MANIFEST")  # none yet
+    (d / "MANIFEST").write_text(f"{hashlib.sha256(b'a').hexdigest()}  ./a.pem\n")
+    assert fs.matches_manifest(str(d), "MANIFEST")
+    (d / "a.pem").write_bytes(b"changed")
+    assert not fs.matches_manifest(str(d), "MANIFEST")
+    assert not fs.matches_manifest(str(tmp_path / "absent"), "MANIFEST")

@@ -188,10 +188,6 @@ class RehearsalReport:
     log: str | None = None  # the writer's log (JSONL)
     error: str | None = None
 
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 1
-
     def to_json(self) -> dict[str, object]:
         m = self.measures
         figures = m.to_json(self.fault.at) if m is not None and self.fault is not None else {}

@@ -12,8 +12,9 @@ that landed are reported too) and takes the RTO from the writer's first accepted
 fault. The lost hosts then come back, are watched for an old cluster coming alive on them, and are
 rejoined (etcd_dr.rejoin.run, as `etcd-dr rejoin --all`); every member must end identical.
 
-Exit codes: 0 recovered, nothing lost beyond what the plan allowed, rejoined; 1 otherwise (the
-verdict says why); 2 bad input (not root, an inventory that cannot play the scenario).
+`etcd-dr rehearse` exits (the mapping is etcd_dr/cli/result.py's): 0 recovered, nothing lost beyond
+what the plan allowed, rejoined; 1 otherwise (the verdict says why); 2 bad input (not root, an
+inventory that cannot play the scenario).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,8 +64,8 @@ from etcd_dr.lab.rehearsal.writer import (
 from etcd_dr.recovery.plan import VoterMethod
 from etcd_dr.recovery.run import recover
 from etcd_dr.state import client_for
+from etcd_dr.stepctx import Say
 
-Say = Callable[[str], None]
 KEY_ROOT = "/rehearsal/"
 
 

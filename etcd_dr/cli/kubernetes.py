@@ -1,0 +1,94 @@
+"""`etcd-dr kubernetes plan|cluster-yml`: how `rke up` can succeed on the recovered etcd, decided
+before it runs (etcd_dr.kubernetes.plan), and the cluster.yml that does it, written beside the
+operator's with a diff. Exit 0 decided (written), 1 refused (the RKE error it would end in, and the
+fix), 2 bad input (the inventory or RKE's files: nothing contacted, nothing written)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
+from etcd_dr.cli.result import emit, exit_for
+
+if TYPE_CHECKING:  # the kubernetes modules load only when a command runs
+    from etcd_dr.kubernetes.decide import Decided
+
+PLAN_HELP = """Observe the cluster, read RKE's cluster.yml and state file (the inventory's rke:), and
+decide how `rke up` can succeed: the surviving etcd plane (cluster.yml keeps etcd on the recovered
+members, the lost ones leave nodes until `etcd-dr rejoin`), external etcd (no node keeps etcd;
+kube-apiserver reads the recovered members with the client certificate etcd-dr uses, path /registry),
+or refused with the exact error `rke up` would end in and the fix. Changes nothing."""
+
+YML_HELP = """Decide as `kubernetes plan` does and write the cluster.yml: beside the operator's
+(cluster.yml -> cluster.recovered.yml, never over it), every other setting and comment kept, with the
+state file and kube config `rke up --config` reads beside it. Prints a unified diff (the client key
+shown as a placeholder). A file it would replace is moved aside (.bak-<UTC ts>), never deleted."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("kubernetes", help="Kubernetes back after etcd: the rke up that can succeed")
+    ksub = p.add_subparsers(dest="kubernetes_command", metavar="ACTION", required=True)
+    plan = ksub.add_parser(
+        "plan", help="decide how rke up can succeed (changes nothing)", description=PLAN_HELP
+    )
+    add_inventory_arg(plan)
+    plan.add_argument("--json", action="store_true", help="print the decision as one JSON object")
+    plan.set_defaults(func=_plan)
+    yml = ksub.add_parser(
+        "cluster-yml", help="write the cluster.yml rke up can succeed with", description=YML_HELP
+    )
+    add_inventory_arg(yml)
+    yml.add_argument("-o", "--output", type=Path, help="the new cluster.yml (default: cluster.recovered.yml)")
+    yml.add_argument("--json", action="store_true", help="print the files written, the diff and the decision")
+    yml.set_defaults(func=_cluster_yml)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from etcd_dr.kubernetes.decide import decide
+
+    res = decide(inventory_from_args(args))
+    emit(args.json, res.to_json, lambda: _text(res))
+    return exit_for(res)
+
+
+def _cluster_yml(args: argparse.Namespace) -> int:
+    from etcd_dr.kubernetes.clusteryml import write_recovered
+    from etcd_dr.kubernetes.decide import decide
+
+    res = decide(inventory_from_args(args))
+    if not res.decision.ok:
+        emit(args.json, res.to_json, lambda: _text(res) + "\nnothing written")
+        return exit_for(res)
+    w = write_recovered(
+        res.cluster_yml, res.state_file, res.kube_config, res.config, res.decision, output=args.output
+    )
+
+    def text() -> str:
+        lines = [_text(res), w.diff.rstrip("\n"), f"written: {w.cluster_yml}", f"written: {w.state_file}"]
+        if w.decision.rewrite_current_plane:
+            lines[-1] += " (currentState without its etcd plane: RKE compares the new plane with it)"
+        if w.kube_config:
+            lines.append(f"written: {w.kube_config}")
+        lines += [f"moved aside: {p}" for p in w.moved_aside]
+        lines.append(f"next: rke up --config {w.cluster_yml.name} (on the deploy host)")
+        return "\n".join(lines)
+
+    emit(args.json, w.to_json, text)
+    return exit_for(w)
+
+
+def _text(res: Decided) -> str:
+    d = res.decision
+    lines = [f"etcd: {res.state.verdict}", f"{d.decision}: {d.reason}"]
+    for c in d.nodes:
+        after = "removed from nodes" if c.after is None else f"role [{', '.join(c.after)}]"
+        lines.append(f"  nodes[{c.index}] {c.address} ({c.name}): [{', '.join(c.before)}] -> {after}")
+    if d.refusal is not None and d.refusal.message:
+        lines += [f"rke up would end in: {d.refusal.message}", f"  because {d.refusal.why}"]
+    if d.fix:
+        lines.append(f"fix: {d.fix}")
+    if d.as_is is not None:
+        lines += [f"the cluster.yml as it is would end in: {d.as_is.message}", f"  because {d.as_is.why}"]
+    return "\n".join(lines)
