@@ -35,6 +35,8 @@ SPECS: tuple[Spec, ...] = (
          timedelta(hours=1)),
     Spec("snapshot", flows.snapshot, "A verified snapshot every 6 hours (trial restore, catalog, off-site, "
          "retention).", timedelta(hours=6)),
+    Spec("hosts-clock", flows.hosts_clock, "Every host's clock and certificates by that host's clock, daily "
+         "(05:47 UTC); the run fails while anything is flagged.", "47 5 * * *"),
     Spec("rehearse", flows.rehearse, "Weekly rehearsal on the lab (Sundays 04:17 UTC), for inventories "
          "with rehearsal: true: RTO and RPO measured.", "17 4 * * 0", rehearsal_only=True),
     Spec("recover", flows.recover, "Recover etcd after quorum loss: the plan, then the approval form "

@@ -31,6 +31,7 @@ from etcd_dr.rejoin.run import rejoin as rejoin_core
 from flows.add_learner import add_learner_flow
 from flows.check import check_flow
 from flows.common import audited_run
+from flows.hosts import hosts_clock_flow
 from flows.recover import recover_flow
 from flows.rehearse import RehearsalFailed, rehearse_flow
 from flows.snapshot import snapshot_flow
@@ -80,6 +81,20 @@ def snapshot(
     return snapshot_flow.fn(
         inventory_path=_path(cluster), allow_learner=allow_learner, trial_restore=trial_restore, prune=prune
     )
+
+
+@flow(name="etcd-hosts-clock", flow_run_name="hosts-clock-{cluster}", log_prints=False)
+def hosts_clock(cluster: str, sync: bool = False, ntp_server: str | None = None) -> dict:
+    """Every host's clock and every etcd/Kubernetes certificate by that host's clock (as `etcd-dr
+    hosts clock`); the run fails while a clock is off or a certificate is not valid on its host.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory)
+        sync: step the flagged hosts' clocks (chronyc makestep, else ntpdate -u, else
+            timedatectl set-ntp true) and measure again
+        ntp_server: the server for `ntpdate -u` (only ntpdate needs one)
+    """
+    return hosts_clock_flow.fn(inventory_path=_path(cluster), sync=sync, ntp_server=ntp_server)
 
 
 @flow(name="etcd-rehearse", flow_run_name="rehearse-{cluster}-{scenario}", log_prints=False)

@@ -18,6 +18,7 @@ SCHEDULED = {  # deployment -> (interval seconds or cron, clusters)
     "status": (300.0, {"alpha", "beta"}),
     "check": (3600.0, {"alpha", "beta"}),
     "snapshot": (21600.0, {"alpha", "beta"}),
+    "hosts-clock": ("47 5 * * *", {"alpha", "beta"}),
     "rehearse": ("17 4 * * 0", {"alpha"}),  # rehearsal: true only
 }
 
@@ -28,7 +29,9 @@ def test_server_serves_every_deployment_with_its_schedule_and_stops_cleanly(tmp_
     started_s = time.monotonic() - t0
     try:
         deps = c.deployments()
-        assert set(deps) == {"status", "check", "snapshot", "rehearse", "recover", "add-learner", "rejoin"}
+        assert set(deps) == {
+            "status", "check", "snapshot", "hosts-clock", "rehearse", "recover", "add-learner", "rejoin",
+        }  # fmt: skip
         for name, (every, clusters) in SCHEDULED.items():
             scheds = deps[name]["schedules"]
             got = {s["parameters"]["cluster"]: s for s in scheds}
