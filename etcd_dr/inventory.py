@@ -624,6 +624,11 @@ class Inventory:
     etcd: EtcdSettings
     ssh: SshSettings
     rehearsal: Bool = Field(False, description="fault injection is refused unless true")
+    automatic_recovery: Bool = Field(
+        False,
+        description="a recovery started by an alert (etcd-dr server) runs without the approval form; "
+        "fencing then rests on power-off or stopped-etcd evidence alone",
+    )
     audit_log: LocalDir | None = Field(None, description="append-only, hash-chained (etcd_dr.audit)")
     snapshots: SnapshotSettings | None = None
     ca: CASettings = Field(default_factory=CASettings)

@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     ("inventory", "etcd_dr.cli.inventory"),
     ("kubernetes", "etcd_dr.cli.kubernetes"),
     ("hosts", "etcd_dr.cli.hosts"),
+    ("server", "etcd_dr.cli.server"),
 )
 
 

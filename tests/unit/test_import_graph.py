@@ -145,3 +145,30 @@ def test_the_core_does_not_import_the_lab() -> None:
         and not (_inside(m, "etcd_dr.cli") or _inside(m, "etcd_dr.lab") or m in LAB_ALLOWED)
     ]
     assert not bad, "the core must not import the lab (pass what it needs in): " + "; ".join(bad)
+
+
+# The layers above the core: the core never imports them (nor Prefect); only the CLI's `server`
+# command reaches up, to console/ (`etcd-dr server`), and only when it runs.
+ABOVE = ("console", "flows", "tasks", "blocks", "prefect")
+ABOVE_ALLOWED = {("etcd_dr.cli.server", "console")}
+
+
+def _external_imports(path: Path) -> set[str]:
+    """Top-level package names imported (anywhere in the module) that are not relative."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_core_does_not_import_prefect_or_the_layers_above() -> None:
+    bad = [
+        f"{name} imports {top}"
+        for name, path in sorted(_modules().items())
+        for top in sorted(_external_imports(path) & set(ABOVE))
+        if (name, top) not in ABOVE_ALLOWED
+    ]
+    assert not bad, "the core must not import Prefect or the layers above it: " + "; ".join(bad)
