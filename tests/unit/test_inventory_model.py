@@ -153,7 +153,9 @@ def test_error_paths_name_the_field(invdir: Path, edit, where: str, phrase: str)
 
 
 def test_rke_section_defaults_follow_rkes_names_and_the_deploy_host_is_checked(invdir: Path) -> None:
-    inv = parse_inventory(sample_data(rke={"cluster_yml": "rke/cluster.yml", "deploy_host": "master1"}), invdir)
+    inv = parse_inventory(
+        sample_data(rke={"cluster_yml": "rke/cluster.yml", "deploy_host": "master1"}), invdir
+    )
     assert inv.rke is not None and inv.rke.cluster_yml == invdir / "rke/cluster.yml"
     assert inv.rke.state_path() == invdir / "rke/cluster.rkestate"  # RKE: the extension replaced
     assert inv.rke.kube_config_path() == invdir / "rke/kube_config_cluster.yml"
