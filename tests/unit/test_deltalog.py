@@ -1,0 +1,123 @@
+"""The delta log's segments on disk: format, checksum, spans, gaps, duplicates, a torn open segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from etcd_dr.deltalog import DeltaLog, Event, GapError, Record, SegmentError, SegmentWriter
+from etcd_dr.deltalog.segment import read_segment
+
+
+def rec(rev: int, *keys: str, at: float = 1000.0) -> Record:
+    keys = keys or (f"/k/{rev}",)
+    return Record(
+        rev,
+        at + rev,
+        tuple(Event("put", k.encode(), f"v{rev}".encode(), None, 0, rev, 1) for k in keys),
+    )
+
+
+def write(dir: Path, first: int, last: int, *, seal: bool = True) -> SegmentWriter:
+    w = SegmentWriter.create(dir, "lab", first)
+    w.append([rec(r) for r in range(first, last + 1)])
+    if seal:
+        w.seal()
+    else:
+        w.close()
+    return w
+
+
+def test_records_come_back_in_order_across_segments_and_the_open_one(tmp_path: Path) -> None:
+    write(tmp_path, 11, 20)
+    write(tmp_path, 21, 30)
+    write(tmp_path, 31, 33, seal=False)  # the open segment a running watcher appends to
+    log = DeltaLog(tmp_path)
+    assert [s.name for s in log.segments()] == [
+        "0000000000000011-0000000000000020.seg",
+        "0000000000000021-0000000000000030.seg",
+    ]
+    assert log.spans() == [(11, 33)] and log.spans(include_open=False) == [(11, 30)]
+    assert [r.revision for r in log.records(15, 32)] == list(range(15, 33))
+    assert [r.revision for r in log.records(25)] == list(range(25, 34))
+    assert [r.revision for r in log.records(25, include_open=False)] == list(range(25, 31))
+    assert log.last_revision() == 33
+
+
+def test_a_txn_keeps_its_events_together_with_prev_values_and_bytes(tmp_path: Path) -> None:
+    w = SegmentWriter.create(tmp_path, "lab", 5)
+    txn = Record(
+        5,
+        1.5,
+        (
+            Event("put", b"\xff\x00key", b"\x01\x02", b"old", 7, 3, 2),
+            Event("delete", b"/gone", b"", b"was", 0, 0, 0),
+        ),
+    )
+    w.append([txn])
+    seg = w.seal()
+    assert list(read_segment(seg.path)) == [txn]
+
+
+def test_a_corrupted_segment_is_refused_by_its_checksum_naming_the_file(tmp_path: Path) -> None:
+    write(tmp_path, 1, 10)
+    seg = DeltaLog(tmp_path).segments()[0]
+    data = bytearray(seg.path.read_bytes())
+    data[data.index(b'"v":"') + 6] ^= 0x01  # one bit of one value's base64
+    seg.path.write_bytes(bytes(data))
+    with pytest.raises(SegmentError, match=rf"{seg.name}: checksum mismatch .* corrupt; refused"):
+        list(DeltaLog(tmp_path).records(1))
+    seg.path.write_bytes(bytes(data[:-40]))  # cut short: the footer is gone
+    with pytest.raises(SegmentError, match=rf"{seg.name}: .*footer"):
+        list(DeltaLog(tmp_path).records(1))
+
+
+def test_a_gap_is_an_error_naming_the_missing_revisions(tmp_path: Path) -> None:
+    write(tmp_path, 1, 10)
+    write(tmp_path, 21, 30)
+    log = DeltaLog(tmp_path)
+    assert log.spans() == [(1, 10), (21, 30)]
+    with pytest.raises(GapError, match=r"revisions 11\.\.20 are not in the delta log"):
+        list(log.records(5))
+    assert [r.revision for r in log.records(22)] == list(range(22, 31))  # after the gap: fine
+    with pytest.raises(GapError, match=r"revisions 31\.\.40 are not in the delta log \(it ends at 30\)"):
+        list(log.records(25, 40))
+
+
+def test_a_revision_held_twice_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, 1, 10)
+    write(tmp_path, 8, 12)
+    with pytest.raises(GapError, match="revision 8 is held twice"):
+        list(DeltaLog(tmp_path).records(1))
+
+
+def test_the_writer_refuses_a_skipped_or_repeated_revision(tmp_path: Path) -> None:
+    w = SegmentWriter.create(tmp_path, "lab", 1)
+    w.append([rec(1), rec(2)])
+    with pytest.raises(GapError, match="revision 4 where 3 comes next"):
+        w.append([rec(4)])
+    with pytest.raises(GapError, match="revision 2 where 3 comes next"):
+        w.append([rec(2)])
+    w.close()
+
+
+def test_a_killed_writers_open_segment_is_sealed_without_its_torn_line(tmp_path: Path) -> None:
+    w = write(tmp_path, 100, 104, seal=False)
+    with open(w.path, "ab") as f:
+        f.write(rec(105).line()[:20])  # a crash in the middle of a line
+    log = DeltaLog(tmp_path)
+    assert [r.revision for r in log.records(100)] == list(range(100, 105))
+    sealed = log.seal_open()
+    assert sealed is not None and sealed.name == "0000000000000100-0000000000000104.seg"
+    assert log.open_segment() is None
+    assert [r.revision for r in read_segment(sealed.path)] == list(range(100, 105))
+
+
+def test_a_bad_line_inside_an_open_segment_is_corruption(tmp_path: Path) -> None:
+    w = write(tmp_path, 1, 5, seal=False)
+    lines = w.path.read_bytes().split(b"\n")
+    lines[2] = b"{not json"
+    w.path.write_bytes(b"\n".join(lines))
+    with pytest.raises(SegmentError, match=r"0000000000000001\.seg\.part: line 3 is not a record"):
+        DeltaLog(tmp_path).seal_open()
