@@ -232,6 +232,7 @@ class WatchBatch:
 
     revision: int
     events: tuple[WatchEvent, ...]
+    cluster_id: int = 0
 
     @property
     def progress(self) -> bool:
@@ -343,7 +344,7 @@ class Watch:
                 )
                 for ev in item.events
             )
-            return WatchBatch(int(item.header.revision), events)
+            return WatchBatch(int(item.header.revision), events, int(item.header.cluster_id))
 
     def cancel(self) -> None:
         if self._closed:

@@ -121,3 +121,23 @@ def test_a_bad_line_inside_an_open_segment_is_corruption(tmp_path: Path) -> None
     w.path.write_bytes(b"\n".join(lines))
     with pytest.raises(SegmentError, match=r"0000000000000001\.seg\.part: line 3 is not a record"):
         DeltaLog(tmp_path).seal_open()
+
+
+def test_sealed_segments_are_copied_off_site_read_back_and_hashed_once(tmp_path: Path) -> None:
+    from etcd_dr.deltalog.offsite import copies, ship_pending
+    from etcd_dr.inventory import OffsiteKind, OffsiteSettings
+
+    log_dir, remote = tmp_path / "log", tmp_path / "remote"
+    write(log_dir, 1, 10)
+    write(log_dir, 11, 12, seal=False)  # open: not copied
+    settings = OffsiteSettings(kind=OffsiteKind.DIR, dir=remote)
+    assert ship_pending(log_dir, "lab", settings) == 0
+    copied = remote / "lab" / "deltalog" / "0000000000000001-0000000000000010.seg"
+    assert copied.read_bytes() == (log_dir / copied.name).read_bytes()
+    made = copies(log_dir)
+    assert list(made) == [copied.name] and made[copied.name].verified
+    write(log_dir, 13, 15)
+    copied.write_bytes(b"changed")  # a copy already verified is not made again
+    assert ship_pending(log_dir, "lab", settings) == 0
+    assert sorted(copies(log_dir)) == [copied.name, "0000000000000013-0000000000000015.seg"]
+    assert copied.read_bytes() == b"changed"
