@@ -121,15 +121,22 @@ def _row(r: SnapshotRecord) -> tuple:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from etcd_dr.deltalog.service import summary
+
     inv = inventory_from_args(args)
     recs = service.catalog_for(inv).records(None if args.all_clusters else inv.cluster)
-    emit(
-        args.json,
-        lambda: [r.to_json() for r in recs],
-        lambda: table(
-            ("ID", "MEMBER", "CREATED", "REVISION", "SIZE", "VERDICT", "OFFSITE"), [_row(r) for r in recs]
-        ),
-    )
+    dl = summary(inv)
+
+    def forward(r: SnapshotRecord) -> int | None:
+        return dl.rolls_forward_to(r.revision) if dl is not None and r.cluster == inv.cluster else None
+
+    def text() -> str:
+        head = ("ID", "MEMBER", "CREATED", "REVISION", "SIZE", "VERDICT", "OFFSITE", "ROLLS FORWARD TO")
+        rows = [(*_row(r), forward(r) or "-") for r in recs]
+        return table(head, rows) + (f"\n{dl.line()}" if dl is not None else "")
+
+    # --json: the records as before, each with how far the delta log rolls it forward (null: not)
+    emit(args.json, lambda: [{**r.to_json(), "rolls_forward_to": forward(r)} for r in recs], text)
     return Exit.OK
 
 

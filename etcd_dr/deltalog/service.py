@@ -8,11 +8,21 @@ off-site copies go where the snapshots' go (`snapshots.offsite`).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from etcd_dr.audit import AuditLog
+from etcd_dr.deltalog.log import DeltaLog
 from etcd_dr.deltalog.offsite import ship_pending
-from etcd_dr.deltalog.stream import Streamer, StreamResult, StreamSettings
+from etcd_dr.deltalog.stream import (
+    Streamer,
+    StreamResult,
+    StreamSettings,
+    StreamStatus,
+    read_gap,
+    read_status,
+)
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.snapshots.catalog import Catalog
@@ -75,3 +85,42 @@ def stream_cluster(
         records=result.records,
     )
     return result
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """What `snapshot list` shows of the delta log: the runs it holds, the watcher's state, a gap."""
+
+    dir: Path
+    spans: tuple[tuple[int, int], ...]
+    status: StreamStatus | None
+    gap: dict[str, Any] | None
+
+    def rolls_forward_to(self, revision: int) -> int | None:
+        """The last revision a snapshot at `revision` can be brought to with the log (None: the log
+        does not continue it)."""
+        return next((b for a, b in self.spans if a <= revision + 1 and revision <= b), None)
+
+    def line(self) -> str:
+        held = ", ".join(f"{a}..{b}" for a, b in self.spans) or "nothing"
+        state = f"; watcher {self.status.state} ({self.status.reason})" if self.status else ""
+        gap = ""
+        if self.gap:
+            gap = f"; GAP after revision {self.gap.get('after_revision')}: {self.gap.get('reason')}"
+        return f"delta log {self.dir}: revisions {held}{state}{gap}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dir": str(self.dir),
+            "spans": [list(s) for s in self.spans],
+            "status": self.status.to_json() if self.status else None,
+            "gap": self.gap,
+        }
+
+
+def summary(inv: Inventory) -> LogSummary | None:
+    """None where no delta log was ever written for the inventory."""
+    d = log_dir_for(inv)
+    if not d.is_dir():
+        return None
+    return LogSummary(d, tuple(DeltaLog(d).spans()), read_status(d), read_gap(d))
