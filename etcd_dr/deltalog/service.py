@@ -8,13 +8,23 @@ off-site copies go where the snapshots' go (`snapshots.offsite`).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from etcd_dr.audit import AuditLog
 from etcd_dr.deltalog.log import DeltaLog
 from etcd_dr.deltalog.offsite import ship_pending
+from etcd_dr.deltalog.replay import (
+    DEFAULT_LEASE_TTL_S,
+    ReplayError,
+    RollForward,
+    check_against_log,
+    choose_target,
+    replay,
+)
 from etcd_dr.deltalog.stream import (
     Streamer,
     StreamResult,
@@ -23,6 +33,7 @@ from etcd_dr.deltalog.stream import (
     read_gap,
     read_status,
 )
+from etcd_dr.errors import InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.snapshots.catalog import Catalog
@@ -124,3 +135,109 @@ def summary(inv: Inventory) -> LogSummary | None:
     if not d.is_dir():
         return None
     return LogSummary(d, tuple(DeltaLog(d).spans()), read_status(d), read_gap(d))
+
+
+def _source(inv: Inventory, snapshot_id: str | None, to_revision: int | None, to_time: float | None) -> Any:
+    """The snapshot to roll forward: the one named, else the newest verified one at or before the
+    target (by revision, then by when it was taken)."""
+    cat = Catalog(inv.snapshot_settings().dir)
+    if snapshot_id is not None:
+        rec = cat.get(snapshot_id)
+        if not rec.verified:
+            raise InputError(
+                f"snapshot {snapshot_id} is {rec.verdict}: only a verified snapshot is rolled forward"
+            )
+        return rec
+    recs = [r for r in cat.records(inv.cluster) if r.verified]
+    if to_revision is not None:
+        recs = [r for r in recs if r.revision <= to_revision]
+    if to_time is not None:
+        recs = [r for r in recs if r.created.timestamp() <= to_time]
+    if not recs:
+        raise InputError(
+            f"no verified snapshot of cluster {inv.cluster} in {cat.path} at or before the point asked "
+            "for: take one (etcd-dr snapshot); the delta log starts after a snapshot"
+        )
+    return max(recs, key=lambda r: (r.revision, r.created))
+
+
+def roll_forward(
+    inv: Inventory,
+    *,
+    snapshot_id: str | None = None,
+    to_revision: int | None = None,
+    to_time: float | None = None,
+    lease_ttl_s: int = DEFAULT_LEASE_TTL_S,
+) -> RollForward:
+    """A verified snapshot brought forward through the delta log to a point, verified, cataloged."""
+    from etcd_dr.snapshots.etcdtool import binaries_for
+    from etcd_dr.snapshots.record import SnapshotRecord, Verdict
+    from etcd_dr.snapshots.service import catalog_add
+    from etcd_dr.snapshots.trial import served_db
+    from etcd_dr.snapshots.verify import Expected, verify_snapshot
+
+    t0 = time.monotonic()
+    src = _source(inv, snapshot_id, to_revision, to_time)
+    log = DeltaLog(log_dir_for(inv))
+    target = choose_target(log, src.revision, to_revision=to_revision, to_time=to_time)
+    if target.revision == src.revision:
+        raise InputError(
+            f"nothing to roll forward: {target.reason}; snapshot {src.id} (revision {src.revision}) is "
+            "that point already: restore it as it is"
+        )
+    snap_dir = inv.snapshot_settings().dir
+    at = datetime.fromtimestamp(target.at or time.time(), UTC)
+    new_id = f"{inv.cluster}-{at:%Y%m%dT%H%M%S%fZ}-deltalog-{target.revision}"
+    dest = snap_dir / f"{new_id}.db"
+    if dest.exists():  # the same point, rolled forward before: never written over
+        raise InputError(
+            f"{dest} exists: revision {target.revision} was rolled forward before (catalog id {new_id}); "
+            "restore that one, or move it aside to make it again"
+        )
+    bins = binaries_for(src.version)
+    with served_db(bins, Path(src.path), snap_dir, scratch_prefix=".rollforward-") as (c, ep):
+        done = replay(c, log.records(src.revision + 1, target.revision), lease_ttl_s=lease_ttl_s)
+        check = check_against_log(c, log, src.revision, target.revision)
+        h = c.hash_kv(ep, target.revision, timeout=600.0)
+        taken = c.snapshot(ep, dest)
+    v = verify_snapshot(
+        dest,
+        version=src.version,
+        expected=Expected(
+            member="the replayed store",
+            sha256=taken.sha256,
+            revision=target.revision,
+            kv_hash=h.hash,
+            compact_revision=h.compact_revision,
+        ),
+    )
+    if v.verdict is not Verdict.VERIFIED:
+        raise ReplayError(
+            f"the rolled-forward snapshot {dest} did not verify ({v.verdict}: {v.reason}); not cataloged"
+        )
+    spans = f"{src.revision + 1}..{target.revision}"
+    record = catalog_add(
+        inv,
+        SnapshotRecord(
+            id=new_id,
+            cluster=inv.cluster,
+            member="deltalog",
+            endpoint="",
+            revision=target.revision,
+            raft_index=src.raft_index,  # unknown for a replayed store: the source's, a lower bound
+            size=taken.size,
+            sha256=taken.sha256,
+            created=at,  # when its last revision was received: the catalog sorts by the data held
+            verified=True,
+            verdict=Verdict.VERIFIED,
+            reason=f"rolled forward from {src.id} to {target.reason}; {check}; {v.reason}",
+            path=dest.absolute(),
+            version=src.version,
+            revision_source="deltalog",
+            source_reason=f"snapshot {src.id} (revision {src.revision}) + delta log revisions {spans} "
+            f"({done.records} transactions, {done.events} events)",
+            kv_hash=h.hash,
+            compact_revision=h.compact_revision,
+        ),
+    )
+    return RollForward(src.id, src.revision, target, done, check, dest, record, time.monotonic() - t0)

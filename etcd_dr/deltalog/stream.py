@@ -370,12 +370,7 @@ class Streamer:
                     f"{ep} sent revision {records[0].revision} where {self.next} comes next; nothing "
                     f"written past revision {self.next - 1}"
                 )
-            if self.writer is None:
-                self.writer = SegmentWriter.create(self.dir, self.cluster, self.next)
-            self.writer.append(records)
-            self.next = records[-1].revision + 1
-            self.records += len(records)
-            self.events += sum(len(r.events) for r in records)
+            self._append(records)
         rev = max(b.revision, self.status.cluster_revision or 0)
         caught = self.status.caught_up_at
         if self.next - 1 >= b.revision:
@@ -417,6 +412,31 @@ class Streamer:
         )
 
     # -- segments --
+
+    def _append(self, records: Sequence[Record]) -> None:
+        """Append a batch, sealing at the size limit inside it (a catch-up batch can be large)."""
+        limit = self.settings.segment_max_bytes
+        chunk: list[Record] = []
+        size = 0
+        for r in records:
+            chunk.append(r)
+            size += len(r.line())
+            if self.writer is None:
+                self.writer = SegmentWriter.create(self.dir, self.cluster, r.revision)
+            if self.writer.size + size >= limit:
+                self._write(chunk)
+                chunk, size = [], 0
+                self._seal()
+        self._write(chunk)
+
+    def _write(self, chunk: list[Record]) -> None:
+        if not chunk:
+            return
+        assert self.writer is not None
+        self.writer.append(chunk)
+        self.next = chunk[-1].revision + 1
+        self.records += len(chunk)
+        self.events += sum(len(r.events) for r in chunk)
 
     def _seal_if_due(self) -> None:
         w = self.writer
