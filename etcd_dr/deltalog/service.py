@@ -107,6 +107,10 @@ class LogSummary:
     status: StreamStatus | None
     gap: dict[str, Any] | None
 
+    @property
+    def log(self) -> DeltaLog:
+        return DeltaLog(self.dir)
+
     def rolls_forward_to(self, revision: int) -> int | None:
         """The last revision a snapshot at `revision` can be brought to with the log (None: the log
         does not continue it)."""

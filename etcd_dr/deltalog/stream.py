@@ -75,6 +75,7 @@ class StreamStatus:
     cluster_revision: int | None  # the newest revision a member reported
     caught_up_at: float | None  # unix time the log last held every revision a member had reported
     updated: float
+    heard_at: float | None = None  # unix time a member last answered (after a fault: about when it came)
     endpoint: str | None = None
     cluster_id: str | None = None  # hex, of the cluster the log follows
     segments_sealed: int = 0  # by this run
@@ -379,6 +380,7 @@ class Streamer:
             self.status,
             cluster_revision=rev,
             caught_up_at=caught,
+            heard_at=time.time(),
             endpoint=ep,
             cluster_id=cid,
             last_revision=self.next - 1,
