@@ -17,7 +17,9 @@ appended to the delta log as it happens.
   exists, a new run of the log starts after it (the snapshot holds what the log missed); else it
   stops with state `gap`, `gap.json` in the log dir (which `snapshot list` shows) and an error
   that says a new full snapshot is needed. A member that answers for another cluster (a restore
-  made a new one) or with a revision below the log's end is a `gap` too: histories never mix.
+  made a new one) is a `gap` too: histories never mix. One behind the log's end is left for another.
+- With quorum lost, what the surviving members applied (committed entries: the same history) is
+  read without `hasleader`: a write acknowledged just before the loss may be only there.
 - Its lag (revisions and seconds behind what a member last reported) is in `status.json`,
   replaced atomically about every second; the readiness check reads it.
 """
@@ -297,6 +299,8 @@ class Streamer:
                 if failures and len(failures) == len(order) and not self._done():
                     listed = "; ".join(f"{ep}: {why}" for ep, why in failures)
                     self._set(StreamState.WAITING, f"no member answers ({listed}); retrying", force=True)
+                    if any("no leader" in why for _, why in failures):
+                        self._drain(order)
                     self.stop.wait(self.settings.retry_interval_s)
         except _Gap as g:
             self._finish()
@@ -326,10 +330,22 @@ class Streamer:
             return True
         return self._deadline is not None and time.monotonic() >= self._deadline
 
-    def _follow(self, ep: str) -> None:
-        """Watch on one member from self.next until done; raises its EtcdError when it fails."""
+    def _drain(self, order: Sequence[str]) -> None:
+        """With no leader anywhere: read what each answering member has applied (committed
+        entries only, so the same history) beyond the log's end: the writes acknowledged just
+        before a quorum loss may exist only on the survivors. Never waits for new ones."""
+        for ep in order:
+            if self._done():
+                return
+            with contextlib.suppress(E.EtcdError, GapError):
+                self._follow(ep, leaderless=True)
+
+    def _follow(self, ep: str, *, leaderless: bool = False) -> None:
+        """Watch on one member from self.next until done; raises its EtcdError when it fails.
+        leaderless: without etcd's `hasleader`, and only until the member has nothing more (a
+        progress answer at or below the log's end)."""
         s = self.settings
-        with self.client.watch(ep, self.next) as w:
+        with self.client.watch(ep, self.next, require_leader=not leaderless) as w:
             heard = time.monotonic()
             asked = 0.0
             while not self._done():
@@ -349,9 +365,11 @@ class Streamer:
                     self._set(self.status.state, self.status.reason)
                     continue
                 heard = time.monotonic()
-                self._take(ep, b)
+                if leaderless and not b.events and b.revision <= self.next - 1:
+                    return  # drained: the member holds nothing beyond the log
+                self._take(ep, b, leaderless=leaderless)
 
-    def _take(self, ep: str, b: WatchBatch) -> None:
+    def _take(self, ep: str, b: WatchBatch, *, leaderless: bool = False) -> None:
         cid = f"{b.cluster_id:x}"
         if self.status.cluster_id is not None and cid != self.status.cluster_id:
             raise _Gap(
@@ -359,10 +377,11 @@ class Streamer:
                 f"(a restore made a new cluster): revisions after {self.next - 1} belong to another "
                 "history; take a new full snapshot and start a new log (move this one aside)"
             )
-        if b.revision < self.next - 1:
-            raise _Gap(
-                f"{ep} is at revision {b.revision}, below the log's {self.next - 1}: the cluster's history "
-                "went back (a restore to an earlier point); take a new full snapshot and start a new log"
+        if b.revision < self.next - 1 and not b.events:
+            # a member behind the log (a lagging follower, a survivor that applied less): another
+            # member is asked; it never sends a revision the log holds (the watch starts after it)
+            raise E.EtcdRequestError(
+                f"watch on {ep}: at revision {b.revision}, behind the log's {self.next - 1}", endpoint=ep
             )
         if b.events:
             records = to_records(b.events, time.time())
@@ -373,19 +392,24 @@ class Streamer:
                 )
             self._append(records)
         rev = max(b.revision, self.status.cluster_revision or 0)
-        caught = self.status.caught_up_at
-        if self.next - 1 >= b.revision:
-            caught = time.time()  # every revision the member had is on disk
+        caught, heard = self.status.caught_up_at, self.status.heard_at
+        if not leaderless:  # a member without a leader says nothing about the cluster's progress
+            heard = time.time()
+            if self.next - 1 >= b.revision:
+                caught = heard  # every revision the member had is on disk
         self.status = replace(
             self.status,
             cluster_revision=rev,
             caught_up_at=caught,
-            heard_at=time.time(),
+            heard_at=heard,
             endpoint=ep,
             cluster_id=cid,
             last_revision=self.next - 1,
         )
-        self._set(StreamState.STREAMING, f"following {ep}")
+        if leaderless:
+            self._set(StreamState.WAITING, f"no leader: read what {ep} applied, up to {self.next - 1}")
+        else:
+            self._set(StreamState.STREAMING, f"following {ep}")
         self._seal_if_due()
 
     def _compacted(self, e: E.RevisionCompacted) -> None:

@@ -265,7 +265,9 @@ class Watch:
 
     _END = object()
 
-    def __init__(self, client: EtcdClient, endpoint: str, create: Any) -> None:
+    def __init__(
+        self, client: EtcdClient, endpoint: str, create: Any, *, require_leader: bool = True
+    ) -> None:
         self.endpoint = endpoint
         self._client = client
         self._requests: queue.Queue[Any] = queue.Queue()
@@ -276,7 +278,7 @@ class Watch:
             request_serializer=pb.WatchRequest.SerializeToString,
             response_deserializer=pb.WatchResponse.FromString,
         )
-        self._stream = call(self._request_iter(), metadata=_REQUIRE_LEADER)
+        self._stream = call(self._request_iter(), metadata=_REQUIRE_LEADER if require_leader else None)
         self._closed = False
         self.watch_id: int | None = None
         self._reader = threading.Thread(target=self._read, name=f"watch-{endpoint}", daemon=True)
@@ -728,10 +730,13 @@ class EtcdClient:
         *,
         prev_kv: bool = True,
         progress_notify: bool = True,
+        require_leader: bool = True,
     ) -> Watch:
         """Watch [key, range_end) (default: every key) on one member from `start_revision`, with
         each event's previous key-value (prev_kv). The stream carries etcd's `hasleader`: a member
-        that loses its leader ends it (NoLeader) instead of going silent."""
+        that loses its leader ends it (NoLeader) instead of going silent. require_leader=False
+        watches a member without a leader too: it sends what it has applied (committed entries
+        only), e.g. to read what the survivors of a quorum loss hold."""
         if endpoint not in self._targets:
             with self._lock:
                 self._targets[endpoint] = _target(endpoint)
@@ -742,7 +747,7 @@ class EtcdClient:
             prev_kv=prev_kv,
             progress_notify=progress_notify,
         )
-        return Watch(self, endpoint, create)
+        return Watch(self, endpoint, create, require_leader=require_leader)
 
     def status(self, endpoint: str, *, timeout: float | None = None) -> EndpointStatus:
         """This member's status. Answers without quorum and on a learner."""
