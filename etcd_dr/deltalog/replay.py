@@ -30,6 +30,7 @@ catalog's time order is the order of the data the snapshots hold.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -43,6 +44,18 @@ from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd.client import EtcdClient, TxnDelete, TxnPut
 
 DEFAULT_LEASE_TTL_S = 60
+SHM = Path("/dev/shm")
+
+
+def scratch_parent(db_size: int, fallback: Path) -> Path:
+    """Where the throwaway etcd of a replay keeps its data: memory (/dev/shm) when it has room for
+    three times the db, else `fallback`. The replay's etcd fsyncs its WAL once per transaction;
+    in memory that costs nothing, and its data is thrown away once snapshotted and verified."""
+    try:
+        st = os.statvfs(SHM)
+    except OSError:
+        return fallback
+    return SHM if st.f_bavail * st.f_frsize > 3 * db_size + (64 << 20) else fallback
 
 
 class ReplayError(EtcdDrError):
@@ -123,9 +136,14 @@ class Replayed:
 
 
 def replay(
-    client: EtcdClient, records: Iterable[Record], *, lease_ttl_s: int = DEFAULT_LEASE_TTL_S
+    client: EtcdClient,
+    records: Iterable[Record],
+    *,
+    lease_ttl_s: int = DEFAULT_LEASE_TTL_S,
+    endpoint: str | None = None,
 ) -> Replayed:
-    """Each record as one transaction; the store's revision after it must be the record's."""
+    """Each record as one transaction; the store's revision after it must be the record's.
+    `endpoint`: the one member replayed into (one round trip a transaction, no failover)."""
     t0 = time.monotonic()
     n = events = granted = 0
     known: set[int] = set()
@@ -137,7 +155,7 @@ def replay(
                     granted += 1
                 known.add(e.lease)
         ops = [TxnPut(e.key, e.value, e.lease) if e.type == "put" else TxnDelete(e.key) for e in rec.events]
-        rev = client.txn(ops, timeout=30.0)
+        rev = client.txn(ops, timeout=30.0, endpoint=endpoint)
         if rev != rec.revision:
             raise ReplayError(
                 f"revision {rec.revision} of the log replayed as revision {rev}: the restored store took "

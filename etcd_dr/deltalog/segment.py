@@ -11,7 +11,8 @@ Format (JSON Lines, UTF-8; keys and values base64 since etcd's are bytes):
 The checksum is a footer, not a sidecar: the file is then complete in itself (one rename makes it
 appear with its checksum, one copy ships both, a sidecar could be lost or stale apart from it), and
 the footer's sha256 covers every byte before it. A segment is written as `<name>.part` (the open
-segment: appended and fdatasynced per watch batch, so a killed watcher loses nothing it wrote),
+segment: appended per watch batch and fdatasynced at most `sync_interval_s` later: a killed
+watcher loses nothing it wrote, a machine that loses power at most that much),
 then sealed: footer appended, fsynced, renamed to `<first>-<last>.seg`, directory fsynced.
 
 `at` is when the watcher received the revision (etcd's events carry no time): `--to-time T` means
@@ -149,11 +150,19 @@ def header_line(cluster: str, first: int) -> bytes:
 
 
 class SegmentWriter:
-    """The open segment: `<dir>/<first>.seg.part`, appended per batch (written and fdatasynced
-    before append() returns), sealed by seal(). Records must come in revision order, one per
-    revision, starting at `first`."""
+    """The open segment: `<dir>/<first>.seg.part`, appended per batch (written before append()
+    returns, fdatasynced once sync_interval_s has passed: flush()), sealed by seal(). Records must
+    come in revision order, one per revision, starting at `first`."""
 
-    def __init__(self, dir: Path, cluster: str, first: int, *, opened_at: float | None = None) -> None:
+    def __init__(
+        self,
+        dir: Path,
+        cluster: str,
+        first: int,
+        *,
+        opened_at: float | None = None,
+        sync_interval_s: float = 0.0,
+    ) -> None:
         self.dir = Path(dir)
         self.cluster = cluster
         self.first = first
@@ -165,10 +174,13 @@ class SegmentWriter:
         self.opened_at = opened_at if opened_at is not None else _now()
         self._hash = hashlib.sha256()
         self._fd: int | None = None
+        self.sync_interval_s = sync_interval_s  # 0: fdatasync every append
+        self._synced = time.monotonic()
+        self._dirty = False
 
     @classmethod
-    def create(cls, dir: Path, cluster: str, first: int) -> SegmentWriter:
-        w = cls(dir, cluster, first)
+    def create(cls, dir: Path, cluster: str, first: int, *, sync_interval_s: float = 0.0) -> SegmentWriter:
+        w = cls(dir, cluster, first, sync_interval_s=sync_interval_s)
         w.dir.mkdir(parents=True, exist_ok=True)
         w._fd = os.open(w.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         w._write(header_line(cluster, first))
@@ -190,9 +202,23 @@ class SegmentWriter:
             self.next += 1
             self.events += len(r.events)
         self._write(bytes(buf))
-        assert self._fd is not None
-        os.fdatasync(self._fd)
         self.records += len(records)
+        self._dirty = True
+        self.flush(due_only=True)
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def flush(self, *, due_only: bool = False) -> None:
+        """fdatasync what was appended (written already: a killed process loses nothing of it; a
+        machine that loses power loses at most sync_interval_s of it)."""
+        if due_only and time.monotonic() - self._synced < self.sync_interval_s:
+            return
+        if self._dirty and self._fd is not None:
+            os.fdatasync(self._fd)
+            self._dirty = False
+            self._synced = time.monotonic()
 
     @property
     def last(self) -> int:

@@ -24,6 +24,7 @@ from etcd_dr.deltalog.replay import (
     check_against_log,
     choose_target,
     replay,
+    scratch_parent,
 )
 from etcd_dr.deltalog.stream import (
     Streamer,
@@ -199,8 +200,9 @@ def roll_forward(
             "restore that one, or move it aside to make it again"
         )
     bins = binaries_for(src.version)
-    with served_db(bins, Path(src.path), snap_dir, scratch_prefix=".rollforward-") as (c, ep):
-        done = replay(c, log.records(src.revision + 1, target.revision), lease_ttl_s=lease_ttl_s)
+    scratch = scratch_parent(Path(src.path).stat().st_size, snap_dir)
+    with served_db(bins, Path(src.path), scratch, scratch_prefix=".rollforward-") as (c, ep):
+        done = replay(c, log.records(src.revision + 1, target.revision), lease_ttl_s=lease_ttl_s, endpoint=ep)
         check = check_against_log(c, log, src.revision, target.revision)
         h = c.hash_kv(ep, target.revision, timeout=600.0)
         taken = c.snapshot(ep, dest)

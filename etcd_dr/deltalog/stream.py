@@ -64,6 +64,7 @@ class StreamSettings:
     silence_timeout_s: float = 5.0  # a member that answers nothing this long is left for another
     retry_interval_s: float = 1.0  # with no member answering, a new round after this pause
     status_interval_s: float = 1.0
+    sync_interval_s: float = 0.1  # group commit of the open segment (fdatasync at most this often)
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,14 @@ class Streamer:
                 if now - asked >= s.progress_interval_s:
                     w.request_progress()
                     asked = now
-                b = w.get(timeout=min(s.progress_interval_s, s.status_interval_s))
+                dirty = self.writer is not None and self.writer.dirty
+                b = w.get(
+                    timeout=min(
+                        s.progress_interval_s, s.status_interval_s, *([s.sync_interval_s] if dirty else [])
+                    )
+                )
+                if self.writer is not None:
+                    self.writer.flush(due_only=True)
                 if b is None:
                     if time.monotonic() - heard > s.silence_timeout_s:
                         raise E.EtcdTimeout(
@@ -448,7 +456,9 @@ class Streamer:
             chunk.append(r)
             size += len(r.line())
             if self.writer is None:
-                self.writer = SegmentWriter.create(self.dir, self.cluster, r.revision)
+                self.writer = SegmentWriter.create(
+                    self.dir, self.cluster, r.revision, sync_interval_s=self.settings.sync_interval_s
+                )
             if self.writer.size + size >= limit:
                 self._write(chunk)
                 chunk, size = [], 0

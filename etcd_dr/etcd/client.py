@@ -701,9 +701,12 @@ class EtcdClient:
 
         return self._failover("lease ttl", call, write=False, timeout=timeout)
 
-    def txn(self, ops: Sequence[TxnPut | TxnDelete], *, timeout: float | None = None) -> int:
+    def txn(
+        self, ops: Sequence[TxnPut | TxnDelete], *, timeout: float | None = None, endpoint: str | None = None
+    ) -> int:
         """The puts and deletes in ONE transaction with no compare (one revision for all of them);
-        returns the cluster's revision after it."""
+        returns the cluster's revision after it. With `endpoint`, only that member is asked, without
+        the pre-write probe (one round trip: a replay into a member nothing else writes to)."""
         req = pb.TxnRequest(
             success=[
                 pb.RequestOp(request_put=pb.PutRequest(key=o.key, value=o.value, lease=o.lease))
@@ -717,6 +720,9 @@ class EtcdClient:
             r = self._unary(ep, _KV + "Txn", req, pb.TxnResponse, t, require_leader=True)
             return int(r.header.revision)
 
+        if endpoint is not None:
+            t = timeout if timeout is not None else self.request_timeout
+            return self._single("txn", endpoint, lambda: call(endpoint, t))
         return self._failover("txn", call, write=True, timeout=timeout)
 
     # -- per-endpoint calls (no failover) --
