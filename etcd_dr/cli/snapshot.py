@@ -105,6 +105,10 @@ def _cmd_take(args: argparse.Namespace) -> int:
         prune=not args.no_prune,
         show_progress=args.progress == "auto",
     )
+    if not args.no_prune and record.verified:
+        from etcd_dr.deltalog.service import prune_segments
+
+        prune_segments(inv)  # the delta log's segments no kept snapshot needs any more
     # --no-verify asked for an unverified snapshot: having it cataloged is success then
     ok = (record.verified or args.no_verify) and all(c.verified for c in record.offsite)
     emit(args.json, record.to_json, lambda: _taken_text(record, deleted))
@@ -159,10 +163,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from etcd_dr.deltalog.service import prune_segments
+
     inv = inventory_from_args(args)
     decisions = service.plan_prune(inv)
     deleted = [] if args.dry_run else service.delete_decided(inv, decisions)
     failed = {d.record.id: d.error for d in deleted if not d.ok}
+    segments = prune_segments(inv, dry_run=args.dry_run)
 
     def data() -> dict:
         out = [
@@ -176,7 +183,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             }
             for d in decisions
         ]
-        return {"dry_run": args.dry_run, "decisions": out}
+        segs = [
+            {"segment": p.segment, "reason": p.reason, "ok": p.ok, "error": p.error or None} for p in segments
+        ]
+        return {"dry_run": args.dry_run, "decisions": out, "segments": segs}
 
     def text() -> str | None:
         verb = "would delete" if args.dry_run else "deleted"
@@ -188,12 +198,15 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                 else (f"FAILED to delete ({failed[d.record.id]})" if d.record.id in failed else verb)
             )
             lines.append(f"{what:>12}  {d.record.id}: {d.reason}")
+        for p in segments:
+            what = verb if p.ok else f"FAILED to delete ({p.error})"
+            lines.append(f"{what:>12}  delta log segment {p.segment}: {p.reason}")
         if not decisions:
             print("no snapshots cataloged", file=sys.stderr)
         return "\n".join(lines) if lines else None
 
     emit(args.json, data, text)
-    return exit_for(not failed)
+    return exit_for(not failed and all(p.ok for p in segments))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

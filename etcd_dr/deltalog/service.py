@@ -33,8 +33,9 @@ from etcd_dr.deltalog.stream import (
     StreamStatus,
     read_gap,
     read_status,
+    write_json_atomic,
 )
-from etcd_dr.errors import InputError
+from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.snapshots.catalog import Catalog
@@ -247,3 +248,55 @@ def roll_forward(
         ),
     )
     return RollForward(src.id, src.revision, target, done, check, dest, record, time.monotonic() - t0)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    segment: str
+    reason: str
+    ok: bool
+    error: str = ""
+
+
+def prune_segments(inv: Inventory, *, dry_run: bool = False) -> list[Pruned]:
+    """Retention of the delta log, with the snapshots': a sealed segment whose revisions all lie
+    at or before the oldest verified snapshot kept rolls nothing forward any more; it goes (file,
+    off-site copy, manifest entry), each deletion an audit record. Run after the snapshots' prune."""
+    from etcd_dr.deltalog.offsite import MANIFEST, copies
+    from etcd_dr.snapshots.offsite import delete_copy
+
+    d = log_dir_for(inv)
+    kept = [r for r in Catalog(inv.snapshot_settings().dir).records(inv.cluster) if r.verified]
+    if not kept or not d.is_dir():
+        return []
+    oldest = min(kept, key=lambda r: r.revision)
+    made = copies(d)
+    out: list[Pruned] = []
+    audit = audit_log_for(inv)
+    for seg in DeltaLog(d).segments():
+        if seg.last > oldest.revision:
+            continue
+        why = (
+            f"revisions {seg.first}..{seg.last}, all at or before the oldest verified snapshot kept, "
+            f"{oldest.id} (revision {oldest.revision})"
+        )
+        if dry_run:
+            out.append(Pruned(seg.name, why, True))
+            continue
+        try:
+            if seg.name in made:
+                delete_copy(made[seg.name], inv.snapshot_settings().offsite)
+                del made[seg.name]
+                body = {n: c.to_json() for n, c in sorted(made.items())}
+                write_json_atomic(d / MANIFEST, {"version": 1, "copies": body})
+            seg.path.unlink(missing_ok=True)
+        except (OSError, EtcdDrError) as e:
+            err = getattr(e, "strerror", None) or str(e)
+            out.append(Pruned(seg.name, why, False, err))
+            if audit is not None:
+                audit.event(host=LOCAL, action="deltalog-delete", outcome="failed", reason=f"{why}; {err}")
+            continue
+        out.append(Pruned(seg.name, why, True))
+        if audit is not None:
+            audit.event(host=LOCAL, action="deltalog-delete", outcome="ok", reason=why, segment=seg.name)
+    return out

@@ -141,3 +141,54 @@ def test_sealed_segments_are_copied_off_site_read_back_and_hashed_once(tmp_path:
     assert ship_pending(log_dir, "lab", settings) == 0
     assert sorted(copies(log_dir)) == [copied.name, "0000000000000013-0000000000000015.seg"]
     assert copied.read_bytes() == b"changed"
+
+
+def test_segments_no_kept_snapshot_needs_are_pruned_with_their_off_site_copies(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from inventory_sample import sample_data, write_invdir
+
+    from etcd_dr.deltalog.offsite import copies, ship_pending
+    from etcd_dr.deltalog.service import log_dir_for, prune_segments
+    from etcd_dr.inventory import parse_inventory
+    from etcd_dr.snapshots import Catalog, SnapshotRecord, Verdict
+
+    d = write_invdir(tmp_path)
+    inv = parse_inventory(sample_data(snapshots={"dir": "snaps", "offsite": {"dir": "remote"}}), d)
+    now = dt.datetime.now(dt.UTC)
+    for i, rev in enumerate((10, 30)):
+        Catalog(inv.snapshot_settings().dir).add(
+            SnapshotRecord(
+                f"s{i}",
+                inv.cluster,
+                "m1",
+                "",
+                rev,
+                rev,
+                1,
+                "ab",
+                now,
+                True,
+                Verdict.VERIFIED,
+                "",
+                tmp_path / f"s{i}.db",
+            )
+        )
+    log_dir = log_dir_for(inv)
+    for first, last in ((1, 5), (6, 10), (11, 20), (21, 40)):
+        write(log_dir, first, last)
+    ship_pending(log_dir, inv.cluster, inv.snapshot_settings().offsite)
+    assert len(copies(log_dir)) == 4
+    planned = prune_segments(inv, dry_run=True)
+    assert [p.segment[:33] for p in planned] == [
+        "0000000000000001-0000000000000005",
+        "0000000000000006-0000000000000010",
+    ]  # 11..20 rolls snapshot s0 (revision 10) forward: kept
+    assert len(DeltaLog(log_dir).segments()) == 4  # a dry run deletes nothing
+    done = prune_segments(inv)
+    assert all(p.ok for p in done) and "oldest verified snapshot kept, s0 (revision 10)" in done[0].reason
+    assert [s.first for s in DeltaLog(log_dir).segments()] == [11, 21]
+    assert sorted(copies(log_dir)) == [s.name for s in DeltaLog(log_dir).segments()]
+    assert sorted(p.name for p in (d / "remote" / inv.cluster / "deltalog").iterdir()) == sorted(
+        copies(log_dir)
+    )
