@@ -129,6 +129,9 @@ class SnapshotLike(Protocol):
 
 
 NO_EVIDENCE: Mapping[str, FenceEvidence] = MappingProxyType({})
+# etcd's advice for restoring a Kubernetes cluster's snapshot (etcdutl 3.5+): far past any revision
+# a client may have seen since the snapshot
+BUMP_REVISION = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -603,15 +606,25 @@ def _verify_step(inv: Inventory, host: Host, ts: str, min_revision: int, source:
 
 
 def _restore_step(
-    inv: Inventory, host: Host, paths: _Paths, version: str, *, skip_hash_check: bool, source: str
+    inv: Inventory,
+    host: Host,
+    paths: _Paths,
+    version: str,
+    *,
+    skip_hash_check: bool,
+    source: str,
+    bump: bool = False,
 ) -> Step:
     name = member_name(host)
     peer = inv.peer_url(host)
     # etcdctl restore is deprecated from 3.5 on (etcdutl); 3.4 has no etcdutl
     tool = "etcdctl" if version.startswith("3.4") or not version else "etcdutl"
+    # a snapshot is behind what clients saw: etcdutl (3.5+) moves the revision past it and marks it
+    # compacted, so a watcher relists instead of missing events at revisions reused by new writes
+    bumped = [f"--bump-revision={BUMP_REVISION}", "--mark-compacted"] if bump and tool == "etcdutl" else []
     argv = [
         tool, "snapshot", "restore", paths.db,
-        *(["--skip-hash-check"] if skip_hash_check else []),
+        *(["--skip-hash-check"] if skip_hash_check else []), *bumped,
         f"--name={name}", f"--initial-cluster={name}={peer}",
         f"--initial-advertise-peer-urls={peer}", f"--data-dir={paths.staging}",
     ]  # fmt: skip
@@ -622,7 +635,13 @@ def _restore_step(
         description=f"restore {source} into staging dir {paths.staging} on {host.name} as one-member "
         f"cluster {name}",
         postcondition=f"{paths.staging}/member/wal exists on {host.name}",
-        reason="a restore goes to a staging dir first so a failed one leaves the data dir untouched",
+        reason="a restore goes to a staging dir first so a failed one leaves the data dir untouched"
+        + (
+            f"; the revision is moved {BUMP_REVISION} past the snapshot's and marked compacted, so "
+            "clients that saw later revisions relist instead of missing events"
+            if bumped
+            else ""
+        ),
         params=RestoreParams(
             **MemberParams.fields_of(inv, host),
             db=paths.db,
@@ -870,7 +889,9 @@ def _snapshot_restore(
             params=PutFileParams(src=str(snap.path), dst=paths.db, sha256=snap.sha256, snapshot=snap.id),
         ),
         _stop_step(inv, host, ts, voter=True),
-        _restore_step(inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}"),
+        _restore_step(
+            inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}", bump=True
+        ),
         *_start_restored(
             inv,
             host,

@@ -159,3 +159,43 @@ def test_a_corrupted_segment_stops_the_roll_forward_naming_it(env: Env) -> None:
     assert len(Catalog(env.snapdir).records()) == before  # nothing cataloged
     assert not list(env.snapdir.glob(".rollforward-*"))  # the scratch dir is gone
     os.sync()
+
+
+def test_the_3_5_restore_flags_the_plan_passes_move_the_revision_on_and_make_watchers_relist(
+    env: Env, tmp_path: Path
+) -> None:
+    """What `--bump-revision=1000000000 --mark-compacted` (the all-lost plan's etcdutl restore)
+    does on a real etcd 3.5: the revision moves on, an old watcher is told to relist."""
+    from etcd_dr.certs import issue_cert, new_ca
+    from etcd_dr.etcd import RevisionCompacted
+    from etcd_dr.etcd.localcluster import LocalCluster
+    from etcd_dr.recovery.plan import BUMP_REVISION
+
+    if env.cluster.bins.etcdutl is None:
+        pytest.skip("etcd 3.4 has no etcdutl: its restore keeps the snapshot's revision")
+    with env.cluster.client() as c:
+        rev = c.put("/bump/k", "v").revision
+        snap = c.snapshot(env.cluster.endpoints[0], tmp_path / "s.db")
+    ca = new_ca("bump")
+    lc = LocalCluster(env.cluster.bins, tmp_path / "r", ca, issue_cert(ca, "m", ips=("127.0.0.1",)),
+                      issue_cert(ca, "c", server=False))  # fmt: skip
+    lc._write_certs()
+    node = lc.new_node("r")
+    argv = [
+        str(env.cluster.bins.etcdutl), "snapshot", "restore", str(snap.path),
+        f"--bump-revision={BUMP_REVISION}", "--mark-compacted", f"--name={node.name}",
+        f"--initial-cluster={node.name}={node.peer_url}", f"--initial-advertise-peer-urls={node.peer_url}",
+        f"--data-dir={node.data_dir}",
+    ]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    lc.nodes = [node]
+    lc.start(node, f"{node.name}={node.peer_url}", "new")
+    try:
+        lc.wait_healthy()
+        with lc.client() as rc:
+            now = rc.range("/bump/k")
+            assert now.kvs[0].value == b"v" and now.header.revision == rev + BUMP_REVISION
+            with pytest.raises(RevisionCompacted), rc.watch(node.client_url, rev) as w:
+                w.get(5.0)  # a watcher from before the restore: told to relist
+    finally:
+        lc.stop_all()
