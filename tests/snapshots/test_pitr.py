@@ -95,6 +95,12 @@ def test_roll_forward_to_a_revision_mid_segment_gives_exactly_the_keys_of_that_r
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert {r["id"]: r["rolls_forward_to"] for r in json.loads(listed.stdout)} == {snap.id: end}
+    text = subprocess.run(
+        [sys.executable, "-m", "etcd_dr.cli", "snapshot", "list", "-i", str(env.inventory_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "ROLLS FORWARD TO" in text and f"| {end} " in text
+    assert f"revisions {snap.revision + 1}..{end}; watcher stopped" in text
 
     # a revision in the middle of a segment
     t0 = time.monotonic()
