@@ -30,6 +30,7 @@ catalog's time order is the order of the data the snapshots hold.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable
@@ -167,16 +168,39 @@ def replay(
     return Replayed(n, events, granted, time.monotonic() - t0)
 
 
-def expected_state(
-    base: Iterable[Any], records: Iterable[Record]
-) -> dict[bytes, tuple[bytes, int, int, int, int]]:
-    """key -> (value, create_revision, mod_revision, version, lease): the keys at the snapshot's
-    revision (`base`, KeyValues) with the logged events applied, as the log says they end up."""
-    state = {kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease) for kv in base}
+Digest = tuple[bytes, int, int, int, int]  # sha256 of the value, create and mod revision, version, lease
+PAGE = 100  # keys per Range: etcd's values are at most ~1.5 MiB, so a page stays under gRPC's limit
+
+
+def _digest(value: bytes, create: int, mod: int, version: int, lease: int) -> Digest:
+    return (hashlib.sha256(value).digest(), create, mod, version, lease)
+
+
+def keys_at(
+    client: EtcdClient, revision: int, endpoint: str | None = None
+) -> tuple[int, dict[bytes, Digest]]:
+    """(the store's revision, key -> Digest) of every key at `revision`, a page at a time: memory
+    holds digests, not values (a 1 GiB db is read, not held)."""
+    out: dict[bytes, Digest] = {}
+    start, header = b"\0", 0
+    while True:
+        r = client.range(start, b"\0", revision=revision, limit=PAGE, timeout=600.0)
+        header = header or r.header.revision
+        for kv in r.kvs:
+            out[kv.key] = _digest(kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+        if not r.more or not r.kvs:
+            return header, out
+        start = r.kvs[-1].key + b"\0"
+
+
+def expected_state(base: dict[bytes, Digest], records: Iterable[Record]) -> dict[bytes, Digest]:
+    """The keys at the snapshot's revision (`base`) with the logged events applied, as the log
+    says they end up."""
+    state = dict(base)
     for rec in records:
         for e in rec.events:
             if e.type == "put":
-                state[e.key] = (e.value, e.create_revision, rec.revision, e.version, e.lease)
+                state[e.key] = _digest(e.value, e.create_revision, rec.revision, e.version, e.lease)
             else:
                 state.pop(e.key, None)
     return state
@@ -185,14 +209,13 @@ def expected_state(
 def check_against_log(client: EtcdClient, log: DeltaLog, snapshot_revision: int, target: int) -> str:
     """The replayed store's keys at `target` against the snapshot's keys with the log applied;
     ReplayError names the first keys that differ. Returns one sentence."""
-    at = client.range(b"\0", b"\0", revision=target, timeout=600.0)
-    if at.header.revision != target:
-        raise ReplayError(f"the replayed store is at revision {at.header.revision}, not {target}")
-    base = client.range(b"\0", b"\0", revision=snapshot_revision, timeout=600.0).kvs
+    header, got = keys_at(client, target)
+    if header != target:
+        raise ReplayError(f"the replayed store is at revision {header}, not {target}")
+    _, base = keys_at(client, snapshot_revision)
     want = expected_state(
         base, log.records(snapshot_revision + 1, target) if target > snapshot_revision else ()
     )
-    got = {kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease) for kv in at.kvs}
     if got != want:
         diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
         shown = ", ".join(repr(k)[:60] for k in diff[:3])
