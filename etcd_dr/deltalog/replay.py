@@ -195,10 +195,22 @@ def keys_at(
 
 def expected_state(base: dict[bytes, Digest], records: Iterable[Record]) -> dict[bytes, Digest]:
     """The keys at the snapshot's revision (`base`) with the logged events applied, as the log
-    says they end up."""
+    says they end up. Each event's previous value (the watch's prev_kv) must be the value the
+    snapshot's history holds at that point: a log of another history (another cluster, a restore
+    to an earlier point) is refused by the first key it disagrees on, not replayed over it."""
     state = dict(base)
     for rec in records:
         for e in rec.events:
+            had = state.get(e.key)
+            prev = None if e.prev_value is None else hashlib.sha256(e.prev_value).digest()
+            if (had[0] if had is not None else None) != prev:
+                before = "absent" if prev is None else "set to another value"
+                now = "absent" if had is None else "set"
+                raise ReplayError(
+                    f"revision {rec.revision}: the log says {e.key!r:.60} was {before} before, the "
+                    f"snapshot's history has it {now}: the log is not this snapshot's (another cluster, "
+                    "or a restore to an earlier point); nothing cataloged"
+                )
             if e.type == "put":
                 state[e.key] = _digest(e.value, e.create_revision, rec.revision, e.version, e.lease)
             else:

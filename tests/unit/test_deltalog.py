@@ -192,3 +192,24 @@ def test_segments_no_kept_snapshot_needs_are_pruned_with_their_off_site_copies(t
     assert sorted(p.name for p in (d / "remote" / inv.cluster / "deltalog").iterdir()) == sorted(
         copies(log_dir)
     )
+
+
+def test_a_log_of_another_history_is_refused_by_its_previous_values() -> None:
+    import hashlib
+
+    from etcd_dr.deltalog.replay import ReplayError, expected_state
+
+    def d(v: bytes, mod: int) -> tuple:
+        return (hashlib.sha256(v).digest(), 1, mod, 1, 0)
+
+    base = {b"/a": d(b"1", 5)}
+    put_b = Event("put", b"/b", b"x", None, 0, 7, 1)
+    del_a = Event("delete", b"/a", b"", b"2", 0, 0, 0)
+    ok = [Record(6, 0.0, (Event("put", b"/a", b"2", b"1", 0, 1, 2),)), Record(7, 0.0, (put_b, del_a))]
+    assert expected_state(base, ok) == {b"/b": (hashlib.sha256(b"x").digest(), 7, 7, 1, 0)}
+    other = [Record(6, 0.0, (Event("put", b"/a", b"2", b"9", 0, 1, 2),))]  # /a was "9" in that history
+    with pytest.raises(ReplayError, match=r"revision 6: the log says b'/a' was set to another value before"):
+        expected_state(base, other)
+    fresh = [Record(6, 0.0, (Event("put", b"/a", b"2", None, 0, 6, 1),))]  # created there, exists here
+    with pytest.raises(ReplayError, match="was absent before, the snapshot's history has it set"):
+        expected_state(base, fresh)
