@@ -21,6 +21,7 @@ from etcd_dr.deltalog.segment import (
     Record,
     SegmentError,
     SegmentInfo,
+    Vanished,
     parse_name,
     parse_open_name,
     read_open,
@@ -30,6 +31,7 @@ from etcd_dr.deltalog.segment import (
 
 STATUS_FILE = "status.json"
 GAP_FILE = "gap.json"
+_RETRIES = 5  # listings of a log a watcher is sealing segments of
 
 
 class DeltaLog:
@@ -41,34 +43,48 @@ class DeltaLog:
 
     # -- listing --
 
+    def _listing(self) -> tuple[list[SegmentInfo], Path | None]:
+        """Sealed segments (by first revision) and the open one, from ONE directory listing: a
+        segment sealed by a running watcher shows under one name or the other, never neither."""
+        if not self.dir.is_dir():
+            return [], None
+        names = list(self.dir.iterdir())
+        sealed = sorted(
+            (i for p in names if (i := parse_name(p)) is not None), key=lambda i: (i.first, i.last)
+        )
+        parts = sorted(p for p in names if parse_open_name(p) is not None)
+        if len(parts) > 1:
+            listed = ", ".join(p.name for p in parts)
+            raise SegmentError(f"{self.dir}: {len(parts)} open segments ({listed}); one watcher writes a log")
+        return sealed, parts[0] if parts else None
+
     def segments(self) -> list[SegmentInfo]:
         """Sealed segments, by first revision (names only: nothing is read)."""
-        if not self.dir.is_dir():
-            return []
-        found = [i for p in self.dir.iterdir() if (i := parse_name(p)) is not None]
-        return sorted(found, key=lambda i: (i.first, i.last))
+        return self._listing()[0]
 
     def open_segment(self) -> Path | None:
         """The open segment (`<first>.seg.part`), if any. Two are an error: one watcher per log."""
-        if not self.dir.is_dir():
-            return None
-        parts = sorted(p for p in self.dir.iterdir() if parse_open_name(p) is not None)
-        if len(parts) > 1:
-            names = ", ".join(p.name for p in parts)
-            raise SegmentError(f"{self.dir}: {len(parts)} open segments ({names}); one watcher writes a log")
-        return parts[0] if parts else None
+        return self._listing()[1]
 
     def open_records(self) -> list[Record]:
-        part = self.open_segment()
-        return read_open(part)[0] if part is not None else []
+        return self._current()[1]
+
+    def _current(self) -> tuple[list[SegmentInfo], list[Record]]:
+        """Sealed segments and the open segment's records, consistent with each other."""
+        for _ in range(_RETRIES):
+            sealed, part = self._listing()
+            try:
+                return sealed, (read_open(part)[0] if part is not None else [])
+            except Vanished:
+                continue  # the watcher sealed it meanwhile: its records are in a segment now
+        raise SegmentError(f"{self.dir}: the open segment kept changing while it was read")
 
     def spans(self, *, include_open: bool = True) -> list[tuple[int, int]]:
         """The runs of consecutive revisions held, e.g. [(1001, 5230), (9001, 9400)] after a gap."""
-        ranges = [(s.first, s.last) for s in self.segments()]
-        if include_open:
-            recs = self.open_records()
-            if recs:
-                ranges.append((recs[0].revision, recs[-1].revision))
+        sealed, recs = self._current() if include_open else (self.segments(), [])
+        ranges = [(s.first, s.last) for s in sealed]
+        if recs:
+            ranges.append((recs[0].revision, recs[-1].revision))
         out: list[tuple[int, int]] = []
         for first, last in sorted(ranges):
             if out and first <= out[-1][1] + 1:
@@ -86,9 +102,23 @@ class DeltaLog:
     def records(self, start: int, end: int | None = None, *, include_open: bool = True) -> Iterator[Record]:
         """Records start..end (inclusive; end None: to the last on record), each revision exactly
         once and in order. GapError names the revisions missing (or held twice) when the log cannot
-        give them all; SegmentError names a corrupt segment. Segments are read one at a time."""
-        sources = [(s.first, s.last, s.path, False) for s in self.segments()]
-        part = self.open_segment() if include_open else None
+        give them all; SegmentError names a corrupt segment. Segments are read one at a time; a
+        segment sealed by a running watcher while this reads is found again under its new name."""
+        want = start
+        for _ in range(_RETRIES):
+            try:
+                for r in self._records(want, end, include_open):
+                    yield r
+                    want = r.revision + 1
+                return
+            except Vanished:
+                continue
+        raise SegmentError(f"{self.dir}: the open segment kept changing while it was read")
+
+    def _records(self, start: int, end: int | None, include_open: bool) -> Iterator[Record]:
+        sealed, part = self._listing()
+        sources = [(s.first, s.last, s.path, False) for s in sealed]
+        part = part if include_open else None
         if part is not None:
             first = parse_open_name(part)
             assert first is not None

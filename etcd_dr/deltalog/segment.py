@@ -47,6 +47,10 @@ class SegmentError(EtcdDrError):
     """A segment is corrupt or not a segment; the message names the file and what is wrong."""
 
 
+class Vanished(SegmentError):
+    """The open segment was sealed (renamed) while it was being read: list the log again."""
+
+
 class GapError(EtcdDrError):
     """The log misses revisions (or holds one twice) between two points; the message names them."""
 
@@ -315,6 +319,8 @@ def read_open(path: Path) -> tuple[list[Record], int]:
         raise SegmentError(f"{path}: not an open segment name (<first>{OPEN_SUFFIX})")
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise Vanished(f"{path}: sealed while it was read") from None
     except OSError as e:
         raise SegmentError(f"{path}: cannot be read ({e.strerror})") from None
     lines = data.split(b"\n")

@@ -213,3 +213,32 @@ def test_a_log_of_another_history_is_refused_by_its_previous_values() -> None:
     fresh = [Record(6, 0.0, (Event("put", b"/a", b"2", None, 0, 6, 1),))]  # created there, exists here
     with pytest.raises(ReplayError, match="was absent before, the snapshot's history has it set"):
         expected_state(base, fresh)
+
+
+def test_a_segment_sealed_while_it_is_read_is_found_under_its_new_name(tmp_path: Path, monkeypatch) -> None:
+    """A reader (snapshot list, recover, check) runs beside the watcher, which seals its open
+    segment at any moment: the reader lists again instead of seeing a gap or a missing file."""
+    import hashlib
+    import json
+
+    import etcd_dr.deltalog.log as logmod
+    from etcd_dr.deltalog.segment import read_open, segment_name
+
+    write(tmp_path, 1, 10)
+    part = write(tmp_path, 11, 13, seal=False).path
+    sealed = []
+
+    def racing(path: Path):  # the watcher seals it right before the reader opens it
+        if not sealed:
+            body = part.read_bytes()
+            footer = {"footer": True, "first_revision": 11, "last_revision": 13, "records": 3, "events": 3,
+                      "sha256": hashlib.sha256(body).hexdigest()}  # fmt: skip
+            part.write_bytes(body + (json.dumps(footer) + "\n").encode())
+            part.rename(tmp_path / segment_name(11, 13))
+            sealed.append(True)
+        return read_open(path)
+
+    monkeypatch.setattr(logmod, "read_open", racing)
+    assert [r.revision for r in DeltaLog(tmp_path).records(1)] == list(range(1, 14))
+    assert sealed and DeltaLog(tmp_path).open_segment() is None
+    assert DeltaLog(tmp_path).spans() == [(1, 13)]
