@@ -17,7 +17,9 @@ appended to the delta log as it happens.
   exists, a new run of the log starts after it (the snapshot holds what the log missed); else it
   stops with state `gap`, `gap.json` in the log dir (which `snapshot list` shows) and an error
   that says a new full snapshot is needed. A member that answers for another cluster (a restore
-  made a new one) is a `gap` too: histories never mix. One behind the log's end is left for another.
+  made a new one) is a `gap` too, unless it holds the log's last revision key for key as the log
+  does (restored from the log's end): histories never mix. One behind the log's end is left for
+  another.
 - With quorum lost, what the surviving members applied (committed entries: the same history) is
   read without `hasleader`: a write acknowledged just before the loss may be only there.
 - Its lag (revisions and seconds behind what a member last reported) is in `status.json`,
@@ -380,11 +382,19 @@ class Streamer:
     def _take(self, ep: str, b: WatchBatch, *, leaderless: bool = False) -> None:
         cid = f"{b.cluster_id:x}"
         if self.status.cluster_id is not None and cid != self.status.cluster_id:
-            raise _Gap(
-                f"{ep} answers for cluster {cid}, the log follows cluster {self.status.cluster_id} "
-                f"(a restore made a new cluster): revisions after {self.next - 1} belong to another "
-                "history; take a new full snapshot and start a new log (move this one aside)"
+            differs = self._continues(ep)
+            if differs is not None:
+                raise _Gap(
+                    f"{ep} answers for cluster {cid}, the log follows cluster {self.status.cluster_id} "
+                    f"(a restore made a new cluster) and {differs}: revisions after {self.next - 1} belong "
+                    "to another history; take a new full snapshot and start a new log (move this one aside)"
+                )
+            why = (
+                f"{ep} answers for cluster {cid}, restored from this log's end: it holds revision "
+                f"{self.next - 1} as the log does; the log goes on"
             )
+            log.warning(why)
+            self._audit(action="deltalog-continue", outcome="ok", reason=why, revision=self.next - 1)
         if b.revision < self.next - 1 and not b.events:
             # a member behind the log (a lagging follower, a survivor that applied less): another
             # member is asked; it never sends a revision the log holds (the watch starts after it)
@@ -419,6 +429,29 @@ class Streamer:
         else:
             self._set(StreamState.STREAMING, f"following {ep}")
         self._seal_if_due()
+
+    def _continues(self, ep: str) -> str | None:
+        """Whether a member of a new cluster holds the log's last revision as the log does (each
+        key of that revision, read at that revision: value and mod revision, or absent): then it
+        was restored from this log's end (`recover` rolls forward, then restores) and the log goes
+        on. None when it does; else what differs, one phrase."""
+        last = self.next - 1
+        rec = next(iter(self.log.records(last, last)), None) if last >= 1 else None
+        if rec is None or rec.revision != last:
+            return f"the log has no record of revision {last} to compare it with"
+        for e in rec.events:
+            try:
+                got = self.client.range(e.key, revision=last, timeout=5.0, endpoint=ep).kvs
+            except E.EtcdError as err:
+                return f"revision {last} cannot be read there ({_short(err, 120)})"
+            same = (
+                len(got) == 1 and got[0].value == e.value and got[0].mod_revision == last
+                if e.type == "put"
+                else not got
+            )
+            if not same:
+                return f"it holds {e.key!r:.60} at revision {last} otherwise than the log"
+        return None
 
     def _compacted(self, e: E.RevisionCompacted) -> None:
         """etcd no longer has self.next: start after a snapshot that covers it, or stop with a gap."""

@@ -602,10 +602,12 @@ class EtcdClient:
         limit: int = 0,
         revision: int = 0,
         timeout: float | None = None,
+        endpoint: str | None = None,
     ) -> RangeResult:
         """Read [key, range_end) (just key when range_end is None; b"\\0" means to the end).
         Linearizable by default (needs quorum, not on a learner); serializable=True reads the answering
-        member's local state (works without quorum and on a learner, may be stale)."""
+        member's local state (works without quorum and on a learner, may be stale). With `endpoint`,
+        only that member is asked (no failover)."""
         req = pb.RangeRequest(
             key=_b(key),
             range_end=_b(range_end) if range_end is not None else b"",
@@ -624,6 +626,9 @@ class EtcdClient:
             )
             return RangeResult(ep, _header(r.header), kvs, bool(r.more), int(r.count))
 
+        if endpoint is not None:
+            t = timeout if timeout is not None else self.request_timeout
+            return self._single("range", endpoint, lambda: call(endpoint, t))
         return self._failover("range", call, write=False, timeout=timeout)
 
     def put(self, key: bytes | str, value: bytes | str, *, timeout: float | None = None) -> PutResult:

@@ -249,3 +249,31 @@ def test_writes_acknowledged_just_before_a_quorum_loss_are_read_from_the_survivo
             t.join(20)
             cluster.ensure_running()
     check_log(log_dir, snap[0] + 1, end, w)
+
+
+def test_another_cluster_that_is_not_restored_from_the_logs_end_is_a_gap(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A member answering for another cluster id goes on only if it holds the log's last revision
+    as the log does (a restore from the log's end, tested on the lab); another history is a gap."""
+    log_dir = tmp_path / "log"
+    with cluster.client() as c:
+        w = Writer(c, "/hist")
+        snap = [w.write(1)]
+        end = w.write(5)
+        assert streamer(cluster, c, log_dir, snap).run(until_revision=end, max_seconds=20).ok
+    other = LocalCluster.launch(cluster.bins, tmp_path / "other", cluster.ca, cluster.member_pair,
+                                cluster.client_pair, size=1)  # fmt: skip
+    try:
+        with other.client() as oc:
+            for i in range(end + 3):  # past the log's end, with other writes
+                oc.put(f"/hist/{i % 50}", f"elsewhere{i}")
+            s = Streamer(
+                oc, other.endpoints, log_dir, "test", snapshot_revision=lambda: snap[0], settings=FAST
+            )
+            res = s.run(max_seconds=20)
+    finally:
+        other.stop_all()
+    assert res.state is StreamState.GAP
+    assert "answers for cluster" in res.reason and f"at revision {end} otherwise than the log" in res.reason
+    assert read_gap(log_dir)["after_revision"] == end
