@@ -270,8 +270,8 @@ class Streamer:
 
     def run(self, *, until_revision: int | None = None, max_seconds: float | None = None) -> StreamResult:
         t0 = time.monotonic()
+        start = self.next = self.start_revision()  # bad input (no snapshot) before anything is made
         self.dir.mkdir(parents=True, exist_ok=True)
-        start = self.next = self.start_revision()
         self._set(StreamState.STARTING, f"starting at revision {start}", force=True)
         self._ship()
         deadline = None if max_seconds is None else t0 + max_seconds

@@ -242,3 +242,15 @@ def test_a_segment_sealed_while_it_is_read_is_found_under_its_new_name(tmp_path:
     assert [r.revision for r in DeltaLog(tmp_path).records(1)] == list(range(1, 14))
     assert sealed and DeltaLog(tmp_path).open_segment() is None
     assert DeltaLog(tmp_path).spans() == [(1, 13)]
+
+
+def test_the_stream_without_a_snapshot_or_a_log_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from etcd_dr.deltalog.stream import Streamer
+    from etcd_dr.errors import InputError
+
+    s = Streamer(object(), ["https://127.0.0.1:1"], tmp_path / "log", "lab", snapshot_revision=lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(
+        InputError, match="no verified snapshot of cluster lab in the catalog and no delta log"
+    ):
+        s.run(max_seconds=1)
+    assert not (tmp_path / "log").exists()
