@@ -580,6 +580,9 @@ class CheckSettings:
     learner_max_lag: Annotated[int, Field(gt=0), _v(_whole("raft entries"))] = Field(
         1000, description="raft entries behind the leader"
     )
+    deltalog_max_lag_s: Seconds = Field(
+        10.0, description="seconds the delta log (etcd-dr backup stream) may be behind the cluster"
+    )
 
 
 @dataclass(frozen=True, config=_CONFIG)

@@ -36,8 +36,12 @@ def offsite_copy(inventory: Inventory, record: SnapshotRecord) -> SnapshotRecord
 
 @task(name="snapshot-prune", cache_policy=None)
 def prune_snapshots(inventory: Inventory, dry_run: bool = False) -> list[Decision]:
-    """Classify (pure), then delete what the policy does not keep; returns every decision."""
+    """Classify (pure), then delete what the policy does not keep, then the delta log's segments
+    no kept snapshot needs; returns every snapshot decision."""
+    from etcd_dr.deltalog.service import prune_segments
+
     decisions = service.plan_prune(inventory)
     if not dry_run:
         service.delete_decided(inventory, decisions)
+        prune_segments(inventory)
     return decisions

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     ("audit", "etcd_dr.cli.audit"),
     ("check", "etcd_dr.cli.check"),
     ("snapshot", "etcd_dr.cli.snapshot"),
+    ("backup", "etcd_dr.cli.backup"),
     ("cert", "etcd_dr.cli.cert"),
     ("learner", "etcd_dr.cli.learner"),
     ("fault", "etcd_dr.cli.fault"),

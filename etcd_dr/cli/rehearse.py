@@ -22,6 +22,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         rejoin=not args.no_rejoin,
         watch_returning_s=args.watch_returning,
         returns=Return(args.returns) if args.returns else None,
+        deltalog=args.deltalog,
     )
     report = rehearse(opts, lab_config_from_env(), say=lambda m: print(m, file=sys.stderr, flush=True))
     emit(args.json, report.to_json, lambda: _text(report))
@@ -74,5 +75,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=20.0,
         metavar="S",
         help="seconds to watch returning hosts for an old cluster electing a leader (20; 0: off)",
+    )
+    p.add_argument(
+        "--deltalog",
+        action="store_true",
+        help="all-lost: run the delta log (backup stream) from the snapshot on; recover rolls it forward",
     )
     p.set_defaults(func=cmd_rehearse)

@@ -5,6 +5,8 @@
     etcd-dr snapshot list [-i INVENTORY] [--json] [--all-clusters]
     etcd-dr snapshot prune [-i INVENTORY] [--dry-run] [--json]
     etcd-dr snapshot verify PATH-or-ID [-i INVENTORY] [--json] [--no-restore] [--etcd-version V]
+    etcd-dr snapshot roll-forward [ID] [-i INVENTORY] [--json] [--to-revision N | --to-time T]
+                                  [--lease-ttl S]
 
 Exit 0 ok (a VERIFIED snapshot, and its off-site copy verified; with --no-verify: cataloged), 1 failed or not
 verified, 2 bad input.
@@ -71,6 +73,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--no-restore", action="store_true", help="skip the trial restore")
     v.add_argument("--etcd-version", help="etcd line of an uncataloged file (default: 3.4)")
     v.set_defaults(func=_cmd_verify)
+    rf = s.add_parser(
+        "roll-forward",
+        help="bring a verified snapshot to a point in time with the delta log (a new verified snapshot)",
+    )
+    rf.add_argument("ref", metavar="ID", nargs="?", help="default: the newest verified one before the point")
+    add_inventory_arg(rf)
+    rf.add_argument("--json", action="store_true")
+    to = rf.add_mutually_exclusive_group()
+    to.add_argument("--to-revision", type=int, metavar="N", help="default: the last revision on record")
+    to.add_argument(
+        "--to-time", metavar="T", help="the last revision received by T (ISO 8601 UTC or epoch s)"
+    )
+    rf.add_argument(
+        "--lease-ttl", type=int, default=60, metavar="S", help="TTL of leases granted after the snapshot"
+    )
+    rf.set_defaults(func=_cmd_roll_forward)
 
 
 def _cmd_take(args: argparse.Namespace) -> int:
@@ -87,6 +105,10 @@ def _cmd_take(args: argparse.Namespace) -> int:
         prune=not args.no_prune,
         show_progress=args.progress == "auto",
     )
+    if not args.no_prune and record.verified:
+        from etcd_dr.deltalog.service import prune_segments
+
+        prune_segments(inv)  # the delta log's segments no kept snapshot needs any more
     # --no-verify asked for an unverified snapshot: having it cataloged is success then
     ok = (record.verified or args.no_verify) and all(c.verified for c in record.offsite)
     emit(args.json, record.to_json, lambda: _taken_text(record, deleted))
@@ -121,23 +143,33 @@ def _row(r: SnapshotRecord) -> tuple:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from etcd_dr.deltalog.service import summary
+
     inv = inventory_from_args(args)
     recs = service.catalog_for(inv).records(None if args.all_clusters else inv.cluster)
-    emit(
-        args.json,
-        lambda: [r.to_json() for r in recs],
-        lambda: table(
-            ("ID", "MEMBER", "CREATED", "REVISION", "SIZE", "VERDICT", "OFFSITE"), [_row(r) for r in recs]
-        ),
-    )
+    dl = summary(inv)
+
+    def forward(r: SnapshotRecord) -> int | None:
+        return dl.rolls_forward_to(r.revision) if dl is not None and r.cluster == inv.cluster else None
+
+    def text() -> str:
+        head = ("ID", "MEMBER", "CREATED", "REVISION", "SIZE", "VERDICT", "OFFSITE", "ROLLS FORWARD TO")
+        rows = [(*_row(r), forward(r) or "-") for r in recs]
+        return table(head, rows) + (f"\n{dl.line()}" if dl is not None else "")
+
+    # --json: the records as before, each with how far the delta log rolls it forward (null: not)
+    emit(args.json, lambda: [{**r.to_json(), "rolls_forward_to": forward(r)} for r in recs], text)
     return Exit.OK
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from etcd_dr.deltalog.service import prune_segments
+
     inv = inventory_from_args(args)
     decisions = service.plan_prune(inv)
     deleted = [] if args.dry_run else service.delete_decided(inv, decisions)
     failed = {d.record.id: d.error for d in deleted if not d.ok}
+    segments = prune_segments(inv, dry_run=args.dry_run)
 
     def data() -> dict:
         out = [
@@ -151,7 +183,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             }
             for d in decisions
         ]
-        return {"dry_run": args.dry_run, "decisions": out}
+        segs = [
+            {"segment": p.segment, "reason": p.reason, "ok": p.ok, "error": p.error or None} for p in segments
+        ]
+        return {"dry_run": args.dry_run, "decisions": out, "segments": segs}
 
     def text() -> str | None:
         verb = "would delete" if args.dry_run else "deleted"
@@ -163,12 +198,15 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                 else (f"FAILED to delete ({failed[d.record.id]})" if d.record.id in failed else verb)
             )
             lines.append(f"{what:>12}  {d.record.id}: {d.reason}")
+        for p in segments:
+            what = verb if p.ok else f"FAILED to delete ({p.error})"
+            lines.append(f"{what:>12}  delta log segment {p.segment}: {p.reason}")
         if not decisions:
             print("no snapshots cataloged", file=sys.stderr)
         return "\n".join(lines) if lines else None
 
     emit(args.json, data, text)
-    return exit_for(not failed)
+    return exit_for(not failed and all(p.ok for p in segments))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -204,3 +242,48 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     emit(args.json, data, text)
     return exit_for(v.verified and offsite_ok)
+
+
+def _when(text: str) -> float:
+    """--to-time: ISO 8601 (Z or an offset; naive is UTC) or seconds since the epoch."""
+    import datetime as dt
+
+    from etcd_dr.errors import InputError
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"--to-time {text!r}: not ISO 8601 (2026-12-05T19:00:00Z) or epoch seconds"
+        ) from None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _cmd_roll_forward(args: argparse.Namespace) -> int:
+    from etcd_dr.deltalog.service import roll_forward
+
+    inv = inventory_from_args(args)
+    res = roll_forward(
+        inv,
+        snapshot_id=args.ref,
+        to_revision=args.to_revision,
+        to_time=_when(args.to_time) if args.to_time else None,
+        lease_ttl_s=args.lease_ttl,
+    )
+    r = res.replayed
+    emit(
+        args.json,
+        res.to_json,
+        lambda: (
+            f"snapshot {res.record.id}: revision {res.target.revision} ({res.target.reason}), rolled "
+            f"forward from {res.source} (revision {res.source_revision}): {r.records} transactions, "
+            f"{r.events} events in {r.duration_s:.2f} s ({r.events_per_s:.0f} events/s), "
+            f"{r.leases_granted} leases granted\n  {res.check}\n"
+            f"  {res.record.verdict}: {res.record.reason}\n  {res.path}"
+        ),
+    )
+    return Exit.OK

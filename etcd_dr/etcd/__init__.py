@@ -12,6 +12,11 @@ from etcd_dr.etcd.client import (
     RangeResult,
     ResponseHeader,
     SnapshotResult,
+    TxnDelete,
+    TxnPut,
+    Watch,
+    WatchBatch,
+    WatchEvent,
 )
 from etcd_dr.etcd.errors import (
     EtcdError,
@@ -23,6 +28,7 @@ from etcd_dr.etcd.errors import (
     MemberNotLearner,
     NoLeader,
     NotSupportedOnLearner,
+    RevisionCompacted,
     TooManyLearners,
     UnhealthyCluster,
 )
@@ -47,7 +53,13 @@ __all__ = [
     "PutResult",
     "RangeResult",
     "ResponseHeader",
+    "RevisionCompacted",
     "SnapshotResult",
     "TooManyLearners",
+    "TxnDelete",
+    "TxnPut",
     "UnhealthyCluster",
+    "Watch",
+    "WatchBatch",
+    "WatchEvent",
 ]

@@ -21,8 +21,9 @@ Which calls fail over
   (writes carry etcd's `hasleader` metadata, so a member cut off from the leader refuses at once
   instead of hanging). A write that was sent and then timed out raises EtcdTimeout: its outcome is
   unknown, the caller checks its postcondition before trying again.
-- Per-endpoint calls never fail over: status, hash_kv, snapshot. They may name any endpoint, not
-  only the client's list (a member just added, say).
+- Per-endpoint calls never fail over: status, hash_kv, snapshot, watch. They may name any endpoint,
+  not only the client's list (a member just added, say). A watch is a stream on one member: the
+  caller (etcd_dr.deltalog.stream) resumes it elsewhere from the last revision it kept.
 
 When a whole round failed and some failures may pass (no answer, no leader: a member restarting,
 an election), the failed endpoints are tried again after a short pause (100 ms doubling to 500 ms)
@@ -43,6 +44,7 @@ credentials and appears in no message or repr.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 import time
@@ -69,6 +71,8 @@ T = TypeVar("T")
 _KV = "/etcdserverpb.KV/"
 _CLUSTER = "/etcdserverpb.Cluster/"
 _MAINT = "/etcdserverpb.Maintenance/"
+_WATCH = "/etcdserverpb.Watch/Watch"
+_LEASE = "/etcdserverpb.Lease/"
 
 # etcd refuses a request at once with `etcdserver: no leader` when this is set and it has no leader.
 _REQUIRE_LEADER = (("hasleader", "true"),)
@@ -210,6 +214,151 @@ class SnapshotResult:
             return self.revision
         lo, hi = self.revision_bracket
         return lo if lo == hi else None
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # "PUT" | "DELETE"
+    kv: KeyValue  # a DELETE's kv has the key and the deleting revision as mod_revision, no value
+    prev_kv: KeyValue | None  # the key before this event (asked with prev_kv; None if it did not exist)
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """One WatchResponse. `revision` is the member's store revision when it was sent (header): a
+    progress notification (no events) says every event up to it was delivered."""
+
+    revision: int
+    events: tuple[WatchEvent, ...]
+    cluster_id: int = 0
+
+    @property
+    def progress(self) -> bool:
+        return not self.events
+
+
+@dataclass(frozen=True)
+class TxnPut:
+    key: bytes
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class TxnDelete:
+    key: bytes
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+class Watch:
+    """An open watch stream on one member. `get(timeout)` returns the next WatchBatch, or None when
+    nothing arrived within timeout (a hung member is the caller's to judge: ask progress and wait);
+    it raises RevisionCompacted (with `compact_revision`) when etcd compacted past the start,
+    NoLeader when the member lost its leader (the stream carries etcd's `hasleader`), and the
+    classified transport error when the stream breaks. `request_progress()` asks for a progress
+    notification (3.4+). `cancel()` ends it; use as a context manager."""
+
+    _END = object()
+
+    def __init__(
+        self, client: EtcdClient, endpoint: str, create: Any, *, require_leader: bool = True
+    ) -> None:
+        self.endpoint = endpoint
+        self._client = client
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._responses: queue.Queue[Any] = queue.Queue()
+        self._requests.put(pb.WatchRequest(create_request=create))
+        call = client._channel(endpoint).stream_stream(
+            _WATCH,
+            request_serializer=pb.WatchRequest.SerializeToString,
+            response_deserializer=pb.WatchResponse.FromString,
+        )
+        self._stream = call(self._request_iter(), metadata=_REQUIRE_LEADER if require_leader else None)
+        self._closed = False
+        self.watch_id: int | None = None
+        self._reader = threading.Thread(target=self._read, name=f"watch-{endpoint}", daemon=True)
+        self._reader.start()
+
+    def _request_iter(self) -> Any:
+        while True:
+            r = self._requests.get()
+            if r is self._END:
+                return
+            yield r
+
+    def _read(self) -> None:
+        try:
+            for resp in self._stream:
+                self._responses.put(resp)
+        except grpc.RpcError as e:
+            self._responses.put(e)
+        except Exception as e:  # handed to the consumer, never lost in a thread
+            self._responses.put(e)
+        self._responses.put(self._END)
+
+    def request_progress(self) -> None:
+        self._requests.put(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
+
+    def get(self, timeout: float) -> WatchBatch | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self._responses.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                return None
+            if item is self._END:
+                self._responses.put(item)  # stays ended
+                raise E.EtcdUnavailable("watch", [(self.endpoint, "the stream ended")])
+            if isinstance(item, grpc.RpcError):
+                self._responses.put(self._END)
+                if self._closed:
+                    raise E.EtcdUnavailable("watch", [(self.endpoint, "cancelled")])
+                raise self._client._classify("watch", self.endpoint, item, None).error from None
+            if isinstance(item, Exception):
+                self._responses.put(self._END)
+                raise E.EtcdRequestError(f"watch on {self.endpoint}: {item}", endpoint=self.endpoint)
+            if item.compact_revision:
+                raise E.RevisionCompacted(
+                    f"watch on {self.endpoint}: required revision has been compacted "
+                    f"(compacted up to {item.compact_revision})",
+                    endpoint=self.endpoint,
+                    details="mvcc: required revision has been compacted",
+                    compact_revision=int(item.compact_revision),
+                )
+            if item.canceled:
+                reason = item.cancel_reason or "cancelled by etcd"
+                cls = E.error_class_for(reason) or E.EtcdRequestError
+                raise cls(f"watch on {self.endpoint}: {reason}", endpoint=self.endpoint, details=reason)
+            if item.created:
+                self.watch_id = int(item.watch_id)
+                if not item.events:
+                    continue
+            events = tuple(
+                WatchEvent(
+                    "DELETE" if ev.type == pb.Event.DELETE else "PUT",
+                    _kv(ev.kv),
+                    _kv(ev.prev_kv) if ev.HasField("prev_kv") else None,
+                )
+                for ev in item.events
+            )
+            return WatchBatch(int(item.header.revision), events, int(item.header.cluster_id))
+
+    def cancel(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._requests.put(self._END)
+        self._stream.cancel()
+        self._reader.join(timeout=5.0)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -451,10 +600,12 @@ class EtcdClient:
         limit: int = 0,
         revision: int = 0,
         timeout: float | None = None,
+        endpoint: str | None = None,
     ) -> RangeResult:
         """Read [key, range_end) (just key when range_end is None; b"\\0" means to the end).
         Linearizable by default (needs quorum, not on a learner); serializable=True reads the answering
-        member's local state (works without quorum and on a learner, may be stale)."""
+        member's local state (works without quorum and on a learner, may be stale). With `endpoint`,
+        only that member is asked (no failover)."""
         req = pb.RangeRequest(
             key=_b(key),
             range_end=_b(range_end) if range_end is not None else b"",
@@ -473,6 +624,9 @@ class EtcdClient:
             )
             return RangeResult(ep, _header(r.header), kvs, bool(r.more), int(r.count))
 
+        if endpoint is not None:
+            t = timeout if timeout is not None else self.request_timeout
+            return self._single("range", endpoint, lambda: call(endpoint, t))
         return self._failover("range", call, write=False, timeout=timeout)
 
     def put(self, key: bytes | str, value: bytes | str, *, timeout: float | None = None) -> PutResult:
@@ -514,7 +668,95 @@ class EtcdClient:
 
         return self._failover("txn", call, write=True, timeout=timeout)
 
+    def compact(self, revision: int, *, physical: bool = False, timeout: float | None = None) -> int:
+        """Compact the key space up to `revision` (etcd keeps no older versions); returns the
+        cluster's revision. RevisionCompacted when it is compacted that far already."""
+        req = pb.CompactionRequest(revision=revision, physical=physical)
+
+        def call(ep: str, t: float) -> int:
+            r = self._unary(ep, _KV + "Compact", req, pb.CompactionResponse, t, require_leader=True)
+            return int(r.header.revision)
+
+        return self._failover("compact", call, write=True, timeout=timeout)
+
+    def lease_grant(self, ttl: int, *, id: int = 0, timeout: float | None = None) -> int:
+        """Grant a lease of `ttl` seconds with the given id (0: etcd picks); returns its id. A lease
+        with that id that exists already: EtcdRequestError `lease already exists`."""
+        req = pb.LeaseGrantRequest(TTL=ttl, ID=id)
+
+        def call(ep: str, t: float) -> int:
+            r = self._unary(ep, _LEASE + "LeaseGrant", req, pb.LeaseGrantResponse, t, require_leader=True)
+            if r.error:
+                raise E.EtcdRequestError(f"lease grant on {ep}: {r.error}", endpoint=ep, details=r.error)
+            return int(r.ID)
+
+        return self._failover("lease grant", call, write=True, timeout=timeout)
+
+    def lease_ttl(self, id: int, *, timeout: float | None = None) -> tuple[int, int]:
+        """(seconds left, granted TTL) of a lease; (-1, 0) when it does not exist (expired or revoked)."""
+        req = pb.LeaseTimeToLiveRequest(ID=id)
+
+        def call(ep: str, t: float) -> tuple[int, int]:
+            r = self._unary(
+                ep, _LEASE + "LeaseTimeToLive", req, pb.LeaseTimeToLiveResponse, t, require_leader=True
+            )
+            return int(r.TTL), int(r.grantedTTL)
+
+        return self._failover("lease ttl", call, write=False, timeout=timeout)
+
+    def txn(
+        self, ops: Sequence[TxnPut | TxnDelete], *, timeout: float | None = None, endpoint: str | None = None
+    ) -> int:
+        """The puts and deletes in ONE transaction with no compare (one revision for all of them);
+        returns the cluster's revision after it. With `endpoint`, only that member is asked, without
+        the pre-write probe (one round trip: a replay into a member nothing else writes to)."""
+        req = pb.TxnRequest(
+            success=[
+                pb.RequestOp(request_put=pb.PutRequest(key=o.key, value=o.value, lease=o.lease))
+                if isinstance(o, TxnPut)
+                else pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=o.key))
+                for o in ops
+            ]
+        )
+
+        def call(ep: str, t: float) -> int:
+            r = self._unary(ep, _KV + "Txn", req, pb.TxnResponse, t, require_leader=True)
+            return int(r.header.revision)
+
+        if endpoint is not None:
+            t = timeout if timeout is not None else self.request_timeout
+            return self._single("txn", endpoint, lambda: call(endpoint, t))
+        return self._failover("txn", call, write=True, timeout=timeout)
+
     # -- per-endpoint calls (no failover) --
+
+    def watch(
+        self,
+        endpoint: str,
+        start_revision: int,
+        key: bytes | str = b"\0",
+        range_end: bytes | str = b"\0",
+        *,
+        prev_kv: bool = True,
+        progress_notify: bool = True,
+        require_leader: bool = True,
+    ) -> Watch:
+        """Watch [key, range_end) (default: every key) on one member from `start_revision`, with
+        each event's previous key-value (prev_kv). The stream carries etcd's `hasleader`: a member
+        that loses its leader ends it (NoLeader) instead of going silent. require_leader=False
+        watches a member without a leader too: it sends what it has applied (committed entries
+        only), e.g. to read what the survivors of a quorum loss hold."""
+        if endpoint not in self._targets:
+            with self._lock:
+                self._targets[endpoint] = _target(endpoint)
+        create = pb.WatchCreateRequest(
+            key=_b(key),
+            range_end=_b(range_end),
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+        )
+        return Watch(self, endpoint, create, require_leader=require_leader)
 
     def status(self, endpoint: str, *, timeout: float | None = None) -> EndpointStatus:
         """This member's status. Answers without quorum and on a learner."""

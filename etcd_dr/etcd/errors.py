@@ -71,7 +71,14 @@ class NoLeader(EtcdRequestError):
 
 
 class RevisionCompacted(EtcdRequestError):
-    """`mvcc: required revision has been compacted`: the member no longer holds that revision."""
+    """`mvcc: required revision has been compacted`: the member no longer holds that revision.
+    `compact_revision`: how far it is compacted, where etcd says (a watch does; 0 otherwise)."""
+
+    def __init__(
+        self, message: str, *, endpoint: str | None = None, details: str = "", compact_revision: int = 0
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, details=details)
+        self.compact_revision = compact_revision
 
 
 # Longest match first: "can only promote a learner member" is a prefix of the in-sync message.

@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from etcd_dr.deltalog.stream import StreamState, StreamStatus
 from etcd_dr.etcd.client import Alarm
 from etcd_dr.hostcare import ClockSample, skew
 from etcd_dr.inventory import Inventory
@@ -236,6 +237,51 @@ def evaluate_snapshot(
     return failed(Check.SNAPSHOT, None, what, f"{_TAKE_SNAPSHOT}: a restore would lose every write since")
 
 
+_START_STREAM = "start it again (`etcd-dr backup stream`, run as a service per cluster)"
+
+
+def evaluate_deltalog(
+    status: StreamStatus | Failed | None, now: float, max_lag_s: float
+) -> CheckResult | None:
+    """Where a delta log watcher runs, how far it is behind: a restore to the last second depends
+    on it. No result where none ever ran (status.json absent): the log is optional."""
+    if status is None:
+        return None
+    if isinstance(status, Failed):
+        return failed(Check.DELTALOG, None, f"the delta log status could not be read: {status.reason}", "")
+    since = max(now - status.updated, 0.0)
+    upto = f"revision {status.last_revision}"
+    if status.state is StreamState.GAP:
+        return failed(
+            Check.DELTALOG,
+            None,
+            f"the delta log stopped at a gap after {upto}: {status.reason}",
+            "take a new full snapshot (`etcd-dr snapshot`), then restart `etcd-dr backup stream`",
+        )
+    if status.state is StreamState.STOPPED or since > max(max_lag_s, 5.0):
+        what = (
+            "stopped" if status.state is StreamState.STOPPED else f"not updated its status (pid {status.pid})"
+        )
+        return failed(
+            Check.DELTALOG,
+            None,
+            f"the delta log watcher has {what} {since:.0f} s ago at {upto}: a restore loses later writes",
+            _START_STREAM,
+        )
+    if status.state is StreamState.WAITING:
+        return failed(
+            Check.DELTALOG, None, f"the delta log waits at {upto}: {status.reason}", "", critical=False
+        )
+    lag = status.lag_s(now)
+    what = (
+        f"the delta log holds every revision up to {upto}, {status.lag_revisions} behind the cluster"
+        f" ({'unknown' if lag is None else f'{lag:.1f} s'}; limit {max_lag_s:g} s)"
+    )
+    if lag is not None and lag <= max_lag_s:
+        return passed(Check.DELTALOG, None, what)
+    return failed(Check.DELTALOG, None, what, "find out why it falls behind (its link, this machine's disk)")
+
+
 def _age(hours: float) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
@@ -416,6 +462,9 @@ def assess(inv: Inventory, g: Gathered, now: dt.datetime | None = None) -> Readi
     )
     results += evaluate_learner(state, c.learner_max_lag, candidates)
     results.append(evaluate_snapshot(g.snapshot, now, c.snapshot_max_age_hours, g.snapshot_dir))
+    dl = evaluate_deltalog(g.deltalog, now.timestamp(), c.deltalog_max_lag_s)
+    if dl is not None:
+        results.append(dl)
     for h in inv.hosts:
         refused = _host_key_refusal(g.clocks.get(h.name), g.certs.get(h.name), g.disks.get(h.name))
         if refused is not None:

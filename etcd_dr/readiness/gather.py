@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from etcd_dr.audit import redact
+from etcd_dr.deltalog.service import log_dir_for
+from etcd_dr.deltalog.stream import read_status
 from etcd_dr.errors import CommandError, EtcdDrError, HostKeyError, TransportError
 from etcd_dr.etcd.client import Alarm
 from etcd_dr.executor import Executor
@@ -153,6 +155,7 @@ def gather(
         "state": lambda: observe(inv, check_ssh=False),  # reachability: the clock probes tell it
         "alarms": alarms,
         "snapshot": lambda: Catalog(snap_dir).newest(inv.cluster, verified_only=True),
+        "deltalog": lambda: read_status(log_dir_for(inv)),
     }
     for h in inv.hosts:
         reach = _Reach(exs[h.name], timeout)
@@ -174,6 +177,7 @@ def gather(
         certs={h.name: r["certs", h.name] for h in inv.etcd_hosts},
         disks={h.name: r["disk", h.name] for h in inv.etcd_hosts},
         snapshot_dir=snap_dir,
+        deltalog=r["deltalog"],
         deadline_s=deadline_s,
         started=started,
         finished=time.monotonic(),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etcd_dr.deltalog.stream import StreamStatus
 from etcd_dr.etcd.client import Alarm
 from etcd_dr.hostcare import ClockSample
 from etcd_dr.snapshots import SnapshotRecord
@@ -21,6 +22,7 @@ class Check(enum.StrEnum):
     ALARMS = "alarms"
     LEARNER = "learner"
     SNAPSHOT = "snapshot"
+    DELTALOG = "deltalog"  # only where a delta log watcher has run (its status.json exists)
     CERT = "cert"
     CLOCK = "clock"
     DISK = "disk"
@@ -165,3 +167,4 @@ class Gathered:
     deadline_s: float
     started: float
     finished: float
+    deltalog: StreamStatus | Failed | None = None  # None: no watcher ever ran for this inventory

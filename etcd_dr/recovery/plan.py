@@ -16,7 +16,9 @@ The paths, in the order they are tried:
   its `member/snap/db` is copied and restored (`--skip-hash-check`) into a new one-member cluster,
   in a staging dir that is then swapped in.
 - nothing answers: the newest verified snapshot is restored onto one voter (the first in the
-  inventory that answered SSH, unless told).
+  inventory that answered SSH, unless told). Where a delta log continues it (etcd_dr.deltalog),
+  `recover` first rolls it forward to the last revision on record (a new verified snapshot), and
+  the plan says what is lost from there: the writes after that revision.
 
 Every decision is one sentence (`Plan.reason`), ending with the data the plan may lose.
 """
@@ -127,6 +129,22 @@ class SnapshotLike(Protocol):
 
 
 NO_EVIDENCE: Mapping[str, FenceEvidence] = MappingProxyType({})
+# etcd's advice for restoring a Kubernetes cluster's snapshot (etcdutl 3.5+): far past any revision
+# a client may have seen since the snapshot
+BUMP_REVISION = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LogEnd:
+    """Where the delta log ends for the snapshot a restore would use (etcd_dr.deltalog): the last
+    revision on record that continues the newest verified snapshot, when it was received, and when
+    the watcher last heard from the cluster (about when the fault came)."""
+
+    revision: int
+    received_at: datetime | None = None
+    heard_at: datetime | None = None
+    error: str = ""  # why the roll-forward onto the snapshot failed, when it did
+    snapshot_revision: int = 0  # the newest verified snapshot's, which the log continues
 
 
 def plan_recovery(
@@ -141,12 +159,14 @@ def plan_recovery(
     method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER,
     probe: Probe = NO_PROBE,
     unattended: bool = False,
+    deltalog: LogEnd | None = None,
 ) -> Plan:
     """The recovery plan for what `state` shows. Pure. `method` says how a surviving voter is
     turned into a one-member cluster (VoterMethod). `fenced`: the evidence per voter (FenceKind);
     `probe`: who tried the voters' ports and what answered: any answer from a lost voter refuses the
     plan (a partition, not a loss). `unattended` (no one approves this run): an attestation does
-    not count. Raises InputError for bad arguments (unknown host in prefer/target, negative index);
+    not count. `deltalog`: where the delta log ends (the snapshot path's loss is then bounded by
+    it). Raises InputError for bad arguments (unknown host in prefer/target, negative index);
     otherwise a refused plan says why and what to do."""
     rank = _ranking(inv, prefer)
     if highest_index_seen is not None and highest_index_seen < 0:
@@ -200,7 +220,9 @@ def plan_recovery(
         if not reachable or method is VoterMethod.RESTORE:
             return _db_restore(inv, chosen)
         return _force_new_cluster(inv, chosen)
-    return _snapshot_restore(state, inv, voters, snapshots, fenced, highest_index_seen, rank, target)
+    return _snapshot_restore(
+        state, inv, voters, snapshots, fenced, highest_index_seen, rank, target, deltalog
+    )
 
 
 def recovery_path(plan: Plan) -> RecoveryPath:
@@ -584,15 +606,25 @@ def _verify_step(inv: Inventory, host: Host, ts: str, min_revision: int, source:
 
 
 def _restore_step(
-    inv: Inventory, host: Host, paths: _Paths, version: str, *, skip_hash_check: bool, source: str
+    inv: Inventory,
+    host: Host,
+    paths: _Paths,
+    version: str,
+    *,
+    skip_hash_check: bool,
+    source: str,
+    bump: bool = False,
 ) -> Step:
     name = member_name(host)
     peer = inv.peer_url(host)
     # etcdctl restore is deprecated from 3.5 on (etcdutl); 3.4 has no etcdutl
     tool = "etcdctl" if version.startswith("3.4") or not version else "etcdutl"
+    # a snapshot is behind what clients saw: etcdutl (3.5+) moves the revision past it and marks it
+    # compacted, so a watcher relists instead of missing events at revisions reused by new writes
+    bumped = [f"--bump-revision={BUMP_REVISION}", "--mark-compacted"] if bump and tool == "etcdutl" else []
     argv = [
         tool, "snapshot", "restore", paths.db,
-        *(["--skip-hash-check"] if skip_hash_check else []),
+        *(["--skip-hash-check"] if skip_hash_check else []), *bumped,
         f"--name={name}", f"--initial-cluster={name}={peer}",
         f"--initial-advertise-peer-urls={peer}", f"--data-dir={paths.staging}",
     ]  # fmt: skip
@@ -603,7 +635,13 @@ def _restore_step(
         description=f"restore {source} into staging dir {paths.staging} on {host.name} as one-member "
         f"cluster {name}",
         postcondition=f"{paths.staging}/member/wal exists on {host.name}",
-        reason="a restore goes to a staging dir first so a failed one leaves the data dir untouched",
+        reason="a restore goes to a staging dir first so a failed one leaves the data dir untouched"
+        + (
+            f"; the revision is moved {BUMP_REVISION} past the snapshot's and marked compacted, so "
+            "clients that saw later revisions relist instead of missing events"
+            if bumped
+            else ""
+        ),
         params=RestoreParams(
             **MemberParams.fields_of(inv, host),
             db=paths.db,
@@ -815,6 +853,7 @@ def _snapshot_restore(
     highest_seen: int | None,
     rank: Mapping[str, int],
     target: str | None,
+    deltalog: LogEnd | None = None,
 ) -> Plan:
     head = f"quorum lost: 0 of {state.voters} voters reachable, no etcd member answers"
     mine = [s for s in snapshots if s.verified and s.cluster == inv.cluster]
@@ -837,7 +876,7 @@ def _snapshot_restore(
         return _refuse(inv, f"{decision}; refused: {problem}", unfenced)
     ts = _stamp(state)
     paths = _Paths(inv.etcd.data_dir, ts)
-    loss = _loss(f"snapshot {snap.id}", snap.raft_index, highest_seen, state)
+    loss = _log_loss(snap, deltalog) or _loss(f"snapshot {snap.id}", snap.raft_index, highest_seen, state)
     steps = (
         *_fence_steps(inv, others, fenced),
         Step(
@@ -850,7 +889,9 @@ def _snapshot_restore(
             params=PutFileParams(src=str(snap.path), dst=paths.db, sha256=snap.sha256, snapshot=snap.id),
         ),
         _stop_step(inv, host, ts, voter=True),
-        _restore_step(inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}"),
+        _restore_step(
+            inv, host, paths, snap.version, skip_hash_check=False, source=f"snapshot {snap.id}", bump=True
+        ),
         *_start_restored(
             inv,
             host,
@@ -868,6 +909,30 @@ def _snapshot_restore(
         steps=steps,
         params={"path": str(RecoveryPath.SNAPSHOT_RESTORE)},
     )
+
+
+def _log_loss(snap: SnapshotLike, log: LogEnd | None) -> str | None:
+    """What a snapshot restore loses where a delta log runs: the writes after its last revision."""
+    if log is None or log.revision < snap.revision:
+        return None
+    if log.revision > snap.revision:
+        why = (
+            f"rolling it forward failed ({log.error})"
+            if log.error
+            else "it is not rolled forward onto it (`recover` does that before it restores; by hand: "
+            "`etcd-dr snapshot roll-forward`)"
+        )
+        return (
+            f"may lose the writes after revision {snap.revision}: the delta log holds them up to revision "
+            f"{log.revision}, but {why}"
+        )
+    when = ""
+    if log.received_at is not None and log.heard_at is not None:
+        gap = max((log.heard_at - log.received_at).total_seconds(), 0.0)
+        when = f", {gap:.1f} s before the fault"
+    elif log.received_at is not None:
+        when = f", received {log.received_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"may lose the writes after revision {log.revision} (the last one on record{when})"
 
 
 def _start_restored(

@@ -52,6 +52,7 @@ from etcd_dr.recovery.lease import ClusterLease, controller_id, owner_text
 from etcd_dr.recovery.plan import (
     FenceEvidence,
     FenceKind,
+    LogEnd,
     RecoveryPath,
     SnapshotLike,
     VoterMethod,
@@ -273,6 +274,68 @@ def _catalog(inv: Inventory) -> list[SnapshotLike]:
         return []  # an unreadable catalog: the snapshot path is refused, naming what is missing
 
 
+def _log_end(inv: Inventory, error: str = "") -> LogEnd | None:
+    """Where the delta log ends for the newest verified snapshot (the one a restore takes), or
+    None: no log, or it does not continue that snapshot."""
+    from datetime import UTC, datetime
+
+    from etcd_dr.deltalog.service import summary  # the delta log is only needed here
+
+    snaps = [s for s in _catalog(inv) if s.verified]
+    try:
+        sm = summary(inv)
+        if not snaps or sm is None:
+            return None
+        snap = max(snaps, key=lambda s: (s.created, s.id))
+        n = sm.rolls_forward_to(snap.revision)
+        if n is None:
+            return None
+        rec = next(iter(sm.log.records(n, n)), None) if n in range(*_span_of(sm.spans, n)) else None
+    except (EtcdDrError, OSError):
+        return None
+
+    def when(t: float | None) -> datetime | None:
+        return datetime.fromtimestamp(t, UTC) if t is not None else None
+
+    heard = sm.status.heard_at if sm.status is not None else None
+    return LogEnd(n, when(rec.at if rec is not None else None), when(heard), error, snap.revision)
+
+
+def _span_of(spans: Sequence[tuple[int, int]], n: int) -> tuple[int, int]:
+    """range() bounds of the span holding revision n (empty when none does)."""
+    return next(((a, b + 1) for a, b in spans if a <= n <= b), (0, 0))
+
+
+def _roll_forward(inv: Inventory, say: Say, audit: AuditLog | None) -> LogEnd | None:
+    """The all-lost path with a delta log: the newest verified snapshot rolled forward to the last
+    revision on record first (a local file and a catalog record; no host is touched). A failure is
+    said and kept in the plan's sentence; the restore then goes on from the snapshot itself."""
+    from etcd_dr.deltalog.service import roll_forward
+
+    try:
+        res = roll_forward(inv)
+    except EtcdDrError as e:
+        say(f"the delta log could not roll the snapshot forward: {e}")
+        if audit is not None:
+            audit.event(host="localhost", action="deltalog-roll-forward", outcome="failed", reason=str(e))
+        return _log_end(inv, error=str(e))
+    r = res.replayed
+    say(
+        f"rolled snapshot {res.source} forward to revision {res.target.revision} with the delta log: "
+        f"{r.records} transactions in {r.duration_s:.2f} s; {res.check}"
+    )
+    if audit is not None:
+        audit.event(
+            host="localhost",
+            action="deltalog-roll-forward",
+            outcome="ok",
+            reason=res.record.reason,
+            snapshot=res.record.id,
+            revision=res.target.revision,
+        )
+    return _log_end(inv)
+
+
 # --- recover -------------------------------------------------------------------------------------
 
 
@@ -370,6 +433,8 @@ def _recover(
             evidence.update(gather(quick, missing))
         t2 = time.monotonic()
 
+        log_end: list[LogEnd | None] = [None]  # the delta log's end, asked on the snapshot path only
+
         def plan_with(a: Attestation | None) -> Plan:
             ev = dict(evidence)
             for h in a.hosts if a else ():
@@ -383,6 +448,7 @@ def _recover(
                 target=target,
                 probe=sightings,
                 unattended=yes and a is None,
+                deltalog=log_end[0],
             )
 
         _record_attestation(audit, attestation)
@@ -392,6 +458,12 @@ def _recover(
             if attestation is not None:
                 attestation.check(inv)
                 _record_attestation(audit, attestation)
+                plan = plan_with(attestation)
+        if recovery_path(plan) is RecoveryPath.SNAPSHOT_RESTORE:
+            le = log_end[0] = _log_end(inv)
+            if le is not None and le.revision > le.snapshot_revision and not plan_only:
+                log_end[0] = _roll_forward(inv, say, audit)  # the restore then takes the new snapshot
+            if log_end[0] is not None:
                 plan = plan_with(attestation)
         timings["plan"] = time.monotonic() - t2
         incident = Incident.of(plan, state)

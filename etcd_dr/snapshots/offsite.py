@@ -14,13 +14,27 @@ import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.inventory import OffsiteKind, OffsiteSettings, S3Target
-from etcd_dr.snapshots.record import OffsiteCopy, SnapshotRecord
+from etcd_dr.snapshots.record import OffsiteCopy
 
 _CHUNK = 8 << 20
+
+
+class Shippable(Protocol):
+    """What an off-site copy needs of a file: a snapshot record, or a sealed delta log segment
+    (etcd_dr.deltalog.offsite), whose `cluster` is `<cluster>/deltalog` so it lands beside them."""
+
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def revision(self) -> int: ...
 
 
 class OffsiteError(EtcdDrError):
@@ -35,7 +49,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _copy(record: SnapshotRecord, location: str, read_sha: str, kind: OffsiteKind) -> OffsiteCopy:
+def _copy(record: Shippable, location: str, read_sha: str, kind: OffsiteKind) -> OffsiteCopy:
     ok = read_sha == record.sha256
     reason = (
         "read back and its sha256 matches"
@@ -48,11 +62,11 @@ def _copy(record: SnapshotRecord, location: str, read_sha: str, kind: OffsiteKin
 # -- directory ---------------------------------------------------------------------------------------
 
 
-def _dir_dest(root: Path, record: SnapshotRecord) -> Path:
+def _dir_dest(root: Path, record: Shippable) -> Path:
     return root / record.cluster / Path(record.path).name
 
 
-def copy_to_dir(record: SnapshotRecord, root: Path) -> OffsiteCopy:
+def copy_to_dir(record: Shippable, root: Path) -> OffsiteCopy:
     dest = _dir_dest(root, record)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -69,7 +83,7 @@ def copy_to_dir(record: SnapshotRecord, root: Path) -> OffsiteCopy:
     return _copy(record, str(dest), _sha256_file(dest), OffsiteKind.DIR)
 
 
-def verify_dir_copy(record: SnapshotRecord, copy: OffsiteCopy) -> OffsiteCopy:
+def verify_dir_copy(record: Shippable, copy: OffsiteCopy) -> OffsiteCopy:
     p = Path(copy.location)
     if not p.is_file():
         return OffsiteCopy(copy.kind, copy.location, "", False, datetime.now(UTC), f"{p} is missing")
@@ -98,7 +112,7 @@ def s3_client(target: S3Target, env: Mapping[str, str] | None = None) -> Any:
     )
 
 
-def _key(target: S3Target, record: SnapshotRecord) -> str:
+def _key(target: S3Target, record: Shippable) -> str:
     prefix = target.prefix.strip("/")
     name = f"{record.cluster}/{Path(record.path).name}"
     return f"{prefix}/{name}" if prefix else name
@@ -120,7 +134,7 @@ def _s3_error(what: str, e: Exception) -> OffsiteError:
     return OffsiteError(f"off-site S3 {what}: {e.__class__.__name__}: {e}")
 
 
-def copy_to_s3(record: SnapshotRecord, target: S3Target, env: Mapping[str, str] | None = None) -> OffsiteCopy:
+def copy_to_s3(record: Shippable, target: S3Target, env: Mapping[str, str] | None = None) -> OffsiteCopy:
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -142,7 +156,7 @@ def copy_to_s3(record: SnapshotRecord, target: S3Target, env: Mapping[str, str] 
 
 
 def verify_s3_copy(
-    record: SnapshotRecord, copy: OffsiteCopy, target: S3Target, env: Mapping[str, str] | None = None
+    record: Shippable, copy: OffsiteCopy, target: S3Target, env: Mapping[str, str] | None = None
 ) -> OffsiteCopy:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -164,7 +178,7 @@ def verify_s3_copy(
 
 
 def copy_offsite(
-    record: SnapshotRecord, settings: OffsiteSettings, env: Mapping[str, str] | None = None
+    record: Shippable, settings: OffsiteSettings, env: Mapping[str, str] | None = None
 ) -> OffsiteCopy:
     if settings.kind is OffsiteKind.DIR:
         assert settings.dir is not None
@@ -174,7 +188,7 @@ def copy_offsite(
 
 
 def verify_copy(
-    record: SnapshotRecord, copy: OffsiteCopy, settings: OffsiteSettings, env: Mapping[str, str] | None = None
+    record: Shippable, copy: OffsiteCopy, settings: OffsiteSettings, env: Mapping[str, str] | None = None
 ) -> OffsiteCopy:
     if copy.kind == OffsiteKind.DIR:
         return verify_dir_copy(record, copy)

@@ -82,3 +82,23 @@ def test_flows_from_another_cwd_share_the_clis_state(
     with ClusterInventory.load("cwd-test").materialize() as inv:
         cli_journal = journal_path(load_inventory(env.inventory_path))
         assert journal_path(inv) == cli_journal == env.dir / "recover-loop.json"
+
+
+def test_backup_stream_flow_logs_every_revision_after_the_snapshot(env: Env, prefect_harness) -> None:
+    from etcd_dr.deltalog import DeltaLog
+    from etcd_dr.deltalog.service import log_dir_for
+    from flows.backup_stream import backup_stream_flow
+
+    if env.cluster.bins.major_minor != "3.5":
+        pytest.skip("one etcd line is enough for the flow wiring")
+    snap = snapshot_flow(inventory_path=str(env.inventory_path))
+    with env.cluster.client() as c:
+        end = 0
+        for i in range(5):
+            end = c.put(f"/flow/s{i}", "v").revision
+    out = backup_stream_flow(inventory_path=str(env.inventory_path), until_revision=end, max_seconds=30)
+    assert out["state"] == "stopped" and out["start_revision"] == snap["revision"] + 1
+    log = DeltaLog(log_dir_for(env.inv))
+    assert [r.revision for r in log.records(snap["revision"] + 1)] == list(
+        range(snap["revision"] + 1, end + 1)
+    )

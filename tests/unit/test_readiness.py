@@ -405,3 +405,29 @@ def test_a_certificate_read_that_loses_the_connection_is_tried_once_more() -> No
     assert [f.pem for f in files] == [b"pem of " + f.path.encode() for f in files] and len(ex.tries) == 4
     with pytest.raises(HostKeyError):  # a refused host key is never retried
         read_certs(INV, INV.host("master1"), _FlakyGet(HostKeyError))
+
+
+def test_the_delta_log_lag_is_judged_only_where_a_watcher_ran() -> None:
+    from etcd_dr.deltalog.stream import StreamState, StreamStatus
+    from etcd_dr.readiness.evaluate import evaluate_deltalog
+
+    now = 1_000_000.0
+
+    def st(state: StreamState, **kw: object) -> StreamStatus:
+        base = dict(cluster="lab", state=state, reason="r", last_revision=500, cluster_revision=500,
+                    caught_up_at=now - 0.5, updated=now - 0.5, pid=42)  # fmt: skip
+        return StreamStatus(**{**base, **kw})  # type: ignore[arg-type]
+
+    assert evaluate_deltalog(None, now, 10.0) is None
+    ok = evaluate_deltalog(st(StreamState.STREAMING), now, 10.0)
+    assert ok is not None and ok.ok and "every revision up to revision 500, 0 behind" in ok.detail
+    behind = evaluate_deltalog(
+        st(StreamState.STREAMING, cluster_revision=900, caught_up_at=now - 30), now, 10.0
+    )
+    assert behind is not None and not behind.ok and behind.critical and "400 behind" in behind.detail
+    gap = evaluate_deltalog(st(StreamState.GAP, reason="etcd compacted past revision 501"), now, 10.0)
+    assert gap is not None and gap.critical and "new full snapshot" in gap.hint
+    stale = evaluate_deltalog(st(StreamState.STREAMING, updated=now - 60), now, 10.0)
+    assert stale is not None and not stale.ok and "pid 42" in stale.detail and "backup stream" in stale.hint
+    waiting = evaluate_deltalog(st(StreamState.WAITING, reason="no member answers"), now, 10.0)
+    assert waiting is not None and not waiting.ok and not waiting.critical

@@ -539,6 +539,43 @@ def test_nothing_reachable_restores_the_newest_verified_snapshot_on_the_first_vo
     assert "--force-new-cluster" not in all_args(p)
 
 
+def test_with_a_delta_log_the_plan_says_what_is_lost_after_its_last_revision() -> None:
+    from etcd_dr.recovery.plan import LogEnd
+
+    s = cluster(INV, {}, members=False)
+    ev = fenced("master2", "master3", "node1")
+    rolled = (*SNAPS, Snap("t-rolled", NOW - dt.timedelta(minutes=1), True, 64950, 64100))
+    end = LogEnd(64950, NOW - dt.timedelta(seconds=61.5), NOW - dt.timedelta(seconds=60), "", 64950)
+    p = plan_recovery(s, INV, snapshots=rolled, fenced=ev, highest_index_seen=65451, deltalog=end)
+    assert "restore snapshot t-rolled (newest verified, revision 64950" in p.reason
+    assert p.reason.endswith(
+        "may lose the writes after revision 64950 (the last one on record, 1.5 s before the fault)"
+    )
+    # a log that goes on past the snapshot it was not rolled onto: the plan says so
+    behind = LogEnd(64950, None, None, "", 64000)
+    p = plan_recovery(s, INV, snapshots=SNAPS, fenced=ev, deltalog=behind)
+    assert (
+        "may lose the writes after revision 64000: the delta log holds them up to revision 64950" in p.reason
+    )
+    failed = LogEnd(64950, None, None, "a checksum mismatch", 64000)
+    p = plan_recovery(s, INV, snapshots=SNAPS, fenced=ev, deltalog=failed)
+    assert p.reason.endswith("but rolling it forward failed (a checksum mismatch)")
+
+
+def test_a_3_5_snapshot_restore_bumps_the_revision_and_marks_it_compacted() -> None:
+    s = cluster(INV, {}, members=False)
+    snaps = (Snap("t-35", NOW - dt.timedelta(hours=1), True, 64000, 64100, version="3.5.16"),)
+    p = plan_recovery(s, INV, snapshots=snaps, fenced=fenced("master2", "master3", "node1"))
+    restore = next(st for st in p.steps if st.action == "snapshot-restore")
+    argv = _pj(restore)["argv"]
+    assert argv[0] == "etcdutl" and "--bump-revision=1000000000" in argv and "--mark-compacted" in argv
+    assert "relist" in restore.reason
+    # 3.4 has no such flags (etcdctl): the revision stays the snapshot's
+    p = plan_recovery(s, INV, snapshots=SNAPS, fenced=fenced("master2", "master3", "node1"))
+    argv = _pj(next(st for st in p.steps if st.action == "snapshot-restore"))["argv"]
+    assert argv[0] == "etcdctl" and not any(a.startswith("--bump") for a in argv)
+
+
 def test_snapshot_target_skips_a_voter_that_does_not_answer_ssh_unless_told() -> None:
     s = cluster(INV, {}, ssh={"master1": (Reach.UNREACHABLE, "timed out")})
     ev = fenced("master1", "master2", "master3")

@@ -187,6 +187,7 @@ class RehearsalReport:
     timings: dict[str, float] = field(default_factory=dict)
     log: str | None = None  # the writer's log (JSONL)
     error: str | None = None
+    deltalog_revision: int | None = None  # with the delta log: the last revision on record after the fault
 
     def to_json(self) -> dict[str, object]:
         m = self.measures
@@ -215,6 +216,7 @@ class RehearsalReport:
             "fault": self.fault.to_json() if self.fault else None,
             "source_revision": self.source_revision,
             "snapshot": self.snapshot.to_json() if self.snapshot else None,
+            "deltalog_revision": self.deltalog_revision,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "voter_method": self.voter_method,
             "run_id": self.run_id,
@@ -242,6 +244,8 @@ class RehearsalReport:
         ]
         if self.snapshot:
             rows.append(("snapshot", f"{self.snapshot.id} (revision {self.snapshot.revision})"))
+        if self.deltalog_revision is not None:
+            rows.append(("delta log: last revision on record", self.deltalog_revision))
         rows += [(f"time: {k}", _s(v)) for k, v in j["timings"].items()]  # type: ignore[union-attr]
         out = [f"**{_md(self.verdict)}**", "", "| | |", "|---|---|"]
         out += [f"| {k} | {_md(str(v))} |" for k, v in rows]

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -85,6 +86,7 @@ class RehearsalOptions:
     watch_returning_s: float = 20.0  # lost hosts back: watch for an old cluster electing a leader
     returns: Return | None = None  # how the lost hosts come back (None: the scenario's way)
     converge_timeout_s: float = 60.0  # after the rejoin: every member at the same revision
+    deltalog: bool = False  # all-lost: `backup stream` runs from the snapshot on; recover rolls forward
 
     def __post_init__(self) -> None:
         if self.keys < 1:
@@ -173,6 +175,8 @@ class _Run:
         self.allowed: AllowedLoss | None = None
         self.source_revision: int | None = None
         self.snapshot: SnapshotFacts | None = None
+        self.stream: tuple[threading.Thread, threading.Event] | None = None  # the delta log's watcher
+        self.deltalog_revision: int | None = None  # the last revision on record after the fault
         self.rejoin: RejoinFacts | None = None
         self.error: str | None = None
 
@@ -203,6 +207,8 @@ class _Run:
             raise RehearsalError(f"the writer got fewer than {o.warmup_acks} writes acknowledged in 60 s")
         if spec.needs_snapshot:
             self._take_snapshot(inv)
+            if o.deltalog:
+                self._start_stream(inv)
             target = self.writer.acked_count() + o.warmup_acks
             self.writer.wait_acks(target, 60)  # writes after the snapshot: the ones all-lost may lose
         c(f"writer running: {self.writer.acked_count()} writes acknowledged before the fault")
@@ -212,12 +218,15 @@ class _Run:
         c(f"fault complete in {c.phase('fault', t):.1f} s: {', '.join(spec.lost)} lost")
         kept = [h.name for h in inv.etcd_hosts if h.name not in spec.lost]
         self.source_revision = _highest_revision(inv, kept)
+        if self.stream is not None:
+            self.deltalog_revision = self._log_after_fault(inv)
         self.allowed = self._allowed()
         c(f"may lose: {self.allowed.why}")
 
         t = time.monotonic()
         res = recover(inv, yes=True, plan_only=False, say=c.tagged("recover"), method=o.voter_method)
         c.phase("recover", t)
+        self._stop_stream()  # the restored cluster is another cluster id: a gap for the watcher
         self.recovery = RecoveryFacts(
             str(res.status),
             str(res.path),
@@ -258,11 +267,55 @@ class _Run:
                 f"the snapshot was not verified ({rec.reason}): all-lost has nothing to restore"
             )
 
+    def _start_stream(self, inv: Inventory) -> None:
+        """`etcd-dr backup stream` from the snapshot on, in a thread of this process."""
+        from etcd_dr.deltalog.service import log_dir_for, stream_cluster
+        from etcd_dr.deltalog.stream import read_status
+        from etcd_dr.etcd.localcluster import wait_for
+
+        d = log_dir_for(inv)
+        if d.exists():  # an earlier lab's log follows another cluster: set aside, kept
+            d.rename(d.with_name(f"deltalog.old-{time.time_ns()}"))
+        stop = threading.Event()
+        t = threading.Thread(target=lambda: stream_cluster(inv, stop=stop), name="deltalog", daemon=True)
+        t.start()
+        self.stream = (t, stop)
+        wait_for(
+            "the delta log streaming",
+            lambda: (s := read_status(d)) is not None and s.state == "streaming",
+            60,
+        )
+        self.clock("delta log: etcd-dr backup stream follows the cluster from the snapshot on")
+
+    def _log_after_fault(self, inv: Inventory) -> int | None:
+        """The last revision on record once the watcher has lost the cluster (up to 15 s)."""
+        from etcd_dr.deltalog import DeltaLog
+        from etcd_dr.deltalog.service import log_dir_for
+        from etcd_dr.deltalog.stream import read_status
+
+        d = log_dir_for(inv)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and (s := read_status(d)) is not None and s.state == "streaming":
+            time.sleep(0.2)
+        last = DeltaLog(d).last_revision()
+        self.clock(f"delta log: revision {last} is the last on record")
+        return last
+
+    def _stop_stream(self) -> None:
+        if self.stream is not None:
+            t, stop = self.stream
+            stop.set()
+            t.join(30)
+            self.stream = None
+
     def _allowed(self) -> AllowedLoss:
         assert self.spec is not None
         rule = self.spec.loss_rule
         if rule is LossRule.NONE:
             return AllowedLoss.none()
+        if rule is LossRule.BEYOND_SNAPSHOT and self.deltalog_revision is not None:
+            n = self.deltalog_revision
+            return AllowedLoss(rule, n, f"the delta log holds up to revision {n}: writes after it")
         if rule is LossRule.BEYOND_SNAPSHOT:
             assert self.snapshot is not None
             s = self.snapshot
@@ -380,6 +433,7 @@ class _Run:
             self.log = (*self.dataset, *self.writer.stop())
 
     def close(self) -> None:
+        self._stop_stream()
         self._stop_writer()
         for cl in self.clients:
             cl.close()
@@ -402,6 +456,7 @@ class _Run:
             allowed=self.allowed,
             source_revision=self.source_revision,
             snapshot=self.snapshot,
+            deltalog_revision=self.deltalog_revision,
             rejoin=self.rejoin,
             timings=dict(self.clock.marks),
             log=str(self._log_path()),
