@@ -134,7 +134,7 @@ def main() -> None:
             f"{sum(s.path.stat().st_size for s in segs) / 1e6:.1f} MB"
         )
         for where in (work, scratch_parent((work / "start.db").stat().st_size, work)):
-            with served_db(bins, work / "start.db", where, scratch_prefix=".replay-") as (rc, ep):
+            with served_db(bins, work / "start.db", where, scratch_prefix=".replay-") as (rc, ep, _):
                 done = replay(rc, log.records(start + 1, last), endpoint=ep)
                 t0 = time.monotonic()
                 check = check_against_log(rc, log, start, last)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: install, lint, then every test (unit, real etcd, real lab,
 # Prefect flows). Extra arguments go to pytest. `scripts/test.sh --quick` is the quick loop: every
-# test but the lab's and the deployment recipe's, on three workers (they wait more than they compute),
-# one test file per worker at a time (under a minute).
+# test but the lab's, the deployment recipe's and `etcd-dr server`'s (each starts its own Prefect
+# server and migrates it), on three workers (they wait more than they compute), one test file per
+# worker at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -10,5 +11,5 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME="${PREFECT_HOME:-$PWD
 mkdir -p "$PREFECT_HOME"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-if [ "${1:-}" = --quick ]; then shift; set -- -m "not lab and not deploy" -n 3 --dist loadfile "$@"; fi
+if [ "${1:-}" = --quick ]; then shift; set -- -m "not lab and not deploy and not server" -n 3 --dist loadfile "$@"; fi
 exec .venv/bin/pytest "$@"

@@ -202,7 +202,7 @@ def roll_forward(
         )
     bins = binaries_for(src.version)
     scratch = scratch_parent(Path(src.path).stat().st_size, snap_dir)
-    with served_db(bins, Path(src.path), scratch, scratch_prefix=".rollforward-") as (c, ep):
+    with served_db(bins, Path(src.path), scratch, scratch_prefix=".rollforward-") as (c, ep, _):
         done = replay(c, log.records(src.revision + 1, target.revision), lease_ttl_s=lease_ttl_s, endpoint=ep)
         check = check_against_log(c, log, src.revision, target.revision)
         h = c.hash_kv(ep, target.revision, timeout=600.0)

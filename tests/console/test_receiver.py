@@ -13,9 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from console.receiver import SIGNATURE_HEADER, signature
 from tests.console.conftest import TOKEN, Console
+
+pytestmark = pytest.mark.server  # each starts `etcd-dr server`: not in the quick loop
 
 BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 

@@ -12,7 +12,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.console.conftest import REPO, alive, descendants, free_port, start_console, write_inventory
+
+pytestmark = pytest.mark.server  # each starts `etcd-dr server`: not in the quick loop
 
 SCHEDULED = {  # deployment -> (interval seconds or cron, clusters)
     "status": (300.0, {"alpha", "beta"}),

@@ -280,6 +280,7 @@ def test_failover_hung_member(cluster: LocalCluster) -> None:
     with cluster.client(order, dial_timeout=0.5, request_timeout=3.0) as c:
         c.range("/t/hung/warm")  # the follower answers and becomes the preferred endpoint
         os.kill(follower.proc.pid, signal.SIGSTOP)
+        _wait_stopped(follower.proc.pid)  # else, on a loaded machine, it may still answer the probe
         try:
             t0 = time.monotonic()
             assert c.put("/t/hung/k", "v").endpoint != follower.client_url  # probe skips it
@@ -324,3 +325,15 @@ def test_put_if_mod_revision_puts_only_while_the_key_is_unchanged(cluster: Local
         assert c.put_if_mod_revision(key, "again", 0) == (False, rev)  # present now: not put
         ok, rev2 = c.put_if_mod_revision(key, "second", rev)
         assert ok and rev2 > rev and c.range(key).kvs[0].value == b"second"
+
+
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Until every thread of pid is stopped (a SIGSTOP takes effect per thread, when it next runs)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        tasks = Path(f"/proc/{pid}/task")
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+        if all(st == "T" for st in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} not stopped after {timeout} s")

@@ -109,7 +109,7 @@ def test_roll_forward_to_a_revision_mid_segment_gives_exactly_the_keys_of_that_r
     assert res.source == snap.id and res.target.revision == mid and res.record.revision == mid
     assert res.replayed.records == mid - snap.revision  # one transaction per original revision
     assert res.record.verified and Catalog(env.snapdir).newest("loop").id == res.record.id
-    with served_db(binaries_for(snap.version), res.path, env.dir) as (rc, _):
+    with served_db(binaries_for(snap.version), res.path, env.dir) as (rc, _, _):
         got = rc.range(b"\0", b"\0")
     assert got.header.revision == mid  # the revision did not go back, nor forward
     assert keys(got.kvs) == at_mid  # exactly the keys, values, revisions, versions, leases of `mid`
@@ -132,7 +132,7 @@ def test_roll_forward_to_a_revision_mid_segment_gives_exactly_the_keys_of_that_r
     assert (
         full["replayed"]["leases_granted"] == 1
     )  # the lease granted after the snapshot (the old one is in it)
-    with served_db(binaries_for(snap.version), Path(full["path"]), env.dir) as (rc, _):
+    with served_db(binaries_for(snap.version), Path(full["path"]), env.dir) as (rc, _, _):
         got = rc.range(b"\0", b"\0")
     assert got.header.revision == end and keys(got.kvs) == at_end
     print(f"\nroll-forward to {mid}: {res.replayed.events_per_s:.0f} events/s replayed, {took:.2f} s in all")
