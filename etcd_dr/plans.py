@@ -365,6 +365,32 @@ class Outcome:
         }
 
 
+@dataclass(frozen=True)
+class PlanRun:
+    """What one run of a capability came to: its plan, the outcome (None: refused, plan only, or
+    not confirmed), whether it was confirmed, and how long it took."""
+
+    plan: Plan
+    outcome: Outcome | None
+    confirmed: bool
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.plan.refused and self.confirmed and (self.outcome is None or self.outcome.ok)
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "refused": self.plan.refused,
+            "reason": self.plan.reason,
+            "confirmed": self.confirmed,
+            "plan": self.plan.to_json(),
+            "steps": self.outcome.to_json()["steps"] if self.outcome else [],
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
 class PlanRefused(EtcdDrError):
     """execute() was given a plan its planner refused."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -20,34 +19,14 @@ from etcd_dr.certs import cert_sans
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Outcome, Plan, execute
+from etcd_dr.plans import Plan, PlanRun, execute
 from etcd_dr.state import observe
 from etcd_dr.stepctx import Say
 
 Confirm = Callable[[Plan], bool]
 
 
-@dataclass(frozen=True)
-class RenewResult:
-    plan: Plan
-    outcome: Outcome | None  # None: refused, plan only, or not confirmed
-    confirmed: bool
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.plan.refused and self.confirmed and (self.outcome is None or self.outcome.ok)
-
-    def to_json(self) -> dict:
-        return {
-            "ok": self.ok,
-            "refused": self.plan.refused,
-            "reason": self.plan.reason,
-            "confirmed": self.confirmed,
-            "plan": self.plan.to_json(),
-            "steps": self.outcome.to_json()["steps"] if self.outcome else [],
-            "duration_s": round(self.duration_s, 3),
-        }
+RenewResult = PlanRun  # the plan, its outcome, confirmed, duration
 
 
 def _current(c: RenewCtx, host: str) -> x509.Certificate | None:

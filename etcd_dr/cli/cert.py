@@ -14,7 +14,7 @@ import sys
 
 from etcd_dr.certissue import CertIssueResult, issue_member_cert, load_ca, member_sans
 from etcd_dr.cli.common import add_inventory_arg, inventory_from_args
-from etcd_dr.cli.result import Exit, emit, plan_exit
+from etcd_dr.cli.result import Exit, emit, emit_plan_run
 from etcd_dr.errors import InputError
 
 
@@ -71,22 +71,7 @@ def _cmd_renew(args: argparse.Namespace) -> int:
         inv, hosts, yes=args.yes, plan_only=args.plan, confirm=None if args.json else confirm, say=say
     )
 
-    def text() -> str | None:
-        if res.plan.refused:
-            return None
-        if res.outcome is None:
-            return res.plan.render()
-        out = f"cert renew {'ok' if res.ok else 'FAILED'} in {res.duration_s:.1f} s: {res.plan.reason}"
-        if res.outcome.failed is not None:
-            out += f"\nfailed step: {res.outcome.failed.step.description}: {res.outcome.failed.error}"
-        return out
-
-    emit(args.json, res.to_json, text)
-    if res.plan.refused:
-        print(f"etcd-dr: {res.plan.reason}", file=sys.stderr)
-    if not res.confirmed and not res.plan.refused:
-        return Exit.BAD_INPUT
-    return plan_exit(res.plan, res.ok)
+    return emit_plan_run(args.json, res, "cert renew", plan_only=args.plan)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from etcd_dr.cli.common import add_inventory_arg, inventory_from_args, table
-from etcd_dr.cli.result import Exit, emit, exit_for, plan_exit
+from etcd_dr.cli.result import emit, emit_plan_run, exit_for
 from etcd_dr.errors import InputError
 
 
@@ -76,24 +76,7 @@ def cmd_kubelet_cleanup(args: argparse.Namespace) -> int:
         say=say,
     )
 
-    def text() -> str | None:
-        if res.plan.refused:
-            return None  # said on stderr
-        if args.plan or res.outcome is None:
-            return res.plan.render()
-        out = f"kubelet cleanup {'ok' if res.ok else 'FAILED'} in {res.duration_s:.1f} s: {res.plan.reason}"
-        if res.outcome.failed is not None:
-            out += f"\nfailed step: {res.outcome.failed.step.description}: {res.outcome.failed.error}"
-        return out
-
-    emit(args.json, res.to_json, text)
-    if res.plan.refused:
-        print(f"etcd-dr: {res.plan.reason}", file=sys.stderr)
-    if not res.confirmed and not res.plan.refused:
-        if not args.json:
-            print("etcd-dr: not confirmed: pass --yes; nothing was changed", file=sys.stderr)
-        return Exit.BAD_INPUT
-    return plan_exit(res.plan, res.ok)
+    return emit_plan_run(args.json, res, "kubelet cleanup", plan_only=args.plan)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

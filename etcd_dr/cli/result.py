@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from collections.abc import Callable
 from functools import singledispatch
 from typing import TYPE_CHECKING
 
-from etcd_dr.plans import Plan, Refusal
+from etcd_dr.plans import Plan, PlanRun, Refusal
 from etcd_dr.state import Health
 
 if TYPE_CHECKING:
@@ -106,3 +107,27 @@ def emit(
     out = json.dumps(data(), indent=indent) if as_json else text()
     if out is not None:
         print(out)
+
+
+def emit_plan_run(as_json: bool, res: PlanRun, what: str, *, plan_only: bool = False) -> Exit:
+    """Print one capability's run (the plan when nothing ran, else how it went and the failed
+    step), its refusal on stderr, and its exit code: 2 when it was not confirmed (nothing changed)."""
+
+    def text() -> str | None:
+        if res.plan.refused:
+            return None  # said on stderr
+        if plan_only or res.outcome is None:
+            return res.plan.render()
+        out = f"{what} {'ok' if res.ok else 'FAILED'} in {res.duration_s:.1f} s: {res.plan.reason}"
+        if res.outcome.failed is not None:
+            out += f"\nfailed step: {res.outcome.failed.step.description}: {res.outcome.failed.error}"
+        return out
+
+    emit(as_json, res.to_json, text)
+    if res.plan.refused:
+        print(f"etcd-dr: {res.plan.reason}", file=sys.stderr)
+    if not res.confirmed and not res.plan.refused:
+        if not as_json:
+            print("etcd-dr: not confirmed: pass --yes; nothing was changed", file=sys.stderr)
+        return Exit.BAD_INPUT
+    return plan_exit(res.plan, res.ok)

@@ -24,7 +24,7 @@ from etcd_dr.hostrepair.plan import (
 )
 from etcd_dr.hostrepair.steps import handlers, inspect_containers, kubelet_log, kubelet_state, labelled_ids
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Outcome, Plan, execute
+from etcd_dr.plans import Plan, PlanRun, execute
 from etcd_dr.stepctx import Say, StepContext
 
 Confirm = Callable[[Plan], bool]
@@ -52,29 +52,12 @@ def look(ex: Executor, *, tail: int = LOG_TAIL) -> KubeletLook:
 
 
 @dataclass(frozen=True)
-class CleanupResult:
-    look: KubeletLook
-    plan: Plan
-    outcome: Outcome | None  # None: refused, plan only, or not confirmed
-    confirmed: bool
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.plan.refused and self.confirmed and (self.outcome is None or self.outcome.ok)
+class CleanupResult(PlanRun):
+    look: KubeletLook | None = None  # what kubelet and the host's containers showed before the plan
 
     def to_json(self) -> dict:
-        return {
-            "ok": self.ok,
-            "host": self.look.host,
-            "refused": self.plan.refused,
-            "reason": self.plan.reason,
-            "confirmed": self.confirmed,
-            "look": self.look.to_json(),
-            "plan": self.plan.to_json(),
-            "steps": self.outcome.to_json()["steps"] if self.outcome else [],
-            "duration_s": round(self.duration_s, 3),
-        }
+        look = self.look.to_json() if self.look else None
+        return {**super().to_json(), "host": self.look.host if self.look else None, "look": look}
 
 
 def kubelet_cleanup(
@@ -100,9 +83,9 @@ def kubelet_cleanup(
         if plan.refused or plan_only:
             if plan.refused and audit is not None:
                 audit.event(host=host, action="kubelet-cleanup", outcome="refused", reason=plan.reason)
-            return CleanupResult(seen, plan, None, not plan.refused, time.monotonic() - t0)
+            return CleanupResult(plan, None, not plan.refused, time.monotonic() - t0, seen)
         if not yes and not (confirm is not None and confirm(plan)):
-            return CleanupResult(seen, plan, None, False, time.monotonic() - t0)
+            return CleanupResult(plan, None, False, time.monotonic() - t0, seen)
         outcome = execute(plan, handlers(c), audit=audit, say=say)
         if audit is not None:
             audit.event(
@@ -112,7 +95,7 @@ def kubelet_cleanup(
                 reason=plan.reason,
                 duration_s=time.monotonic() - t0,
             )
-        return CleanupResult(seen, plan, outcome, True, time.monotonic() - t0)
+        return CleanupResult(plan, outcome, True, time.monotonic() - t0, seen)
     finally:
         c.close()
 
