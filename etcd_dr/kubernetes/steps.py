@@ -23,13 +23,13 @@ import hashlib
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.kubernetes import apicheck
 from etcd_dr.kubernetes import rkemessages as msg
-from etcd_dr.plans import Params, ParamsError, Plan, Step, StepHandler
+from etcd_dr.plans import Params, Plan, Step, StepHandler, typed_steps
 from etcd_dr.runtime import DockerRuntime, MemberParams, ProcessRuntime, runtime_for
 from etcd_dr.stepctx import StepContext, wait
 
@@ -586,24 +586,7 @@ def handlers(c: Ctx) -> dict[str, StepHandler]:
 def typed_plan(plan: Plan) -> Plan:
     """A Kubernetes plan read back from JSON (the journal) with each step's action and params in
     their types. Raises ParamsError naming the step for what this version does not know."""
-    steps = []
-    for s in plan.steps:
-        try:
-            action = KubernetesAction(str(s.action))
-        except ValueError:
-            raise ParamsError(f"step {s.id}: action {s.action!r} is not a Kubernetes action") from None
-        cls = VOCABULARY[action][0]
-        if isinstance(s.params, cls):
-            steps.append(replace(s, action=action))
-            continue
-        if isinstance(s.params, Params):
-            raise ParamsError(f"step {s.id}: params are {type(s.params).__name__}, not {cls.__name__}")
-        try:
-            params = cls.from_json(s.params)
-        except ParamsError as e:
-            raise ParamsError(f"step {s.id}: {e}") from None
-        steps.append(replace(s, action=action, params=params))
-    return replace(plan, steps=tuple(steps))
+    return typed_steps(plan, KubernetesAction, {a: cls for a, (cls, _) in VOCABULARY.items()}, "Kubernetes")
 
 
 __all__ = [
