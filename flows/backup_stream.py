@@ -6,31 +6,15 @@ which the next run seals and resumes after.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from prefect import flow, get_run_logger
 
-from blocks.inventory import ClusterInventory
 from etcd_dr.deltalog.service import stream_cluster
 from etcd_dr.errors import EtcdDrError
-from etcd_dr.inventory import Inventory, load_inventory
-from flows.common import audited_run
+from flows.common import audited_run, cluster_inventory
 
 
 class DeltaLogGap(EtcdDrError):
     """The watcher stopped at a gap: a new full snapshot is needed (the message says why)."""
-
-
-@contextlib.contextmanager
-def _inventory(inventory_block: str | None, inventory_path: str | None) -> Iterator[Inventory]:
-    if inventory_block:
-        with ClusterInventory.load(inventory_block).materialize() as inv:
-            yield inv
-    elif inventory_path:
-        yield load_inventory(inventory_path)
-    else:
-        raise ValueError("backup_stream_flow needs inventory_block or inventory_path")
 
 
 @flow(name="etcd-backup-stream", log_prints=False)
@@ -42,7 +26,7 @@ def backup_stream_flow(
 ) -> dict:
     """Append every revision of one cluster to its delta log until stopped."""
     logger = get_run_logger()
-    with audited_run(), _inventory(inventory_block, inventory_path) as inv:
+    with audited_run(), cluster_inventory(inventory_block, inventory_path, "backup_stream_flow") as inv:
         res = stream_cluster(inv, max_seconds=max_seconds, until_revision=until_revision)
     logger.info("delta log %s: %s", res.state, res.reason)
     if not res.ok:

@@ -6,18 +6,13 @@ snapshot: a failing run never deletes the backups it failed to replace.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from blocks.inventory import ClusterInventory
 from etcd_dr.errors import EtcdDrError
-from etcd_dr.inventory import Inventory, load_inventory
 from etcd_dr.snapshots.record import SnapshotRecord
 from etcd_dr.snapshots.retention import Decision
-from flows.common import audited_run
+from flows.common import audited_run, cluster_inventory
 from tasks.observe import observe_cluster
 from tasks.snapshot import catalog_snapshot, offsite_copy, prune_snapshots, take_snapshot, verify_snapshot
 
@@ -45,17 +40,6 @@ def _markdown(record: SnapshotRecord, decisions: list[Decision]) -> str:
     return "\n".join(out)
 
 
-@contextlib.contextmanager
-def _inventory(inventory_block: str | None, inventory_path: str | None) -> Iterator[Inventory]:
-    if inventory_block:
-        with ClusterInventory.load(inventory_block).materialize() as inv:
-            yield inv
-    elif inventory_path:
-        yield load_inventory(inventory_path)
-    else:
-        raise ValueError("snapshot_flow needs inventory_block or inventory_path")
-
-
 @flow(name="etcd-snapshot", log_prints=False)
 def snapshot_flow(
     inventory_block: str | None = None,
@@ -66,7 +50,7 @@ def snapshot_flow(
 ) -> dict:
     """Take a verified snapshot of one cluster, catalog it, copy it off-site and apply retention."""
     logger = get_run_logger()
-    with audited_run(), _inventory(inventory_block, inventory_path) as inv:
+    with audited_run(), cluster_inventory(inventory_block, inventory_path, "snapshot_flow") as inv:
         state = observe_cluster(inv, check_ssh=False)
         logger.info(state.verdict)
         taken = take_snapshot(inv, state, allow_learner=allow_learner)
