@@ -192,7 +192,10 @@ class MemberRuntime(Protocol):
 
     def start(self, spec: MemberSpec, *, restart_always: bool = True) -> None: ...
     def restart(self) -> None: ...
-    def stop(self, timeout: float = 10.0) -> None: ...
+    def stop(self, timeout: float = 10.0) -> bool:
+        """TERM, then KILL once timeout passed; True when it exited by itself within the timeout."""
+        ...
+
     def kill(self) -> None: ...
     def exists(self) -> bool: ...
     def is_running(self) -> bool: ...
@@ -269,11 +272,13 @@ class DockerRuntime:
         """Start the existing (stopped) container again, with the arguments it was created with."""
         self._docker("start", self.container, reason="start etcd container")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
         # NOTES: a leader whose peers are gone stalls the whole timeout (leadership transfer)
         self._docker(
             "stop", "-t", str(int(timeout)), self.container, timeout=timeout + 30, reason="stop etcd"
         )
+        # docker stop sends KILL after the timeout: the container then exits 137 (128 + SIGKILL)
+        return (self._inspect("{{.State.ExitCode}}") or "").strip() != "137"
 
     def kill(self) -> None:
         r = self._docker("kill", self.container, check=False, reason="kill etcd")
@@ -499,20 +504,22 @@ class ProcessRuntime:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def _signal_and_wait(self, sig: str, timeout: float) -> None:
+    def _signal_and_wait(self, sig: str, timeout: float) -> bool:
+        """Signal, wait up to timeout, then KILL: True when it exited without the KILL."""
         pid = self.pid()
         if pid is None:
-            return
-        self._sh(
+            return True
+        r = self._sh(
             'kill -"$1" "$2" 2>/dev/null; i=0; while [ "$i" -lt "$3" ]; do'
             ' s=$(sed "s/.*) //" /proc/"$2"/stat 2>/dev/null) || exit 0; case $s in Z*|X*) exit 0;; esac;'
-            ' sleep 0.1; i=$((i+1)); done; kill -KILL "$2" 2>/dev/null; exit 0',
+            ' sleep 0.1; i=$((i+1)); done; kill -KILL "$2" 2>/dev/null; echo killed; exit 0',
             sig, str(pid), str(int(timeout * 10)),
             timeout=timeout + 10,
         )  # fmt: skip
+        return "killed" not in r.stdout
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._signal_and_wait("TERM", timeout)
+    def stop(self, timeout: float = 10.0) -> bool:
+        return self._signal_and_wait("TERM", timeout)
 
     def kill(self) -> None:
         self._signal_and_wait("KILL", 5.0)

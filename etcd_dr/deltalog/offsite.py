@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcd_dr.deltalog.log import DeltaLog
-from etcd_dr.deltalog.stream import write_json_atomic
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.inventory import OffsiteSettings
+from etcd_dr.localfs import write_json_atomic
 from etcd_dr.snapshots import offsite as off
 from etcd_dr.snapshots.record import OffsiteCopy
 

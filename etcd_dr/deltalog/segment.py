@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from etcd_dr.errors import EtcdDrError
+from etcd_dr.localfs import fsync_dir
 
 FORMAT = "etcd-dr-deltalog"
 VERSION = 1
@@ -189,7 +190,7 @@ class SegmentWriter:
         w._fd = os.open(w.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         w._write(header_line(cluster, first))
         os.fdatasync(w._fd)
-        _fsync_dir(w.dir)
+        fsync_dir(w.dir)
         return w
 
     def append(self, records: Sequence[Record]) -> None:
@@ -247,7 +248,7 @@ class SegmentWriter:
         self._fd = None
         dest = self.dir / segment_name(self.first, self.last)
         os.replace(self.path, dest)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return SegmentInfo(dest, self.first, self.last)
 
     def close(self) -> None:
@@ -373,11 +374,3 @@ def _unb64(s: str) -> bytes:
 
 def _now() -> float:
     return time.time()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

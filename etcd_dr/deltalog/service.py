@@ -33,11 +33,11 @@ from etcd_dr.deltalog.stream import (
     StreamStatus,
     read_gap,
     read_status,
-    write_json_atomic,
 )
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
+from etcd_dr.localfs import write_json_atomic
 from etcd_dr.snapshots.catalog import Catalog
 from etcd_dr.state import client_for
 

@@ -33,7 +33,6 @@ import enum
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ from etcd_dr.deltalog.segment import Event, GapError, Record, SegmentInfo, Segme
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd import errors as E
 from etcd_dr.etcd.client import EtcdClient, WatchBatch, WatchEvent
+from etcd_dr.localfs import write_json_atomic
 
 log = logging.getLogger("etcd_dr.deltalog")
 
@@ -149,21 +149,6 @@ def read_gap(log_dir: Path) -> dict[str, Any] | None:
         return json.loads((Path(log_dir) / GAP_FILE).read_text())
     except FileNotFoundError:
         return None
-
-
-def write_json_atomic(path: Path, body: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def to_records(events: Sequence[WatchEvent], at: float) -> list[Record]:

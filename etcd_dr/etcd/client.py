@@ -64,6 +64,7 @@ from etcd_dr.errors import InputError
 from etcd_dr.etcd import errors as E
 from etcd_dr.etcd.dbsink import DbSink
 from etcd_dr.etcd.gen import etcddr_rpc_pb2 as pb
+from etcd_dr.localfs import fsync_dir
 
 T = TypeVar("T")
 
@@ -866,7 +867,7 @@ class EtcdClient:
                     endpoint=endpoint,
                 )
             os.replace(part, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             after = int(local_header().revision)
             h = header if header is not None and header.member_id else first
             return SnapshotResult(
@@ -1093,11 +1094,3 @@ def _transport_reason(code: str, details: str) -> str:
 def _short(details: str, limit: int = 200) -> str:
     d = " ".join(details.split())
     return d if len(d) <= limit else d[: limit - 3] + "..."
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,11 +13,11 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from etcd_dr.errors import EtcdDrError, InputError
+from etcd_dr.localfs import write_json_atomic
 from etcd_dr.snapshots.record import SnapshotRecord
 
 CATALOG_FILE = "catalog.json"
@@ -97,23 +97,7 @@ class Catalog:
         with self._locked():
             recs = fn(self._read())
             body = {"version": FORMAT_VERSION, "records": [r.to_json() for r in recs]}
-            fd, tmp = tempfile.mkstemp(prefix=".catalog.", suffix=".tmp", dir=self.dir)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(body, f, indent=1)
-                    f.write("\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_json_atomic(self.path, body, sync_dir=True)
 
     def _read(self) -> list[SnapshotRecord]:
         try:

@@ -264,3 +264,12 @@ def test_process_rename_moves_unit_and_marker_in_one_command_never_over_another(
     with pytest.raises(CommandError, match="exists already"):
         rt.rename("etcd-old-1")
     assert (units / "etcd.sh").read_text().endswith("sleep 2\n")  # both kept
+
+
+@pytest.mark.parametrize(("code", "by_itself"), [("143", True), ("0", True), ("137", False)])
+def test_docker_stop_says_whether_docker_had_to_kill_it(code: str, by_itself: bool) -> None:
+    """`docker stop -t N` sends KILL after N s: the container's exit code 137 (128 + SIGKILL) says
+    the member did not stop by itself; any other code, that it exited on the TERM."""
+    ex = FakeExecutor({"{{.State.ExitCode}}": (0, f"{code}\n", "")})
+    assert DockerRuntime(ex, image="img").stop(5) is by_itself
+    assert ex.calls[0][:4] == ("docker", "stop", "-t", "5")
