@@ -13,6 +13,10 @@ for pair in etcd:etcd-server etcdctl:etcd-client sshd:openssh-server dockerd:doc
 done
 # GNU time (peak RSS in benchmarks/): `command -v time` finds the shell keyword, so test the file
 [ -x /usr/bin/time ] || need+=(time)
+# the lab's alert chain (etcd_dr/lab/alerting.py) starts these itself, with its own config and data
+# dirs on loopback ports; their Debian services must not run (policy-rc.d below, disabled after)
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 # the lab's stand-ins (rke, kube-apiserver) run on the hosts with the system's python3, PyYAML and
 # cryptography from Debian's packages (etcd_dr/lab/standins/)
 /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
@@ -21,13 +25,14 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   apt-get update -qq
   # policy-rc.d: do not start the packages' own services (etcd on 2379, dockerd with iptables in the
-  # root namespace): the lab starts its own, inside its hosts.
+  # root namespace, prometheus on 9090): the lab starts its own, inside its hosts or as its children.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemctl disable --now etcd.service docker.service docker.socket >/dev/null 2>&1 || true
+  systemctl disable --now etcd.service docker.service docker.socket prometheus.service \
+    prometheus-alertmanager.service prometheus-node-exporter.service >/dev/null 2>&1 || true
 fi
 
 py=${PYTHON:-python3}

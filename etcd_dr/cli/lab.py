@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from etcd_dr.cli.common import table
 from etcd_dr.cli.result import Exit, exit_for
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import RuntimeKind
 from etcd_dr.lab import lifecycle
+from etcd_dr.lab.alerting import DEFAULT_RECEIVER
 from etcd_dr.lab.config import (
     DEFAULT_SUBNET,
     HOST_NAMES,
@@ -78,8 +80,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"etcd {state.etcd_version}, runtime {c.runtime}"
     )
     print(f"inventory: {c.inventory_path}")
+    if args.alerting:
+        _alerting_up(state, args)
     print(f"next: etcd-dr status -i {c.inventory_path}")
     return Exit.OK
+
+
+def _alerting_up(state: LabState, args: argparse.Namespace) -> None:
+    from etcd_dr.lab import alerting
+
+    d = state.config.dir / "alerting"
+    token = args.alert_token_file or alerting.lab_token(d)
+    a = alerting.start(lifecycle.inventory_of(state), d, receiver=args.receiver, token_file=token)
+    print(f"Prometheus: {a.prometheus_url} (alerts: {a.prometheus_url}/alerts; PID {a.prometheus_pid})")
+    print(
+        f"Alertmanager: {a.alertmanager_url} (PID {a.alertmanager_pid}) -> {a.receiver}/alerts/alertmanager"
+    )
+    print(f"configs and logs: {d}; the rules are the etcd mixin's with `for:` shortened for the lab")
+    print(f"the receiver: etcd-dr server --inventories <dir with {state.config.inventory_path.name}> "
+          f"--receiver-port {urlsplit(a.receiver).port} --alert-token-file {token}")  # fmt: skip
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -186,6 +205,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=[e.value for e in EtcdSeries],
         default=None,
         help="etcd series of node1's learner (default: --etcd); 3.4 voters + a 3.5 learner: the incident",
+    )
+    p.add_argument(
+        "--alerting",
+        action="store_true",
+        help="also start Prometheus (the etcd mixin's rules over the members' metrics) and Alertmanager "
+        "(to --receiver) as this machine's processes on loopback; `lab down` stops them",
+    )
+    p.add_argument(
+        "--receiver",
+        default=DEFAULT_RECEIVER,
+        help=f"with --alerting: the base URL of etcd-dr server's receiver (default {DEFAULT_RECEIVER})",
+    )
+    p.add_argument(
+        "--alert-token-file",
+        type=Path,
+        default=None,
+        help="with --alerting: the receiver's token file (default: one made in <lab dir>/alerting/token)",
     )
     p.set_defaults(func=cmd_up)
 

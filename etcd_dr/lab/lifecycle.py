@@ -17,7 +17,7 @@ from etcd_dr.errors import InputError
 from etcd_dr.etcdbin import EtcdBinaries, ensure_binaries
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory, Role, RuntimeKind
-from etcd_dr.lab import hosts, images, kube, members, net, standins
+from etcd_dr.lab import alerting, hosts, images, kube, members, net, standins
 from etcd_dr.lab.config import (
     HOSTS,
     LEARNER_HOST,
@@ -97,6 +97,7 @@ def runtime(state: LabState, host: str) -> DockerRuntime | ProcessRuntime:
 def clean(cfg: LabConfig, state: LabState | None, say: Say) -> None:
     """Remove what a lab with this prefix left: its processes (by PID, after proof), veths,
     namespaces, bridge and dockerd cgroups."""
+    alerting.stop(cfg.dir / "alerting")  # its configs name the old lab's ports and files
     killed = hosts.kill_all(cfg, state)
     if note := net.down(cfg):
         say(note)
@@ -313,6 +314,8 @@ def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:
     require_root()
     clock = _Clock(say)
     state = LabState.load(cfg.dir)
+    if stopped := alerting.stop(cfg.dir / "alerting"):
+        clock(f"alerting stopped (PIDs {', '.join(map(str, stopped))})")
     n = hosts.kill_all(cfg, state)
     if note := net.down(cfg):
         clock(note)
