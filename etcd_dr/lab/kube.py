@@ -21,6 +21,7 @@ from etcd_dr.certs import CertKeyPair, issue_cert
 from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import Executor
 from etcd_dr.inventory import Role
+from etcd_dr.kubernetes import apicheck
 from etcd_dr.kubernetes.apicheck import registry_counts
 from etcd_dr.lab import standins
 from etcd_dr.lab.config import HOSTS, LabConfig
@@ -29,7 +30,7 @@ from etcd_dr.lab.members import CERT_DIR
 from etcd_dr.lab.standins import rke as rke_standin
 
 REMOTE_DIR = RKE_REMOTE_DIR
-COUNTS_FILE = "registry-counts.json"
+COUNTS_FILE = apicheck.COUNTS_FILE  # in the lab dir, the lab inventory's state directory
 KUBERNETES_VERSION = "v1.20.15-rancher1-1"
 
 # namespace -> pods; what a small RKE cluster holds, plus the source incident's hello-world
