@@ -592,11 +592,13 @@ def restore_plan(
     expected: Mapping[str, int],
     *,
     counted: str,
+    diff: str = "",
 ) -> Plan:
     """The decision as steps: each recovered etcd host's certificates kept in ssl_old and etcd moved
     onto them (rke up regenerates /etc/kubernetes/ssl), the new cluster.yml and state file on the
     deploy host, `rke up` there, and the API checked on every live controlplane host against
-    `expected` (objects per resource prefix; `counted` says where they come from). Pure. A refused
+    `expected` (objects per resource prefix; `counted` says where they come from). `diff`: the new
+    cluster.yml's against the operator's, for the approver (params). Pure. A refused
     decision is a refused plan with the decision's sentence and fix."""
     if not d.ok:
         why = f"{d.reason}; {d.fix}" if d.fix else d.reason
@@ -699,7 +701,7 @@ def restore_plan(
         inv.cluster,
         f"{d.decision}: {d.reason}",
         tuple(steps),
-        params={"decision": str(d.decision), "counted": counted, "controlplane": list(cps)},
+        params={"decision": str(d.decision), "counted": counted, "controlplane": list(cps), "diff": diff},
     )
 
 

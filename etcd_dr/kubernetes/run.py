@@ -285,7 +285,9 @@ def _restore(
             diff = render(decided.cluster_yml.read_text(), decided.config, d).diff
         else:
             expected, counted, files = {}, "", RestoreFiles("", "", "")
-        plan = restore_plan(d, decided.state, inv, decided.config, files, expected, counted=counted)
+        plan = restore_plan(
+            d, decided.state, inv, decided.config, files, expected, counted=counted, diff=diff
+        )
         timings["plan"] = time.monotonic() - t0 - timings["observe+decide"]
     resumed = journal is not None
     api = next((s for s in plan.steps if s.action == KubernetesAction.API_CHECK), None)
@@ -304,7 +306,7 @@ def _restore(
             timings=timings,
             counts_before=before,
             counted=counted,
-            diff=diff,
+            diff=str(plan.params.get("diff") or ""),
             **kw,  # type: ignore[arg-type]
         )
 
