@@ -22,6 +22,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         rejoin=not args.no_rejoin,
         watch_returning_s=args.watch_returning,
         returns=Return(args.returns) if args.returns else None,
+        through_kubernetes=args.through_kubernetes,
     )
     report = rehearse(opts, lab_config_from_env(), say=lambda m: print(m, file=sys.stderr, flush=True))
     emit(args.json, report.to_json, lambda: _text(report))
@@ -36,6 +37,7 @@ def _text(report: RehearsalReport) -> str:
         f"{j['acknowledged']} acknowledged, "
         f"{j['unacknowledged_landed']} of {j['unacknowledged']} unacknowledged landed; "
         f"writer log {report.log}"
+        + (f"\nRTO to a ready Kubernetes API {j['rto_api_s']} s" if report.kubernetes else "")
     )
 
 
@@ -74,5 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=20.0,
         metavar="S",
         help="seconds to watch returning hosts for an old cluster electing a leader (20; 0: off)",
+    )
+    p.add_argument(
+        "--through-kubernetes",
+        action="store_true",
+        help="after the recovery, bring Kubernetes back (restore-kubernetes --yes: ssl_old, cluster.yml, "
+        "the stand-in rke up, /readyz and the /registry objects checked) and report the RTO to a ready "
+        "API beside the RTO to etcd writes",
     )
     p.set_defaults(func=cmd_rehearse)

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from etcd_dr.certs import CertKeyPair, issue_cert
 from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import kube, lifecycle
 from etcd_dr.lab.config import EtcdSeries
 
-from .conftest import Lab
+from .conftest import Lab, lab_config
 from .test_faults import cli, wait_voters
 
 pytestmark = pytest.mark.lab
@@ -90,26 +89,6 @@ def test_masters_lost_then_restore_kubernetes(running_lab: Lab) -> None:
         lifecycle.up(lab.cfg, say=print)
 
 
-def rsa_inventory(lab: Lab) -> Path:
-    """The lab's inventory with an RSA client certificate signed by kube-ca (RKE's kube-node is one;
-    the lab's own etcd-dr client key is P-256, which RKE refuses for external etcd), in the lab's
-    directory so that its relative paths (RKE's files, the audit log, the state) are the lab's."""
-    d = lab.cfg.dir
-    ca = CertKeyPair((d / "certs/kube-ca.pem").read_bytes(), (d / "certs/kube-ca-key.pem").read_bytes())
-    node = issue_cert(ca, "system:node", server=False, rsa_bits=2048, organization="system:nodes")
-    (d / "certs/rsa-node.pem").write_bytes(node.cert_pem)
-    fd = os.open(d / "certs/rsa-node-key.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(node.key_pem)
-    text = lab.cfg.inventory_path.read_text()
-    assert "cert: certs/kube-etcd-client.pem" in text and "key: certs/kube-etcd-client-key.pem" in text
-    text = text.replace("cert: certs/kube-etcd-client.pem", "cert: certs/rsa-node.pem")
-    text = text.replace("key: certs/kube-etcd-client-key.pem", "key: certs/rsa-node-key.pem")
-    out = d / "rsa-inventory.yaml"
-    out.write_text(text)
-    return out
-
-
 def test_all_voters_lost_then_restore_kubernetes_on_external_etcd(lab: Lab) -> None:
     try:
         lifecycle.up(dataclasses.replace(lab.cfg, learner_etcd=EtcdSeries("3.5")), say=print)
@@ -129,7 +108,7 @@ def test_all_voters_lost_then_restore_kubernetes_on_external_etcd(lab: Lab) -> N
         assert "clientKey.(*rsa.PrivateKey)" in out["reason"] and out["steps"] == []
         assert on(lab, "node1", "docker ps -a --format '{{.Names}}'; ls /etc/kubernetes") == before
 
-        rc, out, wall = restore(lab, "--yes", "-i", str(rsa_inventory(lab)))
+        rc, out, wall = restore(lab, "--yes", "-i", str(kube.rsa_client_inventory(lab.cfg)))
         print(f"recover {t_recover:.1f} s, restore-kubernetes {wall:.1f} s, {time.monotonic() - t_off:.1f} s")
         print({k: v for k, v in out["timings"].items()})
         assert rc == 0 and out["status"] == "restored", out["reason"]
@@ -148,3 +127,26 @@ def test_all_voters_lost_then_restore_kubernetes_on_external_etcd(lab: Lab) -> N
         assert "--etcd-prefix=/registry" in apiserver
     finally:
         lifecycle.up(lab.cfg, say=print)
+
+
+def test_rehearse_through_kubernetes_reports_both_rtos() -> None:
+    """`etcd-dr rehearse --through-kubernetes --json` (masters-lost): the recovery, then
+    restore-kubernetes, then the rejoin; the RTO to etcd writes and the RTO to a ready API."""
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (network namespaces, mounts, veths)")
+    lab = Lab(lab_config(), Path("/usr/bin/etcdctl"))
+    t0 = time.monotonic()
+    r = lab.etcd_dr("rehearse", "--through-kubernetes", "--json", timeout=900)
+    assert r.stdout.strip(), r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    wall = time.monotonic() - t0
+    print(f"{out['verdict']}\nRTO {out['rto_s']} s, API {out['rto_api_s']} s; wall {wall:.1f} s")
+    print(out["timings"], out["kubernetes"]["timings"])
+    assert r.returncode == 0 and out["ok"], out["verdict"]
+    k = out["kubernetes"]
+    assert k["status"] == "restored" and k["decision"] == "surviving-plane"
+    assert k["ready"] == {"master3": {"ready": True, "said": None}}
+    assert k["objects_after"] == k["objects_before"] == 55
+    # the API is ready after etcd takes writes again, both measured from the fault
+    assert out["rto_s"] < out["rto_api_s"] < out["rto_s"] + 120, (out["rto_s"], out["rto_api_s"])
+    assert "RTO to a ready API" in out["verdict"] and out["rejoin"]["ok"], out["rejoin"]

@@ -184,3 +184,29 @@ def test_a_journal_with_no_destructive_step_begun_is_closed_and_decided_afresh(
     assert res.status is KubernetesStatus.RESTORED and not res.resumed
     assert any("none of its destructive steps had begun" in s for s in said)
     assert len(list((tmp_path / "rke/etcd-dr").glob("kubernetes-*.closed.json"))) == 1
+
+
+def test_the_rehearsal_verdict_names_the_api_rto_or_fails_without_it() -> None:
+    from test_rehearse import PATHS, REC, _measures, _rejoined
+
+    from etcd_dr.lab.rehearsal.measure import AllowedLoss
+    from etcd_dr.lab.rehearsal.report import KubernetesFacts, judge
+    from etcd_dr.lab.rehearsal.scenarios import Scenario
+
+    back = KubernetesFacts(
+        "restored", "surviving-plane", "r", {"master3": None}, COUNTS, COUNTS, "recorded", 31.25
+    )
+    args = (Scenario.MASTERS_LOST, PATHS, REC, _measures(), AllowedLoss.none(), _rejoined())
+    ok, s = judge(*args, kubernetes=back)
+    assert (
+        ok
+        and (
+            "Kubernetes back (surviving-plane): RTO to a ready API 31.2 s, /readyz ok on master3, "
+            "22 objects under /registry"
+        )
+        in s
+    )
+    assert back.to_json()["per_resource"]["/registry/pods/"] == {"before": 15, "after": 15}
+    broke = KubernetesFacts("failed", "surviving-plane", "rke up on node2 failed", {}, COUNTS, {}, "c", None)
+    ok, s = judge(*args, kubernetes=broke)
+    assert not ok and "Kubernetes NOT back: restore-kubernetes failed: rke up on node2 failed" in s

@@ -31,10 +31,11 @@ from pathlib import Path
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd.client import EndpointStatus, EtcdClient
 from etcd_dr.inventory import Inventory, load_inventory
-from etcd_dr.lab import lifecycle
+from etcd_dr.lab import kube, lifecycle
 from etcd_dr.lab.config import DEFAULT_SUBNET, EtcdSeries, LabConfig, env_lab_dir, env_prefix, validate_prefix
 from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
 from etcd_dr.lab.rehearsal.report import (
+    KubernetesFacts,
     MemberFacts,
     RecoveryFacts,
     RehearsalReport,
@@ -85,6 +86,9 @@ class RehearsalOptions:
     watch_returning_s: float = 20.0  # lost hosts back: watch for an old cluster electing a leader
     returns: Return | None = None  # how the lost hosts come back (None: the scenario's way)
     converge_timeout_s: float = 60.0  # after the rejoin: every member at the same revision
+    # after the recovery (before the rejoin, as in the source incident): restore-kubernetes, and
+    # the RTO to a ready API beside the RTO to etcd writes
+    through_kubernetes: bool = False
 
     def __post_init__(self) -> None:
         if self.keys < 1:
@@ -174,6 +178,7 @@ class _Run:
         self.source_revision: int | None = None
         self.snapshot: SnapshotFacts | None = None
         self.rejoin: RejoinFacts | None = None
+        self.kubernetes: KubernetesFacts | None = None
         self.error: str | None = None
 
     # --- the phases ------------------------------------------------------------------------------
@@ -241,8 +246,35 @@ class _Run:
             time.sleep(o.settle_s)
         self._stop_writer()
         self._verify(inv, leader)
+        if o.through_kubernetes:
+            self._kubernetes(fault)
         if o.rejoin and leader is not None:
             self._rejoin(inv, spec, leader)
+
+    def _kubernetes(self, fault: FaultPhase) -> None:
+        """restore-kubernetes as an operator runs it after `recover` (--yes), on the lab's inventory
+        with an RSA etcd client (RKE's external etcd takes no other key; kube.rsa_client_inventory)."""
+        from etcd_dr.kubernetes.run import restore_kubernetes
+
+        c = self.clock
+        t = time.monotonic()
+        inv = load_inventory(kube.rsa_client_inventory(self.lab))
+        res = restore_kubernetes(inv, yes=True, plan_only=False, say=c.tagged("kubernetes"))
+        c.phase("kubernetes", t)
+        rto = res.ready_at - fault.at if str(res.status) == "restored" and res.ready_at else None
+        self.kubernetes = KubernetesFacts(
+            str(res.status),
+            str(res.decision.decision) if res.decision else None,
+            res.reason,
+            dict(res.ready),
+            dict(res.counts_before),
+            dict(res.counts_after),
+            res.counted,
+            rto,
+            dict(res.timings),
+        )
+        api = f"RTO to a ready API {rto:.1f} s" if rto is not None else "the API is not ready"
+        c(f"kubernetes: {res.status} in {c.marks['kubernetes']:.1f} s: {api}")
 
     def _take_snapshot(self, inv: Inventory) -> None:
         from etcd_dr.snapshots.service import snapshot_cluster
@@ -387,7 +419,14 @@ class _Run:
     def report(self) -> RehearsalReport:
         expected = tuple(str(p) for p in self.spec.expected_paths) if self.spec else ()
         ok, verdict = judge(
-            self.opts.scenario, expected, self.recovery, self.measures, self.allowed, self.rejoin, self.error
+            self.opts.scenario,
+            expected,
+            self.recovery,
+            self.measures,
+            self.allowed,
+            self.rejoin,
+            self.error,
+            self.kubernetes,
         )
         return RehearsalReport(
             scenario=self.opts.scenario,
@@ -403,6 +442,7 @@ class _Run:
             source_revision=self.source_revision,
             snapshot=self.snapshot,
             rejoin=self.rejoin,
+            kubernetes=self.kubernetes,
             timings=dict(self.clock.marks),
             log=str(self._log_path()),
             error=self.error,
