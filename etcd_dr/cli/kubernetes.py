@@ -57,6 +57,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     yml.add_argument("-o", "--output", type=Path, help="the new cluster.yml (default: cluster.recovered.yml)")
     yml.add_argument("--json", action="store_true", help="print the files written, the diff and the decision")
     yml.set_defaults(func=_cluster_yml)
+    counts = ksub.add_parser(
+        "counts",
+        help="count the objects under /registry per resource (--record: keep them for the API check)",
+        description="Count the objects under /registry per resource prefix on the cluster's etcd (it "
+        "needs quorum). --record keeps them in the state directory (registry-counts.json): what "
+        "`restore-kubernetes` checks the API against after a fault. Run it (or schedule it) before one.",
+    )
+    add_inventory_arg(counts)
+    counts.add_argument(
+        "--record", action="store_true", help="write them to <state dir>/registry-counts.json"
+    )
+    counts.add_argument("--json", action="store_true", help="print them as one JSON object")
+    counts.set_defaults(func=_counts)
     _up_args(ksub.add_parser("up", help="the same as `etcd-dr restore-kubernetes`", description=UP_HELP))
     _up_args(
         sub.add_parser(
@@ -77,6 +90,24 @@ def _up_args(p: argparse.ArgumentParser) -> None:
         help="one JSON object: the decision, /readyz per controlplane host, objects before and after",
     )
     p.set_defaults(func=_up)
+
+
+def _counts(args: argparse.Namespace) -> int:
+    from etcd_dr.kubernetes.run import count_objects
+
+    res = count_objects(inventory_from_args(args), record=args.record)
+
+    def text() -> str:
+        lines = [f"{p}: {n}" for p, n in res.counts.items()]
+        lines.append(f"{sum(res.counts.values())} objects")
+        if res.recorded:
+            lines.append(f"recorded: {res.recorded}")
+        if res.moved_aside:
+            lines.append(f"the counts recorded before were kept as {res.moved_aside}")
+        return "\n".join(lines)
+
+    emit(args.json, res.to_json, text)
+    return exit_for(True)
 
 
 def _ask(plan: Plan) -> bool:

@@ -16,7 +16,7 @@ from a cluster the half-done run changed (etcd moved onto ssl_old, certificates 
 journal none of whose destructive steps had begun is closed and the run decides afresh.
 
 The objects before the fault: `<state dir>/registry-counts.json` (apicheck.COUNTS_FILE; the lab's
-`lab up` and `etcd-dr kubernetes counts` write it). Without one, the objects counted now on the
+`lab up` and `etcd-dr kubernetes counts --record` write it). Without one, the objects counted now on the
 recovered etcd must all be there after `rke up` (said in the plan).
 """
 
@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcd_dr.errors import InputError
+from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.kubernetes import apicheck
 from etcd_dr.kubernetes.clusteryml import recovered_path, render, write_recovered
 from etcd_dr.kubernetes.decide import Decided, decide
+from etcd_dr.kubernetes.importer import write_beside
 from etcd_dr.kubernetes.plan import KubernetesDecision, RestoreFiles, restore_plan
 from etcd_dr.kubernetes.rkefiles import state_path_for
 from etcd_dr.kubernetes.steps import ApiCheckParams, Ctx, KubernetesAction, handlers, typed_plan
@@ -138,6 +140,39 @@ def expected_counts(inv: Inventory, endpoints: list[str]) -> tuple[dict[str, int
     with client_for(inv, endpoints or None) as c:
         now = apicheck.registry_counts(c)
     return now, f"counted on the recovered etcd before rke up (no {p} recorded before the fault)"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The objects under /registry per resource prefix now, and where they were recorded (if)."""
+
+    counts: dict[str, int]
+    recorded: Path | None = None
+    moved_aside: Path | None = None  # the file recorded before (a different one), kept
+
+    def to_json(self) -> dict:
+        return {
+            "ok": True,
+            "counts": self.counts,
+            "objects": sum(self.counts.values()),
+            "recorded": str(self.recorded) if self.recorded else None,
+            "moved_aside": str(self.moved_aside) if self.moved_aside else None,
+        }
+
+
+def count_objects(inv: Inventory, *, record: bool, client: EtcdClient | None = None) -> Counted:
+    """Count the objects under /registry (one keys-only linearizable range: it needs quorum, as
+    kube-apiserver's reads do) and, with record, keep them in the state directory as what the API
+    check compares against after a fault (`etcd-dr kubernetes counts --record`, before one). A file
+    recorded before with other counts is moved aside, never overwritten."""
+    with contextlib.nullcontext(client) if client is not None else client_for(inv) as c:
+        counts = apicheck.registry_counts(c)
+    if not record:
+        return Counted(counts)
+    p = counts_path(inv)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = write_beside(p, (json.dumps(counts, indent=2) + "\n").encode(), 0o644, stamp)
+    return Counted(counts, p, aside)
 
 
 # --- the journal -------------------------------------------------------------------------------------------
@@ -366,4 +401,12 @@ def _restore(
     )
 
 
-__all__ = ["KubernetesResult", "KubernetesStatus", "expected_counts", "journal_path", "restore_kubernetes"]
+__all__ = [
+    "Counted",
+    "KubernetesResult",
+    "KubernetesStatus",
+    "count_objects",
+    "expected_counts",
+    "journal_path",
+    "restore_kubernetes",
+]
