@@ -385,7 +385,7 @@ def _restore(
         return result(
             KubernetesStatus.FAILED,
             f"restore-kubernetes failed at: {why}; run `etcd-dr restore-kubernetes` again to resume "
-            "this plan",
+            f"this plan (or, to decide afresh, move {jpath} aside first)",
             outcome=outcome,
             journal=str(jpath),
             **seen,

@@ -210,3 +210,18 @@ def test_the_rehearsal_verdict_names_the_api_rto_or_fails_without_it() -> None:
     broke = KubernetesFacts("failed", "surviving-plane", "rke up on node2 failed", {}, COUNTS, {}, "c", None)
     ok, s = judge(*args, kubernetes=broke)
     assert not ok and "Kubernetes NOT back: restore-kubernetes failed: rke up on node2 failed" in s
+
+
+def test_a_second_run_while_one_holds_the_lock_is_busy_and_does_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    _, inv = lab_like(tmp_path, monkeypatch, ["master3"], "master3")
+    jpath = run_mod.journal_path(inv)
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    with open(jpath.with_suffix(".lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run's lock (flock: per open file)
+        res = restore_kubernetes(inv, yes=True, plan_only=False, say=lambda _m: None)
+    assert res.status is KubernetesStatus.BUSY and "another restore-kubernetes" in res.reason
+    assert not (tmp_path / "rke/cluster.recovered.yml").exists() and not jpath.exists()
