@@ -89,6 +89,49 @@ def test_masters_lost_then_restore_kubernetes(running_lab: Lab) -> None:
         lifecycle.up(lab.cfg, say=print)
 
 
+def test_a_failed_rke_up_is_resumed_by_the_same_command(running_lab: Lab) -> None:
+    """rke missing on the deploy host: the run fails at rke-up with etcd already on ssl_old; the same
+    command, rke back, resumes the journalled plan (the done steps skipped) and finishes."""
+    lab = running_lab
+    wait_voters(lab, 3)
+    expected = kube.load_counts(lab.cfg)
+    try:
+        for h in ("master1", "master2"):
+            assert lab.cli("power", h, "off").returncode == 0
+        r, _ = cli(lab, "recover", "--yes", "--json", timeout=240)
+        assert r.returncode == 0, r.stderr + r.stdout
+        on(lab, "node2", "mv /usr/local/bin/rke /usr/local/bin/rke.away")
+        rc, out, _ = restore(lab, "--yes")
+        assert rc == 1 and out["status"] == "failed", out
+        states = {s["id"]: s["state"] for s in out["steps"]}
+        assert states["etcd-on-ssl-old:master3"] == "done" and states["rke-up"] == "failed", states
+        assert states["api-check"] == "not-run" and "to resume this plan" in out["reason"]
+        journal = lab.cfg.dir / f"kubernetes-{load_inventory(lab.cfg.inventory_path).cluster}.json"
+        assert json.loads(journal.read_text())["started"] == ["etcd-on-ssl-old:master3", "rke-up"]
+
+        on(lab, "node2", "mv /usr/local/bin/rke.away /usr/local/bin/rke")
+        rc, out, wall = restore(lab, "--yes")
+        print(f"resumed: {wall:.1f} s")
+        assert rc == 0 and out["status"] == "restored" and out["resumed"], out["reason"]
+        states = {s["id"]: s["state"] for s in out["steps"]}
+        assert states == {
+            "ssl-old:master3": "skipped",
+            "etcd-on-ssl-old:master3": "skipped",
+            "rke-files": "skipped",
+            "rke-up": "done",
+            "api-check": states["api-check"],  # ready at once (skipped) or after a poll (done)
+        }, states
+        assert out["ready"] == {"master3": {"ready": True, "said": None}}
+        objects_back(out, expected)
+        assert not journal.exists()
+        # etcd was moved onto ssl_old once: one retired container, not two
+        names = on(lab, "master3", "docker ps -a --format '{{.Names}}'").split()
+        assert names.count("etcd-before-ssl-old") == 1 and "etcd" in names
+    finally:
+        on(lab, "node2", "test -e /usr/local/bin/rke.away && mv /usr/local/bin/rke.away /usr/local/bin/rke")
+        lifecycle.up(lab.cfg, say=print)
+
+
 def test_all_voters_lost_then_restore_kubernetes_on_external_etcd(lab: Lab) -> None:
     try:
         lifecycle.up(dataclasses.replace(lab.cfg, learner_etcd=EtcdSeries("3.5")), say=print)
