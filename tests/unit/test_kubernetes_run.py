@@ -225,3 +225,20 @@ def test_a_second_run_while_one_holds_the_lock_is_busy_and_does_nothing(
         res = restore_kubernetes(inv, yes=True, plan_only=False, say=lambda _m: None)
     assert res.status is KubernetesStatus.BUSY and "another restore-kubernetes" in res.reason
     assert not (tmp_path / "rke/cluster.recovered.yml").exists() and not jpath.exists()
+
+
+def test_an_inventory_without_rke_files_is_bad_input_before_any_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.inventory_sample import VALID, write_invdir
+
+    def no_look(*a, **kw):
+        raise AssertionError("nothing is observed for bad input")
+
+    monkeypatch.setattr(decide_mod, "observe", no_look)
+    d = write_invdir(tmp_path)
+    (d / "inventory.yaml").write_text(VALID)
+    assert main(["restore-kubernetes", "--yes", "-i", str(d / "inventory.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "rke: the inventory has no rke: section" in err and "import-rke" in err
+    assert not list(d.glob("kubernetes-*"))
