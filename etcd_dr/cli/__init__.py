@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     ("rehearse", "etcd_dr.cli.rehearse"),
     ("inventory", "etcd_dr.cli.inventory"),
     ("kubernetes", "etcd_dr.cli.kubernetes"),
+    ("restore-kubernetes", "etcd_dr.cli.kubernetes"),  # the same as `kubernetes up`
     ("hosts", "etcd_dr.cli.hosts"),
     ("server", "etcd_dr.cli.server"),
 )
@@ -49,6 +50,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     first = next((a for a in argv or () if not a.startswith("-")), None)
     chosen = [m for name, m in COMMAND_MODULES if name == first] or [m for _, m in COMMAND_MODULES]
+    chosen = list(dict.fromkeys(chosen))  # a module may register two commands (kubernetes)
     for module in chosen:
         importlib.import_module(module).add_parser(sub)
     return parser

@@ -23,6 +23,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         watch_returning_s=args.watch_returning,
         returns=Return(args.returns) if args.returns else None,
         deltalog=args.deltalog,
+        through_kubernetes=args.through_kubernetes,
     )
     report = rehearse(opts, lab_config_from_env(), say=lambda m: print(m, file=sys.stderr, flush=True))
     emit(args.json, report.to_json, lambda: _text(report))
@@ -37,6 +38,7 @@ def _text(report: RehearsalReport) -> str:
         f"{j['acknowledged']} acknowledged, "
         f"{j['unacknowledged_landed']} of {j['unacknowledged']} unacknowledged landed; "
         f"writer log {report.log}"
+        + (f"\nRTO to a ready Kubernetes API {j['rto_api_s']} s" if report.kubernetes else "")
     )
 
 
@@ -80,5 +82,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--deltalog",
         action="store_true",
         help="all-lost: run the delta log (backup stream) from the snapshot on; recover rolls it forward",
+    )
+    p.add_argument(
+        "--through-kubernetes",
+        action="store_true",
+        help="after the recovery, bring Kubernetes back (restore-kubernetes --yes: ssl_old, cluster.yml, "
+        "the stand-in rke up, /readyz and the /registry objects checked) and report the RTO to a ready "
+        "API beside the RTO to etcd writes",
     )
     p.set_defaults(func=cmd_rehearse)

@@ -91,6 +91,18 @@ _BY_NAME: dict[str, Callable[..., Exit]] = {
     # etcd_dr.kubernetes: a decision refused (the rke up it would fail) is unsafe, not bad input
     "Decided": lambda d: exit_for(d.decision.ok),
     "Written": lambda w: Exit.OK,
+    "KubernetesResult": lambda r: _KUBERNETES[str(r.status)],
+}
+
+# KubernetesStatus value -> exit code: a refused decision (the rke up it would fail) is unsafe, as
+# `kubernetes plan` says it; not confirmed is the recovery's 2
+_KUBERNETES = {
+    "restored": Exit.OK,
+    "planned": Exit.OK,
+    "refused": Exit.FAILED,
+    "not-confirmed": Exit.BAD_INPUT,
+    "busy": Exit.FAILED,
+    "failed": Exit.FAILED,
 }
 
 

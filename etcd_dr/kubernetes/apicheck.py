@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from etcd_dr.etcd.client import EtcdClient
 
 REGISTRY = "/registry"
+# the objects per resource prefix recorded before a fault, in the inventory's state directory
+COUNTS_FILE = "registry-counts.json"
 APISERVER_PORT = 6443
 
 

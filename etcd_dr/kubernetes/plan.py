@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -37,7 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from etcd_dr.inventory import Host, Inventory
 from etcd_dr.kubernetes import rkemessages as msg
+from etcd_dr.kubernetes import steps as K
 from etcd_dr.kubernetes.rkefiles import ETCD_PATH_PREFIX, EtcdService, RkeConfig, RkeNode, RkeRole
+from etcd_dr.plans import Plan, Refusal, Step
+from etcd_dr.runtime import MemberParams
 from etcd_dr.state import ClusterState, MemberState, Reach
 
 
@@ -561,3 +564,150 @@ def _and(parts: Iterable[str]) -> str:
     if not items:
         return ""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps that carry a decision out (etcd_dr.kubernetes.steps): `restore-kubernetes`'s plan
+
+RETIRED_ETCD = "etcd-before-ssl-old"  # the member before etcd-on-ssl-old, kept (renamed, restart=no)
+
+
+@dataclass(frozen=True)
+class RestoreFiles:
+    """The files `rke up` reads: the new cluster.yml and its state file on this machine (written
+    by clusteryml.write_recovered beside the operator's), and the config's name on the deploy host
+    (beside the operator's own there, never over it; RKE derives the state file's name from it)."""
+
+    cluster_yml: str
+    state_file: str
+    config_name: str
+
+
+def restore_plan(
+    d: KubernetesDecision,
+    state: ClusterState,
+    inv: Inventory,
+    cfg: RkeConfig,
+    files: RestoreFiles,
+    expected: Mapping[str, int],
+    *,
+    counted: str,
+    diff: str = "",
+) -> Plan:
+    """The decision as steps: each recovered etcd host's certificates kept in ssl_old and etcd moved
+    onto them (rke up regenerates /etc/kubernetes/ssl), the new cluster.yml and state file on the
+    deploy host, `rke up` there, and the API checked on every live controlplane host against
+    `expected` (objects per resource prefix; `counted` says where they come from). `diff`: the new
+    cluster.yml's against the operator's, for the approver (params). Pure. A refused
+    decision is a refused plan with the decision's sentence and fix."""
+    if not d.ok:
+        why = f"{d.reason}; {d.fix}" if d.fix else d.reason
+        if d.refusal is not None:
+            why = f"{why} (rke up would end in: {d.refusal.message})"
+        return Plan("kubernetes", inv.cluster, why, refusal=Refusal.UNSAFE)
+    if inv.rke is None:  # decide() read the files through it: a caller's mistake
+        raise ValueError("restore_plan: the inventory has no rke: section")
+    rke = inv.rke
+    cert_dir = inv.etcd.cert_dir.rstrip("/")
+    old_dir = f"{cert_dir}_old"
+    etcd_hosts = [
+        m.host
+        for m in state.members
+        if m.host and m.in_member_list and not m.is_learner and m.status is not None
+    ]
+    endpoints = tuple(inv.client_url(inv.host(h)) for h in etcd_hosts)
+    steps: list[Step] = []
+    for h in etcd_hosts:
+        steps.append(
+            Step(
+                f"ssl-old:{h}",
+                K.KubernetesAction.SSL_OLD,
+                h,
+                f"copy {cert_dir} to {old_dir} on {h}",
+                f"{old_dir} on {h} is a complete copy of {cert_dir} (sha256 manifest)",
+                "rke up regenerates the certificates in "
+                f"{cert_dir}; the recovered etcd must keep reading the ones it runs with",
+                params=K.SslOldParams(cert_dir, old_dir),
+                runs=f"cp -a {cert_dir} {old_dir} (an existing {old_dir} renamed aside, never overwritten)",
+            )
+        )
+    for h in etcd_hosts:
+        steps.append(
+            Step(
+                f"etcd-on-ssl-old:{h}",
+                K.KubernetesAction.ETCD_ON_SSL_OLD,
+                h,
+                f"restart etcd on {h} reading its certificates from {old_dir}",
+                f"etcd on {h} runs with every certificate path under {old_dir}",
+                "so that rke up replacing the files in "
+                f"{cert_dir} cannot break the etcd it points kube-apiserver at",
+                destructive=True,
+                params=K.EtcdOnSslOldParams(
+                    **MemberParams.fields_of(inv, inv.host(h)),
+                    cert_dir=cert_dir,
+                    old_dir=old_dir,
+                    retired=RETIRED_ETCD,
+                ),
+                runs=f"stop etcd, rename it {RETIRED_ETCD} (restart=no), start a copy reading {old_dir}",
+            )
+        )
+    deploy = rke.deploy_host
+    steps.append(
+        Step(
+            "rke-files",
+            K.KubernetesAction.RKE_FILES,
+            deploy,
+            f"upload {files.config_name} and its state file to {deploy}:{rke.remote_dir}",
+            f"{deploy}:{rke.remote_dir} holds this {files.config_name} and its state file",
+            f"rke up reads them on the deploy host ({d.decision}); the operator's own files there stay",
+            params=K.RkeFilesParams(files.cluster_yml, files.state_file, rke.remote_dir, files.config_name),
+        )
+    )
+    steps.append(
+        Step(
+            "rke-up",
+            K.KubernetesAction.RKE_UP,
+            deploy,
+            f"run rke up --config {files.config_name} on {deploy}",
+            f"rke up succeeded with this {files.config_name}",
+            d.reason,
+            destructive=True,
+            params=K.RkeUpParams(rke.remote_dir, rke.binary, rke.up_timeout, files.config_name),
+            runs=f"{rke.binary} up --config {files.config_name} in {rke.remote_dir} "
+            f"(timeout {rke.up_timeout:g} s)",
+        )
+    )
+    new = apply_to_config(cfg, d)
+    inactive = _inactive(state, inv, cfg)
+    cps = tuple(
+        h.name
+        for n in new.controlplane_nodes
+        if n.address not in inactive and (h := _host_for_node(n, inv)) is not None
+    )
+    total = sum(expected.values())
+    steps.append(
+        Step(
+            "api-check",
+            K.KubernetesAction.API_CHECK,
+            None,
+            f"check /readyz on {_and(cps) or 'no host'} and the {total} objects under /registry",
+            f"/readyz ok on {_and(cps) or 'no host'}; no resource prefix has fewer objects than {counted}",
+            "Kubernetes is back only when its API answers with the objects it had",
+            params=K.ApiCheckParams(cps, endpoints, dict(expected), ca_path=f"{cert_dir}/kube-ca.pem"),
+        )
+    )
+    return Plan(
+        "kubernetes",
+        inv.cluster,
+        f"{d.decision}: {d.reason}",
+        tuple(steps),
+        params={"decision": str(d.decision), "counted": counted, "controlplane": list(cps), "diff": diff},
+    )
+
+
+def _host_for_node(n: RkeNode, inv: Inventory) -> Host | None:
+    """The inventory host of a cluster.yml node (the reverse of _node_for_host)."""
+    for h in inv.hosts:
+        if n.internal_address == h.address or n.address == h.ssh_host:
+            return h
+    return next((h for h in inv.hosts if h.name.lower() == n.hostname_override), None)

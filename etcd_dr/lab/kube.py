@@ -18,9 +18,11 @@ from pathlib import Path
 import yaml
 
 from etcd_dr.certs import CertKeyPair, issue_cert
+from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import Executor
 from etcd_dr.inventory import Role
+from etcd_dr.kubernetes import apicheck
 from etcd_dr.kubernetes.apicheck import registry_counts
 from etcd_dr.lab import standins
 from etcd_dr.lab.config import HOSTS, LabConfig
@@ -29,7 +31,7 @@ from etcd_dr.lab.members import CERT_DIR
 from etcd_dr.lab.standins import rke as rke_standin
 
 REMOTE_DIR = RKE_REMOTE_DIR
-COUNTS_FILE = "registry-counts.json"
+COUNTS_FILE = apicheck.COUNTS_FILE  # in the lab dir, the lab inventory's state directory
 KUBERNETES_VERSION = "v1.20.15-rancher1-1"
 
 # namespace -> pods; what a small RKE cluster holds, plus the source incident's hello-world
@@ -249,3 +251,26 @@ def start_apiservers(cfg: LabConfig, exs: Mapping[str, Executor]) -> None:
 
     with ThreadPoolExecutor(len(cps)) as pool:
         list(pool.map(one, cps))
+
+
+def rsa_client_inventory(cfg: LabConfig) -> Path:
+    """The lab's inventory with an RSA etcd client certificate signed by kube-ca, as RKE's kube-node
+    is (what `inventory import-rke` gives an operator): RKE type-asserts an RSA key for external etcd
+    (pki/services.go) and the lab's own etcd-dr client key is P-256. In the lab's directory, so that
+    its relative paths (RKE's files, the audit log, the state directory) are the lab's."""
+    d = cfg.dir
+    ca = CertKeyPair((d / "certs/kube-ca.pem").read_bytes(), (d / "certs/kube-ca-key.pem").read_bytes())
+    node = issue_cert(ca, "system:node", server=False, rsa_bits=2048, organization="system:nodes")
+    _write(d / "certs/rsa-client.pem", node.cert_pem.decode(), 0o644)
+    _write(d / "certs/rsa-client-key.pem", node.key_pem.decode(), 0o600)
+    text = cfg.inventory_path.read_text()
+    for old, new in (
+        ("cert: certs/kube-etcd-client.pem", "cert: certs/rsa-client.pem"),
+        ("key: certs/kube-etcd-client-key.pem", "key: certs/rsa-client-key.pem"),
+    ):
+        if old not in text:
+            raise EtcdDrError(f"{cfg.inventory_path}: no `{old}` to replace; the lab's inventory changed")
+        text = text.replace(old, new)
+    out = d / "inventory-rsa-client.yaml"
+    _write(out, text, 0o644)
+    return out

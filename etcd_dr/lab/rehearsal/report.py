@@ -104,6 +104,43 @@ class SnapshotFacts:
         return {"id": self.id, "revision": self.revision, "verified": self.verified, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class KubernetesFacts:
+    """`--through-kubernetes`: restore-kubernetes after the recovery, and the RTO to a ready API
+    (the fault's first host lost -> /readyz ok on every controlplane host with every object back)."""
+
+    status: str
+    decision: str | None
+    reason: str
+    ready: dict[str, str | None]  # controlplane host -> None (ready) or what it said
+    counts_before: dict[str, int]
+    counts_after: dict[str, int]
+    counted: str
+    rto_api_s: float | None  # None: the API was not ready
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ready_ok(self) -> bool:
+        return self.status == "restored" and self.rto_api_s is not None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "decision": self.decision,
+            "reason": self.reason,
+            "ready": {h: {"ready": s is None, "said": s} for h, s in self.ready.items()},
+            "objects_before": sum(self.counts_before.values()),
+            "objects_after": sum(self.counts_after.values()) if self.counts_after else None,
+            "per_resource": {
+                p: {"before": self.counts_before.get(p), "after": self.counts_after.get(p)}
+                for p in sorted({*self.counts_before, *self.counts_after})
+            },
+            "counted": self.counted,
+            "rto_api_s": round(self.rto_api_s, 3) if self.rto_api_s is not None else None,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
 def judge(
     scenario: Scenario,
     expected_paths: tuple[str, ...],
@@ -112,6 +149,7 @@ def judge(
     allowed: AllowedLoss | None,
     rejoin: RejoinFacts | None,
     error: str | None = None,
+    kubernetes: KubernetesFacts | None = None,
 ) -> tuple[bool, str]:
     """ok, and the verdict in one sentence. ok: recovered on an expected path, a write accepted
     after it, no acknowledged write lost beyond what the plan allowed, and (when it ran) the rejoin
@@ -146,6 +184,16 @@ def judge(
         loss_sentence(measures, allowed),
         f"{landed} unacknowledged write{'' if landed == 1 else 's'} landed",
     ]
+    if kubernetes is not None:
+        if kubernetes.ready_ok:
+            n = sum(kubernetes.counts_after.values())
+            parts.append(
+                f"Kubernetes back ({kubernetes.decision}): RTO to a ready API {kubernetes.rto_api_s:.1f} s, "
+                f"/readyz ok on {', '.join(kubernetes.ready)}, {n} objects under /registry"
+            )
+        else:
+            ok = False
+            parts.append(f"Kubernetes NOT back: restore-kubernetes {kubernetes.status}: {kubernetes.reason}")
     if rejoin is not None:
         if rejoin.revived:
             ok = False
@@ -188,6 +236,7 @@ class RehearsalReport:
     log: str | None = None  # the writer's log (JSONL)
     error: str | None = None
     deltalog_revision: int | None = None  # with the delta log: the last revision on record after the fault
+    kubernetes: KubernetesFacts | None = None  # --through-kubernetes
 
     def to_json(self) -> dict[str, object]:
         m = self.measures
@@ -197,6 +246,7 @@ class RehearsalReport:
             "ok": self.ok,
             "verdict": self.verdict,
             "rto_s": figures.get("rto_s"),
+            "rto_api_s": self.kubernetes.to_json()["rto_api_s"] if self.kubernetes else None,
             "rpo_writes": figures.get("rpo_writes"),
             "first_write_s": figures.get("first_write_s"),
             "outages": figures.get("outages"),
@@ -213,6 +263,7 @@ class RehearsalReport:
             "recovery": self.recovery.to_json() if self.recovery else None,
             "recover_timings": self.recovery.to_json()["timings"] if self.recovery else {},
             "rejoin": self.rejoin.to_json() if self.rejoin else None,
+            "kubernetes": self.kubernetes.to_json() if self.kubernetes else None,
             "fault": self.fault.to_json() if self.fault else None,
             "source_revision": self.source_revision,
             "snapshot": self.snapshot.to_json() if self.snapshot else None,
@@ -232,6 +283,7 @@ class RehearsalReport:
             ("scenario", j["scenario"]),
             ("result", "**OK**" if self.ok else "**FAILED**"),
             ("RTO (fault to writes accepted for good)", _s(j["rto_s"])),
+            ("RTO to a ready Kubernetes API (--through-kubernetes)", _s(j["rto_api_s"])),
             ("first write accepted after the fault", _s(j["first_write_s"])),
             ("write outages after the fault", j["outages"]),
             ("writer without writes (last before to first for good)", _s(j["outage_s"])),

@@ -32,10 +32,11 @@ from pathlib import Path
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd.client import EndpointStatus, EtcdClient
 from etcd_dr.inventory import Inventory, load_inventory
-from etcd_dr.lab import lifecycle
+from etcd_dr.lab import kube, lifecycle
 from etcd_dr.lab.config import DEFAULT_SUBNET, EtcdSeries, LabConfig, env_lab_dir, env_prefix, validate_prefix
 from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
 from etcd_dr.lab.rehearsal.report import (
+    KubernetesFacts,
     MemberFacts,
     RecoveryFacts,
     RehearsalReport,
@@ -87,6 +88,9 @@ class RehearsalOptions:
     returns: Return | None = None  # how the lost hosts come back (None: the scenario's way)
     converge_timeout_s: float = 60.0  # after the rejoin: every member at the same revision
     deltalog: bool = False  # all-lost: `backup stream` runs from the snapshot on; recover rolls forward
+    # after the recovery (before the rejoin, as in the source incident): restore-kubernetes, and
+    # the RTO to a ready API beside the RTO to etcd writes
+    through_kubernetes: bool = False
 
     def __post_init__(self) -> None:
         if self.keys < 1:
@@ -178,6 +182,7 @@ class _Run:
         self.stream: tuple[threading.Thread, threading.Event] | None = None  # the delta log's watcher
         self.deltalog_revision: int | None = None  # the last revision on record after the fault
         self.rejoin: RejoinFacts | None = None
+        self.kubernetes: KubernetesFacts | None = None
         self.error: str | None = None
 
     # --- the phases ------------------------------------------------------------------------------
@@ -250,8 +255,35 @@ class _Run:
             time.sleep(o.settle_s)
         self._stop_writer()
         self._verify(inv, leader)
+        if o.through_kubernetes:
+            self._kubernetes(fault)
         if o.rejoin and leader is not None:
             self._rejoin(inv, spec, leader)
+
+    def _kubernetes(self, fault: FaultPhase) -> None:
+        """restore-kubernetes as an operator runs it after `recover` (--yes), on the lab's inventory
+        with an RSA etcd client (RKE's external etcd takes no other key; kube.rsa_client_inventory)."""
+        from etcd_dr.kubernetes.run import restore_kubernetes
+
+        c = self.clock
+        t = time.monotonic()
+        inv = load_inventory(kube.rsa_client_inventory(self.lab))
+        res = restore_kubernetes(inv, yes=True, plan_only=False, say=c.tagged("kubernetes"))
+        c.phase("kubernetes", t)
+        rto = res.ready_at - fault.at if str(res.status) == "restored" and res.ready_at else None
+        self.kubernetes = KubernetesFacts(
+            str(res.status),
+            str(res.decision.decision) if res.decision else None,
+            res.reason,
+            dict(res.ready),
+            dict(res.counts_before),
+            dict(res.counts_after),
+            res.counted,
+            rto,
+            dict(res.timings),
+        )
+        api = f"RTO to a ready API {rto:.1f} s" if rto is not None else "the API is not ready"
+        c(f"kubernetes: {res.status} in {c.marks['kubernetes']:.1f} s: {api}")
 
     def _take_snapshot(self, inv: Inventory) -> None:
         from etcd_dr.snapshots.service import snapshot_cluster
@@ -441,7 +473,14 @@ class _Run:
     def report(self) -> RehearsalReport:
         expected = tuple(str(p) for p in self.spec.expected_paths) if self.spec else ()
         ok, verdict = judge(
-            self.opts.scenario, expected, self.recovery, self.measures, self.allowed, self.rejoin, self.error
+            self.opts.scenario,
+            expected,
+            self.recovery,
+            self.measures,
+            self.allowed,
+            self.rejoin,
+            self.error,
+            self.kubernetes,
         )
         return RehearsalReport(
             scenario=self.opts.scenario,
@@ -458,6 +497,7 @@ class _Run:
             snapshot=self.snapshot,
             deltalog_revision=self.deltalog_revision,
             rejoin=self.rejoin,
+            kubernetes=self.kubernetes,
             timings=dict(self.clock.marks),
             log=str(self._log_path()),
             error=self.error,

@@ -1,0 +1,112 @@
+"""The restore-kubernetes flow on a real Prefect server: it pauses with the recovery's approval form
+showing the decision, the plan and the cluster.yml diff; rejected -> Cancelled with nothing
+written; approved -> one task run per step, Completed, the verdict artifact with /readyz and the
+object counts. The core is the real etcd_dr.kubernetes.run on RKE fixtures, with the cluster's
+picture faked (observe) and the steps' handlers faked (recording, no hosts): what each step does on
+a host is tested on the lab (tests/lab/test_restore_kubernetes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from test_kubernetes_run import Fake, lab_like
+
+from etcd_dr.kubernetes import run as run_mod
+from etcd_dr.kubernetes.steps import KubernetesAction
+
+
+class FlowThread:
+    """restore_kubernetes_flow in a thread, as a worker would run it; the test is the approver."""
+
+    def __init__(self, **params: Any) -> None:
+        from flows.restore_kubernetes import restore_kubernetes_flow
+
+        self.name = f"k8s-test-{uuid.uuid4().hex[:8]}"
+        self.state: Any = None
+        f = restore_kubernetes_flow.with_options(flow_run_name=self.name)
+
+        def target() -> None:
+            self.state = f(**params, return_state=True)
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def run(self) -> Any:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        with get_client(sync_client=True) as c:
+            runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name])))
+        return runs[0] if runs else None
+
+    def wait_paused(self, timeout: float = 60) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            run = self.run()
+            if run is not None and run.state is not None and run.state.is_paused():
+                return run
+            assert self.thread.is_alive(), f"the flow ended without pausing: {self.state}"
+            time.sleep(0.3)
+        raise AssertionError(f"flow run {self.name} did not pause within {timeout} s")
+
+    def join(self, timeout: float = 120) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive()
+        return self.state
+
+
+def test_paused_for_approval_rejected_then_approved(
+    prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.logging.handlers import APILogHandler
+
+    inv_path, _ = lab_like(tmp_path, monkeypatch, ["master3"], "master3")
+    log: list[str] = []
+    fake = Fake(log, set())
+    monkeypatch.setattr(run_mod, "handlers", lambda c: {str(a): fake for a in KubernetesAction})
+    new_yml = tmp_path / "rke/cluster.recovered.yml"
+
+    ft = FlowThread(inventory_path=str(inv_path), approval_poll_s=1)
+    run = ft.wait_paused()
+    desc = read_flow_run_input(run.state.state_details.run_input_keyset["description"], flow_run_id=run.id)
+    assert "## Kubernetes back on cluster `prod-eu1`: approval needed" in desc
+    assert "**Decision.** surviving-plane: the recovered etcd (master3) overlaps" in desc
+    assert "- run rke up --config cluster.recovered.yml on node1 (on node1)" in desc
+    assert "-    hostname_override: master1" in desc  # the cluster.yml diff
+    resume_flow_run(run.id, run_input={"approve": False, "cluster": "prod-eu1", "approver": "ann"})
+    state = ft.join()
+    assert state.is_cancelled() and "rejected by ann; nothing was changed" in (state.message or "")
+    assert log == [] and not new_yml.exists()
+
+    ft = FlowThread(inventory_path=str(inv_path), approval_poll_s=1)
+    run = ft.wait_paused()
+    resume_flow_run(run.id, run_input={"approve": True, "cluster": "prod-eu1", "approver": "bob"})
+    state = ft.join()
+    assert state.is_completed(), state
+    out = state.result()
+    assert out["status"] == "restored" and out["approval"] == "approved by bob"
+    assert log == ["ssl-old:master3", "etcd-on-ssl-old:master3", "rke-files", "rke-up", "api-check"]
+    assert new_yml.exists()
+    with get_client(sync_client=True) as c:
+        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        arts = {a.key: a for a in c.read_artifacts()}
+    assert sorted(t.name for t in trs) == sorted(log) and {t.state.type.value for t in trs} == {"COMPLETED"}
+    verdict = arts["restore-kubernetes-verdict-prod-eu1"]
+    assert "| /registry/pods/ | 15 | - |" in (verdict.data or "")
+    audit = (tmp_path / "rke/etcd-dr/audit.jsonl").read_text()
+    assert '"action":"restore-kubernetes-approval"' in audit and "approved by bob" in audit
+    asyncio.run(APILogHandler.aflush())  # ship the runs' logs while the test server is still up
