@@ -374,7 +374,10 @@ class ApprovalGate:
         self.plan_published = True
         # the core plans afresh or resumes its journal; the journal exists only in the second case
         resumed = journal_path(self.inv).exists()
-        text = approval_description(plan, self.timeout_s, resumed)
+        return self.ask(approval_description(plan, self.timeout_s, resumed), plan, "recover-approval")
+
+    def ask(self, text: str, plan: Plan, action: str) -> bool:
+        """Pause with the approval form showing `text`, judge the answer, audit it as `action`."""
         form = RecoveryApproval.with_initial_data(description=text)
         self.logger.info("waiting up to %d s for approval in the Prefect UI: %s", self.timeout_s, plan.reason)
         t0 = time.monotonic()
@@ -391,7 +394,7 @@ class ApprovalGate:
         if self.audit is not None:
             self.audit.event(
                 host="-",
-                action="recover-approval",
+                action=action,
                 outcome={"approved": "ok", "rejected": "refused", "timed-out": "timeout"}[a.state],
                 reason=a.sentence,
                 approver=a.approver,

@@ -17,22 +17,18 @@ busy, failed, approval timed out -> Failed, with the core's one sentence as the 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.states import Cancelled, Failed, State
 
 from etcd_dr.audit import redact
-from etcd_dr.executor import audit_log_for
-from etcd_dr.inventory import Inventory
 from etcd_dr.kubernetes.run import KubernetesResult, KubernetesStatus, journal_path, restore_kubernetes
 from etcd_dr.plans import Plan
 from flows.common import audited_run, cluster_inventory
-from flows.recover import Approval, Log, RecoveryApproval, RecoveryNotDone, judge, recovery_slot
+from flows.recover import Approval, RecoveryNotDone, recovery_slot
+from flows.recover import ApprovalGate as RecoverApprovalGate
 from tasks.kubernetes import run_kubernetes_step
 
 
@@ -100,13 +96,8 @@ def verdict_markdown(res: KubernetesResult, approval: Approval | None) -> str:
     return redact("\n".join(lines))
 
 
-class ApprovalGate:
+class ApprovalGate(RecoverApprovalGate):
     """The core's confirm(plan): publish the plan, pause with the recovery's form, judge, audit."""
-
-    def __init__(self, inv: Inventory, logger: Log, timeout_s: int, poll_s: int) -> None:
-        self.inv, self.audit = inv, audit_log_for(inv)
-        self.logger, self.timeout_s, self.poll_s = logger, timeout_s, poll_s
-        self.decision: Approval | None = None
 
     def confirm(self, plan: Plan) -> bool:
         create_markdown_artifact(
@@ -115,30 +106,7 @@ class ApprovalGate:
         text = approval_description(
             plan, str(plan.params.get("diff") or ""), self.timeout_s, journal_path(self.inv).exists()
         )
-        form = RecoveryApproval.with_initial_data(description=text)
-        self.logger.info("waiting up to %d s for approval in the Prefect UI: %s", self.timeout_s, plan.reason)
-        t0 = time.monotonic()
-        comment = ""
-        try:
-            answer = pause_flow_run(wait_for_input=form, timeout=self.timeout_s, poll_interval=self.poll_s)
-            a = judge(answer, plan.cluster)
-            comment = answer.comment.strip()
-        except FlowPauseTimeout:
-            a = Approval("timed-out", f"approval timed out after {self.timeout_s} s")
-        a = Approval(a.state, a.sentence, time.monotonic() - t0, a.approver)
-        self.decision = a
-        (self.logger.info if a.ok else self.logger.warning)("%s", a.sentence)
-        if self.audit is not None:
-            self.audit.event(
-                host="-",
-                action="restore-kubernetes-approval",
-                outcome={"approved": "ok", "rejected": "refused", "timed-out": "timeout"}[a.state],
-                reason=a.sentence,
-                approver=a.approver,
-                comment=comment,
-                waited_s=round(a.waited_s, 1),
-            )
-        return a.ok
+        return self.ask(text, plan, "restore-kubernetes-approval")
 
 
 @flow(name="etcd-restore-kubernetes", log_prints=False)
