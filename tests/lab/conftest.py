@@ -6,6 +6,7 @@ ETCD_DR_LAB_PREFIX, ETCD_DR_LAB_SUBNET, ETCD_DR_LAB_DIR (defaults: prefix `edrte
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -23,12 +24,27 @@ TEST_PREFIX = "edrtest"
 TEST_SUBNET = "10.231.254.0/24"
 
 
+def _worker() -> int:
+    """The pytest-xdist worker's number (gw0 -> 0; 0 without xdist): each worker's lab gets its own
+    prefix and subnet (the next /24 down), so `pytest -n 2` runs two labs side by side."""
+    w = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(w[2:]) if w.startswith("gw") and w[2:].isdigit() else 0
+
+
 def lab_config(runtime: RuntimeKind = RuntimeKind.DOCKER) -> LabConfig:
-    prefix = os.environ.get("ETCD_DR_LAB_PREFIX") or TEST_PREFIX
+    n = _worker()
+    prefix = (os.environ.get("ETCD_DR_LAB_PREFIX") or TEST_PREFIX) + (str(n) if n else "")
+    net = ipaddress.IPv4Network(os.environ.get("ETCD_DR_LAB_SUBNET") or TEST_SUBNET)
+    subnet = (
+        net
+        if not n
+        else ipaddress.IPv4Network((int(net.network_address) - n * net.num_addresses, net.prefixlen))
+    )
+    lab_dir = os.environ.get("ETCD_DR_LAB_DIR")
     return LabConfig(
         prefix=prefix,
-        subnet=os.environ.get("ETCD_DR_LAB_SUBNET") or TEST_SUBNET,
-        dir=Path(os.environ.get("ETCD_DR_LAB_DIR") or default_lab_dir(prefix)),
+        subnet=str(subnet),
+        dir=Path(lab_dir + (f"-{n}" if n else "")) if lab_dir else default_lab_dir(prefix),
         runtime=runtime,
     )
 
