@@ -59,6 +59,7 @@ class ServerOptions:
     alert_label: str = "cluster"
     api_auth: str | None = None  # "user:password" the Prefect server asks for (never printed)
     database: str | None = None  # postgresql+asyncpg://... (its password never printed); None: SQLite
+    work_pool: str | None = None  # runs go to this process work pool's workers instead of this process
 
     @property
     def database_url(self) -> str:
@@ -279,10 +280,14 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
     # second of its event, and then waited for the runner's next look
     runner = Runner(name="etcd-dr-server", pause_on_shutdown=False, limit=None, query_seconds=POLL_S)
     ids = {}
-    for d in served:
-        ids[d.name] = await runner.add_deployment(d)
+    if opts.work_pool:
+        ids = await _to_work_pool(served, opts.work_pool)
+    else:
+        for d in served:
+            ids[d.name] = await runner.add_deployment(d)
     await asyncio.to_thread(_limits_and_automations, clusters, ids["recover"])
-    say(f"serving {len(ids)} deployments for {len(clusters)} clusters: {', '.join(clusters)}")
+    where = f"work pool {opts.work_pool} (its workers run them)" if opts.work_pool else "this process"
+    say(f"serving {len(ids)} deployments for {len(clusters)} clusters: {', '.join(clusters)}; runs: {where}")
     srv = sink = None
     if opts.receiver:
         assert opts.token
@@ -299,7 +304,8 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
         )
     say(f"UI: {opts.ui_url}")
     stop = asyncio.Event()
-    task = asyncio.create_task(runner.start())
+    # with a work pool the runs are the workers'; this process only waits for its signal
+    task = asyncio.create_task(runner.start() if not opts.work_pool else asyncio.Event().wait())
     await asyncio.sleep(0)  # runner.start() installs its own SIGTERM handler first; ours replaces it
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -309,6 +315,8 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
         if task in done:
             task.result()  # the runner ended by itself: say why
         say("stopping")
+        if opts.work_pool:
+            task.cancel()
         with contextlib.suppress(RuntimeError):  # not started yet
             await runner.astop()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -319,6 +327,28 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
             srv.server_close()
         if sink is not None:
             sink.close()
+
+
+async def _to_work_pool(served: list, pool: str) -> dict[str, object]:
+    """The deployments registered for a process work pool (created if missing): a worker on any
+    machine (`prefect worker start --pool POOL`) runs them from its own copy of this repository,
+    `$ETCD_DR_HOME` in the worker's environment, as deployments/prefect.yaml does."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as c:
+        with contextlib.suppress(ObjectAlreadyExists):
+            await c.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        ids: dict[str, object] = {}
+        for d in served:
+            # relative to the worker's working directory, not to where this process was started
+            d.entrypoint = f"console/flows.py:{d.entrypoint.rsplit(':', 1)[1]}"
+            ids[d.name] = dep_id = await d.apply(work_pool_name=pool)
+            home = {"directory": "{{ $ETCD_DR_HOME }}"}
+            steps = [{"prefect.deployments.steps.set_working_directory": home}]
+            await c.update_deployment(dep_id, DeploymentUpdate(pull_steps=steps))
+        return ids
 
 
 def _limits_and_automations(clusters: dict[str, Cluster], recover_id: object) -> None:

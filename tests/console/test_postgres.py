@@ -137,6 +137,57 @@ def test_the_server_on_postgresql_runs_a_flow(postgres: Postgres, tmp_path: Path
     print(f"\nstarted on PostgreSQL in {started_s:.1f} s; status run created to Completed in {run_s:.1f} s")
 
 
+def test_a_worker_elsewhere_runs_the_pools_runs(postgres: Postgres, tmp_path: Path, monkeypatch) -> None:
+    """--work-pool: the server registers the deployments for a process pool and runs nothing
+    itself; a `prefect worker start` process (another machine's, in its own environment) pulls the
+    run and runs it."""
+    monkeypatch.setenv("PGPASSFILE", str(postgres.passfile))
+    postgres.psql("CREATE DATABASE prefect_pool", db="postgres")
+    c = start_console(tmp_path, {"alpha": {}}, "--no-receiver", "--database", postgres.url("prefect_pool"),
+                      "--work-pool", "etcd-dr-test", ready_s=400)  # fmt: skip
+    worker = None
+    try:
+        assert any("runs: work pool etcd-dr-test" in line for line in c.lines), c.lines
+        deps = c.deployments()
+        assert deps["status"]["work_pool_name"] == "etcd-dr-test", deps["status"]
+        assert deps["status"]["entrypoint"] == "console/flows.py:status", deps["status"]
+        run = c.post(f"/deployments/{deps['status']['id']}/create_flow_run",
+                     {"parameters": {"cluster": "alpha", "check_ssh": False}})["id"]  # type: ignore[index]  # fmt: skip
+        time.sleep(6)  # no worker yet: the server does not run it
+        assert c.get(f"/flow_runs/{run}")["state"]["type"] == "SCHEDULED"  # type: ignore[index]
+        home = tmp_path / "worker-home"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_API_URL=c.api, PREFECT_HOME=str(home), ETCD_DR_HOME=str(REPO),
+                   ETCD_DR_INVENTORIES=str(tmp_path / "inventories"))  # fmt: skip
+        log = (tmp_path / "worker.log").open("w")
+        t0 = time.monotonic()
+        worker = subprocess.Popen(
+            [str(REPO / ".venv/bin/prefect"), "worker", "start", "--pool", "etcd-dr-test", "--type",
+             "process"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while (st := c.get(f"/flow_runs/{run}")["state"])["type"] not in ("COMPLETED", "FAILED", "CRASHED"):  # type: ignore[index]
+            assert time.monotonic() < deadline and worker.poll() is None, (
+                tmp_path / "worker.log"
+            ).read_text()
+            time.sleep(1)
+        took = time.monotonic() - t0
+        assert st["type"] == "COMPLETED", (st, (tmp_path / "worker.log").read_text())
+        assert run in (tmp_path / "worker.log").read_text()  # this worker ran it
+        print(f"\nworker started to the pool's run Completed: {took:.1f} s")
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(5)
+        assert c.stop() == 0, "\n".join(c.lines)
+
+
 def test_a_bad_database_starts_nothing(tmp_path: Path) -> None:
     write_inventory(tmp_path / "inv" / "a", "a")
     base = [str(REPO / ".venv/bin/etcd-dr"), "server", "--inventories", str(tmp_path / "inv"), "--data",
