@@ -331,8 +331,8 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
 
 async def _to_work_pool(served: list, pool: str) -> dict[str, object]:
     """The deployments registered for a process work pool (created if missing): a worker on any
-    machine (`prefect worker start --pool POOL`) runs them from its own copy of this repository,
-    `$ETCD_DR_HOME` in the worker's environment, as deployments/prefect.yaml does."""
+    machine (`prefect worker start --pool POOL`) with etcd-dr installed runs them, in
+    `$ETCD_DR_HOME` (its environment), as deployments/prefect.yaml does."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -342,8 +342,10 @@ async def _to_work_pool(served: list, pool: str) -> dict[str, object]:
             await c.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         ids: dict[str, object] = {}
         for d in served:
-            # relative to the worker's working directory, not to where this process was started
-            d.entrypoint = f"console/flows.py:{d.entrypoint.rsplit(':', 1)[1]}"
+            # a module, imported from the worker's installed package: not a path relative to where this
+            # process started, and not a script (Prefect would put console/ first on sys.path, where
+            # console/flows.py hides the `flows` package: ModuleNotFoundError 'flows.add_learner')
+            d.entrypoint = f"console.flows:{d.entrypoint.rsplit(':', 1)[1]}"
             ids[d.name] = dep_id = await d.apply(work_pool_name=pool)
             home = {"directory": "{{ $ETCD_DR_HOME }}"}
             steps = [{"prefect.deployments.steps.set_working_directory": home}]

@@ -21,6 +21,8 @@ done
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # `etcd-dr server --database postgresql+asyncpg://...` is tested against a PostgreSQL the test starts
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+# docker/build.sh makes the images' base from Debian's archive (no registry is reachable)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   apt-get update -qq

@@ -150,7 +150,7 @@ def test_a_worker_elsewhere_runs_the_pools_runs(postgres: Postgres, tmp_path: Pa
         assert any("runs: work pool etcd-dr-test" in line for line in c.lines), c.lines
         deps = c.deployments()
         assert deps["status"]["work_pool_name"] == "etcd-dr-test", deps["status"]
-        assert deps["status"]["entrypoint"] == "console/flows.py:status", deps["status"]
+        assert deps["status"]["entrypoint"] == "console.flows:status", deps["status"]
         run = c.post(f"/deployments/{deps['status']['id']}/create_flow_run",
                      {"parameters": {"cluster": "alpha", "check_ssh": False}})["id"]  # type: ignore[index]  # fmt: skip
         time.sleep(6)  # no worker yet: the server does not run it
