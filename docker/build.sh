@@ -6,6 +6,7 @@
 # right namespace) picks the engine. Environment: OUT (work dir, default /tmp/etcd-dr-docker),
 # MIRROR (Debian mirror, default the one apt uses), TAG (default dev).
 #   etcd-dr/debian-base:bookworm   python3, venv, openssh-client, etcdctl, ca-certificates
+#   etcd-dr/postgres:15            the base + Debian's postgresql-15 (docker/postgres-entrypoint.sh)
 #   etcd-dr/worker:$TAG            the project in /opt/etcd-dr/.venv; runs `prefect worker start`
 #                                  (and, with another command, `etcd-dr server` or its receiver)
 set -euo pipefail
@@ -32,6 +33,25 @@ if [ "${1:-}" != --worker-only ]; then
   echo "build.sh: base rootfs $(du -sh "$root" | cut -f1) ($(( $(date +%s) - t0 )) s)"
   tar -C "$root" -c . | "${docker[@]}" import - etcd-dr/debian-base:bookworm >/dev/null
   echo "build.sh: imported etcd-dr/debian-base:bookworm"
+
+  # PostgreSQL for docker/compose.yaml: Debian's package in a copy of the base (apt in a chroot;
+  # no cluster made, no service started: the entrypoint makes one on first start)
+  pg="$OUT/pgroot"
+  if [ ! -x "$pg/usr/lib/postgresql/15/bin/postgres" ]; then
+    rm -rf "$pg" && cp -a "$root" "$pg"
+    cp /etc/resolv.conf "$pg/etc/resolv.conf"
+    printf '#!/bin/sh\nexit 101\n' >"$pg/usr/sbin/policy-rc.d" && chmod +x "$pg/usr/sbin/policy-rc.d"
+    mkdir -p "$pg/etc/postgresql-common" && echo "create_main_cluster = false" >"$pg/etc/postgresql-common/createcluster.conf"
+    chroot "$pg" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15' \
+      >"$OUT/postgres-apt.log" 2>&1
+    rm -rf "$pg"/var/lib/apt/lists/* "$pg"/var/cache/apt/*.bin "$pg"/var/cache/apt/archives/*.deb "$pg/usr/sbin/policy-rc.d"
+  fi
+  install -m 0755 docker/postgres-entrypoint.sh "$pg/usr/local/bin/postgres-entrypoint"
+  mkdir -p "$pg/var/lib/postgresql/15/main" && chroot "$pg" chown -R postgres:postgres /var/lib/postgresql
+  chmod 0700 "$pg/var/lib/postgresql/15/main"
+  tar -C "$pg" -c . | "${docker[@]}" import --change 'USER postgres' --change 'EXPOSE 5432' \
+    --change 'CMD ["/usr/local/bin/postgres-entrypoint"]' - etcd-dr/postgres:15 >/dev/null
+  echo "build.sh: imported etcd-dr/postgres:15 ($(du -sh "$pg" | cut -f1))"
 fi
 
 # every wheel the project needs, built here (this machine's pip index); the image installs offline
