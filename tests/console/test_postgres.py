@@ -60,6 +60,7 @@ def postgres() -> Iterator[Postgres]:
         shutil.chown(d, "postgres", "postgres")
         shutil.chown(pwfile, "postgres", "postgres")
     proc = None
+    passdir = Path(tempfile.mkdtemp(prefix="etcd-dr-pgpass-"))
     try:
         subprocess.run(
             [str(PG_BIN / "initdb"), "-D", str(d / "data"), "-U", "postgres", "--auth=scram-sha-256",
@@ -69,7 +70,7 @@ def postgres() -> Iterator[Postgres]:
         pwfile.unlink()
         port = free_port()
         # the test's own client side: the passfile (0600, the test's user) that psql and asyncpg read
-        passfile = Path(tempfile.mkdtemp(prefix="etcd-dr-pgpass-")) / "pgpass"
+        passfile = passdir / "pgpass"
         passfile.write_text(f"127.0.0.1:{port}:*:postgres:{password}\n")
         passfile.chmod(0o600)
         log = (d / "postgres.log").open("wb")
@@ -101,6 +102,7 @@ def postgres() -> Iterator[Postgres]:
                 proc.kill()
                 proc.wait(5)
         shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(passdir, ignore_errors=True)
 
 
 def test_the_server_on_postgresql_runs_a_flow(postgres: Postgres, tmp_path: Path, monkeypatch) -> None:
