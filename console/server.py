@@ -2,8 +2,9 @@
 
 1. the clusters (one inventory per cluster in --inventories), the alert token and both ports are
    checked before anything starts (bad input: exit 2, nothing started);
-2. the Prefect server as a child process (SQLite in --data), its own session, SIGTERM to it if this
-   process dies (PR_SET_PDEATHSIG); waited for until /api/health answers;
+2. the Prefect server as a child process (SQLite in --data, or PostgreSQL: --database), its own
+   session, SIGTERM to it if this process dies (PR_SET_PDEATHSIG); waited for until /api/health
+   answers;
 3. every deployment of every cluster (console.deployments) served by this process (prefect's Runner:
    no work pool, no worker), the recovery's concurrency limit `recover-<cluster>` per cluster, and
    per cluster the automation `etcd-dr recover <cluster>`: the event etcd-dr.incident.opened for
@@ -57,6 +58,12 @@ class ServerOptions:
     alert_names: tuple[str, ...] = ()  # watched besides the mixin's
     alert_label: str = "cluster"
     api_auth: str | None = None  # "user:password" the Prefect server asks for (never printed)
+    database: str | None = None  # postgresql+asyncpg://... (its password never printed); None: SQLite
+    work_pool: str | None = None  # runs go to this process work pool's workers instead of this process
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite+aiosqlite:///{self.data / 'prefect.db'}"
 
     @property
     def api_url(self) -> str:
@@ -104,6 +111,42 @@ def read_api_auth(path: str) -> str:
     return auth
 
 
+DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+
+def check_database(url: str) -> str:
+    """--database: a URL Prefect's server takes (PostgreSQL through asyncpg, or SQLite), checked
+    before anything starts; for PostgreSQL its host must answer on its port. Returns the URL as it
+    may be shown (the password masked)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        raise InputError(
+            "--database: not a database URL; expected postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DB"
+        ) from None
+    shown = u.render_as_string(hide_password=True)
+    if u.drivername not in DATABASE_SCHEMES:
+        raise InputError(
+            f"--database {shown}: driver {u.drivername!r} is not one Prefect's server runs on; use "
+            "postgresql+asyncpg://USER[:PASSWORD]@HOST[:PORT]/DB (or leave it out: SQLite in --data)"
+        )
+    if u.drivername.startswith("postgresql"):
+        if not u.database:
+            raise InputError(f"--database {shown}: no database name; add /DBNAME at the end")
+        host, port = u.host or "127.0.0.1", u.port or 5432
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as e:
+            raise InputError(
+                f"--database {shown}: nothing answers on {host}:{port} ({e.strerror or e}); start "
+                "PostgreSQL there or fix the URL"
+            ) from None
+    return shown
+
+
 def _port_free(host: str, port: int, flag: str) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -124,6 +167,8 @@ def _die_with_parent() -> None:
 
 def start_prefect(opts: ServerOptions, env: dict[str, str], log_path: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", opts.host, "--port", str(opts.port)]
+    # the database URL (and its password) goes to the Prefect server alone, not to the runs
+    env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": opts.database_url}
     with log_path.open("ab") as out:
         return subprocess.Popen(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -171,12 +216,11 @@ def children(pid: int) -> list[int]:
 
 
 def prefect_env(opts: ServerOptions) -> dict[str, str]:
-    """The environment of the Prefect server, this process's client and every flow run it starts."""
-    db = opts.data / "prefect.db"
+    """The environment of the Prefect server, this process's client and every flow run it starts
+    (the database's URL is the server's alone: start_prefect)."""
     return {
         "PREFECT_HOME": str(opts.data / "prefect-home"),
         "PREFECT_API_URL": opts.api_url,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": opts.host,
         "PREFECT_SERVER_API_PORT": str(opts.port),
@@ -195,6 +239,7 @@ def _interrupt(*_: object) -> None:
 def run(opts: ServerOptions, say: Say = print) -> int:
     """Check, start, serve until a signal, stop. Returns the exit code (0 after a clean stop)."""
     clusters = load_clusters(opts.inventories)  # every problem of every inventory, before anything starts
+    shown_db = check_database(opts.database) if opts.database else f"SQLite {opts.data / 'prefect.db'}"
     _port_free(opts.host, opts.port, "--port")
     if opts.receiver:
         if opts.receiver_port == opts.port:
@@ -208,7 +253,7 @@ def run(opts: ServerOptions, say: Say = print) -> int:
     # before prefect is imported in this process: its settings are read from the environment
     os.environ.update(prefect_env(opts))
     log_path = opts.data / "prefect-server.log"
-    say(f"starting the Prefect server on {opts.api_url} (SQLite {opts.data / 'prefect.db'}; log {log_path})")
+    say(f"starting the Prefect server on {opts.api_url} ({shown_db}; log {log_path})")
     proc = start_prefect(opts, dict(os.environ), log_path)
     try:
         took = wait_ready(proc, opts.api_url, log_path)
@@ -235,10 +280,14 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
     # second of its event, and then waited for the runner's next look
     runner = Runner(name="etcd-dr-server", pause_on_shutdown=False, limit=None, query_seconds=POLL_S)
     ids = {}
-    for d in served:
-        ids[d.name] = await runner.add_deployment(d)
+    if opts.work_pool:
+        ids = await _to_work_pool(served, opts.work_pool)
+    else:
+        for d in served:
+            ids[d.name] = await runner.add_deployment(d)
     await asyncio.to_thread(_limits_and_automations, clusters, ids["recover"])
-    say(f"serving {len(ids)} deployments for {len(clusters)} clusters: {', '.join(clusters)}")
+    where = f"work pool {opts.work_pool} (its workers run them)" if opts.work_pool else "this process"
+    say(f"serving {len(ids)} deployments for {len(clusters)} clusters: {', '.join(clusters)}; runs: {where}")
     srv = sink = None
     if opts.receiver:
         assert opts.token
@@ -255,7 +304,8 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
         )
     say(f"UI: {opts.ui_url}")
     stop = asyncio.Event()
-    task = asyncio.create_task(runner.start())
+    # with a work pool the runs are the workers'; this process only waits for its signal
+    task = asyncio.create_task(runner.start() if not opts.work_pool else asyncio.Event().wait())
     await asyncio.sleep(0)  # runner.start() installs its own SIGTERM handler first; ours replaces it
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,6 +315,8 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
         if task in done:
             task.result()  # the runner ended by itself: say why
         say("stopping")
+        if opts.work_pool:
+            task.cancel()
         with contextlib.suppress(RuntimeError):  # not started yet
             await runner.astop()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -275,6 +327,30 @@ async def _serve(opts: ServerOptions, clusters: dict[str, Cluster], served: list
             srv.server_close()
         if sink is not None:
             sink.close()
+
+
+async def _to_work_pool(served: list, pool: str) -> dict[str, object]:
+    """The deployments registered for a process work pool (created if missing): a worker on any
+    machine (`prefect worker start --pool POOL`) with etcd-dr installed runs them, in
+    `$ETCD_DR_HOME` (its environment), as deployments/prefect.yaml does."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as c:
+        with contextlib.suppress(ObjectAlreadyExists):
+            await c.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        ids: dict[str, object] = {}
+        for d in served:
+            # a module, imported from the worker's installed package: not a path relative to where this
+            # process started, and not a script (Prefect would put console/ first on sys.path, where
+            # console/flows.py hides the `flows` package: ModuleNotFoundError 'flows.add_learner')
+            d.entrypoint = f"console.flows:{d.entrypoint.rsplit(':', 1)[1]}"
+            ids[d.name] = dep_id = await d.apply(work_pool_name=pool)
+            home = {"directory": "{{ $ETCD_DR_HOME }}"}
+            steps = [{"prefect.deployments.steps.set_working_directory": home}]
+            await c.update_deployment(dep_id, DeploymentUpdate(pull_steps=steps))
+        return ids
 
 
 def _limits_and_automations(clusters: dict[str, Cluster], recover_id: object) -> None:

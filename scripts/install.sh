@@ -21,6 +21,12 @@ done
 # cryptography from Debian's packages (etcd_dr/lab/standins/)
 /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
+# the console's browser test drives Debian's chromium through playwright (no browser download)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+# `etcd-dr server --database postgresql+asyncpg://...` is tested against a PostgreSQL the test starts
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+# docker/build.sh makes the images' base from Debian's archive (no registry is reachable)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   apt-get update -qq
@@ -31,8 +37,8 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemctl disable --now etcd.service docker.service docker.socket prometheus.service \
-    prometheus-alertmanager.service prometheus-node-exporter.service >/dev/null 2>&1 || true
+  systemctl disable --now etcd.service docker.service docker.socket postgresql.service \
+    prometheus.service prometheus-alertmanager.service prometheus-node-exporter.service >/dev/null 2>&1 || true
 fi
 
 py=${PYTHON:-python3}

@@ -23,6 +23,8 @@ def _cmd(args: argparse.Namespace) -> int:
         alert_names=tuple(args.alert_name),
         alert_label=args.alert_label,
         api_auth=read_api_auth(args.api_auth_file) if args.api_auth_file else None,
+        database=args.database,
+        work_pool=args.work_pool,
     )
     return run(opts, say=lambda s: print(s, flush=True))
 
@@ -76,6 +78,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="file holding `user:password`: the Prefect server then asks for it (HTTP basic "
         "auth; put TLS in front when --host is not loopback)",
+    )
+    p.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="the Prefect server's database: postgresql+asyncpg://USER@HOST:PORT/DB (a password in "
+        "~/.pgpass rather than in the URL: a command line is visible to every local user; default: "
+        "SQLite in --data)",
+    )
+    p.add_argument(
+        "--work-pool",
+        default=None,
+        metavar="NAME",
+        help="register the deployments for this process work pool (made if missing) and run nothing "
+        "here: workers on other machines run them (`prefect worker start --pool NAME`, with "
+        "$ETCD_DR_HOME and $ETCD_DR_INVENTORIES set); default: this process runs them",
     )
     p.add_argument("--no-receiver", action="store_true", help="no alert receiver (no token needed)")
     p.set_defaults(func=_cmd)
