@@ -23,10 +23,13 @@ import pytest
 from tests.console.conftest import REPO, free_port, start_console, write_inventory
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-pytestmark = pytest.mark.skipif(
-    not (PG_BIN / "initdb").exists(),
-    reason="no /usr/lib/postgresql/15/bin/initdb: Debian's postgresql (scripts/install.sh installs it)",
-)
+pytestmark = [
+    pytest.mark.server,  # starts `etcd-dr server`: not in the quick loop
+    pytest.mark.skipif(
+        not (PG_BIN / "initdb").exists(),
+        reason="no /usr/lib/postgresql/15/bin/initdb: Debian's postgresql (scripts/install.sh installs it)",
+    ),
+]
 
 
 @dataclass
