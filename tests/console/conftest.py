@@ -112,10 +112,18 @@ class Console:
             "/flow_runs/filter", {"deployments": {"id": {"any_": [dep["id"]]}}, "limit": 200}
         )
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 180) -> int:
+        # A clean stop gives runs in flight Prefect's 30 s, then stops the Prefect server: 2-37 s on a
+        # quiet machine, over 60 s in one CI run with two labs on the other worker (Dec 2026).
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"etcd-dr server still running {timeout:g} s after signal {sig}; its last lines:\n"
+                + "\n".join(self.lines[-30:])
+            ) from None
         if self.pump is not None:
             self.pump.join(10)  # every line it printed, read
         return rc
