@@ -102,7 +102,12 @@ def test_paused_for_approval_rejected_then_approved(
     assert log == ["ssl-old:master3", "etcd-on-ssl-old:master3", "rke-files", "rke-up", "api-check"]
     assert new_yml.exists()
     with get_client(sync_client=True) as c:
-        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        # task run states reach the API as events, shortly after the flow's own: read until settled
+        for _ in range(40):
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            if {t.state.type.value for t in trs} == {"COMPLETED"}:
+                break
+            time.sleep(0.25)
         arts = {a.key: a for a in c.read_artifacts()}
     assert sorted(t.name for t in trs) == sorted(log) and {t.state.type.value for t in trs} == {"COMPLETED"}
     verdict = arts["restore-kubernetes-verdict-prod-eu1"]
