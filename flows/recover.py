@@ -102,16 +102,24 @@ class RecoveryApproval(RunInput):
     """The answer to a paused recovery. Nothing is executed unless `approve` is ticked and the
     cluster's name is typed exactly; `approver` (required) and `comment` go to the audit log."""
 
-    approve: bool = Field(default=False, title="Approve", description="Execute this recovery plan")
-    cluster: str = Field(default="", title="Cluster name", description="Type the cluster's name to confirm")
-    approver: str = Field(min_length=1, title="Your name", description="Recorded in the audit log")
-    comment: str = Field(default="", title="Comment", description="Optional: why (audit log)")
+    # titles without descriptions: each description line is ~24 px that the UI takes from the box
+    # showing the plan above the fields (see approval_description)
+    approve: bool = Field(default=False, title="Approve: run the plan above, nothing else")
+    cluster: str = Field(default="", title="Cluster name, typed to confirm")
+    approver: str = Field(min_length=1, title="Your name (audit log)")
+    comment: str = Field(default="", title="Comment (audit log)")
+
+
+class AttestationForm(RecoveryApproval):
+    """The approval form plus the hosts the approver attests are down: only for the pause that asks
+    for it (a list field is 155 px of the form: on the plan's form it would squeeze the plan out of
+    sight, see approval_description)."""
+
     down: list[str] = Field(
         default_factory=list,
         title="Hosts you attest are down",
-        description="Only when asked (a lost voter with no power-off or stopped-etcd evidence): the "
-        "voters you know are down. Recorded with your name; the plan then says the cluster forks if "
-        "one still runs",
+        description="The voters you know are down (no power-off or stopped-etcd evidence was found). "
+        "Recorded with your name; the plan then says the cluster forks if one still runs",
     )
 
 
@@ -146,34 +154,45 @@ def judge(answer: RecoveryApproval, cluster: str) -> Approval:
     return Approval("approved", f"approved by {who}{why}", approver=who)
 
 
-def approval_description(plan: Plan, timeout_s: int, resumed: bool = False) -> str:
-    """The form's text (markdown): the decision, the destructive steps, the whole plan."""
-    expires = (datetime.now(UTC) + timedelta(seconds=timeout_s)).strftime("%Y-%m-%d %H:%M:%S UTC")
-    destructive = [s for s in plan.steps if s.destructive]
+def approval_description(
+    plan: Plan, timeout_s: int, resumed: bool = False, plan_url: str | None = None
+) -> str:
+    """The form's text (markdown), short enough to be read where it is shown: Prefect's UI puts it
+    in a box above the fields that gets what the fields leave (in a 1280x860 window about 300 px,
+    some 12 lines; measured by tests/flows/test_ui_browser.py, which checks the decision and every
+    destructive step lie in it). So: the decision, the destructive steps by their
+    number in the plan, what approving does and does not allow, and a link to the whole plan (the
+    artifact `recover-plan-<cluster>`, also in the run's Artifacts tab)."""
+    expires = (datetime.now(UTC) + timedelta(seconds=timeout_s)).strftime("%Y-%m-%d %H:%M UTC")
+    destructive = [(i, s) for i, s in enumerate(plan.steps, 1) if s.destructive]
+    whole = f"[the plan]({plan_url})" if plan_url else "the plan (the run's Artifacts tab)"
     lines = [
-        f"## Recovery of etcd cluster `{plan.cluster}`: approval needed",
-        "",
-        f"**Decision.** {plan.reason}",
+        f"**Recovery of `{plan.cluster}`: approval needed.** {plan.reason}",
         "",
         *(
-            ["**Resuming** an unfinished recovery (its journal): the steps already done are skipped.", ""]
+            ["**Resuming** an unfinished recovery (its journal): steps already done are skipped.", ""]
             if resumed
             else []
         ),
-        f"**Destructive steps ({len(destructive)} of {len(plan.steps)}).**",
-        *(f"- {s.description} (on {s.host or '-'})" for s in destructive),
+        # the list right under its heading (no blank line: a list may interrupt a paragraph); what a
+        # step does, not what follows a ';' or '(' ("; the forced one is kept"): the plan has that
+        f"**Destructive: {len(destructive)} of {len(plan.steps)} steps.**",
+        *(f"- step {i}: {_on(_gist(s.description), s.host)}" for i, s in destructive),
         "",
-        "```",
-        plan.render(),
-        "```",
-        "",
-        f"To execute: tick **Approve**, type `{plan.cluster}` as the cluster name, give your name. "
-        "Anything else changes nothing. Each step checks its postcondition first and is its own "
-        "task run.",
-        "",
-        f"This request expires at {expires}; then the run fails and nothing is changed.",
+        f"**Approve** runs the {len(plan.steps)} steps of {whole} (each with why and done-when), nothing "
+        "else; the cluster is checked again first and nothing is done if it changed. "
+        f"Expires {expires}, changing nothing.",
     ]
     return redact("\n".join(lines))
+
+
+def _gist(description: str) -> str:
+    return description.split("; ")[0].split(" (")[0]
+
+
+def _on(description: str, host: str | None) -> str:
+    """A step's description naming its host (most already do)."""
+    return description if not host or host in description.split() else f"{description} (on {host})"
 
 
 # --- artifacts -----------------------------------------------------------------------------------
@@ -269,10 +288,14 @@ def verdict_markdown(res: RecoverResult, approval: Approval | None) -> str:
     return redact("\n".join(lines))
 
 
-def _publish_plan(plan: Plan, path: str) -> None:
-    create_markdown_artifact(
+def _publish_plan(plan: Plan, path: str) -> str:
+    """The plan as the run's artifact; returns its page in the UI (a path: the UI is the server's
+    root, and a full URL from the run's PREFECT_API_URL may name a host the browser cannot reach,
+    as compose's `http://server:4200`)."""
+    aid = create_markdown_artifact(
         key=_key("plan", plan.cluster), markdown=plan_markdown(plan, path), description=redact(plan.reason)
     )
+    return f"/artifacts/artifact/{aid}"
 
 
 # --- the flow ------------------------------------------------------------------------------------
@@ -370,11 +393,11 @@ class ApprovalGate:
         self.plan_published = False
 
     def confirm(self, plan: Plan) -> bool:
-        _publish_plan(plan, str(recovery_path(plan)))  # the approver can open it while paused
+        url = _publish_plan(plan, str(recovery_path(plan)))  # the approver opens it from the form
         self.plan_published = True
         # the core plans afresh or resumes its journal; the journal exists only in the second case
         resumed = journal_path(self.inv).exists()
-        return self.ask(approval_description(plan, self.timeout_s, resumed), plan, "recover-approval")
+        return self.ask(approval_description(plan, self.timeout_s, resumed, url), plan, "recover-approval")
 
     def ask(self, text: str, plan: Plan, action: str) -> bool:
         """Pause with the approval form showing `text`, judge the answer, audit it as `action`."""
@@ -404,7 +427,7 @@ class ApprovalGate:
         return a.ok
 
     def attest(self, plan: Plan) -> Attestation | None:
-        form = RecoveryApproval.with_initial_data(description=attest_description(plan, self.timeout_s))
+        form = AttestationForm.with_initial_data(description=attest_description(plan, self.timeout_s))
         self.logger.warning(
             "no fencing evidence; asking for an attestation in the Prefect UI: %s", plan.reason
         )

@@ -17,6 +17,7 @@ from etcd_dr.recovery.plan import RecoveryPath
 from etcd_dr.recovery.run import RecoverResult, RecoverStatus
 from flows.recover import (
     Approval,
+    AttestationForm,
     RecoveryApproval,
     approval_description,
     judge,
@@ -74,11 +75,19 @@ def test_judge_needs_the_box_and_the_exact_cluster_name() -> None:
 
 def test_form_and_artifacts_show_the_plan_without_secrets() -> None:
     plan = _plan()
-    text = approval_description(plan, 600)
-    assert plan.reason in text and "**Destructive steps (1 of 2).**" in text
-    assert "- start etcd once with --force-new-cluster (on master3)" in text
-    assert "type `prod-eu1` as the cluster name" in text and "expires at" in text
+    text = approval_description(plan, 600, plan_url="/artifacts/artifact/42")
+    assert plan.reason in text and "**Destructive: 1 of 2 steps.**\n- step 2: start etcd once" in text
+    # what a step does; what follows ';' or '(' is in the plan the form links to
+    assert "- step 2: start etcd once with --force-new-cluster (on master3)\n" in text
+    assert "[the plan](/artifacts/artifact/42)" in text and "Expires " in text
+    assert "the plan (the run's Artifacts tab)" in approval_description(plan, 600)
     assert "Resuming" not in text and "**Resuming** an unfinished" in approval_description(plan, 600, True)
+    # the plan's form has no attestation field (it would squeeze the plan out of sight); the
+    # attestation's has, and the same answer fields
+    assert "down" not in RecoveryApproval.model_json_schema()["properties"]
+    assert set(AttestationForm.model_json_schema()["properties"]) == {
+        "approve", "cluster", "approver", "comment", "down"
+    }  # fmt: skip
     md = plan_markdown(plan, "force-new-cluster")
     assert "| 2 | force-new-cluster:master3 | master3 | yes |" in md and "why / 2" in md
     for t in (text, md):

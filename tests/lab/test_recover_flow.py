@@ -203,7 +203,7 @@ def test_approved_in_the_form_recovers_with_a_task_run_per_step(running_lab: Lab
         run = ft.wait_paused()
         paused_after = time.monotonic() - t0
         text, schema = form_of(run)
-        assert REASON in text and "Destructive steps" in text and "--force-new-cluster" in text
+        assert REASON in text and "**Destructive: " in text and "--force-new-cluster" in text
         assert schema["required"] == ["approver"]
         # the server checks the answer against the form: without a name it is not taken
         with pytest.raises(RuntimeError, match="'approver' is a required property"):

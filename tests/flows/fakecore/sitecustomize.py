@@ -14,23 +14,51 @@ if os.environ.get("ETCD_DR_FAKE_CORE") == "1":
     from etcd_dr.plans import Outcome, Plan, Step, StepResult, StepState
     from etcd_dr.recovery.plan import RecoveryPath
 
+    # the real planner's force-new-cluster plan for a 3-voter RKE cluster (tests/unit/
+    # test_recovery.py), its text as is: the form must show this length, not a toy's
     REASON = (
-        "quorum lost: 1 of 3 voters answers (master3); master1 and master2 are powered off (the "
-        "power driver says so): master3 becomes a one-member cluster with --force-new-cluster, its "
-        "data kept"
+        "quorum lost: 1 of 3 voters reachable; master3 has the highest raft index 65451; force a new "
+        "cluster on master3 once, then restart it without the flag; may lose up to 12 raft entries "
+        "beyond master3's index 65451 (the highest index observed is 65463)"
     )
+    TS = "20261205T221500Z"
 
     def _plan(cluster: str) -> Plan:
         steps = (
-            Step("fence-check:master1", "fence-check", "master1", "check master1 is powered off",
-                 "master1 is off", "a lost voter must be fenced before the survivor goes alone"),
-            Step("fence-check:master2", "fence-check", "master2", "check master2 is powered off",
-                 "master2 is off", "a lost voter must be fenced before the survivor goes alone"),
+            Step("fence-check", "fence-check", None,
+                 "check again that master1 and master2 cannot take part: etcd stopped for good, power "
+                 "off, or attested; and that none answers on 2379 or 2380",
+                 "master1 and master2: each fenced on positive evidence, none seen answering",
+                 "a forked or restored cluster beside a live old member would split the cluster in two"),
+            Step("stop:master3", "etcd-stop", "master3", "stop etcd on master3 with its WAL synced",
+                 "etcd on master3 is not running",
+                 "a killed etcd can lose the commit index it had not synced (etcd-io/etcd#14009)",
+                 destructive=True),
+            Step("backup:master3", "copy", "master3",
+                 f"copy /var/lib/etcd on master3 to /var/lib/etcd.bak-{TS} (kept, never deleted)",
+                 f"/var/lib/etcd.bak-{TS} is a complete copy of /var/lib/etcd",
+                 "--force-new-cluster rewrites the data dir in place: the copy is the way back"),
+            Step("retire:master3", "rename", "master3",
+                 f"rename container etcd on master3 to etcd-old-{TS} and keep it, never restarted",
+                 f"container etcd-old-{TS} exists on master3 with restart=no",
+                 "the old member is kept until the new one is healthy"),
             Step("force-new-cluster:master3", "etcd-run", "master3",
-                 "start etcd once with --force-new-cluster", "master3 leads alone",
-                 "the only voter left holds the newest data", destructive=True),
-            Step("verify:master3", "verify", "master3", "check etcd answers writes",
-                 "a write is accepted", "the recovery is done when a write is accepted"),
+                 "start etcd on master3 once with --force-new-cluster and itself as the only member "
+                 "(restart=no)", "etcd on master3 runs with exactly these arguments, restart=no",
+                 "it rewrites the membership to this one member and keeps its data", destructive=True),
+            Step("wait-forced:master3", "wait", "master3", "wait until master3 leads a one-member cluster",
+                 "master3 answers Status as leader", "the flag may come off only once it took effect"),
+            Step("recreate:master3", "etcd-run", "master3",
+                 "recreate etcd on master3 without --force-new-cluster (restart=always); the forced one "
+                 f"is renamed to etcd-forced-{TS} and kept",
+                 "etcd on master3 runs with exactly these arguments, restart=always",
+                 "--force-new-cluster must not stay on: every restart would force again", destructive=True),
+            Step("wait-healthy:master3", "wait", "master3", "wait until master3 leads a one-member cluster",
+                 "master3 answers Status as leader", "the member must come back without the flag"),
+            Step("verify:master3", "verify", "master3",
+                 "verify the recovered cluster on master3: one member, a write accepted, revision >= "
+                 "65351, keys counted", "one member (master3), a probe write accepted",
+                 "recovery is done when the cluster takes writes"),
         )  # fmt: skip
         return Plan("recover", cluster, REASON, steps, params={"path": "force-new-cluster"})
 
