@@ -27,6 +27,8 @@ done
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 # docker/build.sh makes the images' base from Debian's archive (no registry is reachable)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+# docker/compose.yaml is run with Debian's docker-compose (1.29.2) against a lab host's dockerd
+[ -x /usr/bin/docker-compose ] || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   apt-get update -qq

@@ -1,8 +1,8 @@
-"""docker/: what can be checked without a Docker engine or `docker compose` (neither runs on these
-machines' root namespace; the image itself is built and run on a lab host by docker/build.sh and
-docker/try-on-lab.sh, README "Docker"): the compose file's commands are ones etcd-dr's own parser
-takes, its images are the ones build.sh makes, its secrets are files, and the image holds every
-package the project installs."""
+"""docker/: what can be checked without a Docker engine (none runs in these machines' root
+namespace; the images are built and the compose file is run on a lab host's dockerd by
+docker/build.sh and docker/compose-on-lab.sh, README "Docker"): the compose file's commands are ones
+etcd-dr's own parser takes, its images are the ones build.sh makes, its secrets are files, each
+service waits for what it needs, and the image holds every package the project installs."""
 
 from __future__ import annotations
 
@@ -49,3 +49,14 @@ def test_the_image_holds_every_package() -> None:
     for p in pkgs["include"]:
         name = p.rstrip("*")
         assert f"COPY {name} {name}" in dockerfile, name
+
+
+def test_each_service_waits_for_what_it_needs() -> None:
+    """`etcd-dr server` exits 2 when nothing answers on the database's port (and PostgreSQL's first
+    start, for initdb, listens on no port), and the worker needs the API: compose starts each once
+    the one before is healthy (docker/compose-on-lab.sh runs the file)."""
+    svc = COMPOSE["services"]
+    assert svc["server"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert svc["worker"]["depends_on"] == {"server": {"condition": "service_healthy"}}
+    assert "pg_isready" in svc["postgres"]["healthcheck"]["test"][1]
+    assert "/api/health" in " ".join(svc["server"]["healthcheck"]["test"])
