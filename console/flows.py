@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -18,24 +18,23 @@ from prefect.states import Cancelled, Failed, State
 
 from console.alerts import INCIDENTS_FILE, incident_open
 from console.clusters import DATA_ENV, inventory_path
-from console.metrics import record_rehearsal
 from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.inventory import load_inventory
-from etcd_dr.lab.rehearsal.scenarios import Scenario
-from etcd_dr.learner.plan import LearnerOptions
 from etcd_dr.readiness import DEFAULT_DEADLINE_S
 from etcd_dr.recovery.plan import VoterMethod
-from etcd_dr.rejoin.run import RejoinResult
-from etcd_dr.rejoin.run import rejoin as rejoin_core
-from flows.add_learner import add_learner_flow
-from flows.check import check_flow
 from flows.common import audited_run
-from flows.hosts import hosts_clock_flow
 from flows.recover import recover_flow
-from flows.rehearse import RehearsalFailed, rehearse_flow
-from flows.snapshot import snapshot_flow
-from flows.status import status_flow
+
+if TYPE_CHECKING:
+    from etcd_dr.rejoin.run import RejoinResult
+
+# Every run's process loads this module (the deployment's entrypoint) before its flow starts: the
+# other flows' modules are imported in their wrappers, so an alert's recover run does not import
+# the rehearsal, snapshot, learner, readiness and clock code (146 of 1395 modules) on its way to
+# the first step. The rehearsal's scenarios are named here, not imported (their module pulls in the
+# lab and the fault code); tests/unit/test_console_flows.py checks the names match.
+ScenarioName = Literal["masters-lost", "all-voters-lost", "all-lost"]
 
 
 def _path(cluster: str) -> str:
@@ -50,6 +49,8 @@ def status(cluster: str, check_ssh: bool = True) -> dict:
         cluster: the cluster (its inventory in the served directory)
         check_ssh: also try SSH to every host (a dead host costs the look's 1.2 s deadline)
     """
+    from flows.status import status_flow
+
     return status_flow.fn(inventory_path=_path(cluster), check_ssh=check_ssh)
 
 
@@ -62,6 +63,8 @@ def check(cluster: str, deadline_s: float = DEFAULT_DEADLINE_S) -> dict:
         cluster: the cluster (its inventory in the served directory)
         deadline_s: seconds every probe must answer within, together
     """
+    from flows.check import check_flow
+
     return check_flow.fn(inventory_path=_path(cluster), deadline_s=deadline_s)
 
 
@@ -78,6 +81,8 @@ def snapshot(
         trial_restore: verify by restoring into a throwaway etcd and comparing HashKV
         prune: apply the inventory's retention after a verified snapshot
     """
+    from flows.snapshot import snapshot_flow
+
     return snapshot_flow.fn(
         inventory_path=_path(cluster), allow_learner=allow_learner, trial_restore=trial_restore, prune=prune
     )
@@ -94,13 +99,15 @@ def hosts_clock(cluster: str, sync: bool = False, ntp_server: str | None = None)
             timedatectl set-ntp true) and measure again
         ntp_server: the server for `ntpdate -u` (only ntpdate needs one)
     """
+    from flows.hosts import hosts_clock_flow
+
     return hosts_clock_flow.fn(inventory_path=_path(cluster), sync=sync, ntp_server=ntp_server)
 
 
 @flow(name="etcd-rehearse", flow_run_name="rehearse-{cluster}-{scenario}", log_prints=False)
 def rehearse(
     cluster: str,
-    scenario: Scenario = Scenario.MASTERS_LOST,
+    scenario: ScenarioName = "masters-lost",
     keys: int = 500,
     voter_method: VoterMethod = VoterMethod.FORCE_NEW_CLUSTER,
 ) -> dict:
@@ -114,11 +121,15 @@ def rehearse(
         keys: the data set written before the fault
         voter_method: how a surviving voter becomes a one-member cluster
     """
+    from console.metrics import record_rehearsal
+    from etcd_dr.lab.rehearsal.scenarios import Scenario
+    from flows.rehearse import RehearsalFailed, rehearse_flow
+
     inv = load_inventory(_path(cluster))
     if not inv.rehearsal:
         raise InputError(f"cluster {cluster}: rehearsal is false in its inventory; rehearsals are refused")
     try:
-        report = rehearse_flow.fn(scenario=scenario, keys=keys, voter_method=voter_method)
+        report = rehearse_flow.fn(scenario=Scenario(scenario), keys=keys, voter_method=voter_method)
     except RehearsalFailed:
         record_rehearsal(inv, False, None)  # the metrics: failed (its figures are in the artifact)
         raise
@@ -183,6 +194,8 @@ def add_learner(cluster: str, host: str, promote: bool = False, dry_run: bool = 
         promote: make it a voter once caught up
         dry_run: show the plan and change nothing
     """
+    from flows.add_learner import add_learner_flow
+
     return add_learner_flow.fn(host=host, inventory_path=_path(cluster), promote=promote, dry_run=dry_run)
 
 
@@ -192,6 +205,9 @@ class RejoinFailed(EtcdDrError):
 
 @task(name="rejoin")
 def _rejoin(cluster: str, hosts: list[str] | None, dry_run: bool) -> RejoinResult:
+    from etcd_dr.learner.plan import LearnerOptions
+    from etcd_dr.rejoin.run import rejoin as rejoin_core
+
     inv = load_inventory(_path(cluster))
     return rejoin_core(inv, hosts, LearnerOptions(promote=True, rejoin=True), dry_run=dry_run,
                        say=get_run_logger().info)  # fmt: skip
