@@ -11,6 +11,8 @@ acknowledged write on the recovered member (RPO: acknowledged writes missing; un
 that landed are reported too) and takes the RTO from the writer's first accepted write after the
 fault. The lost hosts then come back, are watched for an old cluster coming alive on them, and are
 rejoined (etcd_dr.rejoin.run, as `etcd-dr rejoin --all`); every member must end identical.
+`--scenario incident` adds the source incident's other phases through their own entry points:
+restore_kubernetes, kubelet_cleanup, the host faults, clock_report and renew (judged in incident.py).
 
 `etcd-dr rehearse` exits (the mapping is etcd_dr/cli/result.py's): 0 recovered, nothing lost beyond
 what the plan allowed, rejoined; 1 otherwise (the verdict says why); 2 bad input (not root, an
@@ -389,6 +391,11 @@ class _Run:
                 after = clock_report(inv)
                 facts = replace(facts, clean_after=after.ok, after_verdict=after.verdict)
                 say(f"hosts clock after the renew: {after.verdict}")
+        except EtcdDrError as e:
+            facts = replace(facts, error=str(e))
+        try:
+            # renewed: heal finds the certificate valid and only closes the record; not renewed (a
+            # failed phase): heal puts the kept pair back, so the lab is not left with it
             healed = heal(inv, host, say=say, lab=controls_for(inv))
             if not healed.ok:
                 raise RehearsalError(f"fault heal on {host}: {healed.plan.reason}")
@@ -397,7 +404,7 @@ class _Run:
             shown = ", ".join(f"{m.host} rev {m.revision} keys {m.keys}" for m in members)
             say(f"members after the renew: {shown}")
         except EtcdDrError as e:
-            facts = replace(facts, error=str(e))
+            facts = replace(facts, error=facts.error or str(e))
         self.incident = replace(self.incident, cert=facts)
         c(f"certificate on {host}: {'ok' if facts.ok else 'FAILED'} in {c.phase('certificate', t):.1f} s")
 
