@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_kubernetes_clockgate import fake_clocks
 from test_kubernetes_cluster_yml import cli_inventory
 from test_kubernetes_plan import client_pem, imported, picture
 
@@ -85,6 +86,7 @@ def lab_like(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: list[str]
     inv = load_inventory(inv_path)
     st = picture(inv, members=members, up=["master3"], leader=leader)
     monkeypatch.setattr(decide_mod, "observe", lambda inv, **kw: st)
+    fake_clocks(monkeypatch)
     return inv_path, inv
 
 
