@@ -31,9 +31,11 @@ from etcd_dr.rejoin.run import rejoin as rejoin_core
 from flows.add_learner import add_learner_flow
 from flows.check import check_flow
 from flows.common import audited_run
+from flows.hostrepair import cert_renew_flow, kubelet_cleanup_flow
 from flows.hosts import hosts_clock_flow
 from flows.recover import recover_flow
 from flows.rehearse import RehearsalFailed, rehearse_flow
+from flows.restore_kubernetes import restore_kubernetes_flow
 from flows.snapshot import snapshot_flow
 from flows.status import status_flow
 
@@ -219,3 +221,84 @@ def rejoin(cluster: str, host: str | None = None, dry_run: bool = False) -> dict
     if not res.ok:
         return Failed(message=res.verdict)
     return res.to_json()
+
+
+@flow(name="etcd-restore-kubernetes", flow_run_name="restore-kubernetes-{cluster}", log_prints=False)
+def restore_kubernetes(
+    cluster: str,
+    approve: bool = False,
+    plan_only: bool = False,
+    approval_timeout_s: int = 3600,
+    slot_wait_s: int = 120,
+) -> dict | State:
+    """Bring the Kubernetes API back on the recovered etcd (as `etcd-dr restore-kubernetes`):
+    decide (the surviving etcd plane or external etcd; clocks and certificates checked), then pause
+    with the plan and the cluster.yml diff in the approval form; ssl_old, RKE's files, `rke up`,
+    /readyz and the /registry objects checked. Shares the recovery's slot of the cluster.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory; needs its rke: section)
+        approve: execute without the approval form
+        plan_only: show the plan and change nothing
+        approval_timeout_s: how long the run waits for an approver
+        slot_wait_s: how long it waits while a recovery of the same cluster runs, then fails
+    """
+    return restore_kubernetes_flow.fn(
+        inventory_path=_path(cluster),
+        approve=approve,
+        plan_only=plan_only,
+        approval_timeout_s=approval_timeout_s,
+        slot_wait_s=slot_wait_s,
+    )
+
+
+@flow(name="etcd-kubelet-cleanup", flow_run_name="kubelet-cleanup-{cluster}-{host}", log_prints=False)
+def kubelet_cleanup(
+    cluster: str, host: str, approve: bool = False, plan_only: bool = False, approval_timeout_s: int = 3600
+) -> dict | State:
+    """Free a kubelet stuck on `no PodsandBox found` (as `etcd-dr hosts kubelet-cleanup`): the
+    containers labelled with the missing sandbox shown in the approval form, exactly those removed,
+    kubelet restarted and watched.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory)
+        host: the inventory host whose kubelet loops
+        approve: execute without the approval form
+        plan_only: show the plan and change nothing
+        approval_timeout_s: how long the run waits for an approver
+    """
+    return kubelet_cleanup_flow.fn(
+        host=host,
+        inventory_path=_path(cluster),
+        approve=approve,
+        plan_only=plan_only,
+        approval_timeout_s=approval_timeout_s,
+    )
+
+
+@flow(name="etcd-cert-renew", flow_run_name="cert-renew-{cluster}", log_prints=False)
+def cert_renew(
+    cluster: str,
+    host: str | None = None,
+    approve: bool = False,
+    plan_only: bool = False,
+    approval_timeout_s: int = 3600,
+) -> dict | State:
+    """Reissue member certificates (as `etcd-dr cert renew`): same names and SANs, validity starting
+    a few minutes in the past, the old ones kept, one member restarted at a time; refused where a
+    restart would cost quorum. The approval form shows the plan first.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory)
+        host: one etcd host; empty: every etcd host, one at a time
+        approve: execute without the approval form
+        plan_only: show the plan and change nothing
+        approval_timeout_s: how long the run waits for an approver
+    """
+    return cert_renew_flow.fn(
+        hosts=[host] if host else None,
+        inventory_path=_path(cluster),
+        approve=approve,
+        plan_only=plan_only,
+        approval_timeout_s=approval_timeout_s,
+    )
