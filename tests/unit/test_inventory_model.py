@@ -15,6 +15,7 @@ from inventory_sample import VALID, sample_data, write_invdir
 
 from etcd_dr.cli import main
 from etcd_dr.inventory import (
+    BastionSettings,
     CASettings,
     CheckSettings,
     ClientTLS,
@@ -48,6 +49,7 @@ SECTIONS = {
     "CheckSettings": CheckSettings,
     "RkeSettings": RkeSettings,
     "PowerSettings": PowerSettings,
+    "BastionSettings": BastionSettings,
 }
 
 
@@ -233,3 +235,42 @@ def test_ssh_address_is_where_ssh_connects_and_address_stays_etcds(invdir: Path)
     data["hosts"][0]["ssh_address"] = "10.0.0"
     with pytest.raises(InventoryError, match=r"hosts\[0\]\.ssh_address: '10.0.0' is not an IP address"):
         parse_inventory(data, invdir)
+
+
+def test_a_bastion_takes_ssh_s_user_key_and_known_hosts_unless_given(invdir: Path) -> None:
+    from etcd_dr.executor import SSHExecutor, bastion_for, close_bastions
+
+    data = sample_data(ssh={**sample_data()["ssh"], "user": "rancher"}, bastion={"address": "198.51.100.7"})
+    inv = parse_inventory(data, invdir)
+    b = inv.bastion
+    assert b is not None and (b.address, b.port, b.user, b.key_file, b.known_hosts) == (
+        "198.51.100.7", 22, "rancher", None, None,
+    )  # fmt: skip
+    assert parse_inventory(inventory_to_dict(inv), invdir) == inv
+    assert "user" not in inventory_to_dict(inv)["bastion"]  # ssh's: not repeated
+    data["bastion"] = {"address": "jump.example.net", "port": 2222, "user": "root"}
+    inv = parse_inventory(data, invdir)
+    assert inventory_to_dict(inv)["bastion"] == {"address": "jump.example.net", "port": 2222, "user": "root"}
+    assert parse_inventory(inventory_to_dict(inv), invdir) == inv
+    try:  # every executor of the inventory shares its one bastion; nothing is contacted yet
+        ex = executor_for_all = [SSHExecutor(h, inv.ssh, bastion=bastion_for(inv)) for h in inv.hosts]
+        assert len({id(e.bastion) for e in executor_for_all}) == 1
+        assert "via bastion jump.example.net:2222" in repr(ex[0])
+    finally:
+        close_bastions()
+
+
+@pytest.mark.parametrize(
+    ("bastion", "problem"),
+    [
+        ({"port": 22}, "bastion.address: is missing"),
+        ({"address": "10.0.0"}, "bastion.address: '10.0.0' is not an IP address or host name"),
+        ({"address": "10.0.0.5", "port": 0}, "bastion.port: 0 is out of range"),
+        ({"address": "10.0.0.5", "known_hosts": "nope"}, "bastion.known_hosts: "),
+        ({"address": "10.0.0.5", "jump": 1}, "bastion.jump: unknown key"),
+    ],
+)
+def test_a_bad_bastion_is_named_with_its_field(invdir: Path, bastion: dict, problem: str) -> None:
+    with pytest.raises(InventoryError) as e:
+        parse_inventory(sample_data(bastion=bastion), invdir)
+    assert problem in str(e.value)
