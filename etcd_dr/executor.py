@@ -459,7 +459,7 @@ class SSHExecutor:
         self.close()
 
     def __repr__(self) -> str:
-        via = f" via bastion {self.bastion.where}" if self.bastion is not None else ""
+        via = f" via bastion {self.bastion.address}" if self.bastion is not None else ""
         return f"SSHExecutor({self.host}: {self.target.user}@{self.target.ssh_host}:{self.target.port}{via})"
 
     # -- connection
@@ -1071,11 +1071,19 @@ class Bastion:
     its known_hosts like any host's. A failure that is the bastion's (no answer, auth, host key) is
     raised naming the bastion, for the host that was being reached."""
 
-    def __init__(self, settings: BastionSettings, ssh: SshSettings, *, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: BastionSettings,
+        ssh: SshSettings,
+        *,
+        audit: AuditLog | None = None,
+        dial_timeout: float = 2.0,
+    ) -> None:
         from etcd_dr.inventory import Host, Role
 
         self.settings = settings
-        self.where = f"{settings.address}:{settings.port}"
+        self.address = f"{settings.address}:{settings.port}"
+        self.where = f"the bastion {self.address}"  # for messages
         own = dataclasses.replace(
             ssh,
             user=settings.user,
@@ -1089,16 +1097,20 @@ class Bastion:
         )
         self._ssh = SSHExecutor(host, own, audit=audit)
         self._lock = threading.Lock()
+        self._connecting = threading.Lock()
+        self._failed: tuple[float, TransportError] | None = None  # the last failed connect: when, why
         self._forwards: dict[tuple[str, int], _Forwarder] = {}
+        # a forwarded connection (etcd's) waits no longer than etcd's own dial would
+        self.dial_timeout = min(dial_timeout, self._ssh.connect_timeout)
 
     def __repr__(self) -> str:
-        return f"Bastion({self.settings.user}@{self.where})"
+        return f"Bastion({self.settings.user}@{self.address})"
 
     def _fail(self, for_host: str, e: TransportError) -> TransportError:
         """The bastion's own failure, reworded for the host that was being reached through it."""
         why = str(e).removeprefix(f"{self._ssh.host} unreachable: ").removeprefix(f"{self._ssh.host}: ")
         cls = HostKeyError if isinstance(e, HostKeyError) else TransportError
-        return cls(for_host, f"through the bastion {self.where}: {why}")
+        return cls(for_host, f"through {self.where}: {why}")
 
     def channel(self, address: str, port: int, *, timeout: float, for_host: str) -> paramiko.Channel:
         """A channel whose other end is address:port as the bastion dials it, within timeout (the
@@ -1106,17 +1118,23 @@ class Bastion:
         import paramiko
 
         t0 = time.monotonic()
-        try:
-            t, _ = self._ssh._transport(within=timeout)
-        except TransportError as e:
-            raise self._fail(for_host, e) from None
+        with self._connecting:
+            # A connect that failed while this caller waited for it is this caller's answer too:
+            # N hosts probed at once behind a dead bastion cost one connect timeout, not N.
+            if self._failed is not None and self._failed[0] >= t0:
+                raise self._fail(for_host, self._failed[1])
+            try:
+                t, _ = self._ssh._transport(within=timeout)
+            except TransportError as e:
+                self._failed = (time.monotonic(), e)
+                raise self._fail(for_host, e) from None
         left = max(0.2, timeout - (time.monotonic() - t0))
         try:
             return t.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=left)
         except paramiko.ChannelException as e:  # the bastion answered: it could not connect
             raise TransportError(
                 for_host,
-                f"the bastion {self.where} could not connect to {address}:{port} ({e.text or e.code}); "
+                f"{self.where} could not connect to {address}:{port} ({e.text or e.code}); "
                 "is the host up, and its port open to the bastion?",
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as e:
@@ -1126,11 +1144,11 @@ class Bastion:
             if not self._alive(t, min(left, 1.0)):
                 self._ssh.close()
                 raise TransportError(
-                    for_host, f"through the bastion {self.where}: the bastion stopped answering ({e})"
+                    for_host, f"through {self.where}: the bastion stopped answering ({e})"
                 ) from None
             raise TransportError(
                 for_host,
-                f"no answer in {left:g} s from {address}:{port} (reached through the bastion {self.where})",
+                f"no answer in {left:g} s from {address}:{port} (reached through {self.where})",
             ) from None
 
     @staticmethod
@@ -1149,11 +1167,10 @@ class Bastion:
         with self._lock:
             fwd = self._forwards.get((address, port))
             if fwd is None:
-                ct = self._ssh.connect_timeout
                 target = f"{address}:{port}"
 
                 def open_channel() -> paramiko.Channel:
-                    return self.channel(address, port, timeout=ct, for_host=target)
+                    return self.channel(address, port, timeout=self.dial_timeout, for_host=target)
 
                 fwd = self._forwards[(address, port)] = _Forwarder(f"bastion-{target}", target, open_channel)
             return fwd.local
@@ -1185,9 +1202,8 @@ def bastion_for(inv: Inventory, *, audit: AuditLog | None = None) -> Bastion | N
     with _BASTIONS_LOCK:
         found = _BASTIONS.get(key)
         if found is None:
-            found = _BASTIONS[key] = Bastion(
-                b, inv.ssh, audit=audit if audit is not None else audit_log_for(inv)
-            )
+            audit = audit if audit is not None else audit_log_for(inv)
+            found = _BASTIONS[key] = Bastion(b, inv.ssh, audit=audit, dial_timeout=inv.etcd.dial_timeout)
         return found
 
 

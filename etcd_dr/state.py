@@ -177,6 +177,7 @@ class ClusterState:
                     "db_size": m.status.db_size if m.status else None,
                     "errors": list(m.status.errors) if m.status else [],
                     "error": m.etcd_error or m.ssh_error,
+                    "ssh_error": m.ssh_error,
                 }
                 for m in self.members
             ],

@@ -450,6 +450,8 @@ class _NotSent(Exception):
 class Dialer(Protocol):
     """How this machine reaches a member it cannot dial itself (etcd_dr.executor.Bastion)."""
 
+    where: str  # for messages: "the bastion 10.0.0.5:22"
+
     def forward(self, address: str, port: int) -> tuple[str, int]:
         """A local (address, port) whose connections reach address:port."""
         ...
@@ -973,17 +975,20 @@ class EtcdClient:
             return _Failure(
                 endpoint, details, cls(msg, endpoint=endpoint, details=details), answered=True, sent=True
             )
+        via = self._via.get(endpoint)
+        path = f" (through {self._dialer.where})" if via is not None and self._dialer is not None else ""
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            reason = f"no answer within {timeout:.1f} s" if timeout else "deadline exceeded"
+            reason = (f"no answer within {timeout:.1f} s" if timeout else "deadline exceeded") + path
             err = E.EtcdTimeout(f"{what} on {endpoint}: {reason}", endpoint=endpoint, details=details)
             return _Failure(endpoint, reason, err, answered=False, sent=True)
         name = code.name if code is not None else "ERROR"
         reason = _transport_reason(name, details)
-        via = self._via.get(endpoint)
         why = self._dialer.why_not(*via) if self._dialer is not None and via is not None else None
         sent = not (code == grpc.StatusCode.UNAVAILABLE and any(s in details.lower() for s in _NOT_CONNECTED))
         if why:  # what the bastion said beats gRPC's "connection closed" on the local port
             reason, sent = why, False  # no channel to the member: nothing reached it
+        else:
+            reason += path
         if code == grpc.StatusCode.CANCELLED and self._closed:
             reason, sent = "client closed", True
         err = E.EtcdUnavailable(what, [(endpoint, reason)])
