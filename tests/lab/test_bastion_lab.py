@@ -1,8 +1,8 @@
 """A bastion (jump host) on the real lab: this machine's namespace is cut off from every lab host
 but node2 (iptables DROP in the root namespace's OUTPUT chain, the rule removed in `finally`), so
 etcd-dr reaches master1..3 and node1 only through node2. `status`, a snapshot and a masters-lost
-recovery work through it; without the bastion, and through a bastion that answers nothing, they
-fail naming why."""
+recovery, then Kubernetes back (`restore-kubernetes`: rke up on node2, /readyz on master3) work
+through it; without the bastion, and through a bastion that answers nothing, they fail naming why."""
 
 from __future__ import annotations
 
@@ -129,6 +129,12 @@ def _through_the_bastion(lab: Lab, via: Path, dead: Path) -> None:
     print(f"recover through the bastion: {rec_s:.2f} s, path {rec['path']}")
     rc, out, _, _ = _json(lab, "status", "--json", "-i", str(via))
     assert out["quorum"] is True and out["leader"] == "master3", out["verdict"]
+    # Kubernetes back through it too: rke up on node2, master3's /readyz through the bastion's forward
+    rc, kub, kub_s, err = _json(lab, "restore-kubernetes", "--yes", "--json", "-i", str(via), timeout=600)
+    assert rc == 0 and kub["status"] == "restored", err + kub["reason"]
+    assert kub["ready"] == {"master3": {"ready": True, "said": None}}
+    assert kub["objects"]["after"] == kub["objects"]["before"] > 0
+    print(f"restore-kubernetes through the bastion: {kub_s:.2f} s")
     # and the audit log says what went through which host: commands on master3
     audit = [json.loads(line) for line in (lab.cfg.dir / "audit.jsonl").read_text().splitlines()[-400:]]
     assert any(r["host"] == "master3" and r["action"] == "command" and r["rc"] == 0 for r in audit)
