@@ -1128,6 +1128,10 @@ class Bastion:
             except TransportError as e:
                 self._failed = (time.monotonic(), e)
                 raise self._fail(for_host, e) from None
+            except InputError as e:  # its key: name the field it came from
+                if self.settings.key_file is None:
+                    raise
+                raise InputError(str(e).replace("ssh.key_file:", "bastion.key_file:", 1)) from None
         left = max(0.2, timeout - (time.monotonic() - t0))
         try:
             return t.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=left)

@@ -274,3 +274,28 @@ def test_a_bad_bastion_is_named_with_its_field(invdir: Path, bastion: dict, prob
     with pytest.raises(InventoryError) as e:
         parse_inventory(sample_data(bastion=bastion), invdir)
     assert problem in str(e.value)
+
+
+def test_a_bastion_key_that_is_no_key_is_bad_input_naming_the_bastions_field(invdir: Path) -> None:
+    import subprocess
+
+    from etcd_dr.errors import InputError
+    from etcd_dr.executor import bastion_for, close_bastions, executor_for
+
+    own = invdir / "keys/id_ed25519"  # the hosts' key: a real one, so the bastion's is what fails
+    own.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(own)], check=True)
+    (invdir / "jump.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBad jump\n")
+    (invdir / "jump_key").write_text("not a key\n")
+    jump = {"address": "127.0.0.1", "port": 1}
+    with pytest.raises(InventoryError, match=r"bastion.key_file: .*jump.pub is a public key"):
+        parse_inventory(sample_data(bastion={**jump, "key_file": "jump.pub"}), invdir)
+    inv = parse_inventory(sample_data(bastion={**jump, "key_file": "jump_key"}), invdir)
+    try:
+        assert bastion_for(inv) is bastion_for(inv)  # one per process and credentials
+        with pytest.raises(InputError) as e:  # before anything is dialed (port 1 would refuse)
+            executor_for(inv, "master1").run(["true"])
+        assert str(e.value).startswith("bastion.key_file: ") and "not a usable private key" in str(e.value)
+        assert "not a key" not in str(e.value)  # never the file's content
+    finally:
+        close_bastions()
