@@ -61,9 +61,7 @@ def decide(inv: Inventory, *, state: ClusterState | None = None) -> Decided:
     cfg = read_cluster_yml(yml)
     full = read_state_file(st_path)
     client = client_pem(inv)
-    # status's one deadline for the look: dead masters (the reason for this) cost it once, not the
-    # etcd dial timeout and then the SSH connect timeout
-    picture = state if state is not None else observe(inv, deadline_s=LOOK_DEADLINE_S)
+    picture = state if state is not None else look(inv)
     d = plan_kubernetes(picture, inv, cfg, full.current.rke_config, client=client)
     clocks = None
     if d.ok:
@@ -71,6 +69,12 @@ def decide(inv: Inventory, *, state: ClusterState | None = None) -> Decided:
         clocks = measure_clocks(inv, hosts)
         d = clockgate.gate(d, clocks, hosts)
     return Decided(d, picture, yml, st_path, inv.rke.kube_config_path(), cfg, full, clocks)
+
+
+def look(inv: Inventory) -> ClusterState:
+    """The cluster, observed within status's one deadline: dead masters (the reason for this) cost it
+    once, not the etcd dial timeout and then the SSH connect timeout."""
+    return observe(inv, deadline_s=LOOK_DEADLINE_S)
 
 
 def client_pem(inv: Inventory) -> ClientPem | None:
