@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.deltalog import DeltaLog
-from etcd_dr.deltalog.replay import check_against_log, replay, scratch_parent
+from etcd_dr.deltalog.replay import WINDOW, check_against_log, replay, scratch_parent
 from etcd_dr.etcd.localcluster import LocalCluster, wait_for
 from etcd_dr.etcdbin import ensure_binaries
 from etcd_dr.snapshots.trial import served_db
@@ -76,6 +76,10 @@ def main() -> None:
     ap.add_argument("--etcd", default="3.4")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--windows", type=lambda v: [int(x) for x in v.split(",")], default=[1, WINDOW],
+        help="replay with each of these numbers of transactions in flight (default: 1 and %(default)s)",
+    )  # fmt: skip
     a = ap.parse_args()
     bins = ensure_binaries(a.etcd)
     root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-pitr-"))
@@ -134,16 +138,17 @@ def main() -> None:
             f"{sum(s.path.stat().st_size for s in segs) / 1e6:.1f} MB"
         )
         for where in (work, scratch_parent((work / "start.db").stat().st_size, work)):
-            with served_db(bins, work / "start.db", where, scratch_prefix=".replay-") as (rc, ep, _):
-                done = replay(rc, log.records(start + 1, last), endpoint=ep)
-                t0 = time.monotonic()
-                check = check_against_log(rc, log, start, last)
-                took = time.monotonic() - t0
-            print(
-                f"  replay (etcd data in {where}): {done.records} transactions, {done.events} events in "
-                f"{done.duration_s:.2f} s = {done.events_per_s:.0f} events/s; check against the log "
-                f"{took:.2f} s ({check})"
-            )
+            for window in a.windows:
+                with served_db(bins, work / "start.db", where, scratch_prefix=".replay-") as (rc, ep, _):
+                    done = replay(rc, log.records(start + 1, last), endpoint=ep, window=window)
+                    t0 = time.monotonic()
+                    check = check_against_log(rc, log, start, last)
+                    took = time.monotonic() - t0
+                print(
+                    f"  replay (etcd data in {where}, {window} in flight): {done.records} transactions, "
+                    f"{done.events} events in {done.duration_s:.2f} s = {done.events_per_s:.0f} events/s "
+                    f"({done.resent} sent again); check against the log {took:.2f} s ({check})"
+                )
     finally:
         cluster.stop_all()
         shutil.rmtree(root, ignore_errors=True)
