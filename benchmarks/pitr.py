@@ -1,15 +1,19 @@
 """The delta log's cost and speed, side by side in one run, on a 3-member TLS etcd on loopback:
 
-  writer    one client writing puts back to back for --seconds, with and without the watcher
-            (`Streamer`, the code `etcd-dr backup stream` runs, in its own process as in
-            production), alternating --rounds times: puts/s and the p50/p99 latency of a put
+  writer    one client writing puts back to back for --seconds, in rounds alternating --modes:
+            `without` (no watcher process at all), `with` (`Streamer`, the code `etcd-dr backup
+            stream` runs, in its own process as in production), `with-noprev` (a watcher without
+            prev_kv, to see what etcd's read per event costs): puts/s, p50/p99 latency of a put, and
+            CPU seconds per 10k puts of the members (and of the leader alone) and of the watcher
+            (/proc/PID/stat: on a shared machine a steadier figure than throughput). --pin puts
+            etcd and the writer on CPU 0 and the watcher on CPU 1.
   replay    the revisions the watcher logged, replayed into the snapshot taken before the first
-            round (restored and served by a throwaway etcd, as `snapshot roll-forward` does): events/s,
-            and the check against the log
+            round (restored and served by a throwaway etcd, as `snapshot roll-forward` does), with
+            each of --windows transactions in flight: events/s, and the check against the log
 
 A benchmark: it prints figures and asserts nothing about speed.
 
-    .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 3 --seconds 5
+    .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 5 --seconds 5 --modes without,with,with-noprev
 """
 
 from __future__ import annotations
