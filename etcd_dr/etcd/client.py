@@ -43,6 +43,7 @@ credentials and appears in no message or repr.
 
 from __future__ import annotations
 
+import enum
 import os
 import queue
 import re
@@ -248,6 +249,57 @@ class TxnPut:
 @dataclass(frozen=True)
 class TxnDelete:
     key: bytes
+
+
+class CompareTarget(enum.StrEnum):
+    MOD = "mod"  # the key's mod_revision
+    VERSION = "version"  # the key's version (0: absent)
+
+
+@dataclass(frozen=True)
+class TxnCompare:
+    """A transaction's condition: `target` of `key` EQUALS `value` (etcd's Compare, EQUAL only)."""
+
+    key: bytes
+    target: CompareTarget
+    value: int
+
+
+@dataclass(frozen=True)
+class TxnOutcome:
+    succeeded: bool  # the compares held and the ops were applied (False: nothing was written)
+    revision: int  # the store's revision after it (a write txn's own revision)
+
+
+class PendingTxn:
+    """A transaction sent and not yet answered (EtcdClient.txn_async); result() waits for it."""
+
+    def __init__(self, client: EtcdClient, endpoint: str, future: Any, timeout: float) -> None:
+        self._client, self._endpoint, self._future, self._timeout = client, endpoint, future, timeout
+
+    def result(self) -> TxnOutcome:
+        try:
+            r = self._future.result()
+        except grpc.RpcError as e:
+            raise self._client._classify("txn", self._endpoint, e, self._timeout).error from None
+        return TxnOutcome(bool(r.succeeded), int(r.header.revision))
+
+
+def _txn_request(ops: Sequence[TxnPut | TxnDelete], compare: Sequence[TxnCompare]) -> Any:
+    return pb.TxnRequest(
+        compare=[
+            pb.Compare(result=pb.Compare.EQUAL, target=pb.Compare.MOD, key=c.key, mod_revision=c.value)
+            if c.target is CompareTarget.MOD
+            else pb.Compare(result=pb.Compare.EQUAL, target=pb.Compare.VERSION, key=c.key, version=c.value)
+            for c in compare
+        ],
+        success=[
+            pb.RequestOp(request_put=pb.PutRequest(key=o.key, value=o.value, lease=o.lease))
+            if isinstance(o, TxnPut)
+            else pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=o.key))
+            for o in ops
+        ],
+    )
 
 
 def _kv(kv: Any) -> KeyValue:
@@ -736,14 +788,7 @@ class EtcdClient:
         """The puts and deletes in ONE transaction with no compare (one revision for all of them);
         returns the cluster's revision after it. With `endpoint`, only that member is asked, without
         the pre-write probe (one round trip: a replay into a member nothing else writes to)."""
-        req = pb.TxnRequest(
-            success=[
-                pb.RequestOp(request_put=pb.PutRequest(key=o.key, value=o.value, lease=o.lease))
-                if isinstance(o, TxnPut)
-                else pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=o.key))
-                for o in ops
-            ]
-        )
+        req = _txn_request(ops, ())
 
         def call(ep: str, t: float) -> int:
             r = self._unary(ep, _KV + "Txn", req, pb.TxnResponse, t, require_leader=True)
@@ -753,6 +798,28 @@ class EtcdClient:
             t = timeout if timeout is not None else self.request_timeout
             return self._single("txn", endpoint, lambda: call(endpoint, t))
         return self._failover("txn", call, write=True, timeout=timeout)
+
+    def txn_async(
+        self,
+        ops: Sequence[TxnPut | TxnDelete],
+        *,
+        endpoint: str,
+        compare: Sequence[TxnCompare] = (),
+        timeout: float | None = None,
+    ) -> PendingTxn:
+        """Send one transaction to one member and return at once (no failover, no probe): many can
+        be in flight on one channel. etcd applies concurrent requests in no promised order, so a
+        caller that needs an order makes each txn's `compare` hold only after its predecessor."""
+        t = timeout if timeout is not None else self.request_timeout
+        if endpoint not in self._targets:
+            with self._lock:
+                self._targets[endpoint] = _target(endpoint)
+        req = _txn_request(ops, compare)
+        call = self._channel(endpoint).unary_unary(
+            _KV + "Txn", request_serializer=pb.TxnRequest.SerializeToString,
+            response_deserializer=pb.TxnResponse.FromString,
+        )  # fmt: skip
+        return PendingTxn(self, endpoint, call.future(req, timeout=t, metadata=_REQUIRE_LEADER), t)
 
     # -- per-endpoint calls (no failover) --
 
