@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from etcd_dr import etcdbin
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd import errors as E
-from etcd_dr.etcd.client import EtcdClient, _target, _transport_reason
+from etcd_dr.etcd.client import EtcdClient, _target, _transport_reason, snapshot_response_fields
 
 # The status details etcd sends (etcdserver/api/v3rpc/rpctypes/error.go, 3.4 and 3.5).
 ETCD_DETAILS = [
@@ -123,3 +124,34 @@ def test_debian_mirror_from_one_line_list(tmp_path: Path, monkeypatch: pytest.Mo
     lst.write_text("")
     with pytest.raises(etcdbin.EtcdBinariesError):
         etcdbin.debian_mirror()
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"blob": os.urandom(32 * 1024), "remaining_bytes": 5 << 30},
+        {"header": {"cluster_id": 2**64 - 1, "member_id": 7, "revision": 300, "raft_term": 2}, "blob": b"x"},
+        {"remaining_bytes": 0, "blob": b"", "version": "3.6.0"},
+        {"blob": os.urandom(200_000), "version": "3.6.1"},  # a length varint of 3 bytes
+        {},
+    ],
+)
+def test_snapshot_response_fields_read_what_protobuf_reads(msg: dict) -> None:
+    from etcd_dr.etcd.gen import etcddr_rpc_pb2 as pb
+
+    want = pb.SnapshotResponse(**msg)
+    head, blob = snapshot_response_fields(want.SerializeToString())
+    assert bytes(blob) == want.blob
+    assert (head is not None) == want.HasField("header")
+    if head is not None:
+        assert pb.ResponseHeader.FromString(head) == want.header
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x1a\x05abc", b"\x1a", b"\x10\xff", b"\x0b", b"\x1a" + b"\xff" * 11],
+    ids=["blob past the end", "no length", "varint cut", "wire type 3", "varint too long"],
+)
+def test_a_malformed_snapshot_response_is_an_etcd_error(raw: bytes) -> None:
+    with pytest.raises(E.EtcdError, match="malformed SnapshotResponse"):
+        snapshot_response_fields(raw)
