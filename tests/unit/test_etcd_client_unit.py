@@ -95,6 +95,42 @@ def test_client_tls_checks(tls, tmp_path: Path) -> None:
         )
 
 
+def _encrypted(key_pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization as ser
+
+    key = ser.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.BestAvailableEncryption(b"pw"))
+
+
+@pytest.mark.parametrize(
+    ("which", "bad", "message"),
+    [
+        ("ca_cert", lambda t: b"not a cert", "ca_cert: not a PEM certificate"),
+        ("ca_cert", lambda t: "\u00e9t\u00e9".encode(), "ca_cert: not a PEM certificate"),
+        ("cert", lambda t: t[1].key_pem, "cert: not a PEM certificate"),
+        ("key", lambda t: t[1].cert_pem, "key: not an unencrypted PEM private key"),
+        ("key", lambda t: _encrypted(t[1].key_pem), "key: not an unencrypted PEM private key"),  # no prompt
+        ("key", lambda t: t[2].key_pem, "key does not match the client certificate"),
+    ],
+)
+def test_client_tls_material_refused_naming_the_field(tls, which: str, bad, message: str) -> None:
+    ca, client, _ = tls
+    given = {"ca_cert": ca.cert_pem, "cert": client.cert_pem, "key": client.key_pem, which: bad(tls)}
+    with pytest.raises(InputError, match=message) as ei:
+        EtcdClient(["https://h:1"], **given)
+    assert "PRIVATE" not in str(ei.value)
+
+
+def test_client_tls_material_rsa_and_files(tmp_path: Path) -> None:
+    ca = new_ca(rsa_bits=2048)  # RKE's external-etcd client key is RSA; the lab's is P-256
+    pair = issue_cert(ca, "client", server=False, rsa_bits=2048)
+    for name, data in (("ca.pem", ca.cert_pem), ("c.pem", pair.cert_pem), ("k.pem", pair.key_pem)):
+        (tmp_path / name).write_bytes(data)
+    EtcdClient(
+        ["https://h:1"], ca_cert=tmp_path / "ca.pem", cert=tmp_path / "c.pem", key=tmp_path / "k.pem"
+    ).close()
+
+
 @pytest.mark.parametrize("version", ["3", "3.5.1", "3.5.0", "v3.5", "3.6", "4.0", ""])
 def test_bad_versions(version: str) -> None:
     with pytest.raises(InputError):
