@@ -885,10 +885,11 @@ class EtcdClient:
         timeout: float | None = 3600.0,
     ) -> SnapshotResult:
         """Stream the member's db to `dest`: written to `<dest>.part`, fsynced, renamed into place
-        (and the directory fsynced), so `dest` is either absent or complete. Memory stays flat (one
-        32 KiB chunk at a time). The trailing sha256 etcd sends is checked against the db bytes;
-        a mismatch raises EtcdRequestError and leaves no file. `progress(bytes_so_far)` is called per
-        chunk. A 3.4 learner refuses it (NotSupportedOnLearner); a 3.5 learner serves it."""
+        (and the directory fsynced), so `dest` is either absent or complete. Memory stays flat: gRPC's
+        4 MiB window and the sink's 4 MiB pool, whatever the db's size. The trailing sha256 etcd
+        sends is checked against the db bytes; a mismatch raises EtcdRequestError and leaves no file.
+        `progress(bytes_so_far)` is called per chunk. A 3.4 learner refuses it
+        (NotSupportedOnLearner); a 3.5 learner serves it."""
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         t0 = time.monotonic()
