@@ -992,7 +992,7 @@ class EtcdClient:
                         ("SingleThreadedUnaryStream", 1),
                         # A fixed flow-control window: with BDP probing gRPC grew it while the reader
                         # lagged (a loaded machine) and held what etcd sent ahead in its heap: peak
-                        # RSS of a 1.3 GB snapshot 131-383 MB, 97-112 MB with 4 MiB (README "Measured").
+                        # RSS of a 1.3 GB snapshot 131-383 MB, 100-119 MB with 4 MiB (README "Measured").
                         ("grpc.http2.bdp_probe", 0),
                         ("grpc.http2.lookahead_bytes", STREAM_WINDOW),
                         *(
