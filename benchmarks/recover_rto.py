@@ -548,8 +548,18 @@ def main() -> int:
     ap.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: " + ", ".join(SCENARIOS)
     )
-    ap.add_argument("--prefix", default="bm", help="the lab's prefix (it is rebuilt for every run)")
-    ap.add_argument("--subnet", default="10.231.23.0/24")
+    # the lab the caller's env names (ETCD_DR_LAB_*, as the CLI and the lab tests read them): two
+    # engineers' benchmarks on one machine must not rebuild each other's lab
+    ap.add_argument(
+        "--prefix",
+        default=os.environ.get("ETCD_DR_LAB_PREFIX", "bm"),
+        help="the lab's prefix (it is rebuilt for every run; default $ETCD_DR_LAB_PREFIX, else bm)",
+    )
+    ap.add_argument(
+        "--subnet",
+        default=os.environ.get("ETCD_DR_LAB_SUBNET", "10.231.23.0/24"),
+        help="default $ETCD_DR_LAB_SUBNET, else 10.231.23.0/24",
+    )
     ap.add_argument("--keep-lab", action="store_true", help="leave the last lab up (default: down, wiped)")
     ap.add_argument(
         "--json", action="store_true", help="print the figures as one JSON object (tables to stderr)"
@@ -559,7 +569,11 @@ def main() -> int:
     for n in names:
         if n not in SCENARIOS:
             ap.error(f"unknown scenario {n!r}; one of {', '.join(SCENARIOS)}")
-    base = LabConfig(prefix=args.prefix, subnet=args.subnet, dir=default_lab_dir(args.prefix))
+    env_dir = os.environ.get("ETCD_DR_LAB_DIR")
+    lab_dir = env_dir if args.prefix == os.environ.get("ETCD_DR_LAB_PREFIX") else None
+    base = LabConfig(
+        prefix=args.prefix, subnet=args.subnet, dir=Path(lab_dir) if lab_dir else default_lab_dir(args.prefix)
+    )
 
     load_start = os.getloadavg()
     runs: list[Run] = []

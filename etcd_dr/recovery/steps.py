@@ -128,6 +128,9 @@ class StopParams(MemberParams):
     timeout_s: int
     sync_leader: bool  # a voter that leads without quorum: propose one entry (WAL fsynced), then kill
     sync_key: str
+    # a voter that knows no leader: how long to wait for its next campaign (which fsyncs its
+    # HardState) before it is killed instead of stopped; None (a learner, a journal from before): stop it
+    campaign_wait_s: float | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -319,14 +322,41 @@ class EtcdFenceStop(Handler[Ctx]):
         )
 
 
+# Whether the member campaigned since it last had a leader, from its log: the last raft state change
+# in its recent past is "became candidate" (else the next one is waited for, up to $1 s). A campaign
+# raises the term and votes for itself, and etcd's WAL fsyncs a HardState whose term or vote changed
+# (raft.MustSync; wal.Save flushes its buffer, then fsyncs) with the commit index it holds: after it,
+# a kill loses nothing the member knew committed (etcd-io/etcd#14009). Status cannot tell: its
+# raft_term is the term of the last applied entry, which a candidate never moves (seen on the lab).
+_CAMPAIGN = r"""w=$1 look=$2
+now=$(date +%s.%N); since=$((${now%.*} - look))
+pat='became (leader|follower|candidate|pre-candidate) at term [0-9]+|elected leader [0-9a-f]+ at term [0-9]+'
+last=$(@PAST@ | grep -oE "$pat" | tail -n 1)
+case $last in "became candidate at term "*) echo "$last"; exit 0 ;; esac
+since=$now
+line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+') && { echo "$line"; exit 0; }
+exit 1
+"""
+# "became candidate" is logged as raft steps; the HardState it changed is saved when etcd's raft
+# loop handles that Ready, milliseconds later: the kill waits this long after seeing the line
+CAMPAIGN_SAVE_S = 0.5
+
+
 class EtcdStop(Handler[Ctx]):
     """Stops etcd with its WAL synced; done once it is not running, or the plan already retired it.
 
-    A follower is stopped gracefully (it flushes the WAL; ~1 s). A voter that still leads without a
-    quorum would stall its stop trying to hand leadership to dead peers (measured: over 40 s) and
-    only steps down after up to two election timeouts; instead one entry is proposed to it: the
-    leader appends and fsyncs it (with the commit index it holds) at once, the entry can never
-    commit, --force-new-cluster drops it, and the member is killed."""
+    A voter that still leads without a quorum would stall its stop trying to hand leadership to dead
+    peers (measured: over 40 s) and only steps down after up to two election timeouts; instead one
+    entry is proposed to it: the leader appends and fsyncs it (with the commit index it holds) at
+    once, the entry can never commit, --force-new-cluster drops it, and the member is killed.
+
+    A voter that knows no leader (a former leader that stepped down, or a follower whose leader is
+    gone) campaigns every election timeout or two, and its graceful stop hangs until docker kills it
+    (measured: docker's whole 30 s, exit 137, "skipped leadership transfer; local server is not
+    leader", campaigning on). Its next campaign fsyncs the commit index it holds (see _CAMPAIGN):
+    once one was seen since it last had a leader, it is killed. A member that names a leader, or
+    one that does not campaign within the wait (etcd 3.5's pre-vote keeps the term without a
+    majority), is stopped gracefully, as before."""
 
     def done(self, step: Step) -> bool:
         p, host = step.typed(StopParams), _host(step)
@@ -335,21 +365,50 @@ class EtcdStop(Handler[Ctx]):
         st = self.c.members(host, *names)  # one look at both
         return (retire is not None and st[names[1]].exists) or not st[p.name].running
 
-    def _leads(self, endpoint: str) -> bool:
+    def _status(self, endpoint: str) -> EndpointStatus | None:
         try:
-            return self.c.client(endpoint).status(endpoint, timeout=1.0).is_leader
+            return self.c.client(endpoint).status(endpoint, timeout=1.0)
         except EtcdDrError:
-            return False  # not answering: nothing to hand over
+            return None  # not answering: nothing to hand over, nothing known of its raft state
+
+    def _campaign(self, host: str, rt: DockerRuntime | ProcessRuntime, wait_s: float) -> str | None:
+        """The member's campaign since it last had a leader ("became candidate at term N"), waited
+        for up to wait_s; None if none came. One remote script."""
+        script = _CAMPAIGN.replace("@PAST@", rt.log_sh(follow=False))
+        script = script.replace("@FOLLOW@", rt.log_sh(follow=True))
+        r = self.c.executor(host).run(
+            ["sh", "-c", script, "campaign", f"{wait_s:g}", str(int(wait_s) + 30)],
+            check=False,
+            timeout=wait_s + 15,
+            reason="read etcd's log for a campaign since it last had a leader",
+        )
+        return (r.stdout.strip() or None) if r.ok else None
+
+    def _kill(self, host: str, rt: DockerRuntime | ProcessRuntime) -> None:
+        rt.kill()
+        wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
 
     def run(self, step: Step) -> str:
         p, host = step.typed(StopParams), _host(step)
         rt = self.c.runtime(host, p.name)
-        if p.sync_leader and self._leads(p.endpoint):
+        st = self._status(p.endpoint) if p.sync_leader else None
+        if st is not None and st.is_leader:
             with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
                 self.c.client(p.endpoint).put(p.sync_key, "never committed", timeout=1.0)
-            rt.kill()
-            wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
+            self._kill(host, rt)
             return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
+        if st is not None and st.leader == 0 and p.campaign_wait_s:
+            t0 = time.monotonic()
+            seen = self._campaign(host, rt, p.campaign_wait_s)
+            if seen is not None:
+                time.sleep(CAMPAIGN_SAVE_S)
+                self._kill(host, rt)
+                return (
+                    f"it knew no leader and campaigned since it last had one ({seen}; waited "
+                    f"{time.monotonic() - t0:.1f} s): a new term is fsynced to its WAL with the commit index "
+                    "it holds, so it was killed, not stopped (a graceful stop of a campaigning member "
+                    "hangs until docker kills it)"
+                )
         by_itself = rt.stop(float(p.timeout_s))
         wait(
             lambda: not rt.is_running(),
