@@ -459,12 +459,10 @@ class CopyFile(Handler[Ctx]):
 
     def run(self, step: Step) -> None:
         p, host = step.typed(CopyParams), _host(step)
-        fs = self.c.fs(host)
-        if not fs.is_file(p.src):
-            raise RecoveryStepError(f"{host}: {p.src} does not exist: no etcd db to restore from")
         _quiet(self.c, host)
-        fs.makedirs(posixpath.dirname(p.dst), reason="recovery work dir")
-        fs.copy_atomic(p.src, p.dst, reason=f"copy {p.src} to {p.dst}")
+        # the check, the work dir and the copy: one round trip
+        if not self.c.fs(host).copy_file_atomic(p.src, p.dst, reason=f"copy {p.src} to {p.dst}"):
+            raise RecoveryStepError(f"{host}: {p.src} does not exist: no etcd db to restore from")
 
 
 class PutFile(Handler[Ctx]):
@@ -524,10 +522,8 @@ class SnapshotRestore(Handler[Ctx]):
 
     def run(self, step: Step) -> None:
         p, host = step.typed(RestoreParams), _host(step)
-        ex, fs = self.c.executor(host), self.c.fs(host)
+        ex = self.c.executor(host)
         part = f"{p.staging}.part"
-        if fs.exists(part):  # an interrupted restore: keep it, never delete
-            fs.move_aside(part, f"failed-{int(time.time())}", reason="set aside a partial restore")
         argv = [f"--data-dir={part}" if a.startswith("--data-dir=") else a for a in p.argv]
         tool, rest = argv[0], argv[1:]
         tmpl, seen = self._template(host, p)
@@ -541,14 +537,31 @@ class SnapshotRestore(Handler[Ctx]):
             ]  # fmt: skip
         else:
             cmd = [posixpath.join(posixpath.dirname(tmpl.exec_line()[0]), tool), *rest]
-        r = ex.run(cmd, check=False, timeout=600, reason=f"restore {p.db} into {part}")
+        # an interrupted restore set aside (never deleted), the restore, the rename: one round trip
+        r = ex.run(
+            ["sh", "-c", _RESTORE, "restore", part, p.staging, f"failed-{int(time.time())}", *cmd],
+            check=False,
+            timeout=600,
+            reason=f"restore {p.db} into {part}, then rename it to {p.staging}",
+        )
         if not r.ok:
             raise RecoveryStepError(
                 f"{host}: {tool} snapshot restore failed (exit {r.rc}): {r.stderr.strip()[-300:]}; the data "
                 "dir is untouched"
             )
-        fs.rename(part, p.staging, reason="restored dir complete")
 
+
+# $1 the staging dir's .part, $2 the staging dir, $3 a suffix, then the restore's argv: a partial
+# restore left by a crash is moved aside, never deleted; nothing is renamed over what is there
+_RESTORE = """p=$1 s=$2 x=$3; shift 3
+if [ -e "$p" ]; then
+  [ ! -e "$p.$x" ] || { echo "$p.$x exists already: not moving $p over it" >&2; exit 5; }
+  mv -- "$p" "$p.$x" || exit 5
+fi
+"$@" || exit
+[ ! -e "$s" ] || { echo "$s exists already: not renaming $p over it" >&2; exit 5; }
+mv -- "$p" "$s"
+"""
 
 _SWAP = """set -e
 d=$1 s=$2 a=$3 m=$4
