@@ -21,6 +21,7 @@ import contextlib
 import enum
 import hashlib
 import posixpath
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -337,6 +338,26 @@ since=$now
 line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+') && { echo "$line"; exit 0; }
 exit 1
 """
+# Docker: the graceful stop, watched: TERM (docker stop -t $3) in the background while the log is
+# followed; a campaign seen before the member exits (its graceful stop hangs, raft campaigns on)
+# kills it (0.5 s later, see CAMPAIGN_SAVE_S). One that already campaigned since it last had a
+# leader is killed at once. First line: "already|campaigned became candidate at term N", or "stopped".
+_STOP_WATCHED = r"""w=$1 look=$2
+now=$(date +%s.%N); since=$((${now%.*} - look))
+pat='became (leader|follower|candidate|pre-candidate) at term [0-9]+|elected leader [0-9a-f]+ at term [0-9]+'
+last=$(@PAST@ | grep -oE "$pat" | tail -n 1)
+case $last in "became candidate at term "*)
+  sleep 0.5; @KILL@ >/dev/null 2>&1; echo "already $last"; exit 0 ;;
+esac
+since=$now
+@STOP@ >/dev/null 2>&1 & s=$!
+line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+')
+if [ -n "$line" ] && [ "$(@RUNNING@ 2>/dev/null)" = true ]; then
+  sleep 0.5; @KILL@ >/dev/null 2>&1; echo "campaigned $line"
+fi
+wait "$s"
+echo stopped
+"""
 # "became candidate" is logged as raft steps; the HardState it changed is saved when etcd's raft
 # loop handles that Ready, milliseconds later: the kill waits this long after seeing the line
 CAMPAIGN_SAVE_S = 0.5
@@ -354,9 +375,11 @@ class EtcdStop(Handler[Ctx]):
     gone) campaigns every election timeout or two, and its graceful stop hangs until docker kills it
     (measured: docker's whole 30 s, exit 137, "skipped leadership transfer; local server is not
     leader", campaigning on). Its next campaign fsyncs the commit index it holds (see _CAMPAIGN):
-    once one was seen since it last had a leader, it is killed. A member that names a leader, or
-    one that does not campaign within the wait (etcd 3.5's pre-vote keeps the term without a
-    majority), is stopped gracefully, as before."""
+    once one was seen since it last had a leader, it is killed. Docker: the graceful stop runs while
+    the log is watched (_STOP_WATCHED), so a member that stops by itself (about 1 s) is not held
+    up, and one that hangs is killed at its next campaign. The process runtime: a member that knows
+    no leader waits for its campaign, then is killed. One that does not campaign within the wait
+    (etcd 3.5's pre-vote keeps the term without a majority) is stopped gracefully, as before."""
 
     def done(self, step: Step) -> bool:
         p, host = step.typed(StopParams), _host(step)
@@ -384,6 +407,32 @@ class EtcdStop(Handler[Ctx]):
         )
         return (r.stdout.strip() or None) if r.ok else None
 
+    def _stop_watched(self, host: str, rt: DockerRuntime, p: StopParams) -> tuple[str | None, bool, bool]:
+        """Docker: (the campaign that got it killed or None, whether that campaign came before the
+        stop was asked, whether it exited by itself), one remote script (_STOP_WATCHED)."""
+        d, c = shlex.quote(rt.docker), shlex.quote(rt.container)
+        w = float(p.timeout_s)  # the follow ends when the container exits; the stop is bounded by it
+        script = (
+            _STOP_WATCHED.replace("@PAST@", rt.log_sh(follow=False))
+            .replace("@FOLLOW@", rt.log_sh(follow=True))
+            .replace("@STOP@", f"{d} stop -t {int(p.timeout_s)} {c}")
+            .replace("@KILL@", f"{d} kill {c}")
+            .replace("@RUNNING@", f"{d} inspect -f '{{{{.State.Running}}}}' {c}")
+        )
+        r = self.c.executor(host).run(
+            ["sh", "-c", script, "stop", f"{w:g}", str(int(w) + 30)],
+            check=False,
+            timeout=p.timeout_s + w + 30,
+            reason="stop etcd gracefully; kill it once it campaigned (a campaign fsyncs its WAL)",
+        )
+        if not r.ok:
+            raise RecoveryStepError(f"{host}: stopping etcd failed (exit {r.rc}): {r.stderr.strip()[-300:]}")
+        when, _, line = (r.stdout.splitlines() or [""])[0].partition(" ")
+        seen = line if when in ("already", "campaigned") and line else None
+        st = self.c.members(host, p.name)[p.name]
+        code = ((st.inspected or {}).get("State") or {}).get("ExitCode")
+        return seen, when == "already", seen is None and code != 137
+
     def _kill(self, host: str, rt: DockerRuntime | ProcessRuntime) -> None:
         rt.kill()
         wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
@@ -397,6 +446,23 @@ class EtcdStop(Handler[Ctx]):
                 self.c.client(p.endpoint).put(p.sync_key, "never committed", timeout=1.0)
             self._kill(host, rt)
             return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
+        if isinstance(rt, DockerRuntime) and p.sync_leader and p.campaign_wait_s:
+            t0 = time.monotonic()
+            seen, already, by_itself = self._stop_watched(host, rt, p)
+            wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
+            if seen is not None:
+                how = "it had already" if already else "its graceful stop did not finish, and it"
+                return (
+                    f"{how} campaigned since it last had a leader ({seen}; "
+                    f"{time.monotonic() - t0:.1f} s): a new term is fsynced to its WAL with the commit index "
+                    "it holds: killed (a graceful stop of a campaigning member hangs until docker kills it)"
+                )
+            if by_itself:
+                return "stopped gracefully"
+            return (
+                f"it did not stop within {p.timeout_s:g} s and was not seen campaigning (etcd 3.5's pre-vote "
+                "keeps the term): killed by docker; entries past its last synced commit index may be dropped"
+            )
         if st is not None and st.leader == 0 and p.campaign_wait_s:
             t0 = time.monotonic()
             seen = self._campaign(host, rt, p.campaign_wait_s)
