@@ -354,7 +354,9 @@ def one_run(base: LabConfig, sc: Scenario, rnd: int, tool: str, baseline: Path |
     # at once: the probe, and the recovery (its start is the operator's reaction time, zero here)
     probe.start()
     t_start = time.time()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # `python -m` puts its cwd first on sys.path: the baseline's tree must be the cwd, not this one
+    cwd = baseline if tool == BEFORE and baseline is not None else None
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = p.communicate(timeout=RECOVERY_TIMEOUT_S)
     except subprocess.TimeoutExpired:
