@@ -76,8 +76,9 @@ def test_former_leader_is_killed_after_a_campaign_not_stalled(running_lab: Lab) 
         took = out["timings"]["step:stop:master3"]
         print(f"stop:master3 {took:.2f} s: {detail}; recover wall {wall:.2f} s; timings {out['timings']}")
         assert "campaigned since it last had" in detail and "(became candidate at term" in detail, stop_step
-        # at most two election timeouts (RKE's 5 s) of waiting and the kill: never docker's 30 s
-        assert took < 15, (took, detail)
+        # the wait for its campaign (12.0-12.7 s here with RKE's 5 s; capped at 17 s) and the kill:
+        # never docker's 30 s
+        assert took < 20, (took, detail)
         with one(inv, "master3") as m3:
             have = {kv.key.decode() for kv in m3.range("/leader-stop/", "/leader-stop0", keys_only=True).kvs}
             assert len(m3.member_list(linearizable=True)) == 1
