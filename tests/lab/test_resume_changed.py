@@ -123,6 +123,16 @@ def test_a_recovery_resumed_after_a_more_advanced_master_came_back_is_refused(ru
         _cut(lab, "master3", PEERS, add=True)  # master3 falls behind: writes it never sees
         time.sleep(1)
         with client_for(inv, [inv.client_url(inv.host(h)) for h in ("master1", "master2")]) as c:
+            # if master3 led, master1 and master2 elect a new leader first: RKE's 5 s election
+            # timeout, randomized up to 10 s, plus a loaded machine, can outlast one write's timeout
+            end = time.monotonic() + 60
+            while True:
+                try:
+                    c.put("/resume-changed/first", "v", timeout=10)
+                    break
+                except EtcdDrError:
+                    if time.monotonic() > end:
+                        raise
             for i in range(50):
                 c.put(f"/resume-changed/k{i:03d}", f"v{i}", timeout=10)
         assert lab.cli("power", "master2", "off").returncode == 0
