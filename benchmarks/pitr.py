@@ -1,47 +1,71 @@
 """The delta log's cost and speed, side by side in one run, on a 3-member TLS etcd on loopback:
 
-  writer    one client writing puts back to back for --seconds, with and without the watcher
-            (`Streamer`, the code `etcd-dr backup stream` runs, in its own process as in
-            production), alternating --rounds times: puts/s and the p50/p99 latency of a put
+  writer    one client writing puts back to back for --seconds, in rounds alternating --modes:
+            `without` (no watcher process at all), `with` (`Streamer`, the code `etcd-dr backup
+            stream` runs, in its own process as in production), `with-noprev` (a watcher without
+            prev_kv, to see what etcd's read per event costs): puts/s, p50/p99 latency of a put, and
+            CPU seconds per 10k puts of the members (and of the leader alone) and of the watcher
+            (/proc/PID/stat: on a shared machine a steadier figure than throughput). --pin puts
+            etcd and the writer on CPU 0 and the watcher on CPU 1.
   replay    the revisions the watcher logged, replayed into the snapshot taken before the first
-            round (restored and served by a throwaway etcd, as `snapshot roll-forward` does): events/s,
-            and the check against the log
+            round (restored and served by a throwaway etcd, as `snapshot roll-forward` does), with
+            each of --windows transactions in flight: events/s, and the check against the log
 
 A benchmark: it prints figures and asserts nothing about speed.
 
-    .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 3 --seconds 5
+    .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 5 --seconds 5 --modes without,with,with-noprev
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.deltalog import DeltaLog
-from etcd_dr.deltalog.replay import check_against_log, replay, scratch_parent
+from etcd_dr.deltalog.replay import WINDOW, check_against_log, replay, scratch_parent
+from etcd_dr.etcd import EtcdClient
 from etcd_dr.etcd.localcluster import LocalCluster, wait_for
 from etcd_dr.etcdbin import ensure_binaries
 from etcd_dr.snapshots.trial import served_db
 
 CHILD = """
-import sys
+import functools, sys
 from pathlib import Path
 from etcd_dr.deltalog.stream import Streamer
 from etcd_dr.etcd import EtcdClient
-d, snap, *eps = sys.argv[1:]
+d, logname, snap, prev, *eps = sys.argv[1:]
 p = Path(d)
 c = EtcdClient(eps, ca_cert=p / "ca.pem", cert=p / "c.pem", key=p / "c-key.pem")
-Streamer(c, eps, p / "log", "bench", snapshot_revision=lambda: int(snap)).run()
+if prev == "0":  # measuring what prev_kv costs etcd: such a log fails the roll-forward's check
+    c.watch = functools.partial(c.watch, prev_kv=False)
+Streamer(c, eps, p / logname, "bench", snapshot_revision=lambda: int(snap)).run()
 """
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, all its threads."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto `cpus` (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
 
 
 def write_round(c, seconds: float, tag: str) -> tuple[int, list[float], int]:
@@ -56,14 +80,66 @@ def write_round(c, seconds: float, tag: str) -> tuple[int, list[float], int]:
     return i, lat, rev
 
 
-def _status(work: Path) -> int | None:
+def _status(work: Path, logname: str = "log") -> int | None:
     from etcd_dr.deltalog.stream import read_status
 
     try:
-        st = read_status(work / "log")
+        st = read_status(work / logname)
     except Exception:
         return None
     return st.last_revision if st is not None and st.state == "streaming" else None
+
+
+@dataclass(frozen=True)
+class Round:
+    n: int  # puts
+    lat: list[float]
+    last: int  # the revision of the last put
+    etcd: float  # CPU seconds of the three members during the round
+    leader: float  # of the leader alone
+    watcher: float  # of the watcher process
+
+
+def timed_round(
+    a: argparse.Namespace,
+    c: EtcdClient,
+    cluster: LocalCluster,
+    work: Path,
+    mode: str,
+    r: int,
+    start: int,
+    last: int,
+) -> Round:
+    """One round of `mode`: `without` (no watcher process at all), `with` (the watcher resumes
+    from the log on disk and catches up first), `with-noprev` (a watcher without prev_kv, its own
+    log from the current revision)."""
+    child = None
+    logname = "log-noprev" if mode == "with-noprev" else "log"
+    if mode != "without":
+        frm = start if mode == "with" else c.status(cluster.endpoints[0]).revision
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(work), logname, str(frm), "0" if mode == "with-noprev" else "1",
+             *cluster.endpoints]
+        )  # fmt: skip
+        if a.pin:
+            time.sleep(0.2)
+            pin(child.pid, {1})
+        wait_for("the watcher caught up", lambda: (_status(work, logname) or 0) >= last, 60)
+    try:
+        leader = next(n for n in cluster.nodes if c.status(n.client_url).is_leader)
+        pids = [n.proc.pid for n in cluster.nodes]
+        e0, l0 = sum(map(cpu_s, pids)), cpu_s(leader.proc.pid)
+        w0 = cpu_s(child.pid) if child else 0.0
+        n, lat, end = write_round(c, a.seconds, f"{mode}{r}")
+        e1, l1 = sum(map(cpu_s, pids)), cpu_s(leader.proc.pid)
+        if child:
+            wait_for("the log at the end", lambda: (_status(work, logname) or 0) >= end, 60)
+        w1 = cpu_s(child.pid) if child else 0.0
+    finally:
+        if child:
+            child.terminate()  # SIGTERM: it seals its open segment
+            child.wait(30)
+    return Round(n, lat, end, e1 - e0, l1 - l0, w1 - w0)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -76,6 +152,15 @@ def main() -> None:
     ap.add_argument("--etcd", default="3.4")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--modes", type=lambda v: v.split(","), default=["without", "with"],
+        help="writer rounds, alternating in this order: without, with, with-noprev (default: %(default)s)",
+    )  # fmt: skip
+    ap.add_argument("--pin", action="store_true", help="etcd and the writer on CPU 0, the watcher on CPU 1")
+    ap.add_argument(
+        "--windows", type=lambda v: [int(x) for x in v.split(",")], default=[1, WINDOW],
+        help="replay with each of these numbers of transactions in flight (default: 1 and %(default)s)",
+    )  # fmt: skip
     a = ap.parse_args()
     bins = ensure_binaries(a.etcd)
     root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-pitr-"))
@@ -99,51 +184,51 @@ def main() -> None:
             snap = c.snapshot(cluster.endpoints[0], work / "start.db")
             start = snap.revision_exact
             assert start is not None, "writes landed while the start snapshot streamed"
-            rows: dict[str, list[tuple[int, list[float]]]] = {"without": [], "with": []}
+            rows: dict[str, list[Round]] = {m: [] for m in a.modes}
             last = start
+            if a.pin:  # etcd and the writer on CPU 0, the watcher on CPU 1 (below)
+                for pid in (*(n.proc.pid for n in cluster.nodes), os.getpid()):
+                    pin(pid, {0})
             for r in range(a.rounds):
-                n, lat, last = write_round(c, a.seconds, f"without{r}")  # no watcher process at all
-                rows["without"].append((n, lat))
-                # the watcher resumes from the log on disk, catches up, then the round is timed
-                child = subprocess.Popen(
-                    [sys.executable, "-c", CHILD, str(work), str(start), *cluster.endpoints]
-                )
-                try:
-                    wait_for("the watcher caught up", lambda at=last: (_status(work) or 0) >= at, 60)
-                    n, lat, last = write_round(c, a.seconds, f"with{r}")
-                    rows["with"].append((n, lat))
-                    wait_for("the log at the end", lambda at=last: (_status(work) or 0) >= at, 60)
-                finally:
-                    child.terminate()  # SIGTERM: it seals its open segment
-                    child.wait(30)
+                for mode in a.modes:
+                    rows[mode].append(timed_round(a, c, cluster, work, mode, r, start, last))
+                    last = rows[mode][-1].last
         print(
             f"etcd {bins.version}, 3 members on loopback, {a.rounds} x {a.seconds:g} s per mode, one writer"
+            + ("; etcd and the writer pinned to CPU 0, the watcher to CPU 1" if a.pin else "")
         )
+        base = statistics.median(x.n for x in rows[a.modes[0]]) / a.seconds
         for mode, rs in rows.items():
-            rates = [n / a.seconds for n, _ in rs]
-            lat = [x for _, ls in rs for x in ls]
+            rates = [x.n / a.seconds for x in rs]
+            lat = [v for x in rs for v in x.lat]
+            per = 1e4 / sum(x.n for x in rs)
+            med = statistics.median(rates)
+            cpu = {k: sum(getattr(x, k) for x in rs) * per for k in ("etcd", "leader", "watcher")}
             print(
-                f"  {mode:8s} watcher: {statistics.median(rates):7.0f} puts/s median "
-                f"(rounds {', '.join(f'{x:.0f}' for x in rates)})"
-                f"  p50 {pct(lat, 0.5) * 1e3:5.2f} ms  p99 {pct(lat, 0.99) * 1e3:5.2f} ms"
+                f"  {mode:12s} {med:5.0f} puts/s median ({med / base - 1:+.1%}; "
+                f"rounds {', '.join(f'{x:.0f}' for x in rates)})  p50 {pct(lat, 0.5) * 1e3:5.2f} ms  "
+                f"p99 {pct(lat, 0.99) * 1e3:5.2f} ms; CPU s per 10k puts: etcd {cpu['etcd']:.2f} "
+                f"(leader {cpu['leader']:.2f}), watcher {cpu['watcher']:.2f}"
             )
         log = DeltaLog(work / "log")
+        last = log.last_revision() or start  # the log of the `with` rounds: what is replayed
         segs = log.segments()
         print(
             f"  log: revisions {log.spans()}, {len(segs)} sealed segments, "
             f"{sum(s.path.stat().st_size for s in segs) / 1e6:.1f} MB"
         )
         for where in (work, scratch_parent((work / "start.db").stat().st_size, work)):
-            with served_db(bins, work / "start.db", where, scratch_prefix=".replay-") as (rc, ep, _):
-                done = replay(rc, log.records(start + 1, last), endpoint=ep)
-                t0 = time.monotonic()
-                check = check_against_log(rc, log, start, last)
-                took = time.monotonic() - t0
-            print(
-                f"  replay (etcd data in {where}): {done.records} transactions, {done.events} events in "
-                f"{done.duration_s:.2f} s = {done.events_per_s:.0f} events/s; check against the log "
-                f"{took:.2f} s ({check})"
-            )
+            for window in a.windows:
+                with served_db(bins, work / "start.db", where, scratch_prefix=".replay-") as (rc, ep, _):
+                    done = replay(rc, log.records(start + 1, last), endpoint=ep, window=window)
+                    t0 = time.monotonic()
+                    check = check_against_log(rc, log, start, last)
+                    took = time.monotonic() - t0
+                print(
+                    f"  replay (etcd data in {where}, {window} in flight): {done.records} transactions, "
+                    f"{done.events} events in {done.duration_s:.2f} s = {done.events_per_s:.0f} events/s "
+                    f"({done.resent} sent again); check against the log {took:.2f} s ({check})"
+                )
     finally:
         cluster.stop_all()
         shutil.rmtree(root, ignore_errors=True)

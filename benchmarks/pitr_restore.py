@@ -16,15 +16,18 @@ import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 
 from common import fill, launch
 from snapshot import write_inventory
 
 from etcd_dr.deltalog import DeltaLog
+from etcd_dr.deltalog.replay import replay, scratch_parent
 from etcd_dr.deltalog.service import log_dir_for, roll_forward, stream_cluster
 from etcd_dr.etcd.localcluster import wait_for
 from etcd_dr.inventory import load_inventory
 from etcd_dr.snapshots import service
+from etcd_dr.snapshots.trial import served_db
 from etcd_dr.state import observe
 
 
@@ -33,6 +36,11 @@ def main() -> None:
     ap.add_argument("--version", default="3.4")
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument(
+        "--windows", type=lambda v: [int(x) for x in v.split(",")], default=[],
+        help="after the roll-forward, replay the same log again with each of these numbers of "
+        "transactions in flight (a fresh restore each): the replay's speed side by side",
+    )  # fmt: skip
     a = ap.parse_args()
     bins, root, cluster = launch(a.version)
     try:
@@ -62,8 +70,22 @@ def main() -> None:
         r = res.replayed
         print(
             f"roll-forward: {total:.1f} s in all; replay {r.records} transactions, {r.events} events in "
-            f"{r.duration_s:.1f} s = {r.events_per_s:.0f} events/s; {res.check}; {res.record.verdict}"
+            f"{r.duration_s:.1f} s = {r.events_per_s:.0f} events/s ({r.resent} sent again); {res.check}; "
+            f"{res.record.verdict}",
+            flush=True,
         )
+        src = Path(rec.path)
+        for window in a.windows:
+            where = scratch_parent(src.stat().st_size, root)
+            with served_db(bins, src, where, scratch_prefix=".replay-") as (rc, ep, _):
+                d = replay(
+                    rc, DeltaLog(log_dir_for(inv)).records(rec.revision + 1, last), endpoint=ep, window=window
+                )
+            print(
+                f"replay again ({window} in flight, etcd data in {where}): {d.events} events in "
+                f"{d.duration_s:.1f} s = {d.events_per_s:.0f} events/s ({d.resent} sent again)",
+                flush=True,
+            )
     finally:
         cluster.stop_all()
         shutil.rmtree(root, ignore_errors=True)

@@ -43,6 +43,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -64,8 +65,9 @@ PROBE_PREFIX = "/bench-probe/"
 PROBE_PERIOD_S = 0.1
 SETTLE_S = 3.0  # accepted writes after the recovery exited before a run's RTO is final
 RECOVERY_TIMEOUT_S = 300.0
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.5  # issue 9's goal
 TOOLS = ("hand", "etcd-dr")
+BEFORE = "before"  # --baseline REF: etcd-dr of that git ref, run beside this tree's in the same rounds
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,9 @@ class Run:
 STEP_LINE = re.compile(r"^\s*(\d+\.\d+) s  (\S+)$")
 
 
-def recovery_argv(cfg: LabConfig, sc: Scenario, tool: str) -> tuple[list[str], dict[str, str]]:
+def recovery_argv(
+    cfg: LabConfig, sc: Scenario, tool: str, baseline: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
     if tool == "hand":
         ssh_argv = lifecycle.ssh_argv(cfg, sc.survivor, [])
         env = {**os.environ, "SSH": shlex.join(ssh_argv[:-1])}
@@ -333,13 +337,15 @@ def recovery_argv(cfg: LabConfig, sc: Scenario, tool: str) -> tuple[list[str], d
         "ETCD_DR_LAB_SUBNET": cfg.subnet,
         "ETCD_DR_LAB_DIR": str(cfg.dir),
     }
+    if tool == BEFORE and baseline is not None:
+        env["PYTHONPATH"] = str(baseline)  # ahead of the venv's editable install of this tree
     return [sys.executable, "-m", "etcd_dr.cli", "recover", "--yes", "--json"], env
 
 
-def one_run(base: LabConfig, sc: Scenario, rnd: int, tool: str) -> Run:
+def one_run(base: LabConfig, sc: Scenario, rnd: int, tool: str, baseline: Path | None = None) -> Run:
     run = Run(sc.name, rnd, tool)
     cfg, _, inv, run.setup = build_lab(base, sc)
-    argv, env = recovery_argv(cfg, sc, tool)
+    argv, env = recovery_argv(cfg, sc, tool, baseline)
     probe = Probe(inv, inv.client_url(inv.host(sc.survivor)))
     since = audit_lines(inv)
     t_off = time.time()
@@ -348,7 +354,9 @@ def one_run(base: LabConfig, sc: Scenario, rnd: int, tool: str) -> Run:
     # at once: the probe, and the recovery (its start is the operator's reaction time, zero here)
     probe.start()
     t_start = time.time()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # `python -m` puts its cwd first on sys.path: the baseline's tree must be the cwd, not this one
+    cwd = baseline if tool == BEFORE and baseline is not None else None
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = p.communicate(timeout=RECOVERY_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -410,17 +418,26 @@ def summarize(runs: list[Run]) -> dict[str, dict]:
         rs = [r for r in runs if r.scenario == name and r.valid]
         if not any(r.scenario == name for r in runs):
             continue
-        med = {t: _median([r.rto_s for r in rs if r.tool == t]) for t in TOOLS}
-        first = {t: _median([r.first_write_s for r in rs if r.tool == t]) for t in TOOLS}
+        tools = [*TOOLS, *([BEFORE] if any(r.tool == BEFORE for r in runs) else [])]
+        med = {t: _median([r.rto_s for r in rs if r.tool == t]) for t in tools}
+        first = {t: _median([r.first_write_s for r in rs if r.tool == t]) for t in tools}
         ratio = med["etcd-dr"] / med["hand"] if med["hand"] and med["etcd-dr"] else None
+        before = med.get(BEFORE)
+        ratio_before = before / med["hand"] if med["hand"] and before else None
         out[name] = {
             "rto_median_s": med,
             "first_write_median_s": first,
-            "wall_median_s": {t: _median([r.wall_s for r in rs if r.tool == t]) for t in TOOLS},
+            "wall_median_s": {t: _median([r.wall_s for r in rs if r.tool == t]) for t in tools},
+            "ratio_before": ratio_before,
+            "commands_median": {
+                t: _median([float(sum(x["commands"] for x in r.audit.values())) for r in rs if r.tool == t])
+                for t in tools
+                if t != "hand"
+            },
             "ratio": ratio,
             "target": TARGET_RATIO,
             "met": ratio is not None and ratio <= TARGET_RATIO,
-            "valid_runs": {t: sum(r.tool == t for r in rs) for t in TOOLS},
+            "valid_runs": {t: sum(r.tool == t for r in rs) for t in tools},
             "invalid_runs": sum(r.scenario == name and not r.valid for r in runs),
         }
     return out
@@ -506,12 +523,25 @@ def report(runs: list[Run], summary: dict[str, dict], facts: dict) -> str:
             f"etcd-dr/hand {_f(s['ratio'])} (target <= {TARGET_RATIO}: {verdict})",
             f"  median first write: hand {_f(fm['hand'])} s, etcd-dr {_f(fm['etcd-dr'])} s",
         ]
+        if BEFORE in m:
+            lines.append(
+                f"  before (--baseline): median RTO {_f(m[BEFORE])} s, first write {_f(fm[BEFORE])} s, "
+                f"before/hand {_f(s['ratio_before'])}"
+            )
+        cmds = s["commands_median"]
+        lines.append(
+            "  remote commands per recovery (audit log, median): "
+            + ", ".join(f"{t} {_f(v)}" for t, v in cmds.items())
+        )
         lines += _step_table(
             [r for r in rs if r.tool == "etcd-dr"],
             "etcd-dr --json timings (s; startup = wall - total: Python start, imports, inventory; "
             "fence counts from the start, observe included)",
         )
         lines += _audit_table([r for r in rs if r.tool == "etcd-dr"])
+        lines += _step_table([r for r in rs if r.tool == BEFORE], f"{BEFORE}: etcd-dr --json timings (s)")
+        if any(r.tool == BEFORE for r in rs):
+            lines += ["  " + BEFORE + ":", *_audit_table([r for r in rs if r.tool == BEFORE])]
         lines += _step_table(
             [r for r in rs if r.tool == "hand"], "hand script: elapsed at the end of each step (s)"
         )
@@ -548,8 +578,24 @@ def main() -> int:
     ap.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: " + ", ".join(SCENARIOS)
     )
-    ap.add_argument("--prefix", default="bm", help="the lab's prefix (it is rebuilt for every run)")
-    ap.add_argument("--subnet", default="10.231.23.0/24")
+    # the lab the caller's env names (ETCD_DR_LAB_*, as the CLI and the lab tests read them): two
+    # engineers' benchmarks on one machine must not rebuild each other's lab
+    ap.add_argument(
+        "--prefix",
+        default=os.environ.get("ETCD_DR_LAB_PREFIX", "bm"),
+        help="the lab's prefix (it is rebuilt for every run; default $ETCD_DR_LAB_PREFIX, else bm)",
+    )
+    ap.add_argument(
+        "--subnet",
+        default=os.environ.get("ETCD_DR_LAB_SUBNET", "10.231.23.0/24"),
+        help="default $ETCD_DR_LAB_SUBNET, else 10.231.23.0/24",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run etcd-dr as of this git ref (e.g. main) as tool 'before', alternating in the same "
+        "rounds (its tree is `git archive`d to a temp dir)",
+    )
     ap.add_argument("--keep-lab", action="store_true", help="leave the last lab up (default: down, wiped)")
     ap.add_argument(
         "--json", action="store_true", help="print the figures as one JSON object (tables to stderr)"
@@ -559,19 +605,34 @@ def main() -> int:
     for n in names:
         if n not in SCENARIOS:
             ap.error(f"unknown scenario {n!r}; one of {', '.join(SCENARIOS)}")
-    base = LabConfig(prefix=args.prefix, subnet=args.subnet, dir=default_lab_dir(args.prefix))
+    env_dir = os.environ.get("ETCD_DR_LAB_DIR")
+    lab_dir = env_dir if args.prefix == os.environ.get("ETCD_DR_LAB_PREFIX") else None
+    base = LabConfig(
+        prefix=args.prefix, subnet=args.subnet, dir=Path(lab_dir) if lab_dir else default_lab_dir(args.prefix)
+    )
 
+    baseline: Path | None = None
+    tools: tuple[str, ...] = TOOLS
+    if args.baseline:
+        baseline = Path(tempfile.mkdtemp(prefix="etcd-dr-baseline-"))
+        archive = subprocess.run(
+            ["git", "-C", str(HERE.parent), "archive", args.baseline], capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            ap.error(f"--baseline {args.baseline}: git archive failed: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive.stdout, check=True)
+        tools = ("hand", BEFORE, "etcd-dr")
     load_start = os.getloadavg()
     runs: list[Run] = []
     learner_state: LabState | None = None
     try:
         for rnd in range(1, args.rounds + 1):
             # alternate who goes first from round to round: a drifting machine load favours neither
-            order = TOOLS if rnd % 2 else TOOLS[::-1]
+            order = tools if rnd % 2 else tools[::-1]
             for name in names:
                 for tool in order:
                     log(f"round {rnd} {name} {tool}: building the lab, {KEYS} keys ...")
-                    run = one_run(base, SCENARIOS[name], rnd, tool)
+                    run = one_run(base, SCENARIOS[name], rnd, tool, baseline)
                     runs.append(run)
                     state = lifecycle.load_state(base)
                     if state.learner_version:

@@ -45,6 +45,13 @@ SPECS: tuple[Spec, ...] = (
     Spec("add-learner", flows.add_learner, "Add a learner (a member in a second site); promote on request.",
          None),
     Spec("rejoin", flows.rejoin, "Bring lost masters back after a recovery, one at a time.", None),
+    Spec("restore-kubernetes", flows.restore_kubernetes, "Kubernetes back on the recovered etcd (rke up on "
+         "the surviving plane or external etcd): the plan, then the approval form. Shares the recovery's "
+         "slot of the cluster.", None),
+    Spec("kubelet-cleanup", flows.kubelet_cleanup, "Free a kubelet stuck on 'no PodsandBox found': the "
+         "containers labelled with the missing sandbox, shown in the approval form, removed.", None),
+    Spec("cert-renew", flows.cert_renew, "Reissue member certificates (validity from a few minutes ago), "
+         "one member restarted at a time, after the approval form.", None),
 )  # fmt: skip
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # the rehearsal, snapshot, learner, readiness and clock code (146 of 1395 modules) on its way to
 # the first step. The rehearsal's scenarios are named here, not imported (their module pulls in the
 # lab and the fault code); tests/unit/test_console_flows.py checks the names match.
-ScenarioName = Literal["masters-lost", "all-voters-lost", "all-lost"]
+ScenarioName = Literal["masters-lost", "all-voters-lost", "all-lost", "incident"]
 
 
 def _path(cluster: str) -> str:
@@ -117,7 +117,7 @@ def rehearse(
 
     Args:
         cluster: a cluster whose inventory says rehearsal: true
-        scenario: masters-lost, all-voters-lost or all-lost
+        scenario: masters-lost, all-voters-lost, all-lost or incident
         keys: the data set written before the fault
         voter_method: how a surviving voter becomes a one-member cluster
     """
@@ -235,3 +235,90 @@ def rejoin(cluster: str, host: str | None = None, dry_run: bool = False) -> dict
     if not res.ok:
         return Failed(message=res.verdict)
     return res.to_json()
+
+
+@flow(name="etcd-restore-kubernetes", flow_run_name="restore-kubernetes-{cluster}", log_prints=False)
+def restore_kubernetes(
+    cluster: str,
+    approve: bool = False,
+    plan_only: bool = False,
+    approval_timeout_s: int = 3600,
+    slot_wait_s: int = 120,
+) -> dict | State:
+    """Bring the Kubernetes API back on the recovered etcd (as `etcd-dr restore-kubernetes`):
+    decide (the surviving etcd plane or external etcd; clocks and certificates checked), then pause
+    with the plan and the cluster.yml diff in the approval form; ssl_old, RKE's files, `rke up`,
+    /readyz and the /registry objects checked. Shares the recovery's slot of the cluster.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory; needs its rke: section)
+        approve: execute without the approval form
+        plan_only: show the plan and change nothing
+        approval_timeout_s: how long the run waits for an approver
+        slot_wait_s: how long it waits while a recovery of the same cluster runs, then fails
+    """
+    from flows.restore_kubernetes import restore_kubernetes_flow
+
+    return restore_kubernetes_flow.fn(
+        inventory_path=_path(cluster),
+        approve=approve,
+        plan_only=plan_only,
+        approval_timeout_s=approval_timeout_s,
+        slot_wait_s=slot_wait_s,
+    )
+
+
+@flow(name="etcd-kubelet-cleanup", flow_run_name="kubelet-cleanup-{cluster}-{host}", log_prints=False)
+def kubelet_cleanup(
+    cluster: str, host: str, approve: bool = False, plan_only: bool = False, approval_timeout_s: int = 3600
+) -> dict | State:
+    """Free a kubelet stuck on `no PodsandBox found` (as `etcd-dr hosts kubelet-cleanup`): the
+    containers labelled with the missing sandbox shown in the approval form, exactly those removed,
+    kubelet restarted and watched.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory)
+        host: the inventory host whose kubelet loops
+        approve: execute without the approval form
+        plan_only: show the plan and change nothing
+        approval_timeout_s: how long the run waits for an approver
+    """
+    from flows.hostrepair import kubelet_cleanup_flow
+
+    return kubelet_cleanup_flow.fn(
+        host=host,
+        inventory_path=_path(cluster),
+        approve=approve,
+        plan_only=plan_only,
+        approval_timeout_s=approval_timeout_s,
+    )
+
+
+@flow(name="etcd-cert-renew", flow_run_name="cert-renew-{cluster}", log_prints=False)
+def cert_renew(
+    cluster: str,
+    host: str | None = None,
+    approve: bool = False,
+    plan_only: bool = False,
+    approval_timeout_s: int = 3600,
+) -> dict | State:
+    """Reissue member certificates (as `etcd-dr cert renew`): same names and SANs, validity starting
+    a few minutes in the past, the old ones kept, one member restarted at a time; refused where a
+    restart would cost quorum. The approval form shows the plan first.
+
+    Args:
+        cluster: the cluster (its inventory in the served directory)
+        host: one etcd host; empty: every etcd host, one at a time
+        approve: execute without the approval form
+        plan_only: show the plan and change nothing
+        approval_timeout_s: how long the run waits for an approver
+    """
+    from flows.hostrepair import cert_renew_flow
+
+    return cert_renew_flow.fn(
+        hosts=[host] if host else None,
+        inventory_path=_path(cluster),
+        approve=approve,
+        plan_only=plan_only,
+        approval_timeout_s=approval_timeout_s,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -31,13 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from etcd_dr.audit import redact, register_secret
-from etcd_dr.errors import CommandError, HostKeyError, InputError, TransportError
+from etcd_dr.errors import CommandError, EtcdDrError, HostKeyError, InputError, TransportError
 
 if TYPE_CHECKING:
     import paramiko
 
     from etcd_dr.audit import AuditLog
-    from etcd_dr.inventory import Host, Inventory, SshSettings
+    from etcd_dr.inventory import BastionSettings, Host, Inventory, SshSettings
 
 log = logging.getLogger("etcd_dr.executor")
 Sink = Callable[[bytes], object]  # where a command's stdout goes as it arrives (a file's write)
@@ -339,6 +340,64 @@ def _add_host_keys(keys: paramiko.HostKeys, text: str) -> None:
                 keys.add(name, entry.key.get_name(), entry.key)
 
 
+class _Forwarder:
+    """A loopback port whose every connection is piped through a channel `open_channel` opens (a
+    `direct-tcpip` channel: `ssh -L`), by daemon threads, until close(). A channel that cannot be
+    opened closes that one connection (the client sees its connection end) and is remembered in
+    `last_error`, so a caller can say why."""
+
+    def __init__(self, name: str, target: str, open_channel: Callable[[], paramiko.Channel]) -> None:
+        self.name, self.target, self._open = name, target, open_channel
+        self.last_error: str | None = None
+        self._done = threading.Event()
+        self._lsock = socket.create_server(("127.0.0.1", 0))
+        self._lsock.settimeout(0.2)
+        self.local: tuple[str, int] = self._lsock.getsockname()[:2]
+        self._acceptor = threading.Thread(target=self._accept, daemon=True, name=f"{name}-accept")
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        while not self._done.is_set():
+            try:
+                conn, _ = self._lsock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._pump, args=(conn,), daemon=True, name=self.name).start()
+
+    def _pump(self, conn: socket.socket) -> None:
+        import paramiko
+
+        try:
+            chan = self._open()
+        except (paramiko.SSHException, OSError, EOFError, EtcdDrError) as e:
+            self.last_error = str(e) or e.__class__.__name__
+            log.debug("%s: channel to %s refused: %s", self.name, self.target, self.last_error)
+            conn.close()
+            return
+        self.last_error = None
+        try:
+            while not self._done.is_set():
+                ready, _, _ = select.select([conn, chan], [], [], 0.2)
+                for src, dst in ((conn, chan), (chan, conn)):
+                    if src in ready:
+                        data = src.recv(65536)
+                        if not data:
+                            return
+                        dst.sendall(data)
+        except OSError:
+            pass  # either end closed: the client sees its connection end
+        finally:
+            chan.close()
+            conn.close()
+
+    def close(self) -> None:
+        self._done.set()
+        self._lsock.close()
+        self._acceptor.join(1)
+
+
 class SSHExecutor:
     """Runs commands and moves files on one host over SSH (paramiko).
 
@@ -376,6 +435,7 @@ class SSHExecutor:
         audit: AuditLog | None = None,
         connect_timeout: float | None = None,
         command_timeout: float | None = None,
+        bastion: Bastion | None = None,
     ) -> None:
         self.host = host.name  # the Executor protocol's host: a name for messages and audit records
         self.target = host
@@ -384,6 +444,7 @@ class SSHExecutor:
         self.connect_timeout = float(ssh.connect_timeout if connect_timeout is None else connect_timeout)
         self.command_timeout = float(ssh.command_timeout if command_timeout is None else command_timeout)
         self.sudo = host.sudo or ssh.sudo
+        self.bastion = bastion
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._pkey: paramiko.PKey | None = None
@@ -398,7 +459,8 @@ class SSHExecutor:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.ssh_host}:{self.target.port})"
+        via = f" via bastion {self.bastion.address}" if self.bastion is not None else ""
+        return f"SSHExecutor({self.host}: {self.target.user}@{self.target.ssh_host}:{self.target.port}{via})"
 
     # -- connection
 
@@ -437,12 +499,15 @@ class SSHExecutor:
             register_secret(text)  # should it ever be echoed somewhere, redact() masks it
         return self._pkey
 
-    def _connect(self) -> paramiko.SSHClient:
+    def _connect(self, within: float | None = None) -> paramiko.SSHClient:
+        """`within`: a shorter bound than connect_timeout for this one connect (a shared bastion
+        connection opened for a probe under a deadline)."""
         import paramiko
 
         from etcd_dr.inventory import InMemoryFile
 
-        h, ct = self.target, self.connect_timeout
+        h = self.target
+        ct = self.connect_timeout if within is None else min(within, self.connect_timeout)
         kh = self.ssh.known_hosts
         kh = kh if isinstance(kh, InMemoryFile) else Path(kh)
         pkey = self._key()
@@ -460,8 +525,12 @@ class SSHExecutor:
         where = f"{h.ssh_host}:{h.port}"
         t0 = time.monotonic()
         log.debug("%s: connecting to %s@%s", self.host, h.user, where)
+        sock: socket.socket | paramiko.Channel
         try:
-            sock = socket.create_connection((h.ssh_host, h.port), timeout=ct)
+            if self.bastion is not None:  # a channel through the jump host carries this connection
+                sock = self.bastion.channel(h.ssh_host, h.port, timeout=ct, for_host=self.host)
+            else:
+                sock = socket.create_connection((h.ssh_host, h.port), timeout=ct)
         except TimeoutError:
             raise TransportError(self.host, f"no answer in {ct:g} s from {where}") from None
         except ConnectionRefusedError:
@@ -529,7 +598,7 @@ class SSHExecutor:
         means = [f"key {self.ssh.key_file}"] if self.ssh.key_file is not None else []
         return " or ".join([*means, "the ssh-agent's keys"] if self.ssh.agent else means)
 
-    def _transport(self) -> tuple[paramiko.Transport, bool]:
+    def _transport(self, within: float | None = None) -> tuple[paramiko.Transport, bool]:
         """The live transport and whether it was reused (vs. just opened)."""
         with self._lock:
             if self._client is not None:
@@ -537,7 +606,7 @@ class SSHExecutor:
                 if t is not None and t.is_active():
                     return t, True
                 self.close()
-            self._client = self._connect()
+            self._client = self._connect(within)
             t = self._client.get_transport()
             assert t is not None
             return t, False
@@ -844,55 +913,19 @@ class SSHExecutor:
         """A loopback port whose connections this host's sshd makes to address:port (a direct-tcpip
         channel each, as `ssh -L`), pumped by daemon threads until the block ends. Audited: what was
         reached through which host."""
-        import paramiko
-
         t, _ = self._transport()
-        lsock = socket.create_server(("127.0.0.1", 0))
-        lsock.settimeout(0.2)
-        local = lsock.getsockname()[:2]
-        done = threading.Event()
 
-        def pump(conn: socket.socket) -> None:
-            try:
-                chan = t.open_channel("direct-tcpip", (address, port), local, timeout=self.connect_timeout)
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                log.debug("%s: tunnel to %s:%d refused: %s", self.host, address, port, e)
-                conn.close()
-                return
-            try:
-                while not done.is_set():
-                    ready, _, _ = select.select([conn, chan], [], [], 0.2)
-                    for src, dst in ((conn, chan), (chan, conn)):
-                        if src in ready:
-                            data = src.recv(65536)
-                            if not data:
-                                return
-                            dst.sendall(data)
-            except OSError:
-                pass  # either end closed: the client sees its connection end
-            finally:
-                chan.close()
-                conn.close()
+        def open_channel() -> paramiko.Channel:
+            return t.open_channel(
+                "direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=self.connect_timeout
+            )
 
-        def accept() -> None:
-            while not done.is_set():
-                try:
-                    conn, _ = lsock.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                threading.Thread(target=pump, args=(conn,), daemon=True, name=f"tunnel-{self.host}").start()
-
-        acceptor = threading.Thread(target=accept, daemon=True, name=f"tunnel-accept-{self.host}")
-        acceptor.start()
+        fwd = _Forwarder(f"tunnel-{self.host}", f"{address}:{port}", open_channel)
         t0 = time.monotonic()
         try:
-            yield local
+            yield fwd.local
         finally:
-            done.set()
-            lsock.close()
-            acceptor.join(1)
+            fwd.close()
             if self.audit is not None:
                 self.audit.event(
                     host=self.host, action="tunnel", outcome="closed", reason=f"to {address}:{port}",
@@ -1027,6 +1060,166 @@ class SSHExecutor:
         return rc, out, err
 
 
+class Bastion:
+    """The jump host (inventory `bastion:`, RKE's bastion_host) that every connection to a host of
+    the cluster goes through: each host's sshd (the SSH connection runs inside a `direct-tcpip`
+    channel, as `ssh -J`) and each member's etcd client port (a loopback forward per member, which
+    the etcd client dials while TLS still checks the member's certificate for its own address).
+
+    One SSH connection to the bastion, shared by every executor and etcd client of the process
+    (bastion_for), opened on first use and again after it broke. Its host key is checked against
+    its known_hosts like any host's. A failure that is the bastion's (no answer, auth, host key) is
+    raised naming the bastion, for the host that was being reached."""
+
+    def __init__(
+        self,
+        settings: BastionSettings,
+        ssh: SshSettings,
+        *,
+        audit: AuditLog | None = None,
+        dial_timeout: float = 2.0,
+    ) -> None:
+        from etcd_dr.inventory import Host, Role
+
+        self.settings = settings
+        self.address = f"{settings.address}:{settings.port}"
+        self.where = f"the bastion {self.address}"  # for messages
+        own = dataclasses.replace(
+            ssh,
+            user=settings.user,
+            port=settings.port,
+            key_file=settings.key_file if settings.key_file is not None else ssh.key_file,
+            known_hosts=settings.known_hosts if settings.known_hosts is not None else ssh.known_hosts,
+            sudo=False,  # it runs no command: it only opens channels
+        )
+        host = Host(
+            "bastion", settings.address, frozenset({Role.WORKER}), user=settings.user, port=settings.port
+        )
+        self._ssh = SSHExecutor(host, own, audit=audit)
+        self._lock = threading.Lock()
+        self._connecting = threading.Lock()
+        self._failed: tuple[float, TransportError] | None = None  # the last failed connect: when, why
+        self._forwards: dict[tuple[str, int], _Forwarder] = {}
+        # a forwarded connection (etcd's) waits no longer than etcd's own dial would
+        self.dial_timeout = min(dial_timeout, self._ssh.connect_timeout)
+
+    def __repr__(self) -> str:
+        return f"Bastion({self.settings.user}@{self.address})"
+
+    def _fail(self, for_host: str, e: TransportError) -> TransportError:
+        """The bastion's own failure, reworded for the host that was being reached through it."""
+        why = str(e).removeprefix(f"{self._ssh.host} unreachable: ").removeprefix(f"{self._ssh.host}: ")
+        cls = HostKeyError if isinstance(e, HostKeyError) else TransportError
+        return cls(for_host, f"through {self.where}: {why}")
+
+    def channel(self, address: str, port: int, *, timeout: float, for_host: str) -> paramiko.Channel:
+        """A channel whose other end is address:port as the bastion dials it, within timeout (the
+        bastion's connect, when it is not open yet, included)."""
+        import paramiko
+
+        t0 = time.monotonic()
+        with self._connecting:
+            # A connect that failed while this caller waited for it is this caller's answer too:
+            # N hosts probed at once behind a dead bastion cost one connect timeout, not N.
+            if self._failed is not None and self._failed[0] >= t0:
+                raise self._fail(for_host, self._failed[1])
+            try:
+                t, _ = self._ssh._transport(within=timeout)
+            except TransportError as e:
+                self._failed = (time.monotonic(), e)
+                raise self._fail(for_host, e) from None
+            except InputError as e:  # its key: name the field it came from
+                if self.settings.key_file is None:
+                    raise
+                raise InputError(str(e).replace("ssh.key_file:", "bastion.key_file:", 1)) from None
+        left = max(0.2, timeout - (time.monotonic() - t0))
+        try:
+            return t.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=left)
+        except paramiko.ChannelException as e:  # the bastion answered: it could not connect
+            raise TransportError(
+                for_host,
+                f"{self.where} could not connect to {address}:{port} ({e.text or e.code}); "
+                "is the host up, and its port open to the bastion?",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            # No answer in time: the host is slow to answer the bastion's connect (powered off), or
+            # the bastion itself died under a connection that still looks open. A live bastion
+            # opens a session at once.
+            if not self._alive(t, min(left, 1.0)):
+                self._ssh.close()
+                raise TransportError(
+                    for_host, f"through {self.where}: the bastion stopped answering ({e})"
+                ) from None
+            raise TransportError(
+                for_host,
+                f"no answer in {left:g} s from {address}:{port} (reached through {self.where})",
+            ) from None
+
+    @staticmethod
+    def _alive(t: paramiko.Transport, timeout: float) -> bool:
+        import paramiko
+
+        try:
+            t.open_session(timeout=timeout).close()
+            return True
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+
+    def forward(self, address: str, port: int) -> tuple[str, int]:
+        """A loopback (address, port) on this machine whose connections reach address:port through
+        the bastion; made once per target and kept for the process (an etcd client reconnects to it)."""
+        with self._lock:
+            fwd = self._forwards.get((address, port))
+            if fwd is None:
+                target = f"{address}:{port}"
+
+                def open_channel() -> paramiko.Channel:
+                    return self.channel(address, port, timeout=self.dial_timeout, for_host=target)
+
+                fwd = self._forwards[(address, port)] = _Forwarder(f"bastion-{target}", target, open_channel)
+            return fwd.local
+
+    def why_not(self, address: str, port: int) -> str | None:
+        """Why the last connection through the forward to address:port could not be made, if it could not."""
+        fwd = self._forwards.get((address, port))
+        return fwd.last_error if fwd is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            forwards, self._forwards = list(self._forwards.values()), {}
+        for f in forwards:
+            f.close()
+        self._ssh.close()
+
+
+_BASTIONS: dict[tuple, Bastion] = {}
+_BASTIONS_LOCK = threading.Lock()
+
+
+def bastion_for(inv: Inventory, *, audit: AuditLog | None = None) -> Bastion | None:
+    """The inventory's bastion, one per process and set of bastion credentials (shared: one SSH
+    connection to the jump host carries every host's); None when the inventory has none."""
+    b = inv.bastion
+    if b is None:
+        return None
+    key = (b, inv.ssh.key_file, inv.ssh.known_hosts, inv.ssh.agent)
+    with _BASTIONS_LOCK:
+        found = _BASTIONS.get(key)
+        if found is None:
+            audit = audit if audit is not None else audit_log_for(inv)
+            found = _BASTIONS[key] = Bastion(b, inv.ssh, audit=audit, dial_timeout=inv.etcd.dial_timeout)
+        return found
+
+
+def close_bastions() -> None:
+    """Close every shared bastion connection and its forwards (tests; a process that is done)."""
+    with _BASTIONS_LOCK:
+        found = list(_BASTIONS.values())
+        _BASTIONS.clear()
+    for b in found:
+        b.close()
+
+
 def audit_log_for(inv: Inventory) -> AuditLog | None:
     """The inventory's audit log, or None when it names none."""
     from etcd_dr.audit import AuditLog
@@ -1037,10 +1230,10 @@ def audit_log_for(inv: Inventory) -> AuditLog | None:
 def executor_for(
     inv: Inventory, host: Host | str, *, audit: AuditLog | None = None, connect_timeout: float | None = None
 ) -> SSHExecutor:
-    """The one way the core reaches a host of a cluster: SSH with the inventory's settings, every
-    command recorded in the inventory's audit log. `connect_timeout`: a shorter bound for a look
-    under a deadline (never longer than the inventory's)."""
+    """The one way the core reaches a host of a cluster: SSH with the inventory's settings (through
+    its bastion when it has one), every command recorded in the inventory's audit log.
+    `connect_timeout`: a shorter bound for a look under a deadline (never longer than the inventory's)."""
     h = inv.host(host) if isinstance(host, str) else host
     t = inv.ssh.connect_timeout if connect_timeout is None else min(connect_timeout, inv.ssh.connect_timeout)
     audit = audit if audit is not None else audit_log_for(inv)
-    return SSHExecutor(h, inv.ssh, audit=audit, connect_timeout=t)
+    return SSHExecutor(h, inv.ssh, audit=audit, connect_timeout=t, bastion=bastion_for(inv, audit=audit))

@@ -470,6 +470,23 @@ class SshSettings:
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class BastionSettings:
+    """A jump host (RKE's bastion_host): etcd-dr reaches every host's sshd and every member's etcd
+    client port through it (SSH `direct-tcpip` channels over one shared connection), as `ssh -J`
+    does. Its host key is checked like the hosts'; what it leaves out is ssh's."""
+
+    address: Annotated[str, _v(_address)]
+    port: Port = 22
+    user: User = Field("root", description="default: ssh.user")
+    key_file: _file("give the private key etcd-dr logs in to the bastion with", private_key=True) | None = (
+        Field(None, description="default: ssh.key_file (never logged)")
+    )
+    known_hosts: _file("give a known_hosts file with the bastion's key (never auto-added)") | None = Field(
+        None, description="default: ssh.known_hosts; must list the bastion's key"
+    )
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class ClientTLS:
     """Files on the orchestrator's machine (or their content in memory) that etcd-dr uses to reach
     etcd over mTLS."""
@@ -637,6 +654,9 @@ class Inventory:
     ca: CASettings = Field(default_factory=CASettings)
     check: CheckSettings = Field(default_factory=CheckSettings)
     rke: RkeSettings | None = Field(None, description="RKE's cluster.yml and state file, the deploy host")
+    bastion: BastionSettings | None = Field(
+        None, description="a jump host every SSH and etcd connection goes through (RKE's bastion_host)"
+    )
     power: PowerSettings | None = Field(None, description="the power driver of every host without its own")
     state_dir: LocalDir | None = Field(
         None,
@@ -865,6 +885,9 @@ def _with_inherited(data: object) -> object:
             else h
             for h in data["hosts"]
         ]
+    bastion = data.get("bastion")
+    if isinstance(bastion, dict) and "user" not in bastion and "user" in inherit:
+        data["bastion"] = {**bastion, "user": inherit["user"]}
     if "audit_log" not in data and isinstance(data.get("state_dir"), str) and data["state_dir"]:
         data["audit_log"] = str(Path(data["state_dir"]) / "audit.jsonl")
     return data
@@ -1110,6 +1133,10 @@ def inventory_to_dict(inv: Inventory, *, relative_to: Path | None = None) -> dic
         out.pop("audit_log", None)  # the state_dir's, as it was loaded
     for k in ("ssh", "etcd"):
         out.setdefault(k, {})
+    if inv.bastion is not None:  # like a host's: the user is written only where it is not ssh's
+        out["bastion"].pop("user", None)
+        if inv.bastion.user != inv.ssh.user:
+            out["bastion"]["user"] = inv.bastion.user
     hosts = []
     for h in inv.hosts:
         d = section(h)

@@ -209,6 +209,10 @@ class MemberRuntime(Protocol):
     def data_dir_for(self, host_path: str) -> str: ...
     def host_path(self, runtime_path: str) -> str: ...
     def logs(self, tail: int = 50) -> str: ...
+    def log_sh(self, *, follow: bool) -> str:
+        """A shell command printing the member's log (stdout and stderr) to stdout: its recent past
+        (docker: since "$since", epoch seconds, set by the caller's script), or from now on, following."""
+        ...
 
 
 # RKE's etcd container mounts: the data dir and the certificates.
@@ -373,6 +377,10 @@ class DockerRuntime:
     def logs(self, tail: int = 50) -> str:
         r = self._docker("logs", "--tail", str(tail), self.container, check=False)
         return r.stdout + r.stderr
+
+    def log_sh(self, *, follow: bool) -> str:
+        d, c = shlex.quote(self.docker), shlex.quote(self.container)
+        return f'{d} logs {"-f " if follow else ""}--since "$since" {c} 2>&1'
 
 
 class ProcessRuntime:
@@ -563,6 +571,10 @@ class ProcessRuntime:
 
     def logs(self, tail: int = 50) -> str:
         return self.ex.run(["tail", "-n", str(tail), self.logfile], check=False).stdout
+
+    def log_sh(self, *, follow: bool) -> str:
+        # no timestamps to filter by: the last 2000 lines (etcd logs a campaign every few seconds)
+        return f"tail -n {'0 -F' if follow else '2000'} {shlex.quote(self.logfile)} 2>/dev/null"
 
 
 # per unit: "<RS>name exists running enabled" then the unit's text; running as pid() decides it

@@ -177,6 +177,7 @@ class ClusterState:
                     "db_size": m.status.db_size if m.status else None,
                     "errors": list(m.status.errors) if m.status else [],
                     "error": m.etcd_error or m.ssh_error,
+                    "ssh_error": m.ssh_error,
                 }
                 for m in self.members
             ],
@@ -480,7 +481,10 @@ def client_for(
     server_names: Mapping[str, str] | None = None,
 ) -> EtcdClient:
     """The one way from an inventory to an etcd client: its TLS files, every etcd host's client URL
-    (or `endpoints`), its timeouts unless given. `server_names`: see EtcdClient."""
+    (or `endpoints`), its timeouts unless given, through the inventory's bastion when it has one.
+    `server_names`: see EtcdClient."""
+    from etcd_dr.executor import bastion_for
+
     e = inv.etcd
     return EtcdClient(
         list(endpoints) if endpoints is not None else [inv.client_url(h) for h in inv.etcd_hosts],
@@ -490,6 +494,7 @@ def client_for(
         dial_timeout=e.dial_timeout if dial_timeout is None else dial_timeout,
         request_timeout=e.request_timeout if request_timeout is None else request_timeout,
         server_names=server_names,
+        dialer=bastion_for(inv),
     )
 
 

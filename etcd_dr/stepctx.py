@@ -54,6 +54,8 @@ def wait(
 
 # copied to dst.part (our own: a leftover of an interrupted copy is replaced), synced, renamed
 _COPY = 'rm -rf -- "$2.part" && cp -a -- "$1" "$2.part" && sync && mv -- "$2.part" "$2"'
+# a regular file copied into a directory made first (mode $3 when new); exit 3: src is no file
+_COPY_FILE = '[ -f "$1" ] || exit 3; mkdir -p -m "$3" -- "${2%/*}" && ' + _COPY
 # one round trip for a check: the host's clock (or "-"), a line of 0/1 per `test`, then per file
 # "1 <base64>" or "0" (absent, not a regular file, unreadable)
 _LOOK = """c=$1 n=$2; shift 2
@@ -205,6 +207,23 @@ class HostFS:
         self.ex.run(
             ["sh", "-c", _COPY, "copy", src, dst], timeout=timeout, reason=reason or f"copy {src} to {dst}"
         )
+
+    def copy_file_atomic(
+        self, src: str, dst: str, *, dir_mode: int = 0o700, timeout: float = 600, reason: str = ""
+    ) -> bool:
+        """copy_atomic of a regular file, its destination directory created first (dir_mode when
+        new), in one round trip; False (nothing done) when src is no regular file."""
+        r = self.ex.run(
+            ["sh", "-c", _COPY_FILE, "copy", src, dst, f"{dir_mode:o}"],
+            check=False,
+            timeout=timeout,
+            reason=reason or f"copy {src} to {dst}",
+        )
+        if r.rc == 3:
+            return False
+        if not r.ok:
+            raise CommandError(self.ex.host, r.command, r.rc, r.stderr)
+        return True
 
     def sha256(self, path: str, *, timeout: float = 600) -> str | None:
         """The file's sha256 (hex), or None when it cannot be read (absent)."""

@@ -31,7 +31,7 @@ def rehearse_flow(
     lab_prefix: str | None = None,
     lab_subnet: str | None = None,
 ) -> dict:
-    """Rehearse one scenario on the lab: masters-lost, all-voters-lost or all-lost."""
+    """Rehearse one scenario on the lab: masters-lost, all-voters-lost, all-lost or incident."""
     logger = get_run_logger()
     opts = RehearsalOptions(
         scenario=Scenario(scenario), keys=keys, keep_lab=keep_lab, voter_method=VoterMethod(voter_method)

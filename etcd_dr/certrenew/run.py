@@ -19,7 +19,7 @@ from etcd_dr.certs import cert_sans
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Plan, PlanRun, execute
+from etcd_dr.plans import Plan, PlanRun, StepRunner, execute
 from etcd_dr.state import observe
 from etcd_dr.stepctx import Say
 
@@ -58,6 +58,7 @@ def renew(
     plan_only: bool = False,
     confirm: Confirm | None = None,
     say: Say = lambda _m: None,
+    run_step: StepRunner | None = None,
 ) -> RenewResult:
     """Look (the cluster, each host's current SANs), plan, confirm, execute. Unknown hosts are bad
     input (InputError) before anything is contacted."""
@@ -77,7 +78,7 @@ def renew(
             return RenewResult(plan, None, not plan.refused, time.monotonic() - t0)
         if not yes and not (confirm is not None and confirm(plan)):
             return RenewResult(plan, None, False, time.monotonic() - t0)
-        outcome = execute(plan, handlers(c), audit=audit, say=say)
+        outcome = execute(plan, handlers(c), audit=audit, say=say, run_step=run_step)
         if audit is not None:
             audit.event(
                 host=",".join(hosts),

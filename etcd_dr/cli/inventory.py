@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--ignore-bastion",
         action="store_true",
-        help="import a cluster.yml with bastion_host: etcd-dr will reach the nodes directly",
+        help="leave bastion_host out: etcd-dr reaches the nodes directly (it runs on the bastion itself)",
     )
     r.add_argument("--json", action="store_true", help="print what was written as one JSON object")
     r.set_defaults(func=import_rke_main)

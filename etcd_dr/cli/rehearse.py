@@ -1,5 +1,6 @@
 """`etcd-dr rehearse`: a disaster and its recovery on the lab, measured (etcd_dr.lab.rehearsal.run).
-Exit 0 recovered with no loss beyond what the plan allowed and rejoined, 1 otherwise, 2 bad input."""
+Exit 0 recovered with no loss beyond what the plan allowed and rejoined (the incident: every phase
+ok), 1 otherwise, 2 bad input. The default scenario is the source incident, the README's main job."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 def _text(report: RehearsalReport) -> str:
     j = report.to_json()
+    if report.phases:
+        return _incident_text(report, j)
     return (
         f"{report.verdict}\n"
         f"RTO {j['rto_s']} s (first write {j['first_write_s']} s), RPO {j['rpo_writes']} writes, "
@@ -40,6 +43,28 @@ def _text(report: RehearsalReport) -> str:
         f"writer log {report.log}"
         + (f"\nRTO to a ready Kubernetes API {j['rto_api_s']} s" if report.kubernetes else "")
     )
+
+
+def _incident_text(report: RehearsalReport, j: dict) -> str:
+    """One line per phase (its sentences are long: no table), the figures, the approvals, the verdict."""
+    out = ["phases:"]
+    for p in report.phases:
+        secs = "-" if p.duration_s is None else f"{p.duration_s:.1f} s"
+        out.append(f"  {p.phase:<12} {'ok' if p.ok else 'FAILED':<7} {secs:>8}  {p.sentence}")
+    out += [
+        "",
+        f"RTO to etcd writes {j['rto_s']} s; RTO to a ready API {j['rto_api_s']} s; RPO {j['rpo_writes']} of "
+        f"{j['acknowledged']} acknowledged writes lost ({j['lost_within_plan']} within the plan, "
+        f"{j['lost_beyond_plan']} beyond it)",
+        "",
+        "approved as --yes (on the day a person approves each of these plans):",
+    ]
+    for a in j["approvals"] or [{"command": "none"}]:
+        kinds = ", ".join(a.get("step_kinds", ()))
+        what = f": {a['plan']} plan, {a['steps']} steps ({kinds})" if kinds else ""
+        out.append(f"  {a['command']}{what}")
+    out += ["", f"{'OK' if report.ok else 'FAILED'}: {report.verdict}", f"writer log {report.log}"]
+    return "\n".join(out)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(RTO), bring the hosts back and rejoin them. Env: ETCD_DR_LAB_PREFIX, ETCD_DR_LAB_SUBNET, "
         "ETCD_DR_LAB_DIR. Exit 0 when recovered with no loss beyond what the plan allowed and rejoined.",
     )
-    p.add_argument("--scenario", choices=[s.value for s in Scenario], default=Scenario.MASTERS_LOST.value)
+    p.add_argument(
+        "--scenario",
+        choices=[s.value for s in Scenario],
+        default=Scenario.INCIDENT.value,
+        help="incident (default: the source incident from power loss to the masters rejoined, Kubernetes "
+        "and host repair included), masters-lost, all-voters-lost, all-lost",
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
     p.add_argument("--keys", type=int, default=500, help="keys in the data set written first (500)")

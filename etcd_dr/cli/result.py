@@ -102,6 +102,7 @@ _KUBERNETES = {
     "refused": Exit.FAILED,
     "not-confirmed": Exit.BAD_INPUT,
     "busy": Exit.FAILED,
+    "stale": Exit.FAILED,
     "failed": Exit.FAILED,
 }
 

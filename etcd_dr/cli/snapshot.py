@@ -15,6 +15,7 @@ verified, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -91,7 +92,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rf.set_defaults(func=_cmd_roll_forward)
 
 
+def _one_malloc_arena() -> None:
+    """glibc gives a thread that allocates under contention an arena of its own, and gRPC's threads
+    allocate the stream's buffers in theirs: each arena keeps the free chunks of its peak, 20-30 MB
+    of free heap not given back at the peak of a 1.3 GB snapshot (mallinfo2). One arena reuses them
+    (peak RSS 15-25 MB lower at 1.3 GB; README "Measured"). A CLI process: nothing else pays for
+    the shared lock. Called before observe(), which starts gRPC's threads. Without glibc: a no-op."""
+    import ctypes
+
+    m_arena_max = -8  # glibc's malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(m_arena_max, 1)
+
+
 def _cmd_take(args: argparse.Namespace) -> int:
+    _one_malloc_arena()
     inv = inventory_from_args(args)
     state = observe(inv, check_ssh=False)  # etcd's own answers decide the source; SSH is not needed
     record, deleted = service.snapshot_cluster(

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,10 @@ class Record:
     events: tuple[Event, ...]
 
     def line(self) -> bytes:
+        return self._line
+
+    @cached_property
+    def _line(self) -> bytes:  # encoded once: the watcher sizes a record, then writes it
         d = {"rev": self.revision, "at": round(self.at, 6), "events": [e.to_json() for e in self.events]}
         return (json.dumps(d, separators=(",", ":")) + "\n").encode()
 

@@ -6,7 +6,8 @@ appended to the delta log as it happens.
 - Where it starts: the revision after the last one on disk (a killed watcher's open segment is
   sealed first, its torn last line cut off); with no log yet, the revision after the newest
   verified snapshot's. It never starts anywhere else on its own.
-- One watch (prev_kv, etcd's `hasleader`) on one member at a time: a member that loses its
+- One watch (prev_kv, etcd's `hasleader`) on one member at a time, a follower where one answers
+  (the leader's CPU stays for the writes): a member that loses its
   leader ends the stream, one that stops answering progress requests for `silence_timeout_s` is
   left; the next member is asked from the last revision on disk. With no member answering (quorum
   lost, cluster down) it waits (state `waiting`) and resumes when one answers.
@@ -263,9 +264,12 @@ class Streamer:
         self._until = until_revision
         self._deadline = deadline
         order = list(self.endpoints)
+        failures: list[tuple[str, str]] = []
         try:
             while not self._done():
-                failures: list[tuple[str, str]] = []
+                if not failures or len(failures) < len(order):  # not while no member answers
+                    order = self._leader_last(order)
+                failures = []
                 for ep in list(order):
                     if self._done():
                         break
@@ -310,6 +314,23 @@ class Streamer:
         reason = f"{why} at revision {self.next - 1}"
         self._set(StreamState.STOPPED, reason, force=True)
         return self._result(StreamState.STOPPED, reason, start, t0)
+
+    def _leader_last(self, order: list[str]) -> list[str]:
+        """The order to try members in: the followers that answer, then the leader, then those that
+        do not answer, then learners. A watch costs the member that serves it (each event encoded
+        and sent, a read for its prev_kv); the leader already carries every write, while a follower
+        is off a write's path as long as the other voters ack: with three voters, one of two."""
+        t = min(self.client.dial_timeout, 1.0)
+        seen: dict[str, str] = {}
+        for ep in order:
+            try:
+                st = self.client.status(ep, timeout=t)
+            except E.EtcdError:
+                seen[ep] = "silent"
+                continue
+            seen[ep] = "learner" if st.is_learner else "leader" if st.is_leader else "follower"
+        rank = {"follower": 0, "leader": 1, "silent": 2, "learner": 3}
+        return sorted(order, key=lambda ep: rank[seen[ep]])  # stable: the given order within a rank
 
     def _done(self) -> bool:
         if self.stop.is_set():

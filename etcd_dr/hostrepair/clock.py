@@ -20,7 +20,7 @@ import datetime as dt
 import enum
 import posixpath
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -293,13 +293,16 @@ def assess(
     *,
     now: dt.datetime | None = None,
     duration_s: float = 0.0,
+    only: Collection[str] | None = None,
 ) -> ClockReport:
-    """Pure: judge each host's clock, and each certificate by its host's clock (this machine's,
-    said as such, when the host's could not be measured)."""
+    """Pure: judge each host's clock (of those in only, when given), and each certificate by its
+    host's clock (this machine's, said as such, when the host's could not be measured)."""
     now = now or dt.datetime.now(dt.UTC)
     limit = inv.check.max_clock_skew
     hosts = []
     for h in inv.hosts:
+        if only is not None and h.name not in only:
+            continue
         s = clocks.get(h.name, Failed("not measured"))
         if isinstance(s, ClockSample):
             verdict, sentence = judge_clock(s, limit)
@@ -418,8 +421,10 @@ def gather(
     *,
     deadline_s: float = DEADLINE_S,
     executor_factory: Callable[[Host], Executor] | None = None,
+    only: Collection[str] | None = None,
 ) -> tuple[dict[str, ClockSample | Failed], dict[str, dict[str, bytes] | Failed]]:
-    """Every host at once: its clock (several samples), then its certificates, on one connection."""
+    """Every host at once (or those named in only): its clock (several samples), then its
+    certificates, on one connection."""
     audit = audit_log_for(inv)
     factory = executor_factory or (lambda h: executor_for(inv, h, audit=audit))
 
@@ -435,11 +440,12 @@ def gather(
         finally:
             ex.close()
 
-    jobs: dict[Hashable, Callable[[], Any]] = {h.name: (lambda h=h: probe(h)) for h in inv.hosts}
+    hosts = [h for h in inv.hosts if only is None or h.name in only]
+    jobs: dict[Hashable, Callable[[], Any]] = {h.name: (lambda h=h: probe(h)) for h in hosts}
     got = run_all(jobs, deadline_s)
     clocks: dict[str, ClockSample | Failed] = {}
     certs: dict[str, dict[str, bytes] | Failed] = {}
-    for h in inv.hosts:
+    for h in hosts:
         r = got[h.name]
         if isinstance(r, Failed):
             clocks[h.name] = certs[h.name] = r
@@ -484,11 +490,13 @@ def clock_report(
     ntp_server: str | None = None,
     deadline_s: float = DEADLINE_S,
     executor_factory: Callable[[Host], Executor] | None = None,
+    only: Collection[str] | None = None,
 ) -> ClockReport:
-    """Measure and judge; with sync, step the skewed hosts' clocks and measure again (`after`)."""
+    """Measure and judge; with sync, step the skewed hosts' clocks and measure again (`after`).
+    With only, just those hosts are measured (the others are reported as not measured)."""
     t0 = time.monotonic()
-    clocks, certs = gather(inv, deadline_s=deadline_s, executor_factory=executor_factory)
-    rep = assess(inv, clocks, certs, duration_s=time.monotonic() - t0)
+    clocks, certs = gather(inv, deadline_s=deadline_s, executor_factory=executor_factory, only=only)
+    rep = assess(inv, clocks, certs, duration_s=time.monotonic() - t0, only=only)
     if not sync or not rep.skewed:
         return rep
     actions = []
@@ -500,6 +508,6 @@ def clock_report(
             if ex is not None:
                 ex.close()
     t1 = time.monotonic()
-    clocks, certs = gather(inv, deadline_s=deadline_s, executor_factory=executor_factory)
-    after = assess(inv, clocks, certs, duration_s=time.monotonic() - t1)
+    clocks, certs = gather(inv, deadline_s=deadline_s, executor_factory=executor_factory, only=only)
+    after = assess(inv, clocks, certs, duration_s=time.monotonic() - t1, only=only)
     return replace(rep, synced=tuple(actions), after=after, duration_s=time.monotonic() - t0)

@@ -24,7 +24,7 @@ from etcd_dr.hostrepair.plan import (
 )
 from etcd_dr.hostrepair.steps import handlers, inspect_containers, kubelet_log, kubelet_state, labelled_ids
 from etcd_dr.inventory import Inventory
-from etcd_dr.plans import Plan, PlanRun, execute
+from etcd_dr.plans import Plan, PlanRun, StepRunner, execute
 from etcd_dr.stepctx import Say, StepContext
 
 Confirm = Callable[[Plan], bool]
@@ -70,6 +70,7 @@ def kubelet_cleanup(
     stay_s: float = STAY_S,
     tail: int = LOG_TAIL,
     say: Say = lambda _m: None,
+    run_step: StepRunner | None = None,
 ) -> CleanupResult:
     """Look at `host`, plan; with yes (or confirm(plan) saying yes) execute. Raises InputError for a
     host the inventory does not know, before anything is contacted."""
@@ -86,7 +87,7 @@ def kubelet_cleanup(
             return CleanupResult(plan, None, not plan.refused, time.monotonic() - t0, seen)
         if not yes and not (confirm is not None and confirm(plan)):
             return CleanupResult(plan, None, False, time.monotonic() - t0, seen)
-        outcome = execute(plan, handlers(c), audit=audit, say=say)
+        outcome = execute(plan, handlers(c), audit=audit, say=say, run_step=run_step)
         if audit is not None:
             audit.event(
                 host=host,

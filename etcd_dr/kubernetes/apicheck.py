@@ -9,12 +9,15 @@ the cluster CA read from the host itself (RKE regenerates it when its state file
 
 from __future__ import annotations
 
+import http.client
+import socket
 import ssl
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from etcd_dr.etcd.client import EtcdClient
 
@@ -71,14 +74,48 @@ def missing_sentence(diffs: Iterable[CountDiff]) -> str:
     return ", ".join(f"{d.prefix} {d.after} of {d.before}" for d in diffs)
 
 
-def readyz(address: str, ca_pem: bytes, *, port: int = APISERVER_PORT, timeout: float = 10.0) -> str | None:
+class _Pinned(http.client.HTTPSConnection):
+    """HTTPS to host:port whose TCP connection goes to `dial` instead (a bastion's forward); TLS still
+    verifies the server's certificate for host."""
+
+    def __init__(self, host: str, port: int, dial: tuple[str, int], **kw: Any) -> None:
+        super().__init__(host, port, **kw)
+        self._dial = dial
+
+    def connect(self) -> None:
+        sock = socket.create_connection(self._dial, self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def readyz(
+    address: str,
+    ca_pem: bytes,
+    *,
+    port: int = APISERVER_PORT,
+    timeout: float = 10.0,
+    via: tuple[str, int] | None = None,
+) -> str | None:
     """None when https://address:port/readyz answers `ok` (verified against ca_pem), else what it
-    said or why it could not be asked, one phrase."""
+    said or why it could not be asked, one phrase. `via`: where to connect instead (the inventory's
+    bastion's forward to address:port); the certificate is still checked for address."""
     with tempfile.NamedTemporaryFile(suffix=".pem") as f:
         f.write(ca_pem)
         f.flush()
         ctx = ssl.create_default_context(cafile=f.name)
     url = f"https://{address}:{port}/readyz"
+    if via is not None:
+        conn = _Pinned(address, port, via, timeout=timeout, context=ctx)
+        try:
+            conn.request("GET", "/readyz")
+            r = conn.getresponse()
+            body = r.read().decode(errors="replace").strip()
+        except (OSError, ssl.SSLError, http.client.HTTPException) as e:
+            return f"{url}: {e} (through the bastion)"
+        finally:
+            conn.close()
+        if r.status != 200:
+            return f"HTTP {r.status}: {body.replace(chr(10), '; ')[:300]}"
+        return None if body == "ok" else f"answered {body[:200]!r}"
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
             body = r.read().decode(errors="replace").strip()

@@ -1,7 +1,8 @@
 """The Kubernetes decision from what is on disk and what the cluster shows: the one entry point
 `etcd-dr kubernetes plan|cluster-yml` (and later the flow) share. Reads RKE's files the inventory
-names (`rke:`), the client PEMs (`etcd.client`), observes the cluster unless given a picture, and
-runs the pure planner."""
+names (`rke:`), the client PEMs (`etcd.client`), observes the cluster unless given a picture, runs
+the pure planner, then measures the clocks and certificates of the hosts the way back uses
+(clockgate: the same measurement as `etcd-dr hosts clock`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcd_dr.errors import InputError
+from etcd_dr.hostrepair.clock import ClockReport, clock_report
 from etcd_dr.inventory import InMemoryFile, Inventory
+from etcd_dr.kubernetes import clockgate
 from etcd_dr.kubernetes.plan import ClientPem, KubernetesDecision, plan_kubernetes
 from etcd_dr.kubernetes.rkefiles import FullState, RkeConfig, read_cluster_yml, read_state_file
 from etcd_dr.state import LOOK_DEADLINE_S, ClusterState, observe
@@ -24,6 +27,7 @@ class Decided:
     kube_config: Path
     config: RkeConfig
     rke_state: FullState
+    clocks: ClockReport | None = None  # measured on the hosts the way back uses (None: refused before)
 
     def to_json(self) -> dict:
         return {
@@ -31,7 +35,18 @@ class Decided:
             "cluster_yml": str(self.cluster_yml),
             "state_file": str(self.state_file),
             "verdict": self.state.verdict,
+            "clocks": self.clocks.to_json() if self.clocks else None,
         }
+
+
+# the clocks of a few answering hosts: 5 samples each take well under a second; a host that does
+# not answer within this is reported as not measured, never waited for longer
+CLOCK_DEADLINE_S = 8.0
+
+
+def measure_clocks(inv: Inventory, hosts: tuple[str, ...]) -> ClockReport:
+    """`etcd-dr hosts clock`'s measurement, on these hosts only."""
+    return clock_report(inv, only=hosts, deadline_s=CLOCK_DEADLINE_S)
 
 
 def decide(inv: Inventory, *, state: ClusterState | None = None) -> Decided:
@@ -46,11 +61,20 @@ def decide(inv: Inventory, *, state: ClusterState | None = None) -> Decided:
     cfg = read_cluster_yml(yml)
     full = read_state_file(st_path)
     client = client_pem(inv)
-    # status's one deadline for the look: dead masters (the reason for this) cost it once, not the
-    # etcd dial timeout and then the SSH connect timeout
-    picture = state if state is not None else observe(inv, deadline_s=LOOK_DEADLINE_S)
+    picture = state if state is not None else look(inv)
     d = plan_kubernetes(picture, inv, cfg, full.current.rke_config, client=client)
-    return Decided(d, picture, yml, st_path, inv.rke.kube_config_path(), cfg, full)
+    clocks = None
+    if d.ok:
+        hosts = clockgate.involved_hosts(d, inv.rke.deploy_host)
+        clocks = measure_clocks(inv, hosts)
+        d = clockgate.gate(d, clocks, hosts)
+    return Decided(d, picture, yml, st_path, inv.rke.kube_config_path(), cfg, full, clocks)
+
+
+def look(inv: Inventory) -> ClusterState:
+    """The cluster, observed within status's one deadline: dead masters (the reason for this) cost it
+    once, not the etcd dial timeout and then the SSH connect timeout."""
+    return observe(inv, deadline_s=LOOK_DEADLINE_S)
 
 
 def client_pem(inv: Inventory) -> ClientPem | None:

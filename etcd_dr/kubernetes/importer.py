@@ -199,13 +199,8 @@ def plan_import(
     notes: list[str] = []
     if not cfg.nodes:
         yml_problems.append("nodes: no node; RKE's cluster.yml lists the cluster's nodes")
-    if cfg.bastion is not None and not ignore_bastion:
-        yml_problems.append(
-            f"bastion_host: {cfg.bastion.address}: etcd-dr connects to each host directly, both its sshd "
-            "and etcd's client port, and cannot go through a bastion (jump host); run etcd-dr on a machine "
-            "that reaches the nodes directly (the bastion itself) and pass --ignore-bastion"
-        )
-    elif cfg.bastion is not None:
+    bastion = _bastion(cfg, yml_problems, notes) if cfg.bastion is not None and not ignore_bastion else None
+    if cfg.bastion is not None and ignore_bastion:
         notes.append(
             f"bastion_host {cfg.bastion.address} ignored (--ignore-bastion): etcd-dr connects to the nodes "
             "directly from where it runs"
@@ -442,6 +437,8 @@ def plan_import(
         rke["state_file"] = _rel(state.source, inventory.parent)
     rke["certs_dir"] = CERTS_DIR
     data["rke"] = rke
+    if bastion is not None:
+        data["bastion"] = bastion
     data["hosts"] = host_dicts
     try:
         parse_inventory(data, inventory.parent, inventory, check_files=False)
@@ -491,6 +488,40 @@ def _check_member(
             f"{', '.join(sorted(ips | dns)) or 'nothing'}); the state file is another cluster's or older "
             "than this cluster.yml: pass the matching cluster.rkestate (--state)"
         )
+
+
+def _bastion(cfg: RkeConfig, problems: list[str], notes: list[str]) -> dict | None:
+    """The inventory's `bastion:` from RKE's bastion_host (RKE's defaults: port 22, the cluster's
+    ssh_key_path and ssh_agent_auth; cluster/defaults.go setClusterDefaults). Every SSH and etcd
+    connection goes through it; its key must be in ssh.known_hosts."""
+    b = cfg.bastion
+    assert b is not None
+    at = "bastion_host"
+    if not b.user:
+        problems.append(f"{at}.user: is missing; RKE logs in to the bastion as this user: give it")
+    if b.has_inline_ssh_key:
+        problems.append(
+            f"{at}.ssh_key: an inline key; etcd-dr reads the SSH key from a file: save it (mode 0600) "
+            "and give its path in ssh_key_path instead"
+        )
+    if b.has_ssh_cert:
+        problems.append(
+            f"{at}.ssh_cert_path: etcd-dr logs in with a key, not an SSH certificate; authorize the "
+            "key itself on the bastion (authorized_keys) and remove ssh_cert/ssh_cert_path"
+        )
+    if not b.user or b.has_inline_ssh_key or b.has_ssh_cert:
+        return None
+    d: dict = {"address": b.address}
+    if b.port != 22:
+        d["port"] = b.port
+    d["user"] = b.user
+    if b.ssh_key_path and b.ssh_key_path != cfg.ssh_key_path and not cfg.ssh_agent_auth:
+        d["key_file"] = b.ssh_key_path
+    notes.append(
+        f"bastion_host {b.address}:{b.port}: every SSH connection and etcd's client port are reached "
+        "through it; list its host key in ssh.known_hosts as well"
+    )
+    return d
 
 
 def _deploy_host(

@@ -248,6 +248,8 @@ class BastionHost:
     port: int
     user: str
     ssh_key_path: str | None
+    has_inline_ssh_key: bool = False  # `ssh_key` (the key's text): never copied by etcd-dr
+    has_ssh_cert: bool = False  # `ssh_cert` / `ssh_cert_path`: etcd-dr offers no SSH certificate
 
 
 @dataclass(frozen=True, repr=False)
@@ -617,6 +619,8 @@ def _bastion(d: object, at: str, style: Style, problems: list[str]) -> BastionHo
         port=_port(d.get(name("port")), f"{at}.{name('port')}", problems),
         user=_str(d, name("user"), f"{at}.{name('user')}", problems),
         ssh_key_path=_str(d, name("ssh_key_path"), f"{at}.{name('ssh_key_path')}", problems) or None,
+        has_inline_ssh_key=bool(d.get(name("ssh_key"))),
+        has_ssh_cert=bool(d.get(name("ssh_cert")) or d.get(name("ssh_cert_path"))),
     )
 
 

@@ -25,35 +25,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import fcntl
 import json
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from etcd_dr import journal as journals
+from etcd_dr.audit import AuditLog
 from etcd_dr.errors import InputError
 from etcd_dr.etcd.client import EtcdClient
 from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.kubernetes import apicheck
 from etcd_dr.kubernetes.clusteryml import recovered_path, render, write_recovered
-from etcd_dr.kubernetes.decide import Decided, decide
+from etcd_dr.kubernetes.decide import Decided, decide, look
 from etcd_dr.kubernetes.importer import write_beside
 from etcd_dr.kubernetes.plan import KubernetesDecision, RestoreFiles, restore_plan
 from etcd_dr.kubernetes.rkefiles import state_path_for
 from etcd_dr.kubernetes.steps import ApiCheckParams, Ctx, KubernetesAction, handlers, typed_plan
 from etcd_dr.plans import (
     Outcome,
-    ParamsError,
     Plan,
-    Step,
-    StepBody,
-    StepResult,
     StepRunner,
     execute,
-    plan_from_json,
 )
 from etcd_dr.state import client_for
 from etcd_dr.stepctx import Say
@@ -67,6 +62,7 @@ class KubernetesStatus(enum.StrEnum):
     REFUSED = "refused"  # the decision refused (rke up would fail): the sentence and the fix
     NOT_CONFIRMED = "not-confirmed"
     BUSY = "busy"  # another restore of this cluster runs here: nothing done
+    STALE = "stale"  # resumed after etcd changed under the plan: nothing done, journal closed
     FAILED = "failed"  # a step failed: a re-run resumes the journalled plan
 
 
@@ -179,78 +175,7 @@ def count_objects(inv: Inventory, *, record: bool, client: EtcdClient | None = N
 
 
 def journal_path(inv: Inventory) -> Path:
-    if inv.audit_log is None:
-        raise InputError(
-            "audit_log: restore-kubernetes needs an audit log (every step is recorded, and its journal "
-            "lives beside it); set audit_log in the inventory"
-        )
-    return inv.state_path(f"kubernetes-{inv.cluster}.json")
-
-
-def _write_json(path: Path, body: dict) -> None:
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(body, indent=2))
-    os.replace(tmp, path)
-
-
-def _load_journal(path: Path, cluster: str) -> tuple[Plan, list[str], str] | None:
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: journal unreadable ({e}); move it aside to decide afresh") from None
-    try:
-        if d.get("cluster") != cluster:
-            other = d.get("cluster")
-            raise InputError(f"{path}: journal of cluster {other!r}, not {cluster!r}; move it aside")
-        plan = typed_plan(plan_from_json(d["plan"]))
-        return plan, [str(s) for s in d.get("started") or []], str(d.get("counted", ""))
-    except (ParamsError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InputError(
-            f"{path}: journal written by another version of etcd-dr ({e}); it cannot be resumed: move it "
-            f"aside (mv {path} {path}.old) and run `etcd-dr restore-kubernetes` again"
-        ) from None
-
-
-def _close(path: Path, suffix: str) -> Path:
-    done = path.with_name(f"{path.stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{suffix}.json")
-    os.replace(path, done)
-    return done
-
-
-@contextlib.contextmanager
-def _lock(jpath: Path) -> Iterator[bool]:
-    """One restore per cluster and state directory (the kernel drops a dead holder's flock)."""
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    with open(jpath.with_suffix(".lock"), "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _journalled(jpath: Path, run_step: StepRunner | None) -> StepRunner:
-    """A destructive step is recorded in the journal as begun before it runs."""
-    inner = run_step or (lambda _step, body: body())
-
-    def wrap(step: Step, body: StepBody) -> StepResult:
-        def journalled() -> StepResult:
-            if step.destructive:
-                d = json.loads(jpath.read_text())
-                if step.id not in d["started"]:
-                    d["started"].append(step.id)
-                    _write_json(jpath, d)
-            return body()
-
-        return inner(step, journalled)
-
-    return wrap
+    return journals.journal_path(inv, journals.KUBERNETES)
 
 
 # --- restore ----------------------------------------------------------------------------------------------
@@ -271,7 +196,7 @@ def restore_kubernetes(
     jpath = journal_path(inv)
     if inv.rke is None:
         decide(inv)  # its InputError names the missing rke: section and the fix
-    with _lock(jpath) as held:
+    with journals.lock(jpath) as held:
         if not held:
             why = (
                 f"another restore-kubernetes of cluster {inv.cluster} is running (it holds "
@@ -293,16 +218,23 @@ def _restore(
     audit = audit_log_for(inv)
     t0 = time.monotonic()
     timings: dict[str, float] = {}
-    journal = _load_journal(jpath, inv.cluster)
-    if journal is not None and not journal[1]:
-        closed = _close(jpath, "closed")
+    journal = journals.load(jpath, inv.cluster, journals.KUBERNETES, typed_plan)
+    if journal is not None and not journal.started:
+        closed = journals.close(jpath, "closed")
         say(f"journal closed ({closed.name}): none of its destructive steps had begun; deciding afresh")
         journal = None
     decided: Decided | None = None
     diff = ""
     if journal is not None:
-        plan, _started, counted = journal
+        plan, counted = journal.plan, str(journal.body.get("counted", ""))
         say(f"resuming the unfinished restore in {jpath}: {plan.reason}")
+        basis = journal.body.get("basis")
+        if basis:  # a journal written before the basis was recorded is resumed as it always was
+            fresh = look(inv)
+            timings["observe"] = time.monotonic() - t0
+            why = journals.changed_since(journals.Basis.from_json(basis), fresh)
+            if why:
+                return _stale(inv, jpath, journal, why, audit, say, timings, t0)
     else:
         decided = decide(inv)
         timings["observe+decide"] = time.monotonic() - t0
@@ -359,20 +291,14 @@ def _restore(
         )
         aside = "".join(f"; moved aside: {p}" for p in w.moved_aside)
         say(f"written: {w.cluster_yml}, {w.state_file}{aside}")
-        _write_json(
-            jpath,
-            {
-                "cluster": inv.cluster,
-                "started_at": time.time(),
-                "started": [],
-                "counted": counted,
-                "plan": plan.to_json(),
-            },
-        )
+        # what the plan rests on goes with it: a resume checks the cluster against it first
+        journals.write(jpath, plan, counted=counted, basis=journals.Basis.of(decided.state).to_json())
     c = Ctx(inv, audit, say)
     t1 = time.monotonic()
     try:
-        outcome = execute(plan, handlers(c), audit=audit, say=say, run_step=_journalled(jpath, run_step))
+        outcome = execute(
+            plan, handlers(c), audit=audit, say=say, run_step=journals.journalled(jpath, run_step)
+        )
     finally:
         c.close()
     timings["execute"] = time.monotonic() - t1
@@ -390,7 +316,7 @@ def _restore(
             journal=str(jpath),
             **seen,
         )
-    done = _close(jpath, "done")
+    done = journals.close(jpath, "done")
     return result(
         KubernetesStatus.RESTORED,
         plan.reason,
@@ -398,6 +324,36 @@ def _restore(
         journal=str(done),
         ready_at=time.time(),
         **seen,
+    )
+
+
+def _stale(
+    inv: Inventory,
+    jpath: Path,
+    journal: journals.Loaded,
+    why: str,
+    audit: AuditLog | None,
+    say: Say,
+    timings: dict[str, float],
+    t0: float,
+) -> KubernetesResult:
+    """A journalled plan whose etcd changed in what it rests on: closed (moved aside), not resumed;
+    nothing done. The sentence says what changed and to decide again."""
+    closed = journals.close(jpath, "closed")
+    begun = ", ".join(journal.started or ()) or "none"
+    reason = (
+        f"the cluster changed since this plan was made: {why}; this restore's journal is closed, not "
+        f"resumed (steps it had begun: {begun}); nothing was done now: check `etcd-dr status`, then run "
+        "`etcd-dr restore-kubernetes` again to decide from what the cluster is now"
+    )
+    say(f"journal closed ({closed.name}): {reason}")
+    timings["total"] = time.monotonic() - t0
+    if audit is not None:
+        audit.event(
+            host="-", action="restore-kubernetes", outcome="stale", reason=reason, journal=str(closed)
+        )
+    return KubernetesResult(
+        KubernetesStatus.STALE, reason, journal.plan, resumed=True, timings=timings, journal=str(closed)
     )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from etcd_dr.audit import redact
 from etcd_dr.errors import EtcdDrError
+from etcd_dr.executor import bastion_for
 from etcd_dr.kubernetes import apicheck
 from etcd_dr.kubernetes import rkemessages as msg
 from etcd_dr.plans import Params, Plan, Step, StepHandler, typed_steps
@@ -534,7 +535,10 @@ class ApiCheck:
             except EtcdDrError as e:
                 self.c.ready[h] = f"kube-ca not readable: {e}"
             else:
-                self.c.ready[h] = apicheck.readyz(self.c.inv.host(h).address, ca, port=p.port)
+                address = self.c.inv.host(h).address
+                b = bastion_for(self.c.inv)  # no direct way in: ask through the bastion
+                via = b.forward(address, p.port) if b is not None else None
+                self.c.ready[h] = apicheck.readyz(address, ca, port=p.port, via=via)
             if self.c.ready[h] is not None:
                 problems.append(f"{h} /readyz: {self.c.ready[h]}")
         try:

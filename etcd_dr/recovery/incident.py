@@ -144,6 +144,51 @@ def healthy_without(inc: Incident, fresh: ClusterState) -> str | None:
     return f"the cluster is healthy again without this recovery ({fresh.verdict})"
 
 
+def changed_under(inc: Incident, fresh: ClusterState, *, keeps_identity: bool) -> str | None:
+    """For a plan already under way (after healthy_without said resume): why it must not be resumed
+    because the cluster changed in what the plan rests on and did not change itself, or None.
+    `keeps_identity`: the plan keeps its member's cluster and member id (force-new-cluster), so a
+    different one means another hand replaced its data. Until the plan has made its one-member
+    cluster (no quorum yet), a member that answers again more advanced than the plan's one would
+    lose what only it holds: the plan was made without it."""
+    tm = _member(fresh, inc.target)
+    st = tm.status if tm is not None else None
+    if keeps_identity and st is not None:
+        if inc.cluster_id and st.cluster_id and st.cluster_id != inc.cluster_id:
+            return (
+                f"{inc.target} now reports cluster {st.cluster_id:x}, the plan was made for cluster "
+                f"{inc.cluster_id:x}"
+            )
+        if inc.target_member_id is not None and st.member_id != inc.target_member_id:
+            return (
+                f"{inc.target} is now member {st.member_id:x}, the plan was made for member "
+                f"{inc.target_member_id:x}"
+            )
+    if fresh.quorum:
+        return None
+    others = [m for m in fresh.members if m.status is not None and inc.target not in (m.name, m.host)]
+    if inc.target_member_id is None:  # a snapshot restore: planned with no member answering
+        back = sorted(m.name for m in others if m.name not in inc.answering)
+        if back:
+            return f"{', '.join(back)} answer(s) etcd again: a member may hold newer data than the snapshot"
+        return None
+    mine = st.raft_index if st is not None else inc.target_index
+    learner = tm.is_learner if tm is not None else False
+    ahead = [
+        m
+        for m in others
+        if (learner or not m.is_learner) and m.status and mine is not None and m.status.raft_index > mine
+    ]
+    if ahead:
+        m = max(ahead, key=lambda m: m.status.raft_index if m.status else 0)
+        assert m.status is not None
+        return (
+            f"{m.name} answers etcd again and is more advanced than {inc.target} (raft index "
+            f"{m.status.raft_index} > {mine}): resuming would drop what only it holds"
+        )
+    return None
+
+
 def _member(state: ClusterState, host: str | None) -> MemberState | None:
     if host is None:
         return None

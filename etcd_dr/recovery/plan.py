@@ -510,6 +510,10 @@ def _stop_step(inv: Inventory, host: Host, ts: str, *, voter: bool) -> Step:
             timeout_s=30,
             sync_leader=voter,
             sync_key=f"/etcd-dr/recovery/wal-sync-{ts}",
+            # a member without a leader campaigns one to two election timeouts after it lost it (raft
+            # randomizes), which fsyncs its HardState; the lab saw 12.0-12.7 s from the step's start
+            # with RKE's 5 s (a loaded machine): three, and 2 s for SSH and the log
+            campaign_wait_s=3 * inv.etcd.election_timeout / 1000 + 2 if voter else None,
         ),
     )
 

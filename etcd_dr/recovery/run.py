@@ -21,33 +21,28 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import enum
-import fcntl
-import json
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from etcd_dr import audit as audit_mod
+from etcd_dr import journal as journals
 from etcd_dr.audit import AuditLog
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import Executor, audit_log_for, executor_for
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import (
     Outcome,
-    ParamsError,
     Plan,
     Step,
-    StepBody,
     StepResult,
     StepRunner,
     StepState,
     execute,
-    plan_from_json,
 )
 from etcd_dr.recovery.fencing import attest, gather, powered_off, probe
-from etcd_dr.recovery.incident import Incident, changed_since, healthy_without, plan_target
+from etcd_dr.recovery.incident import Incident, changed_since, changed_under, healthy_without, plan_target
 from etcd_dr.recovery.lease import ClusterLease, controller_id, owner_text
 from etcd_dr.recovery.plan import (
     FenceEvidence,
@@ -132,12 +127,7 @@ class RecoverResult:
 
 
 def journal_path(inv: Inventory) -> Path:
-    if inv.audit_log is None:
-        raise InputError(
-            "audit_log: recovery needs an audit log (every step is recorded, and the recovery journal "
-            "lives beside it); set audit_log in the inventory"
-        )
-    return inv.state_path(f"recover-{inv.cluster}.json")
+    return journals.journal_path(inv, journals.RECOVER)
 
 
 @dataclass(frozen=True)
@@ -152,82 +142,25 @@ class Journal:
 
 
 def load_journal(path: Path, cluster: str) -> Journal | None:
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
+    j = journals.load(path, cluster, journals.RECOVER, typed_plan)
+    if j is None:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{path}: recovery journal unreadable ({e}); move it aside to plan afresh") from e
-    if d.get("cluster") != cluster:
-        raise InputError(f"{path}: journal of cluster {d.get('cluster')!r}, not {cluster!r}; move it aside")
     try:
-        plan = typed_plan(plan_from_json(d["plan"]))
-    except ParamsError as e:
-        raise InputError(
-            f"{path}: recovery journal written by another version of etcd-dr ({e}); it cannot be "
-            f"resumed: move it aside (mv {path} {path}.old), check `etcd-dr status`, and run "
-            "`etcd-dr recover` again to plan afresh"
-        ) from e
+        incident = Incident.from_json(j.body["incident"]) if j.body.get("incident") else None
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: recovery journal unreadable ({e}); move it aside to plan afresh") from e
-    try:
-        incident = Incident.from_json(d["incident"]) if d.get("incident") else None
-        started = d.get("started")
-        begun = tuple(s.id for s in plan.steps) if started is None else tuple(str(i) for i in started)
-        return Journal(plan, incident, begun)
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{path}: recovery journal unreadable ({e}); move it aside to plan afresh") from e
+    begun = tuple(s.id for s in j.plan.steps) if j.started is None else j.started
+    return Journal(j.plan, incident, begun)
 
 
 def _write_journal(
     path: Path, plan: Plan, incident: Incident | None = None, started: Sequence[str] = ()
 ) -> None:
-    body = {
-        "cluster": plan.cluster,
-        "started_at": time.time(),
-        "incident": incident.to_json() if incident else None,
-        "started": list(started),
-        "plan": plan.to_json(),
-    }
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(body, indent=2))
-    os.replace(tmp, path)
+    journals.write(path, plan, started=started, incident=incident.to_json() if incident else None)
 
 
-def _mark_started(path: Path, step_id: str) -> None:
-    """Record, before it runs, that a destructive step begins: from then on the journal is resumed,
-    never dropped (the cluster is no longer what was observed)."""
-    d = json.loads(path.read_text())
-    started = list(d.get("started") or [])
-    if step_id not in started:
-        d["started"] = [*started, step_id]
-        tmp = path.with_suffix(".part")
-        tmp.write_text(json.dumps(d, indent=2))
-        os.replace(tmp, path)
-
-
-def _close_journal(path: Path, suffix: str = "done") -> Path:
-    done = path.with_name(f"{path.stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{suffix}.json")
-    os.replace(path, done)
-    return done
-
-
-@contextlib.contextmanager
-def _recovery_lock(jpath: Path) -> Iterator[bool]:
-    """An exclusive, non-blocking flock beside the journal: held for the whole recovery (planning
-    included, so a second one cannot plan from a picture the first is changing). The kernel drops
-    it when the holder dies, so a SIGKILLed recovery never leaves a stale lock behind."""
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    with open(jpath.with_suffix(".lock"), "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+_mark_started = journals.mark_started
+_close_journal = journals.close
 
 
 def _record_attestation(audit: AuditLog | None, a: Attestation | None) -> None:
@@ -367,7 +300,7 @@ def recover(
     if attestation is not None:
         attestation.check(inv)
     jpath = journal_path(inv)
-    with _recovery_lock(jpath) as held:
+    with journals.lock(jpath) as held:
         if not held:
             return _busy(inv, jpath)
         return _recover(
@@ -405,9 +338,9 @@ def _recover(
         say(f"resuming the unfinished recovery in {jpath}: {plan.reason}")
         state = observe(_quick_ssh(inv))
         timings["observe"] = time.monotonic() - t0
-        why = healthy_without(incident, state) if incident else None
-        if why:
-            return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
+        stop = _resume_check(incident, state, plan)
+        if stop:
+            return _stale_journal(inv, jpath, journal, *stop, audit, say, timings, t0)
     else:
         # The power drivers first (they ask no host): a voter powered off is neither dialed by the
         # look nor asked to probe, so it costs no timeout at all. Then fencing evidence and the
@@ -515,10 +448,10 @@ def _recover(
         fresh = observe(_quick_ssh(inv), known_down=powered_off(inv, off))
         timings["recheck"] = time.monotonic() - t1
         if resumed:
-            why = healthy_without(incident, fresh) if incident else None
-            if why:
+            stop = _resume_check(incident, fresh, plan)
+            if stop:
                 assert journal is not None
-                return _stale_journal(inv, jpath, journal, why, audit, say, timings, t0)
+                return _stale_journal(inv, jpath, journal, *stop, audit, say, timings, t0)
         else:
             why = changed_since(incident, fresh) if incident else None
             if why:
@@ -614,21 +547,37 @@ def _cluster_lease(
 def _journalled(jpath: Path, lease: ClusterLease, run_step: StepRunner | None) -> StepRunner:
     """Each step: the lease renewed when due, and a destructive step recorded in the journal as
     begun before it runs (then the caller's wrapper, e.g. a Prefect task run)."""
-    inner = run_step or (lambda _step, body: body())
 
-    def wrap(step: Step, body: StepBody) -> StepResult:
-        def journalled() -> StepResult:
-            try:
-                lease.renew_if_due()
-            except EtcdDrError as e:
-                return StepResult(step, StepState.FAILED, 0.0, str(e), str(e))
-            if step.destructive:
-                _mark_started(jpath, step.id)
-            return body()
+    def renew(step: Step) -> StepResult | None:
+        try:
+            lease.renew_if_due()
+        except EtcdDrError as e:
+            return StepResult(step, StepState.FAILED, 0.0, str(e), str(e))
+        return None
 
-        return inner(step, journalled)
+    return journals.journalled(jpath, run_step, before=renew)
 
-    return wrap
+
+_REJOIN = "check `etcd-dr status`, and rejoin a member the recovery had stopped with `etcd-dr rejoin`"
+_PLAN_AGAIN = (
+    "check `etcd-dr status`, then run `etcd-dr recover` again to plan from what the cluster is now "
+    "(a member this recovery had stopped stays stopped: start it, or let the new plan decide)"
+)
+
+
+def _resume_check(incident: Incident | None, fresh: ClusterState, plan: Plan) -> tuple[str, str] | None:
+    """Whether a journalled plan may be resumed on the cluster `fresh` shows: None, or why not and
+    what to do. A journal older than incidents is resumed as it always was."""
+    if incident is None:
+        return None
+    why = healthy_without(incident, fresh)
+    if why:
+        return why, _REJOIN
+    keeps = recovery_path(plan) is RecoveryPath.FORCE_NEW_CLUSTER
+    why = changed_under(incident, fresh, keeps_identity=keeps)
+    if why:
+        return f"the cluster changed since this plan was made: {why}", _PLAN_AGAIN
+    return None
 
 
 def _stale_journal(
@@ -636,18 +585,18 @@ def _stale_journal(
     jpath: Path,
     journal: Journal,
     why: str,
+    advice: str,
     audit,
     say: Say,
     timings: dict[str, float],
     t0: float,
 ) -> RecoverResult:
-    """A journal whose cluster is healthy by other means: closed, not resumed."""
+    """A journal whose cluster is healthy by other means, or changed under it: closed, not resumed."""
     closed = _close_journal(jpath, "closed")
     begun = ", ".join(journal.started) or "none"
     reason = (
         f"{why}: this recovery's journal is closed, not resumed (steps it had begun: {begun}); nothing "
-        f"was done now: check `etcd-dr status`, and rejoin a member the recovery had stopped with "
-        f"`etcd-dr rejoin`"
+        f"was done now: {advice}"
     )
     _closed(audit, closed, journal.plan, reason, say)
     timings["total"] = time.monotonic() - t0

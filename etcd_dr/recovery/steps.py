@@ -21,6 +21,7 @@ import contextlib
 import enum
 import hashlib
 import posixpath
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,9 @@ class StopParams(MemberParams):
     timeout_s: int
     sync_leader: bool  # a voter that leads without quorum: propose one entry (WAL fsynced), then kill
     sync_key: str
+    # a voter that knows no leader: how long to wait for its next campaign (which fsyncs its
+    # HardState) before it is killed instead of stopped; None (a learner, a journal from before): stop it
+    campaign_wait_s: float | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -319,14 +323,64 @@ class EtcdFenceStop(Handler[Ctx]):
         )
 
 
+# Whether the member campaigned since it last had a leader, from its log: the last raft state change
+# in its recent past is "became candidate" (else the next one is waited for, up to $1 s). A campaign
+# raises the term and votes for itself, and etcd's WAL fsyncs a HardState whose term or vote changed
+# (raft.MustSync; wal.Save flushes its buffer, then fsyncs) with the commit index it holds: after it,
+# a kill loses nothing the member knew committed (etcd-io/etcd#14009). Status cannot tell: its
+# raft_term is the term of the last applied entry, which a candidate never moves (seen on the lab).
+_CAMPAIGN = r"""w=$1 look=$2
+now=$(date +%s.%N); since=$((${now%.*} - look))
+pat='became (leader|follower|candidate|pre-candidate) at term [0-9]+|elected leader [0-9a-f]+ at term [0-9]+'
+last=$(@PAST@ | grep -oE "$pat" | tail -n 1)
+case $last in "became candidate at term "*) echo "$last"; exit 0 ;; esac
+since=$now
+line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+') && { echo "$line"; exit 0; }
+exit 1
+"""
+# Docker: the graceful stop, watched: TERM (docker stop -t $3) in the background while the log is
+# followed; a campaign seen before the member exits (its graceful stop hangs, raft campaigns on)
+# kills it (0.5 s later, see CAMPAIGN_SAVE_S). One that already campaigned since it last had a
+# leader is killed at once. First line: "already|campaigned became candidate at term N", or "stopped".
+_STOP_WATCHED = r"""w=$1 look=$2
+now=$(date +%s.%N); since=$((${now%.*} - look))
+pat='became (leader|follower|candidate|pre-candidate) at term [0-9]+|elected leader [0-9a-f]+ at term [0-9]+'
+last=$(@PAST@ | grep -oE "$pat" | tail -n 1)
+case $last in "became candidate at term "*)
+  sleep 0.5; @KILL@ >/dev/null 2>&1; echo "already $last"; exit 0 ;;
+esac
+since=$now
+@STOP@ >/dev/null 2>&1 & s=$!
+line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+')
+if [ -n "$line" ] && [ "$(@RUNNING@ 2>/dev/null)" = true ]; then
+  sleep 0.5; @KILL@ >/dev/null 2>&1; echo "campaigned $line"
+fi
+wait "$s"
+echo stopped
+"""
+# "became candidate" is logged as raft steps; the HardState it changed is saved when etcd's raft
+# loop handles that Ready, milliseconds later: the kill waits this long after seeing the line
+CAMPAIGN_SAVE_S = 0.5
+
+
 class EtcdStop(Handler[Ctx]):
     """Stops etcd with its WAL synced; done once it is not running, or the plan already retired it.
 
-    A follower is stopped gracefully (it flushes the WAL; ~1 s). A voter that still leads without a
-    quorum would stall its stop trying to hand leadership to dead peers (measured: over 40 s) and
-    only steps down after up to two election timeouts; instead one entry is proposed to it: the
-    leader appends and fsyncs it (with the commit index it holds) at once, the entry can never
-    commit, --force-new-cluster drops it, and the member is killed."""
+    A voter that still leads without a quorum would stall its stop trying to hand leadership to dead
+    peers (measured: over 40 s) and only steps down after up to two election timeouts; instead one
+    entry is proposed to it: the leader appends and fsyncs it (with the commit index it holds) at
+    once, the entry can never commit, --force-new-cluster drops it, and the member is killed.
+
+    A voter that knows no leader (a former leader that stepped down, or a follower whose leader is
+    gone) campaigns every election timeout or two, and its graceful stop hangs until docker kills it
+    (measured: docker's whole 30 s, exit 137, "skipped leadership transfer; local server is not
+    leader", campaigning on). Its next campaign fsyncs the commit index it holds (see _CAMPAIGN):
+    once one was seen since it last had a leader, it is killed. Docker: the graceful stop runs while
+    the log is watched (_STOP_WATCHED), so a member that stops by itself (about 1 s) is not held
+    up, and one that hangs is killed at its next campaign. A member whose Status says it knows no
+    leader (either runtime, no pre-vote) is not sent TERM first: its campaign is waited for (up to
+    three election timeouts + 2 s), then it is killed. One that does not campaign within the wait (etcd 3.5's
+    pre-vote keeps the term without a majority) is stopped gracefully, as before."""
 
     def done(self, step: Step) -> bool:
         p, host = step.typed(StopParams), _host(step)
@@ -335,21 +389,105 @@ class EtcdStop(Handler[Ctx]):
         st = self.c.members(host, *names)  # one look at both
         return (retire is not None and st[names[1]].exists) or not st[p.name].running
 
-    def _leads(self, endpoint: str) -> bool:
+    def _status(self, endpoint: str) -> EndpointStatus | None:
         try:
-            return self.c.client(endpoint).status(endpoint, timeout=1.0).is_leader
+            return self.c.client(endpoint).status(endpoint, timeout=1.0)
         except EtcdDrError:
-            return False  # not answering: nothing to hand over
+            return None  # not answering: nothing to hand over, nothing known of its raft state
+
+    def _campaign(self, host: str, rt: DockerRuntime | ProcessRuntime, wait_s: float) -> str | None:
+        """The member's campaign since it last had a leader ("became candidate at term N"), waited
+        for up to wait_s; None if none came. One remote script."""
+        script = _CAMPAIGN.replace("@PAST@", rt.log_sh(follow=False))
+        script = script.replace("@FOLLOW@", rt.log_sh(follow=True))
+        r = self.c.executor(host).run(
+            ["sh", "-c", script, "campaign", f"{wait_s:g}", str(int(wait_s) + 30)],
+            check=False,
+            timeout=wait_s + 15,
+            reason="read etcd's log for a campaign since it last had a leader",
+        )
+        return (r.stdout.strip() or None) if r.ok else None
+
+    def _stop_watched(self, host: str, rt: DockerRuntime, p: StopParams) -> tuple[str | None, bool, bool]:
+        """Docker: (the campaign that got it killed or None, whether that campaign came before the
+        stop was asked, whether it exited by itself), one remote script (_STOP_WATCHED)."""
+        d, c = shlex.quote(rt.docker), shlex.quote(rt.container)
+        w = float(p.timeout_s)  # the follow ends when the container exits; the stop is bounded by it
+        script = (
+            _STOP_WATCHED.replace("@PAST@", rt.log_sh(follow=False))
+            .replace("@FOLLOW@", rt.log_sh(follow=True))
+            .replace("@STOP@", f"{d} stop -t {int(p.timeout_s)} {c}")
+            .replace("@KILL@", f"{d} kill {c}")
+            .replace("@RUNNING@", f"{d} inspect -f '{{{{.State.Running}}}}' {c}")
+        )
+        r = self.c.executor(host).run(
+            ["sh", "-c", script, "stop", f"{w:g}", str(int(w) + 30)],
+            check=False,
+            timeout=p.timeout_s + w + 30,
+            reason="stop etcd gracefully; kill it once it campaigned (a campaign fsyncs its WAL)",
+        )
+        if not r.ok:
+            raise RecoveryStepError(f"{host}: stopping etcd failed (exit {r.rc}): {r.stderr.strip()[-300:]}")
+        when, _, line = (r.stdout.splitlines() or [""])[0].partition(" ")
+        seen = line if when in ("already", "campaigned") and line else None
+        st = self.c.members(host, p.name)[p.name]
+        code = ((st.inspected or {}).get("State") or {}).get("ExitCode")
+        return seen, when == "already", seen is None and code != 137
+
+    def _pre_vote(self, host: str, name: str, st: EndpointStatus) -> bool:
+        """Whether the member runs with raft's pre-vote (3.5's default; 3.4's is off): without a
+        majority a pre-candidate never raises its term, so no campaign fsyncs anything to wait for."""
+        args = self.c.members(host, name)[name].args
+        for a in reversed(args):
+            if a == "--pre-vote" or a.startswith("--pre-vote="):
+                return a.split("=", 1)[-1].lower() != "false" if "=" in a else True
+        major_minor = tuple(int(x) for x in st.version.split(".")[:2] if x.isdigit())
+        return major_minor >= (3, 5)
+
+    def _kill(self, host: str, rt: DockerRuntime | ProcessRuntime) -> None:
+        rt.kill()
+        wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
 
     def run(self, step: Step) -> str:
         p, host = step.typed(StopParams), _host(step)
         rt = self.c.runtime(host, p.name)
-        if p.sync_leader and self._leads(p.endpoint):
+        st = self._status(p.endpoint) if p.sync_leader else None
+        if st is not None and st.is_leader:
             with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
                 self.c.client(p.endpoint).put(p.sync_key, "never committed", timeout=1.0)
-            rt.kill()
-            wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
+            self._kill(host, rt)
             return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
+        if st is not None and st.leader == 0 and p.campaign_wait_s and not self._pre_vote(host, p.name, st):
+            # known to campaign: wait for it untouched (one lab run: a watched stop of such a member
+            # saw the campaign 20.3 s after the TERM; waiting without one, 12.0 s)
+            t0 = time.monotonic()
+            seen = self._campaign(host, rt, p.campaign_wait_s)
+            if seen is not None:
+                time.sleep(CAMPAIGN_SAVE_S)
+                self._kill(host, rt)
+                return (
+                    f"it knew no leader and campaigned since it last had one ({seen}; waited "
+                    f"{time.monotonic() - t0:.1f} s): a new term is fsynced to its WAL with the commit index "
+                    "it holds, so it was killed, not stopped (a graceful stop of a campaigning member "
+                    "hangs until docker kills it)"
+                )
+        if isinstance(rt, DockerRuntime) and p.sync_leader and p.campaign_wait_s:
+            t0 = time.monotonic()
+            seen, already, by_itself = self._stop_watched(host, rt, p)
+            wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
+            if seen is not None:
+                how = "it had already" if already else "its graceful stop did not finish, and it"
+                return (
+                    f"{how} campaigned since it last had a leader ({seen}; "
+                    f"{time.monotonic() - t0:.1f} s): a new term is fsynced to its WAL with the commit index "
+                    "it holds: killed (a graceful stop of a campaigning member hangs until docker kills it)"
+                )
+            if by_itself:
+                return "stopped gracefully"
+            return (
+                f"it did not stop within {p.timeout_s:g} s and was not seen campaigning (etcd 3.5's pre-vote "
+                "keeps the term): killed by docker; entries past its last synced commit index may be dropped"
+            )
         by_itself = rt.stop(float(p.timeout_s))
         wait(
             lambda: not rt.is_running(),
@@ -400,12 +538,10 @@ class CopyFile(Handler[Ctx]):
 
     def run(self, step: Step) -> None:
         p, host = step.typed(CopyParams), _host(step)
-        fs = self.c.fs(host)
-        if not fs.is_file(p.src):
-            raise RecoveryStepError(f"{host}: {p.src} does not exist: no etcd db to restore from")
         _quiet(self.c, host)
-        fs.makedirs(posixpath.dirname(p.dst), reason="recovery work dir")
-        fs.copy_atomic(p.src, p.dst, reason=f"copy {p.src} to {p.dst}")
+        # the check, the work dir and the copy: one round trip
+        if not self.c.fs(host).copy_file_atomic(p.src, p.dst, reason=f"copy {p.src} to {p.dst}"):
+            raise RecoveryStepError(f"{host}: {p.src} does not exist: no etcd db to restore from")
 
 
 class PutFile(Handler[Ctx]):
@@ -465,10 +601,8 @@ class SnapshotRestore(Handler[Ctx]):
 
     def run(self, step: Step) -> None:
         p, host = step.typed(RestoreParams), _host(step)
-        ex, fs = self.c.executor(host), self.c.fs(host)
+        ex = self.c.executor(host)
         part = f"{p.staging}.part"
-        if fs.exists(part):  # an interrupted restore: keep it, never delete
-            fs.move_aside(part, f"failed-{int(time.time())}", reason="set aside a partial restore")
         argv = [f"--data-dir={part}" if a.startswith("--data-dir=") else a for a in p.argv]
         tool, rest = argv[0], argv[1:]
         tmpl, seen = self._template(host, p)
@@ -482,14 +616,31 @@ class SnapshotRestore(Handler[Ctx]):
             ]  # fmt: skip
         else:
             cmd = [posixpath.join(posixpath.dirname(tmpl.exec_line()[0]), tool), *rest]
-        r = ex.run(cmd, check=False, timeout=600, reason=f"restore {p.db} into {part}")
+        # an interrupted restore set aside (never deleted), the restore, the rename: one round trip
+        r = ex.run(
+            ["sh", "-c", _RESTORE, "restore", part, p.staging, f"failed-{int(time.time())}", *cmd],
+            check=False,
+            timeout=600,
+            reason=f"restore {p.db} into {part}, then rename it to {p.staging}",
+        )
         if not r.ok:
             raise RecoveryStepError(
                 f"{host}: {tool} snapshot restore failed (exit {r.rc}): {r.stderr.strip()[-300:]}; the data "
                 "dir is untouched"
             )
-        fs.rename(part, p.staging, reason="restored dir complete")
 
+
+# $1 the staging dir's .part, $2 the staging dir, $3 a suffix, then the restore's argv: a partial
+# restore left by a crash is moved aside, never deleted; nothing is renamed over what is there
+_RESTORE = """p=$1 s=$2 x=$3; shift 3
+if [ -e "$p" ]; then
+  [ ! -e "$p.$x" ] || { echo "$p.$x exists already: not moving $p over it" >&2; exit 5; }
+  mv -- "$p" "$p.$x" || exit 5
+fi
+"$@" || exit
+[ ! -e "$s" ] || { echo "$s exists already: not renaming $p over it" >&2; exit 5; }
+mv -- "$p" "$s"
+"""
 
 _SWAP = """set -e
 d=$1 s=$2 a=$3 m=$4

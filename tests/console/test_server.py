@@ -35,6 +35,7 @@ def test_server_serves_every_deployment_with_its_schedule_and_stops_cleanly(tmp_
         deps = c.deployments()
         assert set(deps) == {
             "status", "check", "snapshot", "hosts-clock", "rehearse", "recover", "add-learner", "rejoin",
+            "restore-kubernetes", "kubelet-cleanup", "cert-renew",
         }  # fmt: skip
         for name, (every, clusters) in SCHEDULED.items():
             scheds = deps[name]["schedules"]
@@ -44,7 +45,9 @@ def test_server_serves_every_deployment_with_its_schedule_and_stops_cleanly(tmp_
                 assert s["active"], s
                 sched = s["schedule"]
                 assert sched.get("interval", sched.get("cron")) == every, (name, sched)
-        for name in ("recover", "add-learner", "rejoin"):
+        on_demand = ("recover", "add-learner", "rejoin", "restore-kubernetes", "kubelet-cleanup")
+        on_demand += ("cert-renew",)
+        for name in on_demand:
             assert deps[name]["schedules"] == [], name
         for name, d in deps.items():  # the cluster is a choice of the served ones, described
             prop = d["parameter_openapi_schema"]["properties"]["cluster"]

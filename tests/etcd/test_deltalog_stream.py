@@ -279,3 +279,20 @@ def test_another_cluster_that_is_not_restored_from_the_logs_end_is_a_gap(
     assert res.state is StreamState.GAP
     assert "answers for cluster" in res.reason and f"at revision {end} otherwise than the log" in res.reason
     assert read_gap(log_dir)["after_revision"] == end
+
+
+def test_it_watches_a_follower_and_leaves_the_leader_for_the_writes(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Listed first, the leader is still asked last: a watch costs the member that serves it."""
+    with cluster.client() as c:
+        leader = next(ep for ep in cluster.endpoints if c.status(ep).is_leader)
+        eps = [leader, *(ep for ep in cluster.endpoints if ep != leader)]
+        w = Writer(c, "/fol")
+        snap = w.write(1)
+        end = w.write(10)
+        s = Streamer(c, eps, tmp_path / "log", "test", snapshot_revision=lambda: snap, settings=FAST)
+        assert s.run(until_revision=end, max_seconds=20).ok
+    st = read_status(tmp_path / "log")
+    assert st is not None and st.endpoint == eps[1] != leader  # the first follower listed
+    check_log(tmp_path / "log", snap + 1, end, w)

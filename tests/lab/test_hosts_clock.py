@@ -6,6 +6,7 @@ clock measured again is fine. The lab is put back as it was."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -54,6 +55,34 @@ def test_a_skewed_clock_is_flagged_and_synced(running_lab: Lab) -> None:
         assert rep["after"]["ok"] and rep["after"]["skewed"] == []
         assert standins.chronyc_calls(ex) == ["chronyc makestep"]
         print(f"hosts clock --sync (whole command): {took:.2f} s")
+    finally:
+        ex.run(["rm", "-f", standins.DATE, standins.OFFSET_FILE, standins.CHRONYC_LOG])
+        ex.close()
+
+
+def test_the_kubernetes_plan_refuses_on_a_skewed_deploy_host_until_synced(running_lab: Lab) -> None:
+    """The way back measures as `hosts clock` does, on the hosts it uses: the deploy host's clock
+    dates every certificate `rke up` issues, so a skewed one refuses the plan (nothing written), and
+    the sync it names makes it go."""
+    lab = running_lab
+    inv = load_inventory(lab.cfg.inventory_path)
+    assert inv.rke is not None
+    deploy = inv.rke.deploy_host
+    ex = executor_for(inv, deploy)
+    try:
+        ex.run(["rm", "-f", standins.CHRONYC_LOG])
+        standins.skew_clock(ex, -3600)
+        r = lab.etcd_dr("kubernetes", "plan", "--json")
+        assert r.returncode == 1, r.stdout + r.stderr
+        got = json.loads(r.stdout)
+        assert got["decision"] == "refused" and got["fix"].startswith("sync the clocks (`etcd-dr hosts clock")
+        assert re.match(rf"{deploy}'s clock is 3(599\.9|600\.0)\d* s behind this machine", got["reason"])
+        assert got["clocks"]["skewed"] == [deploy]
+        assert set(h["host"] for h in got["clocks"]["hosts"]) == {"master1", "master2", "master3", deploy}
+        assert lab.etcd_dr("hosts", "clock", "--sync", "--json").returncode == 0
+        r = lab.etcd_dr("kubernetes", "plan", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["clocks"]["ok"]
     finally:
         ex.run(["rm", "-f", standins.DATE, standins.OFFSET_FILE, standins.CHRONYC_LOG])
         ex.close()

@@ -119,3 +119,36 @@ def test_a_fork_after_a_restore_fails_the_rehearsal(rehearsal_lab: Lab) -> None:
     assert "leader master3" in fork
     assert not out["ok"] and rc == 1
     assert f"FORK after the lost hosts came back: {fork}" in out["verdict"]
+
+
+def test_the_source_incident_end_to_end(rehearsal_lab: Lab) -> None:
+    """`rehearse --scenario incident --json` (the README's main job): power lost on every master with
+    kubelet on node2 in its sandbox loop, node1's learner restored (never --force-new-cluster on it),
+    Kubernetes back through external etcd, the loop cleaned, the masters rejoined one by one, master1's
+    certificate dated ahead found by `hosts clock` and renewed; every phase ok, every object back."""
+    out, rc, took = rehearse(rehearsal_lab, "incident")
+    for p in out["phases"]:
+        print(f"  {p['phase']:<12} {p['ok']!s:<5} {p['duration_s']} s  {p['sentence'][:150]}")
+    failed = [p for p in out["phases"] if not p["ok"]]
+    assert [p["phase"] for p in out["phases"]] == [
+        "lab", "dataset", "fault", "recover", "verify", "kubernetes", "kubelet", "rejoin", "certificate",
+    ] and not failed, failed  # fmt: skip
+    check_recovered(out, ("learner-restore",))
+    inc = out["incident"]
+    assert out["recovery"]["recovered_on"] == "node1" and inc["force_new_cluster_on_learner"] == []
+    assert out["allowed_loss"]["rule"] == "beyond-source" and out["lost_beyond_plan"] == 0  # RPO in plan
+    k = out["kubernetes"]
+    assert k["status"] == "restored" and k["decision"] == "external-etcd"
+    assert k["ready"] == {"node1": {"ready": True, "said": None}}  # /readyz on the controlplane host
+    assert k["objects_after"] == k["objects_before"] > 0  # every /registry object back
+    assert out["rto_s"] < out["rto_api_s"], (out["rto_s"], out["rto_api_s"])
+    assert inc["kubelet"]["looped"] and len(inc["kubelet"]["removed"]) == 1, inc["kubelet"]
+    cert = inc["certificate"]
+    assert cert["ok"] and cert["clock_skewed"] == [] and "is before" in cert["found"]["problem"], cert
+    check_rejoined(out)
+    assert {m["host"] for m in out["rejoin"]["members"]} == {"master1", "master2", "master3", "node1"}
+    plans = [a["plan"] for a in out["approvals"]]
+    assert plans == ["recover", "kubernetes", "kubelet-cleanup", "cert-renew"], out["approvals"]
+    assert out["ok"] and rc == 0, out["verdict"]
+    assert out["verdict"].startswith("incident: every phase ok")
+    assert took < 600, took  # the CI budget: lab up to lab down, on 2 shared cores

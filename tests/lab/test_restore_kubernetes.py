@@ -179,7 +179,7 @@ def test_rehearse_through_kubernetes_reports_both_rtos() -> None:
         pytest.skip("lab tests need root (network namespaces, mounts, veths)")
     lab = Lab(lab_config(), Path("/usr/bin/etcdctl"))
     t0 = time.monotonic()
-    r = lab.etcd_dr("rehearse", "--through-kubernetes", "--json", timeout=900)
+    r = lab.etcd_dr("rehearse", "--scenario", "masters-lost", "--through-kubernetes", "--json", timeout=900)
     assert r.stdout.strip(), r.stderr[-3000:]
     out = json.loads(r.stdout)
     wall = time.monotonic() - t0

@@ -254,3 +254,25 @@ def test_the_stream_without_a_snapshot_or_a_log_is_refused_before_anything_is_ma
     ):
         s.run(max_seconds=1)
     assert not (tmp_path / "log").exists()
+
+
+def test_the_watch_goes_to_a_follower_then_the_leader_then_the_silent_then_learners(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from etcd_dr.deltalog.stream import Streamer
+    from etcd_dr.etcd import EtcdTimeout
+
+    roles = {"a": "learner", "b": "silent", "c": "leader", "d": "follower", "e": "follower"}
+
+    class Statuses:
+        dial_timeout = 2.0
+
+        def status(self, ep: str, *, timeout: float) -> SimpleNamespace:
+            role = roles[ep.split("//")[1][0]]
+            if role == "silent":
+                raise EtcdTimeout(f"status on {ep}: no answer", endpoint=ep)
+            return SimpleNamespace(is_learner=role == "learner", is_leader=role == "leader")
+
+    eps = [f"https://{n}:2379" for n in "abcde"]
+    s = Streamer(Statuses(), eps, tmp_path / "log", "lab", snapshot_revision=lambda: 1)  # type: ignore[arg-type]
+    assert [ep[8] for ep in s._leader_last(eps)] == ["d", "e", "c", "b", "a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from etcd_dr import etcdbin
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd import errors as E
-from etcd_dr.etcd.client import EtcdClient, _target, _transport_reason
+from etcd_dr.etcd.client import EtcdClient, _target, _transport_reason, snapshot_response_fields
 
 # The status details etcd sends (etcdserver/api/v3rpc/rpctypes/error.go, 3.4 and 3.5).
 ETCD_DETAILS = [
@@ -94,6 +95,42 @@ def test_client_tls_checks(tls, tmp_path: Path) -> None:
         )
 
 
+def _encrypted(key_pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization as ser
+
+    key = ser.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.BestAvailableEncryption(b"pw"))
+
+
+@pytest.mark.parametrize(
+    ("which", "bad", "message"),
+    [
+        ("ca_cert", lambda t: b"not a cert", "ca_cert: not a PEM certificate"),
+        ("ca_cert", lambda t: "\u00e9t\u00e9".encode(), "ca_cert: not a PEM certificate"),
+        ("cert", lambda t: t[1].key_pem, "cert: not a PEM certificate"),
+        ("key", lambda t: t[1].cert_pem, "key: not an unencrypted PEM private key"),
+        ("key", lambda t: _encrypted(t[1].key_pem), "key: not an unencrypted PEM private key"),  # no prompt
+        ("key", lambda t: t[2].key_pem, "key does not match the client certificate"),
+    ],
+)
+def test_client_tls_material_refused_naming_the_field(tls, which: str, bad, message: str) -> None:
+    ca, client, _ = tls
+    given = {"ca_cert": ca.cert_pem, "cert": client.cert_pem, "key": client.key_pem, which: bad(tls)}
+    with pytest.raises(InputError, match=message) as ei:
+        EtcdClient(["https://h:1"], **given)
+    assert "PRIVATE" not in str(ei.value)
+
+
+def test_client_tls_material_rsa_and_files(tmp_path: Path) -> None:
+    ca = new_ca(rsa_bits=2048)  # RKE's external-etcd client key is RSA; the lab's is P-256
+    pair = issue_cert(ca, "client", server=False, rsa_bits=2048)
+    for name, data in (("ca.pem", ca.cert_pem), ("c.pem", pair.cert_pem), ("k.pem", pair.key_pem)):
+        (tmp_path / name).write_bytes(data)
+    EtcdClient(
+        ["https://h:1"], ca_cert=tmp_path / "ca.pem", cert=tmp_path / "c.pem", key=tmp_path / "k.pem"
+    ).close()
+
+
 @pytest.mark.parametrize("version", ["3", "3.5.1", "3.5.0", "v3.5", "3.6", "4.0", ""])
 def test_bad_versions(version: str) -> None:
     with pytest.raises(InputError):
@@ -123,3 +160,34 @@ def test_debian_mirror_from_one_line_list(tmp_path: Path, monkeypatch: pytest.Mo
     lst.write_text("")
     with pytest.raises(etcdbin.EtcdBinariesError):
         etcdbin.debian_mirror()
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"blob": os.urandom(32 * 1024), "remaining_bytes": 5 << 30},
+        {"header": {"cluster_id": 2**64 - 1, "member_id": 7, "revision": 300, "raft_term": 2}, "blob": b"x"},
+        {"remaining_bytes": 0, "blob": b"", "version": "3.6.0"},
+        {"blob": os.urandom(200_000), "version": "3.6.1"},  # a length varint of 3 bytes
+        {},
+    ],
+)
+def test_snapshot_response_fields_read_what_protobuf_reads(msg: dict) -> None:
+    from etcd_dr.etcd.gen import etcddr_rpc_pb2 as pb
+
+    want = pb.SnapshotResponse(**msg)
+    head, blob = snapshot_response_fields(want.SerializeToString())
+    assert bytes(blob) == want.blob
+    assert (head is not None) == want.HasField("header")
+    if head is not None:
+        assert pb.ResponseHeader.FromString(head) == want.header
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x1a\x05abc", b"\x1a", b"\x10\xff", b"\x0b", b"\x1a" + b"\xff" * 11],
+    ids=["blob past the end", "no length", "varint cut", "wire type 3", "varint too long"],
+)
+def test_a_malformed_snapshot_response_is_an_etcd_error(raw: bytes) -> None:
+    with pytest.raises(E.EtcdError, match="malformed SnapshotResponse"):
+        snapshot_response_fields(raw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from etcd_dr.etcd.client import Member
-from etcd_dr.recovery.incident import Incident, changed_since, healthy_without, plan_target
+from etcd_dr.recovery.incident import Incident, changed_since, changed_under, healthy_without, plan_target
 from etcd_dr.recovery.plan import plan_recovery
 from etcd_dr.state import Gathered, MemberListSource, Reach, assess
 from tests.unit.test_recovery import INV, INV5, NOW, SNAPS, cluster, fenced, mid, status
@@ -105,3 +105,23 @@ def test_a_snapshot_plan_is_stale_once_a_member_answers() -> None:
     assert changed_since(inc, cluster(INV, {"master2": (900,)})) == (
         "master2 answers etcd again: a member may hold newer data than the snapshot"
     )
+
+
+def test_a_plan_under_way_resumes_on_its_own_changes_only() -> None:
+    """Resume with "changed since": the plan's own work (master3 stopped, then forced into a
+    one-member cluster) is resumed; a member back with more data, or master3's data replaced by
+    another hand, is not."""
+    inc, _ = _incident()
+    assert changed_under(inc, cluster(INV, MASTERS_LOST), keeps_identity=True) is None
+    assert changed_under(inc, cluster(INV, {"node1": (65440,)}), keeps_identity=True) is None  # m3 stopped
+    assert changed_under(inc, _one_member("master3", 65460), keeps_identity=True) is None  # forced: finish
+    back = cluster(INV, {"master1": (65500,), "node1": (65440,)})  # master3 stopped by the plan
+    assert changed_under(inc, back, keeps_identity=True) == (
+        "master1 answers etcd again and is more advanced than master3 (raft index 65500 > 65451): "
+        "resuming would drop what only it holds"
+    )
+    other = dataclasses.replace(status(INV, "master3", 65460), member_id=0xBEEF)
+    why = changed_under(inc, cluster(INV, {"master3": other}), keeps_identity=True)
+    assert why == f"master3 is now member beef, the plan was made for member {mid('master3'):x}"
+    # a restore path makes a new member by design: the new id is its own work
+    assert changed_under(inc, cluster(INV, {"master3": other}), keeps_identity=False) is None

@@ -15,6 +15,7 @@ from inventory_sample import VALID, sample_data, write_invdir
 
 from etcd_dr.cli import main
 from etcd_dr.inventory import (
+    BastionSettings,
     CASettings,
     CheckSettings,
     ClientTLS,
@@ -48,6 +49,7 @@ SECTIONS = {
     "CheckSettings": CheckSettings,
     "RkeSettings": RkeSettings,
     "PowerSettings": PowerSettings,
+    "BastionSettings": BastionSettings,
 }
 
 
@@ -233,3 +235,67 @@ def test_ssh_address_is_where_ssh_connects_and_address_stays_etcds(invdir: Path)
     data["hosts"][0]["ssh_address"] = "10.0.0"
     with pytest.raises(InventoryError, match=r"hosts\[0\]\.ssh_address: '10.0.0' is not an IP address"):
         parse_inventory(data, invdir)
+
+
+def test_a_bastion_takes_ssh_s_user_key_and_known_hosts_unless_given(invdir: Path) -> None:
+    from etcd_dr.executor import SSHExecutor, bastion_for, close_bastions
+
+    data = sample_data(ssh={**sample_data()["ssh"], "user": "rancher"}, bastion={"address": "198.51.100.7"})
+    inv = parse_inventory(data, invdir)
+    b = inv.bastion
+    assert b is not None and (b.address, b.port, b.user, b.key_file, b.known_hosts) == (
+        "198.51.100.7", 22, "rancher", None, None,
+    )  # fmt: skip
+    assert parse_inventory(inventory_to_dict(inv), invdir) == inv
+    assert "user" not in inventory_to_dict(inv)["bastion"]  # ssh's: not repeated
+    data["bastion"] = {"address": "jump.example.net", "port": 2222, "user": "root"}
+    inv = parse_inventory(data, invdir)
+    assert inventory_to_dict(inv)["bastion"] == {"address": "jump.example.net", "port": 2222, "user": "root"}
+    assert parse_inventory(inventory_to_dict(inv), invdir) == inv
+    try:  # every executor of the inventory shares its one bastion; nothing is contacted yet
+        ex = executor_for_all = [SSHExecutor(h, inv.ssh, bastion=bastion_for(inv)) for h in inv.hosts]
+        assert len({id(e.bastion) for e in executor_for_all}) == 1
+        assert "via bastion jump.example.net:2222" in repr(ex[0])
+    finally:
+        close_bastions()
+
+
+@pytest.mark.parametrize(
+    ("bastion", "problem"),
+    [
+        ({"port": 22}, "bastion.address: is missing"),
+        ({"address": "10.0.0"}, "bastion.address: '10.0.0' is not an IP address or host name"),
+        ({"address": "10.0.0.5", "port": 0}, "bastion.port: 0 is out of range"),
+        ({"address": "10.0.0.5", "known_hosts": "nope"}, "bastion.known_hosts: "),
+        ({"address": "10.0.0.5", "jump": 1}, "bastion.jump: unknown key"),
+    ],
+)
+def test_a_bad_bastion_is_named_with_its_field(invdir: Path, bastion: dict, problem: str) -> None:
+    with pytest.raises(InventoryError) as e:
+        parse_inventory(sample_data(bastion=bastion), invdir)
+    assert problem in str(e.value)
+
+
+def test_a_bastion_key_that_is_no_key_is_bad_input_naming_the_bastions_field(invdir: Path) -> None:
+    import subprocess
+
+    from etcd_dr.errors import InputError
+    from etcd_dr.executor import bastion_for, close_bastions, executor_for
+
+    own = invdir / "keys/id_ed25519"  # the hosts' key: a real one, so the bastion's is what fails
+    own.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(own)], check=True)
+    (invdir / "jump.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBad jump\n")
+    (invdir / "jump_key").write_text("not a key\n")
+    jump = {"address": "127.0.0.1", "port": 1}
+    with pytest.raises(InventoryError, match=r"bastion.key_file: .*jump.pub is a public key"):
+        parse_inventory(sample_data(bastion={**jump, "key_file": "jump.pub"}), invdir)
+    inv = parse_inventory(sample_data(bastion={**jump, "key_file": "jump_key"}), invdir)
+    try:
+        assert bastion_for(inv) is bastion_for(inv)  # one per process and credentials
+        with pytest.raises(InputError) as e:  # before anything is dialed (port 1 would refuse)
+            executor_for(inv, "master1").run(["true"])
+        assert str(e.value).startswith("bastion.key_file: ") and "not a usable private key" in str(e.value)
+        assert "not a key" not in str(e.value)  # never the file's content
+    finally:
+        close_bastions()

@@ -140,6 +140,9 @@ def test_cli_plan_and_cluster_yml(
     inv = load_inventory(inv_path)
     pictures = {"st": picture(inv, members=["master3"], up=["master3"], leader="master3")}
     monkeypatch.setattr(decide_mod, "observe", lambda inv, **kw: pictures["st"])
+    from test_kubernetes_clockgate import fake_clocks  # it imports this module
+
+    fake_clocks(monkeypatch)
     assert main(["kubernetes", "plan", "-i", str(inv_path), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["decision"] == "surviving-plane" and got["recovered"] == ["master3"]

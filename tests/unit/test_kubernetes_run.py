@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_kubernetes_clockgate import fake_clocks
 from test_kubernetes_cluster_yml import cli_inventory
 from test_kubernetes_plan import client_pem, imported, picture
 
@@ -85,6 +86,7 @@ def lab_like(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: list[str]
     inv = load_inventory(inv_path)
     st = picture(inv, members=members, up=["master3"], leader=leader)
     monkeypatch.setattr(decide_mod, "observe", lambda inv, **kw: st)
+    fake_clocks(monkeypatch)
     return inv_path, inv
 
 
@@ -242,3 +244,31 @@ def test_an_inventory_without_rke_files_is_bad_input_before_any_host(
     err = capsys.readouterr().err
     assert "rke: the inventory has no rke: section" in err and "import-rke" in err
     assert not list(d.glob("kubernetes-*"))
+
+
+def test_a_resume_after_etcd_changed_under_the_plan_is_refused_saying_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resume with "changed since": the journal records the picture the plan was made on; a resume
+    on a cluster whose voters changed (here master1 joined back: another hand's work) is refused,
+    its journal closed (moved aside), nothing run, the sentence naming the change and the fix."""
+    _, inv = lab_like(tmp_path, monkeypatch, ["master3"], "master3")
+    log: list[str] = []
+    fake = Fake(log, {"rke-up"})
+    monkeypatch.setattr(run_mod, "handlers", lambda c: {str(a): fake for a in KubernetesAction})
+    res = restore_kubernetes(inv, yes=True, plan_only=False, say=lambda _m: None)
+    assert res.status is KubernetesStatus.FAILED
+    basis = json.loads(run_mod.journal_path(inv).read_text())["basis"]
+    assert basis["quorum"] is True and basis["leader"] == "master3" and list(basis["voters"]) == ["master3"]
+    changed = picture(inv, members=["master1", "master3"], up=["master1", "master3"], leader="master3")
+    monkeypatch.setattr(decide_mod, "observe", lambda inv, **kw: changed)
+    fake.fail.clear()
+    ran = len(log)
+    res = restore_kubernetes(inv, yes=True, plan_only=False, say=lambda _m: None)
+    assert res.status is KubernetesStatus.STALE and res.resumed and not res.ok
+    assert res.reason.startswith("the cluster changed since this plan was made: the voters are now master1 (")
+    assert "steps it had begun: etcd-on-ssl-old:master3, rke-up" in res.reason
+    assert "run `etcd-dr restore-kubernetes` again to decide from what the cluster is now" in res.reason
+    assert len(log) == ran  # nothing ran
+    assert not run_mod.journal_path(inv).exists() and res.journal and res.journal.endswith(".closed.json")
+    assert main(["restore-kubernetes", "--yes", "-i", str(inv.source), "--json"]) == 0  # decided afresh

@@ -138,6 +138,7 @@ def _patch(
     *,
     changed: str | None = None,
     healthy: str | None = None,
+    under: str | None = None,
     holder: Holder | None = None,
     execute=None,
 ) -> list[str]:
@@ -172,6 +173,7 @@ def _patch(
     monkeypatch.setattr(R.Incident, "of", classmethod(lambda cls, p, s: INC))
     monkeypatch.setattr(R, "changed_since", lambda inc, fresh: changed)
     monkeypatch.setattr(R, "healthy_without", lambda inc, fresh: healthy)
+    monkeypatch.setattr(R, "changed_under", lambda inc, fresh, **kw: under)
     monkeypatch.setattr(R, "_cluster_lease", lambda *a: Lease())
 
     def fake_execute(p, handlers, **kw):
@@ -514,3 +516,21 @@ def test_a_journal_of_another_version_is_refused_naming_the_file(tmp_path: Path,
         R.load_journal(path, "c1")
     assert str(path) in str(e.value) and why in str(e.value) and "move it aside" in str(e.value)
     assert path.exists()  # nothing moved or deleted: the operator decides
+
+
+def test_a_resumed_journal_of_a_cluster_that_changed_under_it_is_closed_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = Step("stop:m3", "etcd-stop", "m3", "stop", "stopped", "why", True, STOP)
+    R._write_journal(tmp_path / "recover-c1.json", Plan("recover", "c1", "force m3", (step,)), INC, [step.id])
+    calls = _patch(monkeypatch, Plan("recover", "c1", "unused", ()), under="m1 answers etcd again")
+    res = R.recover(_inv(tmp_path), yes=True, plan_only=False, say=lambda m: None)
+    assert res.status is R.RecoverStatus.STALE and res.resumed and exit_for(res) == 1
+    assert res.reason.startswith(
+        "the cluster changed since this plan was made: m1 answers etcd again: this recovery's journal is "
+        "closed, not resumed (steps it had begun: stop:m3); nothing was done now: check `etcd-dr status`, "
+        "then run `etcd-dr recover` again"
+    )
+    assert "lease" not in calls and "execute" not in calls and "plan" not in calls
+    assert not (tmp_path / "recover-c1.json").exists()
+    assert len(list(tmp_path.glob("recover-c1-*.closed.json"))) == 1  # moved aside, not deleted

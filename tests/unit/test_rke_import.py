@@ -84,16 +84,51 @@ def test_one_node(tmp_path: Path) -> None:
     assert h.user == "rancher" and inv.rke is not None and inv.rke.deploy_host == "10.10.0.5"
 
 
-def test_a_bastion_is_refused_naming_the_field_unless_ignored(tmp_path: Path) -> None:
+def test_a_bastion_becomes_the_inventorys_bastion_unless_ignored(tmp_path: Path) -> None:
     yml = shape(tmp_path, "bastion")
-    with pytest.raises(
-        RkeFileError, match=r"bastion_host: 198\.51\.100\.7: etcd-dr connects to each host directly"
-    ):
-        run(yml)
-    assert not (yml.parent / "etcd-dr").exists()  # nothing written
-    res = run(yml, ignore_bastion=True)
+    res = run(yml)
+    inv = load_inventory(res.inventory)
+    b = inv.bastion
+    assert b is not None and (b.address, b.port, b.user) == ("198.51.100.7", 22, "jump")
+    assert b.key_file is None and b.known_hosts is None  # RKE: the cluster's ssh_key_path; ssh's known_hosts
+    assert inv.ssh.user == "rancher" and len(inv.voters) == 3
+    assert any("bastion_host 198.51.100.7:22: every SSH connection" in n for n in res.notes)
+    res = run(shape(tmp_path / "again", "bastion"), ignore_bastion=True)
     assert any("bastion_host 198.51.100.7 ignored" in n for n in res.notes)
-    assert len(load_inventory(res.inventory).voters) == 3
+    assert load_inventory(res.inventory).bastion is None
+
+
+def test_a_bastion_with_its_own_key_and_port(tmp_path: Path) -> None:
+    yml = shape(tmp_path, "bastion")
+    key = tmp_path / "jump_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    text = yml.read_text().replace("  port: 22\n", f"  port: 2222\n  ssh_key_path: {key}\n")
+    yml.write_text(text)
+    b = load_inventory(run(yml).inventory).bastion
+    assert b is not None and (b.port, b.key_file) == (2222, key)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (("  user: jump\n", ""), "bastion_host.user: is missing"),
+        (
+            ("  user: jump\n", "  user: jump\n  ssh_cert_path: /etc/ssh/jump-cert.pub\n"),
+            "bastion_host.ssh_cert_path",
+        ),
+        (("  user: jump\n", "  user: jump\n  ssh_key: abc\n"), "bastion_host.ssh_key: an inline key"),
+        (("  user: jump\n", "  user: jump\n  jump: 1\n"), "bastion_host.jump: not a field RKE knows here"),
+    ],
+)
+def test_a_bastion_etcd_dr_cannot_use_is_refused_and_nothing_written(
+    tmp_path: Path, edit: tuple[str, str], problem: str
+) -> None:
+    yml = shape(tmp_path, "bastion")
+    yml.write_text(yml.read_text().replace(*edit))
+    with pytest.raises(RkeFileError) as e:
+        run(yml)
+    assert problem in str(e.value)
+    assert not (yml.parent / "etcd-dr").exists()  # nothing written
 
 
 def test_external_etcd_already_in_use(tmp_path: Path) -> None:

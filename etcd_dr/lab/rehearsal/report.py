@@ -4,9 +4,13 @@ markdown. judge() is pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from etcd_dr.lab.rehearsal.measure import AllowedLoss, Measures, loss_sentence
 from etcd_dr.lab.rehearsal.scenarios import FaultPhase, Scenario
+
+if TYPE_CHECKING:  # incident.py builds on this module's facts
+    from etcd_dr.lab.rehearsal.incident import IncidentFacts, PhaseFacts
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,8 @@ class RehearsalReport:
     error: str | None = None
     deltalog_revision: int | None = None  # with the delta log: the last revision on record after the fault
     kubernetes: KubernetesFacts | None = None  # --through-kubernetes
+    incident: IncidentFacts | None = None  # --scenario incident: the host repairs, the approvals
+    phases: tuple[PhaseFacts, ...] = ()  # --scenario incident: each phase judged on its own
 
     def to_json(self) -> dict[str, object]:
         m = self.measures
@@ -264,6 +270,9 @@ class RehearsalReport:
             "recover_timings": self.recovery.to_json()["timings"] if self.recovery else {},
             "rejoin": self.rejoin.to_json() if self.rejoin else None,
             "kubernetes": self.kubernetes.to_json() if self.kubernetes else None,
+            "phases": [p.to_json() for p in self.phases],
+            "approvals": [a.to_json() for a in self.incident.approvals] if self.incident else [],
+            "incident": self.incident.to_json() if self.incident else None,
             "fault": self.fault.to_json() if self.fault else None,
             "source_revision": self.source_revision,
             "snapshot": self.snapshot.to_json() if self.snapshot else None,
@@ -301,6 +310,18 @@ class RehearsalReport:
         rows += [(f"time: {k}", _s(v)) for k, v in j["timings"].items()]  # type: ignore[union-attr]
         out = [f"**{_md(self.verdict)}**", "", "| | |", "|---|---|"]
         out += [f"| {k} | {_md(str(v))} |" for k, v in rows]
+        if self.phases:
+            out += ["", "| phase | ok | time | what happened |", "|---|---|---|---|"]
+            out += [
+                f"| {p.phase} | {'yes' if p.ok else '**NO**'} | {_s(p.duration_s)} | {_md(p.sentence)} |"
+                for p in self.phases
+            ]
+        if self.incident and self.incident.approvals:
+            out += ["", "| approved (--yes) | plan | step kinds |", "|---|---|---|"]
+            out += [
+                f"| {_md(a.command)} | {a.kind}: {_md(a.reason)} | {', '.join(a.actions)} |"
+                for a in self.incident.approvals
+            ]
         if self.rejoin and self.rejoin.members:
             out += ["", "| member | learner | revision | keys |", "|---|---|---|---|"]
             out += [

@@ -11,6 +11,8 @@ acknowledged write on the recovered member (RPO: acknowledged writes missing; un
 that landed are reported too) and takes the RTO from the writer's first accepted write after the
 fault. The lost hosts then come back, are watched for an old cluster coming alive on them, and are
 rejoined (etcd_dr.rejoin.run, as `etcd-dr rejoin --all`); every member must end identical.
+`--scenario incident` adds the source incident's other phases through their own entry points:
+restore_kubernetes, kubelet_cleanup, the host faults, clock_report and renew (judged in incident.py).
 
 `etcd-dr rehearse` exits (the mapping is etcd_dr/cli/result.py's): 0 recovered, nothing lost beyond
 what the plan allowed, rejoined; 1 otherwise (the verdict says why); 2 bad input (not root, an
@@ -34,6 +36,18 @@ from etcd_dr.etcd.client import EndpointStatus, EtcdClient
 from etcd_dr.inventory import Inventory, load_inventory
 from etcd_dr.lab import kube, lifecycle
 from etcd_dr.lab.config import DEFAULT_SUBNET, EtcdSeries, LabConfig, env_lab_dir, env_prefix, validate_prefix
+from etcd_dr.lab.faults import controls_for
+from etcd_dr.lab.rehearsal.incident import (
+    Approval,
+    CertFacts,
+    IncidentFacts,
+    KubeletFacts,
+    Phase,
+    approval_for,
+    forced_on_learner,
+    incident_phases,
+    judge_incident,
+)
 from etcd_dr.lab.rehearsal.measure import AllowedLoss, LossRule, Measures, analyze
 from etcd_dr.lab.rehearsal.report import (
     KubernetesFacts,
@@ -63,6 +77,7 @@ from etcd_dr.lab.rehearsal.writer import (
     read_back,
     write_dataset,
 )
+from etcd_dr.plans import Plan
 from etcd_dr.recovery.plan import VoterMethod
 from etcd_dr.recovery.run import recover
 from etcd_dr.state import client_for
@@ -183,6 +198,8 @@ class _Run:
         self.deltalog_revision: int | None = None  # the last revision on record after the fault
         self.rejoin: RejoinFacts | None = None
         self.kubernetes: KubernetesFacts | None = None
+        self.incident: IncidentFacts | None = None  # --scenario incident
+        self.approvals: list[Approval] = []  # each plan the run approved as --yes
         self.error: str | None = None
 
     # --- the phases ------------------------------------------------------------------------------
@@ -196,6 +213,8 @@ class _Run:
         inv = self.inv = load_inventory(self.lab.inventory_path)
         spec = self.spec = spec_for(o.scenario, inv)
         c(f"scenario {spec.scenario}: {spec.description}")
+        if spec.orphan_on is not None and spec.cert_on is not None:
+            self.incident = IncidentFacts(spec.orphan_on, spec.cert_on)
 
         t = time.monotonic()
         data = self._client(client_for(inv))
@@ -231,6 +250,9 @@ class _Run:
         t = time.monotonic()
         res = recover(inv, yes=True, plan_only=False, say=c.tagged("recover"), method=o.voter_method)
         c.phase("recover", t)
+        self._approved(Phase.RECOVER, "etcd-dr recover --yes", res.plan)
+        if self.incident is not None:  # the source incident's panic: never on a learner's data dir
+            self.incident = replace(self.incident, forced_on_learner=forced_on_learner(res.plan, inv))
         self._stop_stream()  # the restored cluster is another cluster id: a gap for the watcher
         self.recovery = RecoveryFacts(
             str(res.status),
@@ -255,10 +277,18 @@ class _Run:
             time.sleep(o.settle_s)
         self._stop_writer()
         self._verify(inv, leader)
-        if o.through_kubernetes:
+        if o.through_kubernetes or spec.kubernetes:
             self._kubernetes(fault)
+        if spec.orphan_on is not None:
+            self._kubelet(inv, spec.orphan_on)
         if o.rejoin and leader is not None:
             self._rejoin(inv, spec, leader)
+        if spec.cert_on is not None and self.rejoin is not None and self.rejoin.ok:
+            self._certificate(inv, spec.cert_on)
+
+    def _approved(self, phase: Phase, command: str, plan: Plan) -> None:
+        if plan.steps and not plan.refused:
+            self.approvals.append(approval_for(phase, command, plan))
 
     def _kubernetes(self, fault: FaultPhase) -> None:
         """restore-kubernetes as an operator runs it after `recover` (--yes), on the lab's inventory
@@ -270,6 +300,7 @@ class _Run:
         inv = load_inventory(kube.rsa_client_inventory(self.lab))
         res = restore_kubernetes(inv, yes=True, plan_only=False, say=c.tagged("kubernetes"))
         c.phase("kubernetes", t)
+        self._approved(Phase.KUBERNETES, "etcd-dr restore-kubernetes --yes", res.plan)
         rto = res.ready_at - fault.at if str(res.status) == "restored" and res.ready_at else None
         self.kubernetes = KubernetesFacts(
             str(res.status),
@@ -284,6 +315,98 @@ class _Run:
         )
         api = f"RTO to a ready API {rto:.1f} s" if rto is not None else "the API is not ready"
         c(f"kubernetes: {res.status} in {c.marks['kubernetes']:.1f} s: {api}")
+
+    def _kubelet(self, inv: Inventory, host: str) -> None:
+        """`hosts kubelet-cleanup --host H --yes` on the worker whose kubelet the fault put into its
+        sandbox loop, then `fault heal` closes the fault's record (nothing left to undo)."""
+        from etcd_dr.faults.steps import heal
+        from etcd_dr.hostrepair.plan import RemoveParams
+        from etcd_dr.hostrepair.run import kubelet_cleanup
+
+        assert self.incident is not None
+        c = self.clock
+        t = time.monotonic()
+        try:
+            res = kubelet_cleanup(inv, host, yes=True, say=c.tagged("kubelet"))
+            self._approved(Phase.KUBELET, f"etcd-dr hosts kubelet-cleanup --host {host} --yes", res.plan)
+            done = res.outcome is not None and res.outcome.ok
+            removed = tuple(
+                k.name
+                for st in res.plan.steps
+                if done and isinstance(st.params, RemoveParams)
+                for k in st.params.containers
+            )
+            failed = res.outcome.failed if res.outcome else None
+            why = f"{failed.step.description}: {failed.error}" if failed else res.plan.reason
+            looped = res.look is not None and res.look.looping
+            facts = KubeletFacts(host, res.ok and done, why, removed, looped)
+            healed = heal(inv, host, say=c.tagged("kubelet"), lab=controls_for(inv))
+            if not healed.ok:
+                facts = replace(facts, ok=False, reason=f"{why}; fault heal: {healed.plan.reason}")
+        except EtcdDrError as e:
+            facts = KubeletFacts(host, False, str(e))
+        self.incident = replace(self.incident, kubelet=facts)
+        took = c.phase("kubelet", t)
+        c(f"kubelet on {host}: {'ok' if facts.ok else 'FAILED'} in {took:.1f} s: {facts.reason}")
+
+    def _certificate(self, inv: Inventory, host: str) -> None:
+        """A rejoined master's certificate dated ahead, as a machine whose clock is ahead issues it
+        (`fault cert-not-yet-valid`); `hosts clock` must find it by the host's own clock and blame the
+        certificate, not the clock; `cert renew --host H --yes` reissues it; `hosts clock` finds
+        nothing after; `fault heal` closes the record (the certificate is valid: nothing put back);
+        every member identical."""
+        from etcd_dr.certrenew.run import renew
+        from etcd_dr.faults.plan import FaultMode
+        from etcd_dr.faults.steps import heal, inject_host_fault
+        from etcd_dr.hostrepair.clock import CertVerdict, clock_report
+
+        assert self.incident is not None
+        c = self.clock
+        say = c.tagged("certificate")
+        t = time.monotonic()
+        facts = CertFacts(host)
+        try:
+            run = inject_host_fault(inv, host, FaultMode.CERT_NOT_YET_VALID, say=say, lab=controls_for(inv))
+            if not run.ok:
+                raise RehearsalError(f"fault cert-not-yet-valid on {host} failed: {run.plan.reason}")
+            facts = replace(facts, injected=True)
+            rep = clock_report(inv)
+            member = inv.etcd.cert_path(inv.host(host))
+            bad = next(
+                (
+                    f
+                    for f in rep.bad_certs
+                    if f.host == host and f.path == member and f.verdict is CertVerdict.NOT_YET_VALID
+                ),
+                None,
+            )
+            say(f"hosts clock: {rep.verdict}")
+            if bad is not None:
+                facts = replace(facts, path=bad.path, problem=bad.problem, fix=bad.fix, skewed=rep.skewed)
+                res = renew(inv, [host], yes=True, say=say)
+                self._approved(Phase.CERTIFICATE, f"etcd-dr cert renew --host {host} --yes", res.plan)
+                failed = res.outcome.failed if res.outcome else None
+                why = f"{failed.step.description}: {failed.error}" if failed else res.plan.reason
+                facts = replace(facts, renewed=res.ok and res.outcome is not None, renew_reason=why)
+                after = clock_report(inv)
+                facts = replace(facts, clean_after=after.ok, after_verdict=after.verdict)
+                say(f"hosts clock after the renew: {after.verdict}")
+        except EtcdDrError as e:
+            facts = replace(facts, error=str(e))
+        try:
+            # renewed: heal finds the certificate valid and only closes the record; not renewed (a
+            # failed phase): heal puts the kept pair back, so the lab is not left with it
+            healed = heal(inv, host, say=say, lab=controls_for(inv))
+            if not healed.ok:
+                raise RehearsalError(f"fault heal on {host}: {healed.plan.reason}")
+            _, members, identical = _converge(inv, self.opts.converge_timeout_s)
+            facts = replace(facts, members_identical=identical)
+            shown = ", ".join(f"{m.host} rev {m.revision} keys {m.keys}" for m in members)
+            say(f"members after the renew: {shown}")
+        except EtcdDrError as e:
+            facts = replace(facts, error=facts.error or str(e))
+        self.incident = replace(self.incident, cert=facts)
+        c(f"certificate on {host}: {'ok' if facts.ok else 'FAILED'} in {c.phase('certificate', t):.1f} s")
 
     def _take_snapshot(self, inv: Inventory) -> None:
         from etcd_dr.snapshots.service import snapshot_cluster
@@ -482,6 +605,22 @@ class _Run:
             self.error,
             self.kubernetes,
         )
+        incident, phases = self.incident, ()
+        if incident is not None:
+            incident = replace(incident, approvals=tuple(self.approvals))
+            phases = incident_phases(
+                incident,
+                self.clock.marks,
+                keys=self.opts.keys,
+                fault=self.fault,
+                expected_paths=expected,
+                recovery=self.recovery,
+                measures=self.measures,
+                allowed=self.allowed,
+                kubernetes=self.kubernetes,
+                rejoin=self.rejoin,
+            )
+            ok, verdict = judge_incident(phases, incident, ok, verdict)
         return RehearsalReport(
             scenario=self.opts.scenario,
             ok=ok,
@@ -498,6 +637,8 @@ class _Run:
             deltalog_revision=self.deltalog_revision,
             rejoin=self.rejoin,
             kubernetes=self.kubernetes,
+            incident=incident,
+            phases=phases,
             timings=dict(self.clock.marks),
             log=str(self._log_path()),
             error=self.error,

@@ -9,6 +9,11 @@ the same core as `etcd-dr fault kill-master`).
 - all-lost: every etcd host loses power, then the first voter (master1) comes back with its etcd
   killed (`fault kill-master --mode etcd`): a host answers SSH, no member answers; the newest
   verified snapshot is restored, so everything after it may be lost.
+- incident: the source incident from start to end: all-voters-lost (the learner restored), with
+  kubelet on a worker (node2) put into its sandbox loop as the fault begins (`fault orphan-sandbox`),
+  Kubernetes brought back through external etcd, the loop cleaned, and after the masters rejoined a
+  member certificate dated ahead (`fault cert-not-yet-valid` on master1) found and renewed
+  (etcd_dr.lab.rehearsal.incident).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from dataclasses import dataclass
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.executor import audit_log_for
 from etcd_dr.faults.plan import FaultMode
-from etcd_dr.faults.steps import FaultRun, heal, inject
-from etcd_dr.inventory import Inventory
+from etcd_dr.faults.steps import FaultRun, heal, inject, inject_host_fault
+from etcd_dr.inventory import Inventory, Role
 from etcd_dr.lab import lifecycle
 from etcd_dr.lab.config import LabConfig
 from etcd_dr.lab.faults import controls_for
@@ -40,6 +45,7 @@ class Scenario(enum.StrEnum):
     MASTERS_LOST = "masters-lost"
     ALL_VOTERS_LOST = "all-voters-lost"
     ALL_LOST = "all-lost"
+    INCIDENT = "incident"
 
 
 class Return(enum.StrEnum):
@@ -62,6 +68,10 @@ class ScenarioSpec:
     # every voter back at once is the whole old cluster, alive again next to the recovered one:
     # those scenarios bring them back one at a time, as the recovery plan says to
     returns: Return = Return.TOGETHER
+    # incident: the host faults of the source incident's last hours and Kubernetes brought back
+    orphan_on: str | None = None  # a worker whose kubelet is put into its sandbox loop with the fault
+    cert_on: str | None = None  # a voter whose certificate, reissued at its rejoin, is dated ahead
+    kubernetes: bool = False  # restore-kubernetes after the recovery, as --through-kubernetes
 
     @property
     def lost(self) -> tuple[str, ...]:
@@ -86,6 +96,22 @@ def spec_for(scenario: Scenario, inv: Inventory) -> ScenarioSpec:
             f"{scenario} needs a learner in the inventory (role etcd-learner): build the lab with "
             "`--learner` (the rehearsal does)"
         )
+    if scenario is Scenario.INCIDENT:
+        worker = next((h.name for h in inv.hosts if Role.WORKER in h.roles and not h.runs_etcd), None)
+        if worker is None or inv.rke is None:
+            raise InputError(
+                "the incident needs a worker that runs no etcd member (node2) and the inventory's rke: "
+                "section (the lab as RKE left it: `lab up` writes both)"
+            )
+        return ScenarioSpec(
+            scenario, tuple(voters), (), (),
+            (RecoveryPath.LEARNER_RESTORE,), LossRule.BEYOND_SOURCE, False,
+            f"every voter ({_and(voters)}) loses power while kubelet on {worker} is in its sandbox loop; the "
+            f"learner {_and(learners)} is restored into a new one-member cluster, Kubernetes comes back "
+            f"through external etcd, {worker}'s loop is cleaned, the masters rejoin one by one and "
+            f"{voters[0]}'s certificate, dated ahead, is found and renewed", Return.ONE_BY_ONE,
+            orphan_on=worker, cert_on=voters[0], kubernetes=True,
+        )  # fmt: skip
     if scenario is Scenario.ALL_VOTERS_LOST:
         return ScenarioSpec(
             scenario, tuple(voters), (), (),
@@ -132,10 +158,20 @@ def _audit(inv: Inventory, host: str, action: str, reason: str) -> None:
 
 
 def inject_scenario(inv: Inventory, lab: LabConfig, spec: ScenarioSpec, say: Say) -> FaultPhase:
-    """Lose the scenario's hosts, one after the other, the way `etcd-dr fault kill-master` does."""
+    """Lose the scenario's hosts, one after the other, the way `etcd-dr fault kill-master` does.
+    The incident's orphaned sandbox comes first (`fault orphan-sandbox`), so that kubelet is in its
+    loop when the masters go, and the RTO still counts from the first host lost."""
     t0 = time.monotonic()
-    at = time.time()
     actions: list[str] = []
+    if spec.orphan_on is not None:
+        h = spec.orphan_on
+        actions.append(
+            _checked(
+                inject_host_fault(inv, h, FaultMode.ORPHAN_SANDBOX, say=say, lab=controls_for(inv)),
+                f"orphaned sandbox on {h}",
+            )
+        )
+    at = time.time()
     for host in spec.lose_voters:
         actions.append(
             _checked(

@@ -1,0 +1,146 @@
+"""The kubelet-cleanup flow on a real Prefect server: the real core (etcd_dr.hostrepair.run) plans
+from a looping kubelet's look, the run pauses with the recovery's approval form showing the plan
+and the containers it removes; rejected -> Cancelled with nothing done; approved -> one task run
+per step, Completed, the artifact and the approval in the audit log. The host is faked (the look
+and the steps' handlers: recording, no host): what the steps do on a host is tested on the lab
+(tests/lab/test_kubelet_cleanup.py). The cert-renew flow is the same wiring (flows/hostrepair._run)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from test_kubelet_cleanup_plan import loop
+
+from etcd_dr.hostrepair import run as run_mod
+from etcd_dr.hostrepair.plan import CleanupAction
+from etcd_dr.plans import Step
+
+
+class Fake:
+    """Every step's handler: not done before, records what ran."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log, self.done_ids = log, set()
+
+    def done(self, step: Step) -> bool:
+        return step.id in self.done_ids
+
+    def run(self, step: Step) -> str:
+        self.log.append(step.id)
+        self.done_ids.add(step.id)
+        return "ok"
+
+
+def inventory(tmp_path: Path) -> Path:
+    for f in ("id", "kh", "ca.pem", "c.pem", "k.pem"):  # the inventory checks they exist; never read here
+        (tmp_path / f).write_text("")
+    p = tmp_path / "inventory.yaml"
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": "flowkubelet",
+                "audit_log": "audit.jsonl",
+                "ssh": {"key_file": "id", "known_hosts": "kh"},
+                "etcd": {"client": {"ca_cert": "ca.pem", "cert": "c.pem", "key": "k.pem"}},
+                "hosts": [
+                    {"name": "master1", "address": "10.9.0.11", "roles": ["etcd"]},
+                    {"name": "node2", "address": "10.9.0.22", "roles": ["worker"]},
+                ],
+            }
+        )
+    )
+    return p
+
+
+class FlowThread:
+    def __init__(self, **params: Any) -> None:
+        from flows.hostrepair import kubelet_cleanup_flow
+
+        self.name = f"kubelet-test-{uuid.uuid4().hex[:8]}"
+        self.state: Any = None
+        f = kubelet_cleanup_flow.with_options(flow_run_name=self.name)
+        self.thread = threading.Thread(target=lambda: setattr(self, "state", f(**params, return_state=True)))
+        self.thread.daemon = True
+        self.thread.start()
+
+    def run(self) -> Any:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        with get_client(sync_client=True) as c:
+            runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name])))
+        return runs[0] if runs else None
+
+    def wait_paused(self, timeout: float = 60) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            run = self.run()
+            if run is not None and run.state is not None and run.state.is_paused():
+                return run
+            assert self.thread.is_alive(), f"the flow ended without pausing: {self.state}"
+            time.sleep(0.3)
+        raise AssertionError(f"flow run {self.name} did not pause within {timeout} s")
+
+    def join(self, timeout: float = 120) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive()
+        return self.state
+
+
+def test_paused_for_approval_rejected_then_approved(
+    prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.flow_runs import resume_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.logging.handlers import APILogHandler
+
+    inv_path = inventory(tmp_path)
+    log: list[str] = []
+    fake = Fake(log)
+    monkeypatch.setattr(run_mod, "look", lambda ex, **kw: loop())
+    monkeypatch.setattr(run_mod, "handlers", lambda c: {str(a): fake for a in CleanupAction})
+
+    ft = FlowThread(host="node2", inventory_path=str(inv_path), approval_poll_s=1)
+    run = ft.wait_paused()
+    desc = read_flow_run_input(run.state.state_details.run_input_keyset["description"], flow_run_id=run.id)
+    assert "## Kubelet sandbox cleanup on cluster `flowkubelet`: approval needed" in desc
+    assert "**Decision.** kubelet on node2 is in the sandbox loop (restarted 7 times" in desc
+    assert "**Destructive steps (1 of 2).**" in desc and "k8s_app_web" in desc
+    resume_flow_run(run.id, run_input={"approve": False, "cluster": "flowkubelet", "approver": "ann"})
+    state = ft.join()
+    assert state.is_cancelled() and "rejected by ann; nothing was changed" in (state.message or "")
+    assert log == []
+
+    ft = FlowThread(host="node2", inventory_path=str(inv_path), approval_poll_s=1)
+    run = ft.wait_paused()
+    resume_flow_run(run.id, run_input={"approve": True, "cluster": "flowkubelet", "approver": "bob"})
+    state = ft.join()
+    assert state.is_completed(), state
+    out = state.result()
+    assert out["ok"] and out["approval"] == "approved by bob"
+    assert log == ["remove-containers:node2", "restart-kubelet:node2"]
+    with get_client(sync_client=True) as c:
+        for _ in range(40):  # task run states reach the API as events, after the flow's own
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            if trs and {t.state.type.value for t in trs} == {"COMPLETED"}:
+                break
+            time.sleep(0.25)
+        arts = {a.key: a for a in c.read_artifacts() if a.flow_run_id == run.id}  # this run's, not the first
+    assert sorted(t.name for t in trs) == sorted(log) and {t.state.type.value for t in trs} == {"COMPLETED"}
+    assert "approved by bob" in (arts["kubelet-cleanup-flowkubelet"].data or "")
+    audit = (tmp_path / "audit.jsonl").read_text()
+    assert '"action":"kubelet-cleanup-approval"' in audit and "approved by bob" in audit
+    asyncio.run(APILogHandler.aflush())  # ship the runs' logs while the test server is still up
