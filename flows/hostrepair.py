@@ -15,7 +15,6 @@ Final states: done or planned -> Completed; rejected -> Cancelled; refused, fail
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -27,33 +26,9 @@ from etcd_dr.certrenew.run import renew
 from etcd_dr.hostrepair.run import kubelet_cleanup
 from etcd_dr.inventory import Inventory
 from etcd_dr.plans import Plan, PlanRun
-from flows.common import audited_run, cluster_inventory
+from flows.common import audited_run, cluster_inventory, plan_approval_text
 from flows.recover import Approval, ApprovalGate
 from tasks.hosts import run_hostrepair_step
-
-
-def approval_text(what: str, plan: Plan, timeout_s: int) -> str:
-    """The form's text (markdown): the decision, the destructive steps, the plan; short plans."""
-    expires = (datetime.now(UTC) + timedelta(seconds=timeout_s)).strftime("%Y-%m-%d %H:%M:%S UTC")
-    destructive = [s for s in plan.steps if s.destructive]
-    lines = [
-        f"## {what} on cluster `{plan.cluster}`: approval needed",
-        "",
-        f"**Decision.** {plan.reason}",
-        "",
-        f"**Destructive steps ({len(destructive)} of {len(plan.steps)}).**",
-        *(f"- {s.description} (on {s.host or '-'})" for s in destructive),
-        "",
-        "```",
-        plan.render(),
-        "```",
-        "",
-        f"To execute: tick **Approve**, type `{plan.cluster}` as the cluster name, give your name. "
-        "Anything else changes nothing.",
-        "",
-        f"This request expires at {expires}; then the run fails and nothing is changed.",
-    ]
-    return redact("\n".join(lines))
 
 
 def _finish(kind: str, what: str, res: PlanRun, gate: ApprovalGate, approve: bool) -> dict | State:
@@ -111,7 +86,7 @@ def _run(
         gate = ApprovalGate(inv, logger, approval_timeout_s, approval_poll_s)
 
         def confirm(plan: Plan) -> bool:
-            return gate.ask(approval_text(what, plan, approval_timeout_s), plan, f"{kind}-approval")
+            return gate.ask(plan_approval_text(what, plan, approval_timeout_s), plan, f"{kind}-approval")
 
         res = core(
             inv,

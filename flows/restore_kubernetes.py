@@ -17,8 +17,6 @@ busy, failed, approval timed out -> Failed, with the core's one sentence as the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Cancelled, Failed, State
@@ -26,7 +24,7 @@ from prefect.states import Cancelled, Failed, State
 from etcd_dr.audit import redact
 from etcd_dr.kubernetes.run import KubernetesResult, KubernetesStatus, journal_path, restore_kubernetes
 from etcd_dr.plans import Plan
-from flows.common import audited_run, cluster_inventory
+from flows.common import audited_run, cluster_inventory, plan_approval_text
 from flows.recover import Approval, RecoveryNotDone, recovery_slot
 from flows.recover import ApprovalGate as RecoverApprovalGate
 from tasks.kubernetes import run_kubernetes_step
@@ -38,36 +36,11 @@ def _key(kind: str, cluster: str) -> str:
 
 def approval_description(plan: Plan, diff: str, timeout_s: int, resumed: bool = False) -> str:
     """The form's text (markdown): the decision, the destructive steps, the plan, the diff."""
-    expires = (datetime.now(UTC) + timedelta(seconds=timeout_s)).strftime("%Y-%m-%d %H:%M:%S UTC")
-    destructive = [s for s in plan.steps if s.destructive]
-    lines = [
-        f"## Kubernetes back on cluster `{plan.cluster}`: approval needed",
-        "",
-        f"**Decision.** {plan.reason}",
-        "",
-        *(
-            ["**Resuming** an unfinished restore (its journal): done steps are skipped.", ""]
-            if resumed
-            else []
-        ),
-        f"**Destructive steps ({len(destructive)} of {len(plan.steps)}).**",
-        *(f"- {s.description} (on {s.host or '-'})" for s in destructive),
-        "",
-        "```",
-        plan.render(),
-        "```",
-        *(
-            ["", "**cluster.yml** (written beside the operator's, never over it):", "```diff", diff, "```"]
-            if diff
-            else []
-        ),
-        "",
-        f"To execute: tick **Approve**, type `{plan.cluster}` as the cluster name, give your name. "
-        "Anything else changes nothing.",
-        "",
-        f"This request expires at {expires}; then the run fails and nothing is changed.",
-    ]
-    return redact("\n".join(lines))
+    note = (
+        ["**Resuming** an unfinished restore (its journal): done steps are skipped.", ""] if resumed else []
+    )
+    tail = ["", "**cluster.yml** (written beside the operator's, never over it):", "```diff", diff, "```"]
+    return plan_approval_text("Kubernetes back", plan, timeout_s, note=note, tail=tail if diff else ())
 
 
 def verdict_markdown(res: KubernetesResult, approval: Approval | None) -> str:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +22,7 @@ from test_kubelet_cleanup_plan import loop
 from etcd_dr.hostrepair import run as run_mod
 from etcd_dr.hostrepair.plan import CleanupAction
 from etcd_dr.plans import Step
+from tests.flows.flowthread import FlowThread
 
 
 class Fake:
@@ -63,41 +61,6 @@ def inventory(tmp_path: Path) -> Path:
     return p
 
 
-class FlowThread:
-    def __init__(self, **params: Any) -> None:
-        from flows.hostrepair import kubelet_cleanup_flow
-
-        self.name = f"kubelet-test-{uuid.uuid4().hex[:8]}"
-        self.state: Any = None
-        f = kubelet_cleanup_flow.with_options(flow_run_name=self.name)
-        self.thread = threading.Thread(target=lambda: setattr(self, "state", f(**params, return_state=True)))
-        self.thread.daemon = True
-        self.thread.start()
-
-    def run(self) -> Any:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-        with get_client(sync_client=True) as c:
-            runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name])))
-        return runs[0] if runs else None
-
-    def wait_paused(self, timeout: float = 60) -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            run = self.run()
-            if run is not None and run.state is not None and run.state.is_paused():
-                return run
-            assert self.thread.is_alive(), f"the flow ended without pausing: {self.state}"
-            time.sleep(0.3)
-        raise AssertionError(f"flow run {self.name} did not pause within {timeout} s")
-
-    def join(self, timeout: float = 120) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive()
-        return self.state
-
-
 def test_paused_for_approval_rejected_then_approved(
     prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,13 +70,17 @@ def test_paused_for_approval_rejected_then_approved(
     from prefect.input.actions import read_flow_run_input
     from prefect.logging.handlers import APILogHandler
 
+    from flows.hostrepair import kubelet_cleanup_flow
+
     inv_path = inventory(tmp_path)
     log: list[str] = []
     fake = Fake(log)
     monkeypatch.setattr(run_mod, "look", lambda ex, **kw: loop())
     monkeypatch.setattr(run_mod, "handlers", lambda c: {str(a): fake for a in CleanupAction})
 
-    ft = FlowThread(host="node2", inventory_path=str(inv_path), approval_poll_s=1)
+    ft = FlowThread(
+        kubelet_cleanup_flow, "kubelet-test", host="node2", inventory_path=str(inv_path), approval_poll_s=1
+    )
     run = ft.wait_paused()
     desc = read_flow_run_input(run.state.state_details.run_input_keyset["description"], flow_run_id=run.id)
     assert "## Kubelet sandbox cleanup on cluster `flowkubelet`: approval needed" in desc
@@ -124,7 +91,9 @@ def test_paused_for_approval_rejected_then_approved(
     assert state.is_cancelled() and "rejected by ann; nothing was changed" in (state.message or "")
     assert log == []
 
-    ft = FlowThread(host="node2", inventory_path=str(inv_path), approval_poll_s=1)
+    ft = FlowThread(
+        kubelet_cleanup_flow, "kubelet-test", host="node2", inventory_path=str(inv_path), approval_poll_s=1
+    )
     run = ft.wait_paused()
     resume_flow_run(run.id, run_input={"approve": True, "cluster": "flowkubelet", "approver": "bob"})
     state = ft.join()

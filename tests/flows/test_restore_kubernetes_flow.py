@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,46 +20,7 @@ from test_kubernetes_run import Fake, lab_like
 
 from etcd_dr.kubernetes import run as run_mod
 from etcd_dr.kubernetes.steps import KubernetesAction
-
-
-class FlowThread:
-    """restore_kubernetes_flow in a thread, as a worker would run it; the test is the approver."""
-
-    def __init__(self, **params: Any) -> None:
-        from flows.restore_kubernetes import restore_kubernetes_flow
-
-        self.name = f"k8s-test-{uuid.uuid4().hex[:8]}"
-        self.state: Any = None
-        f = restore_kubernetes_flow.with_options(flow_run_name=self.name)
-
-        def target() -> None:
-            self.state = f(**params, return_state=True)
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-
-    def run(self) -> Any:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-        with get_client(sync_client=True) as c:
-            runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name])))
-        return runs[0] if runs else None
-
-    def wait_paused(self, timeout: float = 60) -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            run = self.run()
-            if run is not None and run.state is not None and run.state.is_paused():
-                return run
-            assert self.thread.is_alive(), f"the flow ended without pausing: {self.state}"
-            time.sleep(0.3)
-        raise AssertionError(f"flow run {self.name} did not pause within {timeout} s")
-
-    def join(self, timeout: float = 120) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive()
-        return self.state
+from tests.flows.flowthread import FlowThread
 
 
 def test_paused_for_approval_rejected_then_approved(
@@ -74,13 +32,15 @@ def test_paused_for_approval_rejected_then_approved(
     from prefect.input.actions import read_flow_run_input
     from prefect.logging.handlers import APILogHandler
 
+    from flows.restore_kubernetes import restore_kubernetes_flow
+
     inv_path, _ = lab_like(tmp_path, monkeypatch, ["master3"], "master3")
     log: list[str] = []
     fake = Fake(log, set())
     monkeypatch.setattr(run_mod, "handlers", lambda c: {str(a): fake for a in KubernetesAction})
     new_yml = tmp_path / "rke/cluster.recovered.yml"
 
-    ft = FlowThread(inventory_path=str(inv_path), approval_poll_s=1)
+    ft = FlowThread(restore_kubernetes_flow, "k8s-test", inventory_path=str(inv_path), approval_poll_s=1)
     run = ft.wait_paused()
     desc = read_flow_run_input(run.state.state_details.run_input_keyset["description"], flow_run_id=run.id)
     assert "## Kubernetes back on cluster `prod-eu1`: approval needed" in desc
@@ -92,7 +52,7 @@ def test_paused_for_approval_rejected_then_approved(
     assert state.is_cancelled() and "rejected by ann; nothing was changed" in (state.message or "")
     assert log == [] and not new_yml.exists()
 
-    ft = FlowThread(inventory_path=str(inv_path), approval_poll_s=1)
+    ft = FlowThread(restore_kubernetes_flow, "k8s-test", inventory_path=str(inv_path), approval_poll_s=1)
     run = ft.wait_paused()
     resume_flow_run(run.id, run_input={"approve": True, "cluster": "prod-eu1", "approver": "bob"})
     state = ft.join()
