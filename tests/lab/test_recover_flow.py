@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,10 @@ PICTURE = (
 class FlowThread:
     """recover_flow in a background thread, as a worker would run it; the test is the approver."""
 
+    started: list[FlowThread] = []  # noqa: RUF012 (every one, for the teardown below)
+
     def __init__(self, **params: Any) -> None:
+        FlowThread.started.append(self)
         from flows.recover import recover_flow
 
         self.name = f"recover-test-{uuid.uuid4().hex[:8]}"
@@ -124,6 +127,24 @@ def flush_logs() -> None:
     asyncio.run(APILogHandler.aflush())  # ship them while the test server is still up
 
 
+@pytest.fixture(autouse=True)
+def _no_run_left_paused() -> Iterator[None]:
+    """A test that fails while its run waits for approval would leave the run paused, holding the
+    cluster's recovery slot and lock: every later recovery of the lab would wait for it and fail.
+    Rejected here, so that one failure stays one."""
+    yield
+    from prefect.flow_runs import resume_flow_run
+
+    while FlowThread.started:
+        ft = FlowThread.started.pop()
+        if not ft.thread.is_alive():
+            continue
+        run = ft.run()
+        if run is not None and run.state is not None and run.state.is_paused():
+            resume_flow_run(run.id, run_input={"approve": False, "cluster": "-", "approver": "teardown"})
+        ft.thread.join(120)
+
+
 def test_rejected_or_unanswered_approval_changes_nothing(running_lab: Lab, prefect_harness) -> None:
     from prefect.flow_runs import resume_flow_run
 
@@ -141,7 +162,8 @@ def test_rejected_or_unanswered_approval_changes_nothing(running_lab: Lab, prefe
         ft = FlowThread(inventory_path=inv_path, approval_timeout_s=600, approval_poll_s=1)
         run = ft.wait_paused()
         text, _ = form_of(run)
-        assert REASON in text and f"type `{cluster}` as the cluster name" in text
+        assert f"**Recovery of `{cluster}`: approval needed.** {REASON}" in text
+        assert "**Destructive: " in text and "nothing is done if it changed" in text
         resume_flow_run(
             run.id,
             run_input={
