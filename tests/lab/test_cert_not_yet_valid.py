@@ -89,9 +89,18 @@ def check_fault_found_and_renewed(lab: Lab, since: str) -> None:
     states = [s["state"] for s in out["steps"]]
     # the wait is skipped when the restarted member already answers with a leader at its first look
     assert states[:2] == ["done", "done"] and states[2] in ("done", "skipped"), out["steps"]
-    after = f"{int(time.time()) + 1}"
-    time.sleep(5)
-    assert x509_errors(lab, after) == {"master1": [], "master2": [], "master3": []}
+    # then the peers see the new certificate: a 5 s window with no x509 error in any member's log.
+    # Handshakes begun around the restart can still be logged in its first second (seen once in CI,
+    # two lines a peer, all in one second), so the window may start again, for 20 s at most; the old
+    # certificate still served would fail every window (etcd's peers retry every ~100 ms).
+    end = time.monotonic() + 20
+    while True:
+        after = f"{int(time.time()) + 1}"
+        time.sleep(5)
+        got = x509_errors(lab, after)
+        if not any(got.values()) or time.monotonic() > end:
+            break
+    assert got == {"master1": [], "master2": [], "master3": []}
     r = lab.etcd_dr("hosts", "clock", "--json")
     assert r.returncode == 0, json.loads(r.stdout)["verdict"]
     ex = executor_for(inv, "master1")

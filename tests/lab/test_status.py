@@ -105,5 +105,7 @@ def test_status_flow_under_prefect(running_lab: Lab, prefect_harness) -> None:
 
     import asyncio
 
-    arts = [a for a in asyncio.run(artifact()) if (a.key or "").startswith("etcd-status-")]
+    # this cluster's artifact: the session's Prefect server also has those of other tests' clusters
+    key = f"etcd-status-{out['cluster']}".lower().replace("_", "-")
+    arts = [a for a in asyncio.run(artifact()) if a.key == key]
     assert arts and out["verdict"] in (arts[0].description or "")
