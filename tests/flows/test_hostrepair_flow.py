@@ -102,7 +102,7 @@ def test_paused_for_approval_rejected_then_approved(
     assert out["ok"] and out["approval"] == "approved by bob"
     assert log == ["remove-containers:node2", "restart-kubelet:node2"]
     with get_client(sync_client=True) as c:
-        for _ in range(40):  # task run states reach the API as events, after the flow's own
+        for _ in range(240):  # task run states reach the API as events, after the flow's own (60 s: CI)
             trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
             if trs and {t.state.type.value for t in trs} == {"COMPLETED"}:
                 break
