@@ -41,5 +41,5 @@ class FlowThread:
 
     def join(self, timeout: float = 120) -> Any:
         self.thread.join(timeout)
-        assert not self.thread.is_alive()
+        assert not self.thread.is_alive(), f"flow run {self.name} still running after {timeout} s"
         return self.state

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import yaml
 from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.state import client_for
+from tests.flows.flowthread import FlowThread as SharedFlowThread
 
 from .conftest import Lab
 from .test_faults import inventory_copy, wait_voters
@@ -38,47 +37,23 @@ PICTURE = (
 )
 
 
-class FlowThread:
-    """recover_flow in a background thread, as a worker would run it; the test is the approver."""
+class FlowThread(SharedFlowThread):
+    """recover_flow in a background thread, as a worker would run it; the test is the approver. A
+    lab recovery takes longer than the flow tests' faked ones: longer waits by default."""
 
     started: list[FlowThread] = []  # noqa: RUF012 (every one, for the teardown below)
 
     def __init__(self, **params: Any) -> None:
-        FlowThread.started.append(self)
         from flows.recover import recover_flow
 
-        self.name = f"recover-test-{uuid.uuid4().hex[:8]}"
-        self.state: Any = None
-        flow = recover_flow.with_options(flow_run_name=self.name)
-
-        def target() -> None:
-            self.state = flow(**params, return_state=True)
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-
-    def run(self) -> Any:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-        with get_client(sync_client=True) as c:
-            runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[self.name])))
-        return runs[0] if runs else None
+        FlowThread.started.append(self)
+        super().__init__(recover_flow, "recover-test", **params)
 
     def wait_paused(self, timeout: float = 120) -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            run = self.run()
-            if run is not None and run.state is not None and run.state.is_paused():
-                return run
-            assert self.thread.is_alive(), f"the flow ended without pausing: {self.state}"
-            time.sleep(0.3)
-        raise AssertionError(f"flow run {self.name} did not pause within {timeout} s")
+        return super().wait_paused(timeout)
 
     def join(self, timeout: float = 300) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"flow run {self.name} still running after {timeout} s"
-        return self.state
+        return super().join(timeout)
 
 
 def form_of(run: Any) -> tuple[str, dict]:
