@@ -34,8 +34,9 @@ def gate(decision: KubernetesDecision, report: ClockReport, hosts: Sequence[str]
     parts = [f"{h.host}'s clock is {h.sentence}" for h in skewed]
     parts += [f"{c.host}:{c.path} {c.problem}" for c in bad]
     # a certificate the clock is to blame for is fixed by the sync (its fix says so)
-    own = sorted({c.fix for c in bad if c.fix and "hosts clock" not in c.fix})
-    fixes = ([SYNC_FIX] if skewed or len(own) < len({c.fix for c in bad}) else []) + own
+    by_clock = [c for c in bad if c.fix and "hosts clock" in c.fix]
+    own = sorted({c.fix for c in bad if c.fix and c not in by_clock})
+    fixes = ([SYNC_FIX] if skewed or by_clock else []) + own
     reason = (
         "; ".join(parts)
         + ": `rke up` issues certificates by the deploy host's clock and each host judges them by its "
