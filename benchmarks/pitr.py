@@ -2,10 +2,12 @@
 
   writer    one client writing puts back to back for --seconds, in rounds alternating --modes:
             `without` (no watcher process at all), `with` (`Streamer`, the code `etcd-dr backup
-            stream` runs, in its own process as in production), `with-noprev` (a watcher without
-            prev_kv, to see what etcd's read per event costs): puts/s, p50/p99 latency of a put, and
-            CPU seconds per 10k puts of the members (and of the leader alone) and of the watcher
-            (/proc/PID/stat: on a shared machine a steadier figure than throughput). --pin puts
+            stream` runs, in its own process as in production: a watch per 0.2 s cycle),
+            `with-open` (the same with one watch kept open: one response per revision),
+            `with-noprev` (a watcher without prev_kv, to see what etcd's read per event costs):
+            puts/s, p50/p99 latency of a put, and CPU seconds per 10k puts of the members (and of
+            the leader alone) and of the watcher (/proc/PID/stat: on a shared machine a steadier
+            figure than throughput). --pin puts
             etcd and the writer on CPU 0 and the watcher on CPU 1.
   replay    the revisions the watcher logged, replayed into the snapshot taken before the first
             round (restored and served by a throwaway etcd, as `snapshot roll-forward` does), with
@@ -13,7 +15,7 @@
 
 A benchmark: it prints figures and asserts nothing about speed.
 
-    .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 5 --seconds 5 --modes without,with,with-noprev
+    .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 6 --seconds 5 --modes without,with,with-open
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ import functools, sys
 from pathlib import Path
 from etcd_dr.deltalog.stream import Streamer
 from etcd_dr.etcd import EtcdClient
-d, logname, snap, prev, *eps = sys.argv[1:]
+from etcd_dr.deltalog.stream import StreamSettings
+d, logname, snap, prev, pull, *eps = sys.argv[1:]
 p = Path(d)
 c = EtcdClient(eps, ca_cert=p / "ca.pem", cert=p / "c.pem", key=p / "c-key.pem")
 if prev == "0":  # measuring what prev_kv costs etcd: such a log fails the roll-forward's check
     c.watch = functools.partial(c.watch, prev_kv=False)
-Streamer(c, eps, p / logname, "bench", snapshot_revision=lambda: int(snap)).run()
+s = StreamSettings() if pull == "default" else StreamSettings(pull_interval_s=float(pull))
+Streamer(c, eps, p / logname, "bench", snapshot_revision=lambda: int(snap), settings=s).run()
 """
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -111,15 +115,15 @@ def timed_round(
     last: int,
 ) -> Round:
     """One round of `mode`: `without` (no watcher process at all), `with` (the watcher resumes
-    from the log on disk and catches up first), `with-noprev` (a watcher without prev_kv, its own
-    log from the current revision)."""
+    from the log on disk and catches up first), `with-open` (one watch kept open) and
+    `with-noprev` (a watcher without prev_kv): each its own log from the current revision."""
     child = None
-    logname = "log-noprev" if mode == "with-noprev" else "log"
+    logname = "log" if mode == "with" else f"log-{mode}"
     if mode != "without":
         frm = start if mode == "with" else c.status(cluster.endpoints[0]).revision
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(work), logname, str(frm), "0" if mode == "with-noprev" else "1",
-             *cluster.endpoints]
+             "0" if mode == "with-open" else "default", *cluster.endpoints]
         )  # fmt: skip
         if a.pin:
             time.sleep(0.2)
@@ -154,7 +158,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument(
         "--modes", type=lambda v: v.split(","), default=["without", "with"],
-        help="writer rounds, alternating in this order: without, with, with-noprev (default: %(default)s)",
+        help="writer rounds, alternating in this order: any of without, with, with-open, with-noprev "
+             "(default: %(default)s)",
     )  # fmt: skip
     ap.add_argument("--pin", action="store_true", help="etcd and the writer on CPU 0, the watcher on CPU 1")
     ap.add_argument(
@@ -198,16 +203,20 @@ def main() -> None:
             + ("; etcd and the writer pinned to CPU 0, the watcher to CPU 1" if a.pin else "")
         )
         base = statistics.median(x.n for x in rows[a.modes[0]]) / a.seconds
+        base_p99 = statistics.median(pct(x.lat, 0.99) for x in rows[a.modes[0]])
         for mode, rs in rows.items():
             rates = [x.n / a.seconds for x in rs]
             lat = [v for x in rs for v in x.lat]
+            p99s = [pct(x.lat, 0.99) * 1e3 for x in rs]  # each round's: the spread says what is noise
             per = 1e4 / sum(x.n for x in rs)
             med = statistics.median(rates)
             cpu = {k: sum(getattr(x, k) for x in rs) * per for k in ("etcd", "leader", "watcher")}
             print(
                 f"  {mode:12s} {med:5.0f} puts/s median ({med / base - 1:+.1%}; "
                 f"rounds {', '.join(f'{x:.0f}' for x in rates)})  p50 {pct(lat, 0.5) * 1e3:5.2f} ms  "
-                f"p99 {pct(lat, 0.99) * 1e3:5.2f} ms; CPU s per 10k puts: etcd {cpu['etcd']:.2f} "
+                f"p99 {pct(lat, 0.99) * 1e3:5.2f} ms (rounds' median {statistics.median(p99s):.2f} ms, "
+                f"{statistics.median(p99s) / (base_p99 * 1e3) - 1:+.1%}; {min(p99s):.2f}-{max(p99s):.2f}); "
+                f"CPU s per 10k puts: etcd {cpu['etcd']:.2f} "
                 f"(leader {cpu['leader']:.2f}), watcher {cpu['watcher']:.2f}"
             )
         log = DeltaLog(work / "log")

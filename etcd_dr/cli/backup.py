@@ -29,6 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.add_argument(
         "--segment-max-age", type=float, default=60.0, metavar="S", help="seal a segment this old (s)"
     )
+    st.add_argument(
+        "--pull-interval",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="one watch per cycle this often, read until caught up (0: one watch kept open: a "
+        "response per revision, about twice the serving member's CPU per event; README)",
+    )
     st.add_argument("--until-revision", type=int, help="stop once this revision is on disk")
     st.add_argument("--max-seconds", type=float, help="stop after this long")
     st.add_argument("--no-offsite", action="store_true", help="do not copy sealed segments off-site")
@@ -42,6 +50,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     if args.segment_max_bytes <= 0 or args.segment_max_age <= 0:
         raise InputError("--segment-max-bytes and --segment-max-age must be > 0")
+    if not 0 <= args.pull_interval <= 5:
+        raise InputError(
+            f"--pull-interval {args.pull_interval:g}: give 0 to 5 s (the log is at most this + 0.1 s "
+            "behind the cluster: a longer one costs writes when every member is lost)"
+        )
     inv = inventory_from_args(args)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -49,7 +62,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     res = stream_cluster(
         inv,
         settings=StreamSettings(
-            segment_max_bytes=args.segment_max_bytes, segment_max_age_s=args.segment_max_age
+            segment_max_bytes=args.segment_max_bytes,
+            segment_max_age_s=args.segment_max_age,
+            pull_interval_s=args.pull_interval,
         ),
         stop=stop,
         until_revision=args.until_revision,

@@ -281,8 +281,9 @@ def test_another_cluster_that_is_not_restored_from_the_logs_end_is_a_gap(
     assert read_gap(log_dir)["after_revision"] == end
 
 
+@pytest.mark.parametrize("pull_interval_s", [0.0, 0.2], ids=["one-watch-kept-open", "a-watch-per-cycle"])
 def test_it_watches_a_follower_and_leaves_the_leader_for_the_writes(
-    cluster: LocalCluster, tmp_path: Path
+    cluster: LocalCluster, tmp_path: Path, pull_interval_s: float
 ) -> None:
     """Listed first, the leader is still asked last: a watch costs the member that serves it."""
     with cluster.client() as c:
@@ -291,8 +292,31 @@ def test_it_watches_a_follower_and_leaves_the_leader_for_the_writes(
         w = Writer(c, "/fol")
         snap = w.write(1)
         end = w.write(10)
-        s = Streamer(c, eps, tmp_path / "log", "test", snapshot_revision=lambda: snap, settings=FAST)
+        settings = dataclasses.replace(FAST, pull_interval_s=pull_interval_s)
+        s = Streamer(c, eps, tmp_path / "log", "test", snapshot_revision=lambda: snap, settings=settings)
         assert s.run(until_revision=end, max_seconds=20).ok
     st = read_status(tmp_path / "log")
     assert st is not None and st.endpoint == eps[1] != leader  # the first follower listed
     check_log(tmp_path / "log", snap + 1, end, w)
+
+
+def test_a_watch_that_starts_behind_is_caught_up_in_batched_responses(cluster: LocalCluster) -> None:
+    """What the watcher's cycles rest on: etcd sends the revisions a new watch starts behind in a
+    few responses (its store read every 100 ms, up to 1000 revisions each), not one per revision
+    as it does to a watch that is caught up."""
+    with cluster.client() as c:
+        w = Writer(c, "/batch")
+        first = w.write(1) + 1
+        end = w.write(200)
+        ep = next(ep for ep in cluster.endpoints if not c.status(ep).is_leader)
+        got: list[int] = []
+        responses = 0
+        with c.watch(ep, first) as watch:
+            while not got or got[-1] < end:
+                b = watch.get(timeout=5.0)
+                assert b is not None, f"nothing after revision {got[-1] if got else first - 1}"
+                if b.events:
+                    responses += 1
+                    got.extend(dict.fromkeys(e.kv.mod_revision for e in b.events))
+    assert got == list(range(first, end + 1))
+    assert responses <= 3, f"{end - first + 1} revisions came in {responses} responses"
