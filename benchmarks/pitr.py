@@ -4,11 +4,13 @@
             `without` (no watcher process at all), `with` (`Streamer`, the code `etcd-dr backup
             stream` runs, in its own process as in production: a watch per 0.2 s cycle),
             `with-open` (the same with one watch kept open: one response per revision),
+            `with-pull=S` (a watch per S s cycle),
             `with-noprev` (a watcher without prev_kv, to see what etcd's read per event costs):
             puts/s, p50/p99 latency of a put, and CPU seconds per 10k puts of the members (and of
             the leader alone) and of the watcher (/proc/PID/stat: on a shared machine a steadier
-            figure than throughput). --pin puts
-            etcd and the writer on CPU 0 and the watcher on CPU 1.
+            figure than throughput). --pin puts etcd and the writer on CPU 0 and the watcher on CPU
+            1; --apart puts the follower the watcher watches and the watcher on CPU 1, the rest on
+            CPU 0 (the serving member's work off the leader's CPU, as on a real cluster).
   replay    the revisions the watcher logged, replayed into the snapshot taken before the first
             round (restored and served by a throwaway etcd, as `snapshot roll-forward` does), with
             each of --windows transactions in flight: events/s, and the check against the log
@@ -118,14 +120,14 @@ def timed_round(
     from the log on disk and catches up first), `with-open` (one watch kept open) and
     `with-noprev` (a watcher without prev_kv): each its own log from the current revision."""
     child = None
-    logname = "log" if mode == "with" else f"log-{mode}"
+    logname = str(a.log_parent / ("log" if mode == "with" else f"log-{mode}"))  # absolute
     if mode != "without":
         frm = start if mode == "with" else c.status(cluster.endpoints[0]).revision
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(work), logname, str(frm), "0" if mode == "with-noprev" else "1",
-             "0" if mode == "with-open" else "default", *cluster.endpoints]
+             "0" if mode == "with-open" else mode.partition("=")[2] or "default", *cluster.endpoints]
         )  # fmt: skip
-        if a.pin:
+        if a.pin or a.apart:
             time.sleep(0.2)
             pin(child.pid, {1})
         wait_for("the watcher caught up", lambda: (_status(work, logname) or 0) >= last, 60)
@@ -158,10 +160,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument(
         "--modes", type=lambda v: v.split(","), default=["without", "with"],
-        help="writer rounds, alternating in this order: any of without, with, with-open, with-noprev "
-             "(default: %(default)s)",
+        help="writer rounds, alternating in this order: any of without, with, with-open, with-pull=S, "
+             "with-noprev (default: %(default)s)",
     )  # fmt: skip
     ap.add_argument("--pin", action="store_true", help="etcd and the writer on CPU 0, the watcher on CPU 1")
+    ap.add_argument(
+        "--log-on",
+        type=Path,
+        metavar="DIR",
+        help="the watcher's logs in a new directory under DIR (default: beside etcd's data): on another "
+        "filesystem, the log's fdatasyncs do not share etcd's journal, as on a real deployment",
+    )
+    ap.add_argument(
+        "--apart",
+        action="store_true",
+        help="the leader, the other follower and the writer on CPU 0; the follower the watcher watches "
+        "and the watcher on CPU 1 (as on a cluster whose members have machines of their own)",
+    )
     ap.add_argument(
         "--windows", type=lambda v: [int(x) for x in v.split(",")], default=[1, WINDOW],
         help="replay with each of these numbers of transactions in flight (default: 1 and %(default)s)",
@@ -180,6 +195,9 @@ def main() -> None:
     )
     work = root / "work"
     work.mkdir()
+    a.log_parent = work
+    if a.log_on:
+        a.log_parent = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-pitr-log-", dir=a.log_on))
     for name, data in (("ca.pem", ca.cert_pem), ("c.pem", cluster.client_pair.cert_pem),
                        ("c-key.pem", cluster.client_pair.key_pem)):  # fmt: skip
         (work / name).write_bytes(data)
@@ -194,13 +212,26 @@ def main() -> None:
             if a.pin:  # etcd and the writer on CPU 0, the watcher on CPU 1 (below)
                 for pid in (*(n.proc.pid for n in cluster.nodes), os.getpid()):
                     pin(pid, {0})
+            if a.apart:  # the member the watcher watches (the first follower listed) beside it on CPU 1
+                leader = next(n for n in cluster.nodes if c.status(n.client_url).is_leader)
+                watched = next(n for n in cluster.nodes if n is not leader)
+                for n in cluster.nodes:
+                    pin(n.proc.pid, {1} if n is watched else {0})
+                pin(os.getpid(), {0})
             for r in range(a.rounds):
                 for mode in a.modes:
                     rows[mode].append(timed_round(a, c, cluster, work, mode, r, start, last))
                     last = rows[mode][-1].last
         print(
             f"etcd {bins.version}, 3 members on loopback, {a.rounds} x {a.seconds:g} s per mode, one writer"
+            + (f"; the watcher's logs in {a.log_on}" if a.log_on else "")
             + ("; etcd and the writer pinned to CPU 0, the watcher to CPU 1" if a.pin else "")
+            + (
+                "; the leader, one follower and the writer pinned to CPU 0, the watched follower and "
+                "the watcher to CPU 1"
+                if a.apart
+                else ""
+            )
         )
         base = statistics.median(x.n for x in rows[a.modes[0]]) / a.seconds
         base_p99 = statistics.median(pct(x.lat, 0.99) for x in rows[a.modes[0]])
@@ -219,7 +250,7 @@ def main() -> None:
                 f"CPU s per 10k puts: etcd {cpu['etcd']:.2f} "
                 f"(leader {cpu['leader']:.2f}), watcher {cpu['watcher']:.2f}"
             )
-        log = DeltaLog(work / "log")
+        log = DeltaLog(a.log_parent / "log")
         last = log.last_revision() or start  # the log of the `with` rounds: what is replayed
         segs = log.segments()
         print(
@@ -241,6 +272,8 @@ def main() -> None:
     finally:
         cluster.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+        if a.log_on:
+            shutil.rmtree(a.log_parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
