@@ -531,6 +531,11 @@ class SSHExecutor:
                 sock = self.bastion.channel(h.ssh_host, h.port, timeout=ct, for_host=self.host)
             else:
                 sock = socket.create_connection((h.ssh_host, h.port), timeout=ct)
+                # Each command is a few small SSH messages (channel open, exec, EOF, close) sent
+                # before the last one is acked: with Nagle on, each waits out the peer's delayed ACK
+                # (~40 ms). Measured on the lab: `true` 59 -> 8 ms, `docker inspect` 124 -> 24 ms
+                # (medians of 15 on a reused connection). OpenSSH's client sets it too.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError:
             raise TransportError(self.host, f"no answer in {ct:g} s from {where}") from None
         except ConnectionRefusedError:

@@ -310,6 +310,14 @@ class StepContext:
             )
         return self._clients[endpoint]
 
+    def forget_client(self, endpoint: str) -> None:
+        """Close and drop the endpoint's client: the next client() dials afresh. After a refused
+        connect gRPC's channel waits out its reconnect backoff (up to 1 s) before it dials again,
+        so a member that just started would be seen that much late."""
+        c = self._clients.pop(endpoint, None)
+        if c is not None:
+            c.close()
+
     def __enter__(self) -> Self:
         return self
 

@@ -31,12 +31,12 @@ def inventory_path(arg: Path | None) -> Path:
     env = os.environ.get("ETCD_DR_INVENTORY")
     if env:
         return Path(env)
-    # only now: a command given its inventory never imports the lab (~70 ms at start)
-    from etcd_dr.lab import lifecycle
+    # only now, and only its config and net: a command given its inventory never imports the lab
     from etcd_dr.lab.config import default_inventory_path, incomplete
+    from etcd_dr.lab.net import running_lab
 
     path = default_inventory_path()
-    lab = lifecycle.running_lab()
+    lab = running_lab()
     if not path.exists() or lab is None:
         raise InputError(
             f"no inventory given and no lab is up ({path}): pass -i INVENTORY or run `etcd-dr lab up`"

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import yaml
 
 from etcd_dr.errors import InputError
@@ -215,6 +214,8 @@ def lab_token(d: Path) -> Path:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    import httpx  # only here: ~0.2 s to import, and every `etcd-dr` command that finds the lab imports this
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

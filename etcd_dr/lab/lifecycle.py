@@ -25,7 +25,6 @@ from etcd_dr.lab.config import (
     HostSpec,
     LabConfig,
     LabState,
-    env_lab_dir,
     incomplete,
 )
 from etcd_dr.lab.console import ConsoleExecutor
@@ -329,10 +328,7 @@ def down(cfg: LabConfig, *, wipe: bool = False, say: Say = print) -> None:
         clock(f"lab '{cfg.prefix}' down ({n} processes killed), disks kept in {cfg.dir / 'hosts'}")
 
 
-def running_lab() -> LabState | None:
-    """The lab the environment names (ETCD_DR_LAB_DIR / ETCD_DR_LAB_PREFIX), if it is up."""
-    state = LabState.load(env_lab_dir())
-    return state if state is not None and net.link_exists(state.config.bridge) else None
+running_lab = net.running_lab
 
 
 def _require_lab(cfg: LabConfig) -> LabState:

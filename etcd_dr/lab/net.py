@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from etcd_dr.errors import EtcdDrError, InputError
-from etcd_dr.lab.config import HOSTS, LabConfig
+from etcd_dr.lab.config import HOSTS, LabConfig, LabState, env_lab_dir
 
 NETNS_DIR = Path("/run/netns")
 
@@ -35,6 +35,13 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
+
+
+def running_lab() -> LabState | None:
+    """The lab the environment names (ETCD_DR_LAB_DIR / ETCD_DR_LAB_PREFIX), if it is up. Here, not
+    in lifecycle: a command that only looks for the lab's inventory imports this much and no more."""
+    state = LabState.load(env_lab_dir())
+    return state if state is not None and link_exists(state.config.bridge) else None
 
 
 def netns_exists(name: str) -> bool:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import EndpointStatus
+from etcd_dr.etcd.errors import EtcdTimeout, EtcdUnavailable
 from etcd_dr.plans import Params, Plan, Step, StepHandler, typed_steps
 from etcd_dr.recovery.evidence import FenceEvidence, FenceKind
 from etcd_dr.recovery.fencing import asked_on_host, gather, how_to_fence, probe
@@ -43,6 +44,9 @@ from etcd_dr.stepctx import Handler, StepContext, wait
 FORCE_FLAG = "--force-new-cluster"
 KILL_WAIT_S = 15.0
 STOP_TIMEOUT_S = 10.0
+# how often a restarted member is asked whether it leads: a Status over a warm channel costs a few
+# ms, and every poll saved off the election's end is RTO (the hand runbook loops every 0.1 s)
+WAIT_POLL_S = 0.05
 # fencing evidence this young (gathered for the plan, no approval wait in between) is not gathered
 # again: a dead host costs a probe timeout each time
 FRESH_EVIDENCE_S = 10.0
@@ -780,6 +784,10 @@ class WaitHealthy(Handler[Ctx]):
             if not cl.status(p.endpoint, timeout=1.0).is_leader:
                 return False, "answers, but does not lead (yet)"
             n = len(cl.member_list(linearizable=False, endpoint=p.endpoint, timeout=1.0))
+        except (EtcdUnavailable, EtcdTimeout) as e:
+            # not listening yet (3.5 serves clients once it has a leader): dial afresh next time
+            self.c.forget_client(p.endpoint)
+            return False, str(e)
         except EtcdDrError as e:
             return False, str(e)
         return n == p.members, f"leads, {n} members"
@@ -796,7 +804,13 @@ class WaitHealthy(Handler[Ctx]):
             return ok
 
         try:
-            wait(leads, float(p.timeout_s), f"{step.host} leads alone", error=RecoveryStepError)
+            wait(
+                leads,
+                float(p.timeout_s),
+                f"{step.host} leads alone",
+                error=RecoveryStepError,
+                poll=WAIT_POLL_S,
+            )
         except RecoveryStepError as e:
             raise RecoveryStepError(f"{e} (last: {last[0]}); see the member's log on {step.host}") from e
 

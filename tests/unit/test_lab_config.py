@@ -12,7 +12,7 @@ import yaml
 from etcd_dr import cli
 from etcd_dr.errors import InputError
 from etcd_dr.inventory import RuntimeKind
-from etcd_dr.lab import lifecycle
+from etcd_dr.lab import lifecycle, net
 from etcd_dr.lab.config import (
     HOSTS,
     MAX_PREFIX_LEN,
@@ -271,9 +271,32 @@ def test_commands_on_the_lab_inventory_warn_of_an_incomplete_lab(
     st.config.inventory_path.write_text("cluster: lab\n")
     monkeypatch.delenv("ETCD_DR_INVENTORY", raising=False)
     monkeypatch.setenv("ETCD_DR_LAB_DIR", str(st.config.dir))
-    monkeypatch.setattr(lifecycle, "running_lab", lambda: st)  # as if its bridge were up
+    monkeypatch.setattr(net, "running_lab", lambda: st)  # as if its bridge were up
     assert cliutil.inventory_path(None) == st.config.inventory_path
     assert "warning: lab 'ut' is incomplete" in capsys.readouterr().err
-    monkeypatch.setattr(lifecycle, "running_lab", lambda: replace(st, build=Build.COMPLETE))
+    monkeypatch.setattr(net, "running_lab", lambda: replace(st, build=Build.COMPLETE))
     cliutil.inventory_path(None)
     assert capsys.readouterr().err == ""
+
+
+def test_finding_the_labs_inventory_imports_neither_the_lab_nor_httpx(tmp_path: Path) -> None:
+    """`etcd-dr recover` without -i looks for the lab's inventory: that look imports the lab's config
+    and net only (lifecycle with its alerting's httpx cost ~0.37 s of the recovery's start)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from etcd_dr.cli import common\n"
+        "from etcd_dr.errors import InputError\n"
+        "try:\n"
+        "    common.inventory_path(None)\n"
+        "except InputError:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('etcd_dr.lab.lifecycle', 'httpx') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ETCD_DR_INVENTORY"}
+    env["ETCD_DR_LAB_DIR"] = str(tmp_path / "nolab")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert r.stdout.strip() == "[]"

@@ -213,3 +213,37 @@ def test_matches_manifest_in_one_command(fs: HostFS, tmp_path: Path) -> None:
     (d / "a.pem").write_bytes(b"changed")
     assert not fs.matches_manifest(str(d), "MANIFEST")
     assert not fs.matches_manifest(str(tmp_path / "absent"), "MANIFEST")
+
+
+def test_a_member_not_listening_yet_is_dialed_afresh_at_the_next_look() -> None:
+    """WaitHealthy: after a refused connect gRPC's channel waits out its reconnect backoff (up to
+    1 s) before it dials again; the wait for a just-started member drops that client instead."""
+    from etcd_dr.etcd.errors import EtcdUnavailable
+    from etcd_dr.plans import Step
+    from etcd_dr.recovery.steps import Ctx, RecoveryAction, WaitHealthy, WaitParams
+    from tests.unit.test_recovery import INV
+
+    class Refused:
+        closed = False
+
+        def status(self, endpoint: str, timeout: float | None = None):
+            raise EtcdUnavailable("status", [(endpoint, "connection refused")])
+
+        def close(self) -> None:
+            self.closed = True
+
+    ep = "https://10.9.0.21:2379"
+    c = Ctx(INV, None, lambda _m: None)
+    stub = Refused()
+    c._clients[ep] = stub  # type: ignore[assignment]
+    step = Step(
+        id="wait-healthy:node1",
+        action=RecoveryAction.WAIT_HEALTHY,
+        host="node1",
+        description="wait",
+        postcondition="node1 leads alone",
+        reason="test",
+        params=WaitParams(endpoint=ep, members=1, timeout_s=5),
+    )
+    assert WaitHealthy(c).done(step) is False
+    assert stub.closed and ep not in c._clients  # the next look dials a new channel
