@@ -25,7 +25,7 @@ from etcd_dr.cli.result import Exit, emit, exit_for
 from etcd_dr.snapshots import service
 from etcd_dr.snapshots.record import SnapshotRecord
 from etcd_dr.snapshots.service import Deleted
-from etcd_dr.state import observe
+from etcd_dr.state import client_for, observe
 from etcd_dr.units import human_bytes
 
 
@@ -110,18 +110,22 @@ def _one_malloc_arena() -> None:
 def _cmd_take(args: argparse.Namespace) -> int:
     _one_malloc_arena()
     inv = inventory_from_args(args)
-    state = observe(inv, check_ssh=False)  # etcd's own answers decide the source; SSH is not needed
-    record, deleted = service.snapshot_cluster(
-        inv,
-        state,
-        allow_learner=args.learner,
-        allow_no_quorum=args.no_quorum_ok,
-        trial_restore=not args.no_restore,
-        verify=not args.no_verify,
-        offsite=not args.no_offsite,
-        prune=not args.no_prune,
-        show_progress=args.progress == "auto",
-    )
+    # one client for the look and the stream: the stream reuses the look's TLS connection
+    with client_for(inv) as client:
+        # etcd's own answers decide the source; SSH is not needed
+        state = observe(inv, check_ssh=False, client=client)
+        record, deleted = service.snapshot_cluster(
+            inv,
+            state,
+            allow_learner=args.learner,
+            allow_no_quorum=args.no_quorum_ok,
+            trial_restore=not args.no_restore,
+            verify=not args.no_verify,
+            offsite=not args.no_offsite,
+            prune=not args.no_prune,
+            show_progress=args.progress == "auto",
+            client=client,
+        )
     if not args.no_prune and record.verified:
         from etcd_dr.deltalog.service import prune_segments
 

@@ -8,6 +8,7 @@ with its reason. `snapshot_cluster` runs them all, as `etcd-dr snapshot` does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -357,8 +358,10 @@ def snapshot_cluster(
     offsite: bool = True,
     prune: bool = True,
     show_progress: bool = True,
+    client: EtcdClient | None = None,
 ) -> tuple[SnapshotRecord, list[Deleted]]:
-    with client_for(inv) as client:
+    """`client`: the one observe() used (its connection is up already), else one of its own."""
+    with contextlib.nullcontext(client) if client is not None else client_for(inv) as client:
         taken = take(
             inv,
             state,
