@@ -142,8 +142,8 @@ def main() -> int:
             )
             if res["before"]:
                 before = statistics.median(r[0] for r in res["before"])
-                ctl = statistics.median(r[0] for r in res["etcdctl"])
-                print(f"  before/etcdctl wall ratio {before / ctl:.2f}")
+                ctl_s = statistics.median(r[0] for r in res["etcdctl"])
+                print(f"  before/etcdctl wall ratio {before / ctl_s:.2f}")
             print(
                 f"  take/etcdctl wall ratio {ratio:.2f}; "
                 f"full verdict: {full_detail[-1] if full_detail else '-'}"
