@@ -70,10 +70,14 @@ def fill(cluster: LocalCluster, start: int, count: int, threads: int = 8) -> flo
     return time.monotonic() - t0
 
 
-def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+def run_child(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of one fresh child process, via /usr/bin/time."""
     t0 = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "RSSKB=%M", *argv], capture_output=True, env=env, check=False)
+    p = subprocess.run(
+        ["/usr/bin/time", "-f", "RSSKB=%M", *argv], capture_output=True, env=env, cwd=cwd, check=False
+    )
     wall = time.monotonic() - t0
     if p.returncode != 0:
         raise SystemExit(f"{argv[:4]} exited {p.returncode}: {p.stderr.decode(errors='replace')[-800:]}")

@@ -8,6 +8,8 @@ each size, alternates fresh processes of
   take      `etcd-dr snapshot --no-verify` (stream + trailing-sha256 check + fsync + catalog)
   full      `etcd-dr snapshot` (also: sha256 re-read, `snapshot status`, trial restore into a
             throwaway etcd + HashKV at the snapshot's revision on both), fewer rounds
+  before    with --baseline REF: `take` of that git ref's etcd-dr (git archive, this venv), in the
+            same rounds
 
 and prints medians. Peak RSS comes from /usr/bin/time (Debian package `time`): wait4 on a child
 forked from this big interpreter would report at least the parent's RSS. For `full` it includes the
@@ -15,15 +17,19 @@ throwaway etcd (a reaped descendant), whose RSS counts the db pages it maps. A b
 figures and asserts nothing about speed.
 
     .venv/bin/python benchmarks/snapshot.py --sizes 110,1100 --rounds 5 --full-rounds 3
+    .venv/bin/python benchmarks/snapshot.py --sizes 110 --rounds 5 --full-rounds 0 --baseline main
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -32,6 +38,19 @@ from common import ETCDCTL_ENV, etcdctl_snapshot_argv, fill, launch, run_child, 
 from etcd_dr.etcd.localcluster import LocalCluster
 
 ETCD_DR = [sys.executable, "-m", "etcd_dr.cli", "snapshot"]
+TAKE = ["--json", "--no-verify", "--no-offsite", "--no-prune", "--progress", "never"]
+HERE = Path(__file__).resolve().parent
+
+
+def baseline_tree(ref: str) -> Path:
+    """That git ref's tree in a temp dir (`git archive`), run with this venv's packages."""
+    d = Path(tempfile.mkdtemp(prefix="etcd-dr-baseline-"))
+    git = ["git", "-C", str(HERE.parent), "archive", ref]
+    archive = subprocess.run(git, capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(d)], input=archive.stdout, check=True)
+    return d
 
 
 def write_inventory(cluster: LocalCluster, d: Path) -> Path:
@@ -68,7 +87,11 @@ def main() -> int:
     ap.add_argument("--sizes", default="110,1100", help="db sizes in MB (cumulative fills), ascending")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--full-rounds", type=int, default=3)
+    ap.add_argument("--baseline", metavar="REF", help="also `take` with this git ref's etcd-dr (e.g. main)")
     args = ap.parse_args()
+    base = baseline_tree(args.baseline) if args.baseline else None
+    # `python -m` puts its cwd first on sys.path, PYTHONPATH goes ahead of this tree's editable install
+    base_env = {**os.environ, "PYTHONPATH": str(base)} if base else None
 
     bins, root, cluster = launch(args.version)
     try:
@@ -87,19 +110,19 @@ def main() -> int:
                 flush=True,
             )
             filled = mb
-            res: dict[str, list[tuple[float, int]]] = {"etcdctl": [], "take": [], "full": []}
+            res: dict[str, list[tuple[float, int]]] = {"etcdctl": [], "take": [], "before": [], "full": []}
             full_detail: list[str] = []
             for i in range(args.rounds):
                 dest = root / "ctl.db"
                 w, rss, _ = run_child([*ctl, str(dest)], ETCDCTL_ENV)
                 res["etcdctl"].append((w, rss))
                 dest.unlink()
-                w, rss, out = run_child(
-                    [*ETCD_DR, "-i", str(inv), "--json", "--no-verify", "--no-offsite", "--no-prune",
-                     "--progress", "never"]
-                )  # fmt: skip
-                res["take"].append((w, rss))
-                Path(json.loads(out)["path"]).unlink()
+                # this tree and the baseline take turns at going first after etcdctl
+                takes = [("take", None, None), *([("before", base_env, base)] if base else [])]
+                for name, env, cwd in takes[:: 1 if i % 2 == 0 else -1]:
+                    w, rss, out = run_child([*ETCD_DR, "-i", str(inv), *TAKE], env, cwd=cwd)
+                    res[name].append((w, rss))
+                    Path(json.loads(out)["path"]).unlink()
                 if i < args.full_rounds:
                     w, rss, out = run_child(
                         [*ETCD_DR, "-i", str(inv), "--json", "--no-prune", "--progress", "never"]
@@ -117,6 +140,10 @@ def main() -> int:
             ratio = statistics.median(r[0] for r in res["take"]) / statistics.median(
                 r[0] for r in res["etcdctl"]
             )
+            if res["before"]:
+                before = statistics.median(r[0] for r in res["before"])
+                ctl_s = statistics.median(r[0] for r in res["etcdctl"])
+                print(f"  before/etcdctl wall ratio {before / ctl_s:.2f}")
             print(
                 f"  take/etcdctl wall ratio {ratio:.2f}; "
                 f"full verdict: {full_detail[-1] if full_detail else '-'}"
@@ -127,6 +154,8 @@ def main() -> int:
     finally:
         cluster.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

@@ -30,6 +30,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from etcd_dr.inventory import Inventory
 
 #: Set by the Prefect layer around a flow run; the core only reads it (it never imports prefect).
 current_flow_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -348,3 +352,9 @@ def redact_log_handlers(*loggers: logging.Logger) -> int:
                 h.addFilter(RedactingFilter())
                 added += 1
     return added
+
+
+def audit_log_for(inv: Inventory) -> AuditLog | None:
+    """The inventory's audit log, or None when it names none. Here, not in the executor (which
+    re-exports it): a snapshot writes audit records without importing SSH's machinery."""
+    return AuditLog(inv.audit_log, cluster=inv.cluster) if inv.audit_log else None

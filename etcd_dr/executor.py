@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from etcd_dr.audit import redact, register_secret
+from etcd_dr.audit import audit_log_for, redact, register_secret
 from etcd_dr.errors import CommandError, EtcdDrError, HostKeyError, InputError, TransportError
 
 if TYPE_CHECKING:
@@ -1223,13 +1223,6 @@ def close_bastions() -> None:
         _BASTIONS.clear()
     for b in found:
         b.close()
-
-
-def audit_log_for(inv: Inventory) -> AuditLog | None:
-    """The inventory's audit log, or None when it names none."""
-    from etcd_dr.audit import AuditLog
-
-    return AuditLog(inv.audit_log, cluster=inv.cluster) if inv.audit_log else None
 
 
 def executor_for(

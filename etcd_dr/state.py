@@ -18,12 +18,15 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from etcd_dr.errors import EtcdDrError, HostKeyError
 from etcd_dr.etcd.client import EndpointStatus, EtcdClient, Member
-from etcd_dr.executor import Executor
 from etcd_dr.inventory import Host, Inventory
+
+if TYPE_CHECKING:  # the executor (SSH) is imported only by a look that uses it
+    from etcd_dr.executor import Executor
 
 
 class Reach(enum.StrEnum):
@@ -454,7 +457,7 @@ def _verdict(
     return s
 
 
-ExecutorFactory = Callable[[Host], Executor]
+ExecutorFactory = Callable[[Host], "Executor"]
 
 
 def _ssh_probe(make: ExecutorFactory, host: Host, timeout: float = 5.0) -> tuple[Reach, str | None]:
@@ -483,9 +486,12 @@ def client_for(
     """The one way from an inventory to an etcd client: its TLS files, every etcd host's client URL
     (or `endpoints`), its timeouts unless given, through the inventory's bastion when it has one.
     `server_names`: see EtcdClient."""
-    from etcd_dr.executor import bastion_for
-
     e = inv.etcd
+    dialer = None
+    if inv.bastion is not None:  # only then: the executor (SSH) is not imported for nothing
+        from etcd_dr.executor import bastion_for
+
+        dialer = bastion_for(inv)
     return EtcdClient(
         list(endpoints) if endpoints is not None else [inv.client_url(h) for h in inv.etcd_hosts],
         ca_cert=e.client.ca_cert,
@@ -494,7 +500,7 @@ def client_for(
         dial_timeout=e.dial_timeout if dial_timeout is None else dial_timeout,
         request_timeout=e.request_timeout if request_timeout is None else request_timeout,
         server_names=server_names,
-        dialer=bastion_for(inv),
+        dialer=dialer,
     )
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from functools import singledispatch
 from typing import TYPE_CHECKING
 
-from etcd_dr.plans import Plan, PlanRun, Refusal
 from etcd_dr.state import Health
 
 if TYPE_CHECKING:
+    from etcd_dr.plans import Plan, PlanRun, Refusal
     from etcd_dr.recovery.run import RecoverResult
     from etcd_dr.rejoin.run import RejoinResult
 
@@ -43,11 +43,6 @@ def exit_for(outcome: object) -> Exit:
 @exit_for.register
 def _(ok: bool) -> Exit:
     return Exit.OK if ok else Exit.FAILED
-
-
-@exit_for.register
-def _(refusal: Refusal) -> Exit:
-    return Exit.BAD_INPUT if refusal is Refusal.BAD_INPUT else Exit.FAILED
 
 
 @exit_for.register
@@ -85,7 +80,14 @@ def _rejoin(res: RejoinResult) -> Exit:
     return exit_for(refused) if refused is not None else exit_for(res.ok)
 
 
+def _refusal(refusal: Refusal) -> Exit:
+    from etcd_dr.plans import Refusal  # loaded already: the refusal came from a plan
+
+    return Exit.BAD_INPUT if refusal is Refusal.BAD_INPUT else Exit.FAILED
+
+
 _BY_NAME: dict[str, Callable[..., Exit]] = {
+    "Refusal": _refusal,  # by name: a command that runs no plan (snapshot) need not import plans
     "RecoverResult": _recover,
     "RejoinResult": _rejoin,
     # etcd_dr.kubernetes: a decision refused (the rke up it would fail) is unsafe, not bad input

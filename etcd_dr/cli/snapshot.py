@@ -25,7 +25,7 @@ from etcd_dr.cli.result import Exit, emit, exit_for
 from etcd_dr.snapshots import service
 from etcd_dr.snapshots.record import SnapshotRecord
 from etcd_dr.snapshots.service import Deleted
-from etcd_dr.state import observe
+from etcd_dr.state import client_for, observe
 from etcd_dr.units import human_bytes
 
 
@@ -52,28 +52,30 @@ def _take_args(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("snapshot", help="take, verify, catalog, copy off-site and prune etcd snapshots")
     _take_args(p)
-    p.set_defaults(func=_cmd_take)
+    # take exits at once (etcd_dr.cli.run): its file, catalog and audit are synced and closed when
+    # it returns; the other actions (a subparser inherits these defaults) keep the normal exit
+    p.set_defaults(func=_cmd_take, exit_at_once=True)
     s = p.add_subparsers(dest="snapshot_command", metavar="ACTION")
     t = s.add_parser("take", help="take a verified snapshot (the default)")
     _take_args(t)
-    t.set_defaults(func=_cmd_take)
+    t.set_defaults(func=_cmd_take, exit_at_once=True)
     ls = s.add_parser("list", help="the catalog")
     add_inventory_arg(ls)
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--all-clusters", action="store_true", help="every cluster in the catalog's directory")
-    ls.set_defaults(func=_cmd_list)
+    ls.set_defaults(func=_cmd_list, exit_at_once=False)
     pr = s.add_parser("prune", help="delete what the retention policy does not keep")
     add_inventory_arg(pr)
     pr.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
     pr.add_argument("--json", action="store_true")
-    pr.set_defaults(func=_cmd_prune)
+    pr.set_defaults(func=_cmd_prune, exit_at_once=False)
     v = s.add_parser("verify", help="verify a stored snapshot again (by catalog id or path)")
     v.add_argument("ref", metavar="PATH-or-ID")
     add_inventory_arg(v)
     v.add_argument("--json", action="store_true")
     v.add_argument("--no-restore", action="store_true", help="skip the trial restore")
     v.add_argument("--etcd-version", help="etcd line of an uncataloged file (default: 3.4)")
-    v.set_defaults(func=_cmd_verify)
+    v.set_defaults(func=_cmd_verify, exit_at_once=False)
     rf = s.add_parser(
         "roll-forward",
         help="bring a verified snapshot to a point in time with the delta log (a new verified snapshot)",
@@ -89,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rf.add_argument(
         "--lease-ttl", type=int, default=60, metavar="S", help="TTL of leases granted after the snapshot"
     )
-    rf.set_defaults(func=_cmd_roll_forward)
+    rf.set_defaults(func=_cmd_roll_forward, exit_at_once=False)
 
 
 def _one_malloc_arena() -> None:
@@ -108,18 +110,22 @@ def _one_malloc_arena() -> None:
 def _cmd_take(args: argparse.Namespace) -> int:
     _one_malloc_arena()
     inv = inventory_from_args(args)
-    state = observe(inv, check_ssh=False)  # etcd's own answers decide the source; SSH is not needed
-    record, deleted = service.snapshot_cluster(
-        inv,
-        state,
-        allow_learner=args.learner,
-        allow_no_quorum=args.no_quorum_ok,
-        trial_restore=not args.no_restore,
-        verify=not args.no_verify,
-        offsite=not args.no_offsite,
-        prune=not args.no_prune,
-        show_progress=args.progress == "auto",
-    )
+    # one client for the look and the stream: the stream reuses the look's TLS connection
+    with client_for(inv) as client:
+        # etcd's own answers decide the source; SSH is not needed
+        state = observe(inv, check_ssh=False, client=client)
+        record, deleted = service.snapshot_cluster(
+            inv,
+            state,
+            allow_learner=args.learner,
+            allow_no_quorum=args.no_quorum_ok,
+            trial_restore=not args.no_restore,
+            verify=not args.no_verify,
+            offsite=not args.no_offsite,
+            prune=not args.no_prune,
+            show_progress=args.progress == "auto",
+            client=client,
+        )
     if not args.no_prune and record.verified:
         from etcd_dr.deltalog.service import prune_segments
 

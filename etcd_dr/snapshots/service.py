@@ -8,26 +8,30 @@ with its reason. `snapshot_cluster` runs them all, as `etcd-dr snapshot` does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from etcd_dr.audit import AuditLog
+from etcd_dr.audit import AuditLog, audit_log_for
 from etcd_dr.errors import EtcdDrError, InputError
 from etcd_dr.etcd.client import EtcdClient
-from etcd_dr.executor import audit_log_for
 from etcd_dr.inventory import Inventory
-from etcd_dr.snapshots import offsite as off
 from etcd_dr.snapshots.catalog import Catalog
 from etcd_dr.snapshots.record import OffsiteCopy, SnapshotRecord, Verdict
-from etcd_dr.snapshots.retention import Decision, RetentionPolicy, classify
 from etcd_dr.snapshots.source import SourceChoice, choose_source
 from etcd_dr.snapshots.take import Taken, take_snapshot
-from etcd_dr.snapshots.verify import Expected, Verification, verify_snapshot
 from etcd_dr.state import ClusterState, client_for
+
+# Imported where used: `snapshot --no-verify` (its start is most of its time at ~100 MB) neither
+# verifies, copies off-site nor prunes (README "Measured").
+if TYPE_CHECKING:
+    from etcd_dr.snapshots.retention import Decision
+    from etcd_dr.snapshots.verify import Verification
 
 log = logging.getLogger("etcd_dr.snapshots")
 LOCAL = "localhost"  # the audit host of what happens on this machine (files, catalog)
@@ -103,6 +107,8 @@ def take(
 def verify_taken(
     inv: Inventory, taken: Taken, *, trial_restore: bool = True, client: EtcdClient | None = None
 ) -> Verification:
+    from etcd_dr.snapshots.verify import Expected, verify_snapshot
+
     src: SourceChoice = taken.source
     exact = taken.revision_source != "snapshot-status"
     expected = Expected(
@@ -130,38 +136,31 @@ def verify_taken(
 def record_for(taken: Taken, v: Verification | None) -> SnapshotRecord:
     """The catalog record; without a verification (skipped on request) it is UNVERIFIED."""
     src = taken.source
-    if v is None:
-        v = Verification(
-            Verdict.UNVERIFIED,
-            "not verified (skipped on request); etcd's trailing sha256 matched while streaming",
-            taken.result.sha256,
-            taken.result.size,
-            taken.revision,
-            None,
-            None,
-            (),
-            0.0,
-        )
+    verified = v is not None and v.verified
     return SnapshotRecord(
         id=taken.id,
         cluster=taken.cluster,
         member=src.name,
         endpoint=src.endpoint,
-        revision=v.revision if v.revision is not None else taken.revision,
+        revision=v.revision if v is not None and v.revision is not None else taken.revision,
         raft_index=src.raft_index,
         size=taken.result.size,
         sha256=taken.result.sha256,
         created=taken.created,
-        verified=v.verified,
-        verdict=v.verdict,
-        reason=v.reason,
+        verified=verified,
+        verdict=v.verdict if v is not None else Verdict.UNVERIFIED,
+        reason=(
+            v.reason
+            if v is not None
+            else "not verified (skipped on request); etcd's trailing sha256 matched while streaming"
+        ),
         path=taken.path.absolute(),
         member_id=f"{src.member_id:x}",
         version=src.version,
         revision_source=taken.revision_source,
         source_reason=src.reason,
-        kv_hash=v.kv_hash if v.verified else None,
-        compact_revision=v.compact_revision if v.verified else None,
+        kv_hash=v.kv_hash if verified else None,
+        compact_revision=v.compact_revision if verified else None,
     )
 
 
@@ -193,6 +192,9 @@ def verify_stored(
     """Verify a cataloged snapshot (by id or path) again, or any snapshot file. A cataloged one is
     compared with its record (sha256, revision, the HashKV recorded when it was taken; else its
     member is asked), its off-site copies are read back, and the catalog is updated."""
+    from etcd_dr.snapshots import offsite as off
+    from etcd_dr.snapshots.verify import Expected, verify_snapshot
+
     cat = catalog_for(inv)
     rec = next((r for r in cat.records() if r.id == ref), None) or cat.find_path(Path(ref))
     if rec is None:
@@ -248,6 +250,8 @@ def copy_offsite(
     settings = inv.snapshot_settings().offsite
     if settings is None:
         return record
+    from etcd_dr.snapshots import offsite as off
+
     try:
         copy: OffsiteCopy = off.copy_offsite(record, settings, env)
     except EtcdDrError as e:
@@ -284,6 +288,8 @@ class Deleted:
 
 
 def plan_prune(inv: Inventory, now: dt.datetime | None = None) -> list[Decision]:
+    from etcd_dr.snapshots.retention import RetentionPolicy, classify
+
     policy = RetentionPolicy.from_settings(inv.snapshot_settings())
     return classify(catalog_for(inv).records(inv.cluster), policy, now or dt.datetime.now(dt.UTC))
 
@@ -293,6 +299,8 @@ def delete_decided(
 ) -> list[Deleted]:
     """The one place etcd-dr deletes snapshots: each one retention decided against, and only a file
     (and off-site copies) the catalog lists for it. The record goes after its files."""
+    from etcd_dr.snapshots import offsite as off
+
     cat = catalog_for(inv)
     listed = {r.id: r for r in cat.records()}
     settings = inv.snapshot_settings().offsite
@@ -350,8 +358,10 @@ def snapshot_cluster(
     offsite: bool = True,
     prune: bool = True,
     show_progress: bool = True,
+    client: EtcdClient | None = None,
 ) -> tuple[SnapshotRecord, list[Deleted]]:
-    with client_for(inv) as client:
+    """`client`: the one observe() used (its connection is up already), else one of its own."""
+    with contextlib.nullcontext(client) if client is not None else client_for(inv) as client:
         taken = take(
             inv,
             state,

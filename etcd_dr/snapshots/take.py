@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from etcd_dr.etcd.client import EtcdClient, SnapshotResult
-from etcd_dr.snapshots.etcdtool import binaries_for, snapshot_status
 from etcd_dr.snapshots.progress import Progress
 from etcd_dr.snapshots.source import SourceChoice
 
@@ -65,5 +64,7 @@ def _exact_revision(result: SnapshotResult, version: str) -> tuple[int, str]:
     # snapshot's. etcd takes the snapshot inside one bbolt read transaction, so the file holds exactly
     # the store as of one revision: `snapshot status` reads it back from the file itself (the highest
     # revision in its key bucket). It must fall in the bracket; verify() checks that agreement too.
+    from etcd_dr.snapshots.etcdtool import binaries_for, snapshot_status
+
     st = snapshot_status(binaries_for(version), result.path)
     return st.store_revision, "snapshot-status"
