@@ -8,8 +8,8 @@ each size, alternates fresh processes of
   take      `etcd-dr snapshot --no-verify` (stream + trailing-sha256 check + fsync + catalog)
   full      `etcd-dr snapshot` (also: sha256 re-read, `snapshot status`, trial restore into a
             throwaway etcd + HashKV at the snapshot's revision on both), fewer rounds
-  before    with --baseline REF: `take` of that git ref's etcd-dr (git archive, this venv), in the
-            same rounds
+  before    with --baseline REF: `take` (and `full`, as full-before) of that git ref's etcd-dr (git
+            archive, this venv), in the same rounds
 
 and prints medians. Peak RSS comes from /usr/bin/time (Debian package `time`): wait4 on a child
 forked from this big interpreter would report at least the parent's RSS. For `full` it includes the
@@ -110,7 +110,9 @@ def main() -> int:
                 flush=True,
             )
             filled = mb
-            res: dict[str, list[tuple[float, int]]] = {"etcdctl": [], "take": [], "before": [], "full": []}
+            res: dict[str, list[tuple[float, int]]] = {
+                "etcdctl": [], "take": [], "before": [], "full": [], "full-before": []
+            }  # fmt: skip
             full_detail: list[str] = []
             for i in range(args.rounds):
                 dest = root / "ctl.db"
@@ -123,14 +125,17 @@ def main() -> int:
                     w, rss, out = run_child([*ETCD_DR, "-i", str(inv), *TAKE], env, cwd=cwd)
                     res[name].append((w, rss))
                     Path(json.loads(out)["path"]).unlink()
-                if i < args.full_rounds:
+                fulls = [("full", None, None), *([("full-before", base_env, base)] if base else [])]
+                for name, env, cwd in fulls[:: 1 if i % 2 == 0 else -1] if i < args.full_rounds else ():
                     w, rss, out = run_child(
-                        [*ETCD_DR, "-i", str(inv), "--json", "--no-prune", "--progress", "never"]
+                        [*ETCD_DR, "-i", str(inv), "--json", "--no-prune", "--progress", "never"],
+                        env,
+                        cwd=cwd,
                     )
                     rec = json.loads(out)
                     if rec["verdict"] != "verified":
                         raise SystemExit(f"not verified: {rec['reason']}")
-                    res["full"].append((w, rss))
+                    res[name].append((w, rss))
                     full_detail.append(rec["reason"])
                     Path(rec["path"]).unlink()
             print(f"db {db / 1e6:.0f} MB, alternating, {args.rounds} rounds ({args.full_rounds} full):")
