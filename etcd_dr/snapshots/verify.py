@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import HashKVResult
@@ -29,7 +27,6 @@ from etcd_dr.snapshots.etcdtool import ToolError, binaries_for, snapshot_status
 from etcd_dr.snapshots.record import Verdict
 from etcd_dr.snapshots.trial import Memory, memory_of, served_db
 
-_T = TypeVar("_T")
 _SHA256_LEN = 32
 _CHUNK = 1 << 20
 RESTORE_START_TIMEOUT = 60.0
@@ -112,24 +109,8 @@ def verify_snapshot(
     t0 = time.monotonic()
     checks: list[Check] = []
     who = expected.member
-    asked: Future[tuple[tuple[int, int] | None, str]] | None = None
-
-    def member_reference() -> tuple[tuple[int, int] | None, str]:
-        """The member's answer, waited for once and put among the checks."""
-        nonlocal asked
-        if asked is None:
-            return None, ""
-        reference, why = asked.result()
-        asked = None
-        checks.append(
-            Check("member-hash", True, f"hash {reference[0]} at compact revision {reference[1]}")
-            if reference is not None
-            else Check("member-hash", None, why)
-        )
-        return reference, why
 
     def done(verdict: Verdict, reason: str, **kw: object) -> Verification:
-        member_reference()  # a verdict reached early still lists what the member said
         return Verification(
             verdict=verdict,
             reason=reason,
@@ -164,10 +145,12 @@ def verify_snapshot(
         )
     checks.append(Check("trailer", True, "etcd's trailing sha256 matches the db bytes"))
 
-    # 2. the member's hash, asked first (every second spent restoring is a second a compaction can
-    # win) and read by the member while etcd reads and restores the file here: its HashKV walks its
-    # whole keyspace, as the restore and the trial's HashKV walk ours
-    asked = _in_background(_member_reference, expected, member_hash)
+    # 2. the member's hash first: every second spent restoring is a second a compaction can win
+    reference, why_no_reference = _member_reference(expected, member_hash)
+    if reference is not None:
+        checks.append(Check("member-hash", True, f"hash {reference[0]} at compact revision {reference[1]}"))
+    else:
+        checks.append(Check("member-hash", None, why_no_reference))
 
     try:
         bins = binaries_for(version)
@@ -204,9 +187,10 @@ def verify_snapshot(
             **got,
         )
     checks.append(Check("status", True, f"revision {revision}, {st.total_key} keys"))
-    if _asks_member(expected, member_hash) and expected.revision is None:
-        # the revision was only known from the file ("revision unknown" at once): ask the member now
-        asked = _in_background(_member_reference, Expected(member=who, revision=revision), member_hash)
+    if reference is None and why_no_reference.startswith("revision unknown") and member_hash is not None:
+        reference, why_no_reference = _member_reference(
+            Expected(member=who, revision=revision), member_hash
+        )  # the revision was only known from the file: ask the member now
 
     if not trial_restore:
         return done(
@@ -227,7 +211,6 @@ def verify_snapshot(
     served = "restored and served by a throwaway etcd" + (f" ({mem.sentence()})" if mem else "")
     checks.append(Check("restore", True, served))
     got.update(kv_hash=restored.hash, compact_revision=restored.compact_revision)
-    reference, why_no_reference = member_reference()
 
     if reference is None:
         checks.append(Check("hashkv", None, why_no_reference))
@@ -261,21 +244,6 @@ def verify_snapshot(
         f"restores cleanly and agrees with {who} on revision {revision} and hash {restored.hash}",
         **got,
     )
-
-
-def _in_background(fn: Callable[..., _T], *args: object) -> Future[_T]:
-    """fn(*args) on a thread of its own, begun now."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="member-hash")
-    try:
-        return pool.submit(fn, *args)
-    finally:
-        pool.shutdown(wait=False)
-
-
-def _asks_member(expected: Expected, member_hash: MemberHash | None) -> bool:
-    """Whether the reference is the member's HashKV (else: the recorded hash, or none to ask)."""
-    recorded = expected.kv_hash is not None and expected.compact_revision is not None
-    return not recorded and member_hash is not None
 
 
 def _member_reference(

@@ -131,9 +131,6 @@ def test_writes_during_stream_revision_from_file(env: Env) -> None:
     v = service.verify_taken(inv, taken)
     assert v.verdict is Verdict.VERIFIED, v.reason
     assert v.revision == taken.revision
-    # the member was asked once the file told the revision, and its answer is the one listed
-    asked = [c for c in v.checks if c.name == "member-hash"]
-    assert len(asked) == 1 and asked[0].ok is True, v.checks
 
 
 def test_cli_snapshot_json_list_and_verify(env: Env) -> None:
