@@ -157,7 +157,12 @@ def test_recover_form_approval_and_completion_in_a_browser(console: Console, pag
         runs = console.flow_runs("recover")
         return runs[0] if runs else None
 
-    run = wait_for(created, 60)
+    try:
+        run = wait_for(created, 120)  # once in a CI run under load, no run after 60 s
+    except AssertionError:
+        shot(page, tmp_path, "recover-run-form-submitted.png")  # its toast, if any, is printed
+        says = page.inner_text("body")[:800]
+        raise AssertionError(f"no run 120 s after Submit; the page at {page.url} says: {says}") from None
     assert run["parameters"]["cluster"] == "alpha" and run["parameters"]["approve"] is False, run
     rid = run["id"]
 
