@@ -154,10 +154,13 @@ def test_masters_lost_restore_method_keeps_the_survivors_db(running_lab: Lab) ->
     assert "--force-new-cluster" not in args
 
 
+def _is_step(r: dict) -> bool:
+    return r.get("plan") == "recover" and str(r.get("action", "")).startswith("step:")
+
+
 def _step_records(audit: Path, since: int) -> list[dict]:
     lines = audit.read_text().splitlines()[since:]
-    recs = [json.loads(x) for x in lines if x.strip()]
-    return [r for r in recs if r.get("plan") == "recover" and str(r.get("action", "")).startswith("step:")]
+    return [r for r in (json.loads(x) for x in lines if x.strip()) if _is_step(r)]
 
 
 def test_crash_at_every_step_boundary_resumes_without_repeating(running_lab: Lab) -> None:
@@ -191,11 +194,7 @@ def test_crash_at_every_step_boundary_resumes_without_repeating(running_lab: Lab
                 recs = [json.loads(x) for x in lines if x.strip()]
                 # the last step (verify) is let finish: killed after it, the run is done but says nothing
                 if any(
-                    r.get("plan") == "recover"
-                    and str(r.get("action", "")).startswith("step:")
-                    and r["outcome"] == "ok"
-                    and not r["step"].startswith("verify:")
-                    for r in recs
+                    _is_step(r) and r["outcome"] == "ok" and not r["step"].startswith("verify:") for r in recs
                 ):
                     os.kill(p.pid, signal.SIGKILL)  # a step just completed: die at the boundary
                     killed += 1
