@@ -22,6 +22,7 @@ import enum
 import hashlib
 import posixpath
 import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -343,9 +344,14 @@ line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+') 
 exit 1
 """
 # Docker: the graceful stop, watched: TERM (docker stop -t $3) in the background while the log is
-# followed; a campaign seen before the member exits (its graceful stop hangs, raft campaigns on)
-# kills it (0.5 s later, see CAMPAIGN_SAVE_S). One that already campaigned since it last had a
-# leader is killed at once. First line: "already|campaigned became candidate at term N", or "stopped".
+# followed. A campaign seen before the member exits (its graceful stop hangs, raft campaigns on)
+# kills it (0.5 s later, see CAMPAIGN_SAVE_S). So does "stopping serving peer traffic": etcd logs
+# it after its server stopped (Etcd.Close: Server.Stop returns once raft's storage closed, and a
+# WAL's Close syncs it, then the backend closed), before it drains the peer listener (Go's
+# http.Server.Shutdown polls every 0.5 s: measured 0.54 s of a 0.56 s stop). The kill is sent from
+# the loop that reads the log, so nothing waits for the drain. One that already campaigned since
+# it last had a leader is killed at once. First line: "already|campaigned became candidate at
+# term N", "closed", or "stopped".
 _STOP_WATCHED = r"""w=$1 look=$2
 now=$(date +%s.%N); since=$((${now%.*} - look))
 pat='became (leader|follower|candidate|pre-candidate) at term [0-9]+|elected leader [0-9a-f]+ at term [0-9]+'
@@ -355,13 +361,45 @@ case $last in "became candidate at term "*)
 esac
 since=$now
 @STOP@ >/dev/null 2>&1 & s=$!
-line=$(timeout "$w" @FOLLOW@ | grep -m 1 -oE 'became candidate at term [0-9]+')
-if [ -n "$line" ] && [ "$(@RUNNING@ 2>/dev/null)" = true ]; then
-  sleep 0.5; @KILL@ >/dev/null 2>&1; echo "campaigned $line"
-fi
+timeout "$w" @FOLLOW@ | while IFS= read -r l; do
+  case $l in
+    *"stopping serving peer traffic"*)
+      @KILL@ >/dev/null 2>&1; echo closed; break ;;
+    *"became candidate at term "*)
+      [ "$(@RUNNING@ 2>/dev/null)" = true ] || continue
+      sleep 0.5; @KILL@ >/dev/null 2>&1
+      echo "campaigned $(printf '%s\n' "$l" | grep -m 1 -oE 'became candidate at term [0-9]+')"; break ;;
+  esac
+done
 wait "$s"
 echo stopped
 """
+
+
+class WatchedStop(enum.StrEnum):
+    """How _STOP_WATCHED ended (its first line's first word)."""
+
+    ALREADY = "already"  # it had campaigned before the stop was asked: killed
+    CAMPAIGNED = "campaigned"  # it campaigned during the graceful stop: killed
+    CLOSED = "closed"  # its server closed (WAL synced): killed during the peer listener's drain
+    STOPPED = "stopped"  # it exited by itself
+    TIMED_OUT = "timed-out"  # docker's stop timeout ran out and docker killed it (exit 137)
+
+
+# The leader's WAL files, one line each: name, size, mtime to the ns (a write moves the mtime).
+_WAL_MARK = 'stat -c "%n %s %y" -- "$1"/*.wal'
+# Waits for the WAL files to differ from the mark $2 (polls every 5 ms; bounded by a `timeout`)
+_WAL_WRITTEN = r"""d=$1 mark=$2
+while [ "$(stat -c '%n %s %y' -- "$d"/*.wal 2>/dev/null)" = "$mark" ]; do sleep 0.005; done
+"""
+# the bound on the proposal to a leader without a quorum (it can never commit): its WAL write is
+# waited for up to this long, and where no write can be seen, all of it
+PROPOSAL_WAIT_S = 1.0
+# after a write to the WAL was seen: the write that moved the mtime takes microseconds (then it is
+# in the page cache, which a kill does not lose), and its fdatasync milliseconds on a healthy disk
+WAL_SETTLE_S = 0.05
+
+
 # "became candidate" is logged as raft steps; the HardState it changed is saved when etcd's raft
 # loop handles that Ready, milliseconds later: the kill waits this long after seeing the line
 CAMPAIGN_SAVE_S = 0.5
@@ -373,7 +411,8 @@ class EtcdStop(Handler[Ctx]):
     A voter that still leads without a quorum would stall its stop trying to hand leadership to dead
     peers (measured: over 40 s) and only steps down after up to two election timeouts; instead one
     entry is proposed to it: the leader appends and fsyncs it (with the commit index it holds) at
-    once, the entry can never commit, --force-new-cluster drops it, and the member is killed.
+    once, the entry can never commit, --force-new-cluster drops it, and the member is killed once
+    its WAL was written (see _propose_synced).
 
     A voter that knows no leader (a former leader that stepped down, or a follower whose leader is
     gone) campaigns every election timeout or two, and its graceful stop hangs until docker kills it
@@ -412,9 +451,9 @@ class EtcdStop(Handler[Ctx]):
         )
         return (r.stdout.strip() or None) if r.ok else None
 
-    def _stop_watched(self, host: str, rt: DockerRuntime, p: StopParams) -> tuple[str | None, bool, bool]:
-        """Docker: (the campaign that got it killed or None, whether that campaign came before the
-        stop was asked, whether it exited by itself), one remote script (_STOP_WATCHED)."""
+    def _stop_watched(self, host: str, rt: DockerRuntime, p: StopParams) -> tuple[WatchedStop, str | None]:
+        """Docker: how the watched stop ended and the campaign line that got it killed (if one
+        did), one remote script (_STOP_WATCHED)."""
         d, c = shlex.quote(rt.docker), shlex.quote(rt.container)
         w = float(p.timeout_s)  # the follow ends when the container exits; the stop is bounded by it
         script = (
@@ -433,10 +472,14 @@ class EtcdStop(Handler[Ctx]):
         if not r.ok:
             raise RecoveryStepError(f"{host}: stopping etcd failed (exit {r.rc}): {r.stderr.strip()[-300:]}")
         when, _, line = (r.stdout.splitlines() or [""])[0].partition(" ")
-        seen = line if when in ("already", "campaigned") and line else None
+        if when in (WatchedStop.ALREADY, WatchedStop.CAMPAIGNED) and line:
+            return WatchedStop(when), line
+        if when == WatchedStop.CLOSED:
+            return WatchedStop.CLOSED, None
         st = self.c.members(host, p.name)[p.name]
         code = ((st.inspected or {}).get("State") or {}).get("ExitCode")
-        return seen, when == "already", seen is None and code != 137
+        # docker stop sends KILL after the timeout: the container then exits 137 (128 + SIGKILL)
+        return (WatchedStop.STOPPED if code != 137 else WatchedStop.TIMED_OUT), None
 
     def _pre_vote(self, host: str, name: str, st: EndpointStatus) -> bool:
         """Whether the member runs with raft's pre-vote (3.5's default; 3.4's is off): without a
@@ -448,6 +491,59 @@ class EtcdStop(Handler[Ctx]):
         major_minor = tuple(int(x) for x in st.version.split(".")[:2] if x.isdigit())
         return major_minor >= (3, 5)
 
+    def _propose_synced(self, host: str, p: StopParams) -> tuple[threading.Thread, str]:
+        """Proposes one entry to the leader (in a thread: it can never commit) and waits until its
+        WAL files change, up to PROPOSAL_WAIT_S: the proposal's append makes etcd flush the WAL's
+        buffer, the commit index it holds with it, and fsync. Any WAL write after the peers were
+        gone carries that commit index, which stopped moving when they went. The files are those in
+        the data dir's member/wal (a member with its own --wal-dir has none there: then, as where
+        the host cannot be read, the proposal's whole timeout is waited). Returns the proposal's
+        thread and what was seen, in words. Two remote commands."""
+        ex = self.c.executor(host)
+        wal = posixpath.join(p.data_dir, "member", "wal")
+        mark = ex.run(
+            ["sh", "-c", _WAL_MARK, "wal", wal],
+            check=False,
+            timeout=10,
+            reason="read the WAL's files before a proposal",
+        )
+        client = self.c.client(p.endpoint)
+
+        def propose() -> None:
+            with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
+                client.put(p.sync_key, "never committed", timeout=PROPOSAL_WAIT_S)
+
+        proposal = threading.Thread(target=propose, name="wal-sync-proposal", daemon=True)
+        t0 = time.monotonic()
+        proposal.start()
+        if mark.ok and mark.stdout.strip():
+            r = ex.run(
+                [
+                    "timeout",
+                    f"{PROPOSAL_WAIT_S:g}",
+                    "sh",
+                    "-c",
+                    _WAL_WRITTEN,
+                    "wal",
+                    wal,
+                    mark.stdout.strip(),
+                ],
+                check=False,
+                timeout=PROPOSAL_WAIT_S + 10,
+                reason="wait for the proposal's write to the WAL",
+            )
+            if r.ok:
+                time.sleep(WAL_SETTLE_S)
+                return proposal, (
+                    f"an entry was proposed and its WAL written {time.monotonic() - t0:.2f} s later "
+                    "(with the commit index it holds)"
+                )
+        proposal.join(PROPOSAL_WAIT_S + 1)
+        return proposal, (
+            f"an entry was proposed, and its {PROPOSAL_WAIT_S:g} s timeout waited out (no write to "
+            f"{wal} seen: the append fsyncs at once on a healthy disk)"
+        )
+
     def _kill(self, host: str, rt: DockerRuntime | ProcessRuntime) -> None:
         rt.kill()
         wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
@@ -457,10 +553,10 @@ class EtcdStop(Handler[Ctx]):
         rt = self.c.runtime(host, p.name)
         st = self._status(p.endpoint) if p.sync_leader else None
         if st is not None and st.is_leader:
-            with contextlib.suppress(EtcdDrError):  # it cannot commit: the error is expected
-                self.c.client(p.endpoint).put(p.sync_key, "never committed", timeout=1.0)
+            proposal, synced = self._propose_synced(host, p)
             self._kill(host, rt)
-            return "it led without a quorum: an entry was proposed so its WAL was synced, then it was killed"
+            proposal.join(PROPOSAL_WAIT_S + 1)  # failed by the kill at once
+            return f"it led without a quorum: {synced}, then it was killed"
         if st is not None and st.leader == 0 and p.campaign_wait_s and not self._pre_vote(host, p.name, st):
             # known to campaign: wait for it untouched (one lab run: a watched stop of such a member
             # saw the campaign 20.3 s after the TERM; waiting without one, 12.0 s)
@@ -477,16 +573,24 @@ class EtcdStop(Handler[Ctx]):
                 )
         if isinstance(rt, DockerRuntime) and p.sync_leader and p.campaign_wait_s:
             t0 = time.monotonic()
-            seen, already, by_itself = self._stop_watched(host, rt, p)
+            how, seen = self._stop_watched(host, rt, p)
             wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
             if seen is not None:
-                how = "it had already" if already else "its graceful stop did not finish, and it"
+                why = "it had already"
+                if how is WatchedStop.CAMPAIGNED:
+                    why = "its graceful stop did not finish, and it"
                 return (
-                    f"{how} campaigned since it last had a leader ({seen}; "
+                    f"{why} campaigned since it last had a leader ({seen}; "
                     f"{time.monotonic() - t0:.1f} s): a new term is fsynced to its WAL with the commit index "
                     "it holds: killed (a graceful stop of a campaigning member hangs until docker kills it)"
                 )
-            if by_itself:
+            if how is WatchedStop.CLOSED:
+                return (
+                    f"stopped gracefully up to its server's close ({time.monotonic() - t0:.2f} s: "
+                    "'stopping serving peer traffic' logged, so its WAL was synced and closed), then killed "
+                    "instead of waiting out the peer listener's drain (about 0.5 s)"
+                )
+            if how is WatchedStop.STOPPED:
                 return "stopped gracefully"
             return (
                 f"it did not stop within {p.timeout_s:g} s and was not seen campaigning (etcd 3.5's pre-vote "
