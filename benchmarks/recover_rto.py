@@ -412,6 +412,19 @@ def _median(vals: list[float | None]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def election_wait(r: Run) -> float | None:
+    """The wait for the recovered member's own election, the last step of both recoveries: etcd's
+    randomized election timeout, one draw per run from the same range for both tools (with RKE's
+    500/5000 ms, after a single member's fast-forward: 1-10 ticks of 0.5 s). It is most of one
+    run's spread, so the RTO without it shows what each tool itself costs. Hand: its "leader" step
+    less the one before; etcd-dr: its wait-healthy step."""
+    if r.tool == "hand":
+        keys = list(r.steps)  # elapsed at the end of each step, in the script's order
+        i = keys.index("leader") if "leader" in keys else 0
+        return r.steps["leader"] - r.steps[keys[i - 1]] if i > 0 else None
+    return next((v for k, v in r.steps.items() if k.startswith("step:wait-healthy:")), None)
+
+
 def summarize(runs: list[Run]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in SCENARIOS:
@@ -422,6 +435,17 @@ def summarize(runs: list[Run]) -> dict[str, dict]:
         med = {t: _median([r.rto_s for r in rs if r.tool == t]) for t in tools}
         first = {t: _median([r.first_write_s for r in rs if r.tool == t]) for t in tools}
         ratio = med["etcd-dr"] / med["hand"] if med["hand"] and med["etcd-dr"] else None
+        elect = {t: _median([election_wait(r) for r in rs if r.tool == t]) for t in tools}
+        own = {
+            t: _median(
+                [
+                    r.rto_s - w
+                    for r in rs
+                    if r.tool == t and r.rto_s is not None and (w := election_wait(r)) is not None
+                ]
+            )
+            for t in tools
+        }
         before = med.get(BEFORE)
         ratio_before = before / med["hand"] if med["hand"] and before else None
         out[name] = {
@@ -429,6 +453,8 @@ def summarize(runs: list[Run]) -> dict[str, dict]:
             "first_write_median_s": first,
             "wall_median_s": {t: _median([r.wall_s for r in rs if r.tool == t]) for t in tools},
             "ratio_before": ratio_before,
+            "election_wait_median_s": elect,
+            "rto_less_election_median_s": own,
             "commands_median": {
                 t: _median([float(sum(x["commands"] for x in r.audit.values())) for r in rs if r.tool == t])
                 for t in tools
@@ -528,6 +554,13 @@ def report(runs: list[Run], summary: dict[str, dict], facts: dict) -> str:
                 f"  before (--baseline): median RTO {_f(m[BEFORE])} s, first write {_f(fm[BEFORE])} s, "
                 f"before/hand {_f(s['ratio_before'])}"
             )
+        el, own = s["election_wait_median_s"], s["rto_less_election_median_s"]
+        lines.append(
+            "  the recovered member's own election (the same random draw for both; median): "
+            + ", ".join(f"{t} {_f(v)} s" for t, v in el.items())
+            + "; RTO without it (median): "
+            + ", ".join(f"{t} {_f(v)} s" for t, v in own.items())
+        )
         cmds = s["commands_median"]
         lines.append(
             "  remote commands per recovery (audit log, median): "

@@ -419,8 +419,9 @@ class EtcdStop(Handler[Ctx]):
     (measured: docker's whole 30 s, exit 137, "skipped leadership transfer; local server is not
     leader", campaigning on). Its next campaign fsyncs the commit index it holds (see _CAMPAIGN):
     once one was seen since it last had a leader, it is killed. Docker: the graceful stop runs while
-    the log is watched (_STOP_WATCHED), so a member that stops by itself (about 1 s) is not held
-    up, and one that hangs is killed at its next campaign. A member whose Status says it knows no
+    the log is watched (_STOP_WATCHED), so a member that stops by itself is not held up (it is
+    killed once its server closed, its WAL synced, instead of draining its peer listener for 0.5 s),
+    and one that hangs is killed at its next campaign. A member whose Status says it knows no
     leader (either runtime, no pre-vote) is not sent TERM first: its campaign is waited for (up to
     three election timeouts + 2 s), then it is killed. One that does not campaign within the wait (etcd 3.5's
     pre-vote keeps the term without a majority) is stopped gracefully, as before."""
@@ -571,7 +572,7 @@ class EtcdStop(Handler[Ctx]):
                     "it holds, so it was killed, not stopped (a graceful stop of a campaigning member "
                     "hangs until docker kills it)"
                 )
-        if isinstance(rt, DockerRuntime) and p.sync_leader and p.campaign_wait_s:
+        if isinstance(rt, DockerRuntime):  # a learner too: it never campaigns, and drains the same
             t0 = time.monotonic()
             how, seen = self._stop_watched(host, rt, p)
             wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
@@ -587,11 +588,16 @@ class EtcdStop(Handler[Ctx]):
             if how is WatchedStop.CLOSED:
                 return (
                     f"stopped gracefully up to its server's close ({time.monotonic() - t0:.2f} s: "
-                    "'stopping serving peer traffic' logged, so its WAL was synced and closed), then killed "
-                    "instead of waiting out the peer listener's drain (about 0.5 s)"
+                    "'stopping serving peer traffic' logged, so its WAL and db were synced and closed), then "
+                    "killed instead of waiting out the peer listener's drain (0.5-1 s)"
                 )
             if how is WatchedStop.STOPPED:
                 return "stopped gracefully"
+            if not p.sync_leader:
+                return (
+                    f"it did not stop within {p.timeout_s:g} s: killed by docker; its db may lack what it "
+                    "applied in its last batch interval (its WAL holds it)"
+                )
             return (
                 f"it did not stop within {p.timeout_s:g} s and was not seen campaigning (etcd 3.5's pre-vote "
                 "keeps the term): killed by docker; entries past its last synced commit index may be dropped"

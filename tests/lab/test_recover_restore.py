@@ -74,6 +74,11 @@ def test_all_voters_lost_recovered_from_the_learner(lab: Lab) -> None:
     ]  # fmt: skip
     assert all(s["state"] in ("done", "skipped") for s in out["steps"])
     print(f"all-voters-lost: recover {wall:.2f} s wall; timings {out['timings']}")
+    # the learner's db copied once its server closed it (killed in its peer listener's drain) or
+    # once it exited by itself; never killed before (its db may lack its last batch interval)
+    stop = next(s for s in out["steps"] if s["id"] == "stop:node1")
+    print(f"stop:node1 {out['timings']['step:stop:node1']:.2f} s: {stop['detail']}")
+    assert stop["detail"].startswith("stopped gracefully"), stop
 
     with one(inv, "node1") as n1:
         assert n1.range("/learner-test/", "/learner-test0", count_only=True).count == KEYS
