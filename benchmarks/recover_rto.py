@@ -19,6 +19,8 @@ probe for both, until 3 s of writes were accepted after the recovery exited.
                its last failed one (the recovered member, not an interim one)
   first write  power loss -> the probe's first acknowledged write at all (on the force-new-cluster
                path the forced member accepts writes before it is recreated without the flag)
+  election     the recovered member's own election, the last wait of both (a random draw from the
+               same range for both tools, most of a run's spread), and the RTO without it
 
 A run counts only if the recovered member is alone in its member list, holds all 2000 keys and every
 probe write it acknowledged, and its container runs without --force-new-cluster with
