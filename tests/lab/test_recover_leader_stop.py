@@ -29,6 +29,22 @@ from .test_recover import one, sh
 pytestmark = pytest.mark.lab
 
 
+def _recover_on_master3(lab: Lab) -> tuple[dict, dict, float]:
+    """`recover --yes` by force-new-cluster on master3: its result, its stop step, that step's time."""
+    r, wall = cli(lab, "recover", "--yes", "--json", "--method", "force-new-cluster", timeout=180)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = json.loads(r.stdout)
+    assert out["status"] == "recovered" and out["path"] == "force-new-cluster"
+    stop_step = next(s for s in out["steps"] if s["id"] == "stop:master3")
+    stop_step["detail"] = stop_step.get("detail") or ""
+    took = out["timings"]["step:stop:master3"]
+    print(
+        f"stop:master3 {took:.2f} s: {stop_step['detail']}; recover wall {wall:.2f} s; "
+        f"timings {out['timings']}"
+    )
+    return out, stop_step, took
+
+
 def test_former_leader_is_killed_after_a_campaign_not_stalled(running_lab: Lab) -> None:
     lab = running_lab
     wait_voters(lab, 3)
@@ -73,14 +89,8 @@ def test_former_leader_is_killed_after_a_campaign_not_stalled(running_lab: Lab) 
             while m3.status(m3_ep, timeout=1).leader != 0:
                 assert time.monotonic() < end, "master3 still names a leader 30 s after the loss"
                 time.sleep(0.3)
-        r, wall = cli(lab, "recover", "--yes", "--json", "--method", "force-new-cluster", timeout=180)
-        assert r.returncode == 0, r.stderr + r.stdout
-        out = json.loads(r.stdout)
-        assert out["status"] == "recovered" and out["path"] == "force-new-cluster"
-        stop_step = next(s for s in out["steps"] if s["id"] == "stop:master3")
-        detail = stop_step.get("detail") or ""
-        took = out["timings"]["step:stop:master3"]
-        print(f"stop:master3 {took:.2f} s: {detail}; recover wall {wall:.2f} s; timings {out['timings']}")
+        out, stop_step, took = _recover_on_master3(lab)
+        detail = stop_step["detail"]
         assert "campaigned since it last had" in detail and "(became candidate at term" in detail, stop_step
         # the wait for its campaign (12.0-12.7 s here with RKE's 5 s; capped at 17 s) and the kill:
         # never docker's 30 s
@@ -115,15 +125,8 @@ def test_follower_is_killed_once_its_server_closed(running_lab: Lab) -> None:
         for h in ("master1", "master2"):
             assert lab.cli("power", h, "off").returncode == 0
         # at once, as the benchmark does: master3 names master1 for an election timeout (5-10 s)
-        r, wall = cli(lab, "recover", "--yes", "--json", "--method", "force-new-cluster", timeout=180)
-        assert r.returncode == 0, r.stderr + r.stdout
-        out = json.loads(r.stdout)
-        assert out["status"] == "recovered" and out["path"] == "force-new-cluster"
-        stop_step = next(s for s in out["steps"] if s["id"] == "stop:master3")
-        detail = stop_step.get("detail") or ""
-        took = out["timings"]["step:stop:master3"]
-        print(f"stop:master3 {took:.2f} s: {detail}; recover wall {wall:.2f} s")
-        assert detail.startswith("stopped gracefully up to its server's close"), stop_step
+        out, stop_step, _ = _recover_on_master3(lab)
+        assert stop_step["detail"].startswith("stopped gracefully up to its server's close"), stop_step
         old = out["plan"]["steps"][3]["params"]["new_name"]  # the retired container
         assert sh(lab, "master3", f"docker inspect -f '{{{{.State.ExitCode}}}}' {old}").strip() == "137"
         with one(inv, "master3") as m3:
