@@ -32,11 +32,14 @@ CHILD = r"""
 import json, os, sys, time
 T = [("exec", float(os.environ["PHASES_T0"]), time.time())]
 t = time.time()
-import etcd_dr.cli, etcd_dr.cli.snapshot
-import etcd_dr.snapshots.verify, etcd_dr.snapshots.trial, etcd_dr.snapshots.etcdtool
-import etcd_dr.certs, etcd_dr.etcd.localcluster, etcd_dr.etcd.client, etcd_dr.snapshots.service as svc
-import etcd_dr.state, etcd_dr.snapshots.take, shutil, subprocess
-T.append(("imports (the verification's eagerly)", t, time.time()))
+import etcd_dr.cli, etcd_dr.cli.snapshot, etcd_dr.snapshots.service as svc, shutil, subprocess
+LAZY = os.environ.get("PHASES_LAZY")
+if not LAZY:  # else only the take's and the service's steps are timed: the rest imports as it would
+    import etcd_dr.snapshots.verify, etcd_dr.snapshots.trial, etcd_dr.snapshots.etcdtool
+    import etcd_dr.certs, etcd_dr.etcd.localcluster, etcd_dr.etcd.client
+if os.environ.get("PHASES_NO_PREFETCH"):
+    svc._import_verification_meanwhile = lambda: None
+T.append(("imports" + ("" if LAZY else " (the verification's eagerly)"), t, time.time()))
 logs = {}
 
 def wrap(owner, name, label):
@@ -49,23 +52,24 @@ def wrap(owner, name, label):
             T.append((label, t, time.time()))
     setattr(owner, name, w)
 
-v, tr, tool, lc = (etcd_dr.snapshots.verify, etcd_dr.snapshots.trial, etcd_dr.snapshots.etcdtool,
-                   etcd_dr.etcd.localcluster)
 wrap(etcd_dr.cli.snapshot, "observe", "observe")
 wrap(svc, "take_snapshot", "take (stream, fsync, rename)")
 wrap(svc, "verify_taken", "verify (all of it)")
-wrap(v, "binaries_for", "binaries_for")
-wrap(v, "snapshot_status", "snapshot status")
-wrap(etcd_dr.certs, "new_ca", "throwaway CA")
-wrap(etcd_dr.certs, "issue_cert", "throwaway cert")
-wrap(lc.LocalCluster, "_write_certs", "throwaway certs written")
-wrap(tr, "snapshot_restore", "snapshot restore")
-wrap(lc.LocalCluster, "start", "throwaway etcd exec")
-wrap(lc, "wait_for", "throwaway etcd until it leads")
-wrap(etcd_dr.etcd.client.EtcdClient, "hash_kv", "hash_kv")
-wrap(tr, "memory_of", "memory_of")
-wrap(lc.LocalCluster, "stop_all", "throwaway stop")
 wrap(svc, "catalog_add", "catalog")
+if not LAZY:
+  v, tr, tool, lc = (etcd_dr.snapshots.verify, etcd_dr.snapshots.trial, etcd_dr.snapshots.etcdtool,
+                     etcd_dr.etcd.localcluster)
+  wrap(v, "binaries_for", "binaries_for")
+  wrap(v, "snapshot_status", "snapshot status")
+  wrap(etcd_dr.certs, "new_ca", "throwaway CA")
+  wrap(etcd_dr.certs, "issue_cert", "throwaway cert")
+  wrap(lc.LocalCluster, "_write_certs", "throwaway certs written")
+  wrap(tr, "snapshot_restore", "snapshot restore")
+  wrap(lc.LocalCluster, "start", "throwaway etcd exec")
+  wrap(lc, "wait_for", "throwaway etcd until it leads")
+  wrap(etcd_dr.etcd.client.EtcdClient, "hash_kv", "hash_kv")
+  wrap(tr, "memory_of", "memory_of")
+  wrap(lc.LocalCluster, "stop_all", "throwaway stop")
 
 real_rmtree = shutil.rmtree
 def rmtree(p, *a, **k):
@@ -87,7 +91,8 @@ def run(argv, *a, **k):
     if "restore" in argv or "status" in argv:
         logs["snapshot restore" if "restore" in argv else "snapshot status"] = p.stderr or ""
     return p
-tool.subprocess = type("S", (), {"run": staticmethod(run), "TimeoutExpired": subprocess.TimeoutExpired})
+if not LAZY:
+    tool.subprocess = type("S", (), {"run": staticmethod(run), "TimeoutExpired": subprocess.TimeoutExpired})
 
 t = time.time()
 code = etcd_dr.cli.main(sys.argv[1:])
@@ -154,6 +159,10 @@ def main() -> int:
     ap.add_argument("--version", default="3.4")
     ap.add_argument("--sizes", default="110,1100", help="db sizes in MB (cumulative fills), ascending")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--lazy", action="store_true", help="time only the steps: imports as the CLI does")
+    ap.add_argument(
+        "--ab-prefetch", action="store_true", help="every other round without the verification's prefetch"
+    )
     ap.add_argument("--keep-logs", metavar="FILE", help="the last round's tool and etcd logs, as JSON")
     ap.add_argument("--strace", action="store_true", help="the restore's syncs over 10 ms, from strace")
     args = ap.parse_args()
@@ -168,9 +177,16 @@ def main() -> int:
                 db = c.status(cluster.endpoints[0]).db_size
             print(f"etcd {bins.version}: db {db / 1e6:.0f} MB (filled in {secs:.1f} s)", flush=True)
             rows: dict[str, list[float]] = {}
-            for _ in range(args.rounds):
+            for i in range(args.rounds):
                 t0 = time.time()
-                env = {**os.environ, "PHASES_T0": repr(t0), "PHASES_STRACE": "1" if args.strace else ""}
+                off = args.ab_prefetch and i % 2 == 1
+                env = {
+                    **os.environ,
+                    "PHASES_T0": repr(t0),
+                    "PHASES_STRACE": "1" if args.strace else "",
+                    "PHASES_LAZY": "1" if args.lazy else "",
+                    "PHASES_NO_PREFETCH": "1" if off else "",
+                }
                 argv = ["snapshot", "-i", str(inv), "--json", "--no-prune", "--progress", "never"]
                 p = subprocess.run(
                     [sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, env=env, check=False
@@ -193,10 +209,11 @@ def main() -> int:
                 for lbl, a, b in sorted(events, key=lambda e: (e[1], e[2])):
                     n = counts[lbl] = counts.get(lbl, 0) + 1
                     key = lbl if n == 1 else f"{lbl} #{n}"
+                    key += " [no prefetch]" if off else ""
                     rows.setdefault(key + " (start)", []).append(a)
                     rows.setdefault(key + " (dur)", []).append(b - a)
                     print(f"  {a:7.3f} -> {b:7.3f}  {b - a:7.3f}  {key}")
-                rows.setdefault("wall", []).append(wall)
+                rows.setdefault("wall" + (" [no prefetch]" if off else ""), []).append(wall)
             print(f"medians over {args.rounds} rounds, db {db / 1e6:.0f} MB:")
             for k, vals in rows.items():
                 print(f"  {statistics.median(vals):8.3f}  {k}")
