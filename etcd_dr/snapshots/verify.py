@@ -167,6 +167,7 @@ def verify_snapshot(
     #    still the first word, and the throwaway is asked nothing before it agrees
     status = _Background(lambda: snapshot_status(bins, path))
     with contextlib.ExitStack() as trial:
+        trial.callback(status.join)  # last out, whatever happened: the tool's process is reaped
         served: Served | Exception | None = None
         if trial_restore:
             try:
@@ -313,6 +314,9 @@ class _Background:
             self._out = self._fn()
         except BaseException as e:  # handed to result()'s caller as it is
             self._err = e
+
+    def join(self) -> None:
+        self._thread.join()
 
     def result(self) -> FileStatus:
         self._thread.join()
