@@ -24,9 +24,9 @@ from etcd_dr.units import human_bytes
 
 RESTORE_START_TIMEOUT = 60.0
 # The throwaway is a one-member cluster on a restored data dir: etcd fast-forwards its election ticks
-# ("started as single-node") and campaigns within 1..election ticks, alone, so short ticks cost
-# nothing in safety. With the members' 100/1000 ms it led 0.1-1.1 s after its store was loaded; with
-# 10/50 ms, 1-60 ms (README "Measured"). etcd wants election >= 5 x heartbeat.
+# ("started as single-node") and campaigns 1 to election/heartbeat ticks later, alone, so short ticks
+# cost nothing in safety. With the members' 100/1000 ms it led 0.1-1.0 s after its store was loaded;
+# with 10/50 ms, 10-50 ms (README "Measured"). etcd wants election >= 5 x heartbeat.
 THROWAWAY_HEARTBEAT_MS = 10
 THROWAWAY_ELECTION_MS = 50
 
