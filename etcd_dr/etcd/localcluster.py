@@ -1,8 +1,9 @@
 """A real TLS etcd cluster as local processes on 127.0.0.1: for tests and benchmarks.
 
-Ports come from 23000-23999 (free ones, checked by binding). Members run with fast timings (heartbeat
-100 ms, election 1000 ms); readiness is polled, never slept for (startup is bimodal: ~0.3 s or
-~2.5 s). Only processes started here are killed, by the PID they were started with.
+Ports come from 23000-23999 (free ones, checked by binding). Members run with fast timings (by
+default heartbeat 100 ms, election 1000 ms; the trial restore's throwaway 10/50 ms, without fsync);
+readiness is polled, never slept for (startup is bimodal: ~0.3 s or ~2.5 s). Only processes started
+here are killed, by the PID they were started with.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ class LocalCluster:
     nodes: list[Node] = field(default_factory=list)
     extra_nodes: list[Node] = field(default_factory=list)  # started later (learners)
     token: str = "etcd-dr-test"
+    heartbeat_ms: int = HEARTBEAT_MS
+    election_ms: int = ELECTION_MS
+    durable: bool = True  # False: a throwaway's members run with their fsyncs as no-ops (nosync)
 
     # -- files and processes --
 
@@ -138,8 +142,8 @@ class LocalCluster:
             f"--initial-cluster={initial_cluster}",
             f"--initial-cluster-state={state}",
             f"--initial-cluster-token={self.token}",
-            f"--heartbeat-interval={HEARTBEAT_MS}",
-            f"--election-timeout={ELECTION_MS}",
+            f"--heartbeat-interval={self.heartbeat_ms}",
+            f"--election-timeout={self.election_ms}",
             f"--cert-file={pki / 'member.pem'}",
             f"--key-file={pki / 'member-key.pem'}",
             f"--trusted-ca-file={pki / 'ca.pem'}",
@@ -151,6 +155,10 @@ class LocalCluster:
             "--logger=zap",
             "--log-outputs=stderr",
         ]
+        if not self.durable:
+            from etcd_dr.etcd.nosync import without_sync
+
+            args = without_sync(args)  # the launcher execs etcd: node.proc.pid is etcd's
         log = open(self.root / f"{node.name}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             node.proc = subprocess.Popen(

@@ -81,20 +81,23 @@ def snapshot_restore(
     peer_url: str,
     timeout: float = 1800.0,
     skip_hash_check: bool = False,
+    durable: bool = True,
 ) -> None:
-    """skip_hash_check: for a member's own `member/snap/db`, which carries no snapshot hash (NOTES)."""
-    _run(
-        [
-            *_tool(bins),
-            "snapshot",
-            "restore",
-            str(path),
-            f"--name={name}",
-            f"--initial-cluster={name}={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--data-dir={data_dir}",
-            *(["--skip-hash-check"] if skip_hash_check else []),
-        ],
-        "snapshot restore",
-        timeout,
-    )
+    """skip_hash_check: for a member's own `member/snap/db`, which carries no snapshot hash (NOTES).
+    durable=False: a throwaway data dir (the trial restore): the tool's fsyncs are no-ops (nosync)."""
+    argv = [
+        *_tool(bins),
+        "snapshot",
+        "restore",
+        str(path),
+        f"--name={name}",
+        f"--initial-cluster={name}={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--data-dir={data_dir}",
+        *(["--skip-hash-check"] if skip_hash_check else []),
+    ]
+    if not durable:
+        from etcd_dr.etcd.nosync import without_sync
+
+        argv = without_sync(argv)
+    _run(argv, "snapshot restore", timeout)

@@ -23,6 +23,12 @@ from etcd_dr.snapshots.etcdtool import snapshot_restore
 from etcd_dr.units import human_bytes
 
 RESTORE_START_TIMEOUT = 60.0
+# The throwaway is a one-member cluster on a restored data dir: etcd fast-forwards its election ticks
+# ("started as single-node") and campaigns 1 to election/heartbeat ticks later, alone, so short ticks
+# cost nothing in safety. With the members' 100/1000 ms it led 0.1-1.0 s after its store was loaded;
+# with 10/50 ms, 10-50 ms (README "Measured"). etcd wants election >= 5 x heartbeat.
+THROWAWAY_HEARTBEAT_MS = 10
+THROWAWAY_ELECTION_MS = 50
 
 
 class Served(NamedTuple):
@@ -82,12 +88,21 @@ def served_db(
         ca,
         issue_cert(ca, "etcd-dr-trial", ips=("127.0.0.1",)),
         issue_cert(ca, "etcd-dr-trial-client", server=False),
+        heartbeat_ms=THROWAWAY_HEARTBEAT_MS,
+        election_ms=THROWAWAY_ELECTION_MS,
+        durable=False,  # deleted below: its fsyncs would only push a doomed copy to disk
     )
     try:
         cluster._write_certs()
         node = cluster.new_node("trial")
         snapshot_restore(
-            bins, path, node.data_dir, name=node.name, peer_url=node.peer_url, skip_hash_check=skip_hash_check
+            bins,
+            path,
+            node.data_dir,
+            name=node.name,
+            peer_url=node.peer_url,
+            skip_hash_check=skip_hash_check,
+            durable=False,
         )
         cluster.nodes = [node]
         cluster.start(node, f"{node.name}={node.peer_url}", "new")
@@ -98,7 +113,7 @@ def served_db(
                     raise RuntimeError(f"throwaway etcd exited: {cluster.log_tail(node, 3)}")
                 return c.status(node.client_url, timeout=1.0).leader != 0
 
-            wait_for("throwaway etcd on the restored db", ready, start_timeout, 0.05)
+            wait_for("throwaway etcd on the restored db", ready, start_timeout, 0.02)
             assert node.proc is not None
             yield Served(c, node.client_url, node.proc.pid)
     finally:

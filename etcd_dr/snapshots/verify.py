@@ -13,7 +13,9 @@ it wrong, but a check could not be made: never read that as CORRUPT), with a one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +25,9 @@ from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import HashKVResult
 from etcd_dr.etcd.errors import EtcdError, RevisionCompacted
 from etcd_dr.etcdbin import EtcdBinaries, EtcdBinariesError
-from etcd_dr.snapshots.etcdtool import ToolError, binaries_for, snapshot_status
+from etcd_dr.snapshots.etcdtool import FileStatus, ToolError, binaries_for, snapshot_status
 from etcd_dr.snapshots.record import Verdict
-from etcd_dr.snapshots.trial import Memory, memory_of, served_db
+from etcd_dr.snapshots.trial import Served, memory_of, served_db
 
 _SHA256_LEN = 32
 _CHUNK = 1 << 20
@@ -160,90 +162,105 @@ def verify_snapshot(
             Verdict.UNVERIFIED, f"hashes match, but etcd {version} binaries are unavailable: {e}", **got
         )
 
-    # 3. etcd's own reading of the file
-    try:
-        st = snapshot_status(bins, path)
-    except ToolError as e:
-        if "no result within" in str(e) or "cannot run" in str(e):
-            checks.append(Check("status", None, str(e)))
-            return done(Verdict.UNVERIFIED, f"hashes match, but {e}", **got)
-        checks.append(Check("status", False, str(e)))
-        return done(Verdict.CORRUPT, f"etcd cannot read the file: {e}", **got)
-    revision = st.store_revision
-    got["revision"] = revision
-    if expected.revision is not None and revision != expected.revision:
-        checks.append(Check("status", False, f"revision {revision}, expected {expected.revision}"))
-        return done(
-            Verdict.CORRUPT,
-            f"etcd reads revision {revision} from the file, but it was taken at {expected.revision}",
-            **got,
-        )
-    if expected.revision_range and not (expected.revision_range[0] <= revision <= expected.revision_range[1]):
-        lo, hi = expected.revision_range
-        checks.append(Check("status", False, f"revision {revision} outside {lo}..{hi}"))
-        return done(
-            Verdict.CORRUPT,
-            f"etcd reads revision {revision} from the file, outside {who}'s {lo}..{hi} while streaming",
-            **got,
-        )
-    checks.append(Check("status", True, f"revision {revision}, {st.total_key} keys"))
-    if reference is None and why_no_reference.startswith("revision unknown") and member_hash is not None:
-        reference, why_no_reference = _member_reference(
-            Expected(member=who, revision=revision), member_hash
-        )  # the revision was only known from the file: ask the member now
+    # 3. etcd's own reading of the file. With a trial restore to follow, the restore and the
+    #    throwaway's start run beside it (two processes on a file in the page cache): its verdict is
+    #    still the first word, and the throwaway is asked nothing before it agrees
+    status = _Background(lambda: snapshot_status(bins, path))
+    with contextlib.ExitStack() as trial:
+        trial.callback(status.join)  # last out, whatever happened: the tool's process is reaped
+        served: Served | Exception | None = None
+        if trial_restore:
+            try:
+                served = trial.enter_context(_served(bins, path, scratch_dir or path.parent))
+            except (ToolError, TimeoutError, OSError, EtcdError, RuntimeError) as e:
+                served = e  # judged after the status
+        try:
+            st = status.result()
+        except ToolError as e:
+            if "no result within" in str(e) or "cannot run" in str(e):
+                checks.append(Check("status", None, str(e)))
+                return done(Verdict.UNVERIFIED, f"hashes match, but {e}", **got)
+            checks.append(Check("status", False, str(e)))
+            return done(Verdict.CORRUPT, f"etcd cannot read the file: {e}", **got)
+        revision = st.store_revision
+        got["revision"] = revision
+        if expected.revision is not None and revision != expected.revision:
+            checks.append(Check("status", False, f"revision {revision}, expected {expected.revision}"))
+            return done(
+                Verdict.CORRUPT,
+                f"etcd reads revision {revision} from the file, but it was taken at {expected.revision}",
+                **got,
+            )
+        if expected.revision_range and not (
+            expected.revision_range[0] <= revision <= expected.revision_range[1]
+        ):
+            lo, hi = expected.revision_range
+            checks.append(Check("status", False, f"revision {revision} outside {lo}..{hi}"))
+            return done(
+                Verdict.CORRUPT,
+                f"etcd reads revision {revision} from the file, outside {who}'s {lo}..{hi} while streaming",
+                **got,
+            )
+        checks.append(Check("status", True, f"revision {revision}, {st.total_key} keys"))
+        if reference is None and why_no_reference.startswith("revision unknown") and member_hash is not None:
+            reference, why_no_reference = _member_reference(
+                Expected(member=who, revision=revision), member_hash
+            )  # the revision was only known from the file: ask the member now
 
-    if not trial_restore:
-        return done(
-            Verdict.UNVERIFIED,
-            f"hashes and etcd's status agree on revision {revision}; no trial restore was made",
-            **got,
-        )
+        if served is None:
+            return done(
+                Verdict.UNVERIFIED,
+                f"hashes and etcd's status agree on revision {revision}; no trial restore was made",
+                **got,
+            )
 
-    # 4. trial restore and HashKV on a throwaway etcd
-    try:
-        restored, mem = _restore_and_hash(bins, path, revision, scratch_dir or path.parent)
-    except ToolError as e:
-        checks.append(Check("restore", False, str(e)))
-        return done(Verdict.CORRUPT, f"snapshot restore fails on it: {e}", **got)
-    except (TimeoutError, OSError, EtcdError, RuntimeError) as e:
-        checks.append(Check("restore", None, str(e)))
-        return done(Verdict.UNVERIFIED, f"restored, but the throwaway etcd did not answer: {e}", **got)
-    served = "restored and served by a throwaway etcd" + (f" ({mem.sentence()})" if mem else "")
-    checks.append(Check("restore", True, served))
-    got.update(kv_hash=restored.hash, compact_revision=restored.compact_revision)
+        # 4. trial restore and HashKV on a throwaway etcd
+        try:
+            if isinstance(served, Exception):
+                raise served
+            restored = served.client.hash_kv(served.endpoint, revision, timeout=600.0)
+            mem = memory_of(served.pid)  # right after HashKV, which has read every page
+        except ToolError as e:
+            checks.append(Check("restore", False, str(e)))
+            return done(Verdict.CORRUPT, f"snapshot restore fails on it: {e}", **got)
+        except (TimeoutError, OSError, EtcdError, RuntimeError) as e:
+            checks.append(Check("restore", None, str(e)))
+            return done(Verdict.UNVERIFIED, f"restored, but the throwaway etcd did not answer: {e}", **got)
+        served_as = "restored and served by a throwaway etcd" + (f" ({mem.sentence()})" if mem else "")
+        checks.append(Check("restore", True, served_as))
+        got.update(kv_hash=restored.hash, compact_revision=restored.compact_revision)
 
-    if reference is None:
-        checks.append(Check("hashkv", None, why_no_reference))
+        if reference is None:
+            checks.append(Check("hashkv", None, why_no_reference))
+            return done(
+                Verdict.UNVERIFIED,
+                f"restores cleanly at revision {revision}, but its hash was not compared: {why_no_reference}",
+                **got,
+            )
+        ref_hash, ref_compact = reference
+        held = restored.compact_revision
+        if ref_compact != held:
+            checks.append(Check("hashkv", None, f"compact revisions differ: {ref_compact} vs {held}"))
+            return done(
+                Verdict.UNVERIFIED,
+                f"{who} compacted to revision {ref_compact} (the snapshot holds {held}): "
+                f"hashes at revision {revision} are not comparable",
+                **got,
+            )
+        if ref_hash != restored.hash:
+            checks.append(Check("hashkv", False, f"restored {restored.hash} != {who} {ref_hash}"))
+            return done(
+                Verdict.CORRUPT,
+                f"HashKV at revision {revision} of the restored snapshot ({restored.hash}) "
+                f"differs from {who}'s ({ref_hash})",
+                **got,
+            )
+        checks.append(Check("hashkv", True, f"{restored.hash} at revision {revision}"))
         return done(
-            Verdict.UNVERIFIED,
-            f"restores cleanly at revision {revision}, but its hash was not compared: {why_no_reference}",
+            Verdict.VERIFIED,
+            f"restores cleanly and agrees with {who} on revision {revision} and hash {restored.hash}",
             **got,
         )
-    ref_hash, ref_compact = reference
-    if ref_compact != restored.compact_revision:
-        checks.append(
-            Check("hashkv", None, f"compact revisions differ: {ref_compact} vs {restored.compact_revision}")
-        )
-        return done(
-            Verdict.UNVERIFIED,
-            f"{who} compacted to revision {ref_compact} (the snapshot holds {restored.compact_revision}): "
-            f"hashes at revision {revision} are not comparable",
-            **got,
-        )
-    if ref_hash != restored.hash:
-        checks.append(Check("hashkv", False, f"restored {restored.hash} != {who} {ref_hash}"))
-        return done(
-            Verdict.CORRUPT,
-            f"HashKV at revision {revision} of the restored snapshot ({restored.hash}) "
-            f"differs from {who}'s ({ref_hash})",
-            **got,
-        )
-    checks.append(Check("hashkv", True, f"{restored.hash} at revision {revision}"))
-    return done(
-        Verdict.VERIFIED,
-        f"restores cleanly and agrees with {who} on revision {revision} and hash {restored.hash}",
-        **got,
-    )
 
 
 def _member_reference(
@@ -266,19 +283,44 @@ def _member_reference(
     return (r.hash, r.compact_revision), ""
 
 
-def _restore_and_hash(
-    bins: EtcdBinaries, path: Path, revision: int, scratch_parent: Path
-) -> tuple[HashKVResult, Memory | None]:
-    """Restore into a scratch dir, serve it with a throwaway single-member TLS etcd on loopback, and
-    ask it for HashKV at `revision` (with the throwaway etcd's memory right after: HashKV has read
-    every page). The restore skips its own sha256 pass over the file: the trailer check above made
-    exactly that comparison already."""
-    with served_db(
+def _served(
+    bins: EtcdBinaries, path: Path, scratch_parent: Path
+) -> contextlib.AbstractContextManager[Served]:
+    """The trial restore served by a throwaway etcd. The restore skips its own sha256 pass over the
+    file: the trailer check above made exactly that comparison already."""
+    return served_db(
         bins,
         path,
         scratch_parent,
         skip_hash_check=True,
         start_timeout=RESTORE_START_TIMEOUT,
         scratch_prefix=".verify-",
-    ) as (c, endpoint, pid):
-        return c.hash_kv(endpoint, revision, timeout=600.0), memory_of(pid)
+    )
+
+
+class _Background:
+    """fn() on a thread of its own (a tool run: the GIL is free while it waits), its result or
+    exception handed over by result()."""
+
+    def __init__(self, fn: Callable[[], FileStatus]) -> None:
+        self._fn = fn
+        self._out: FileStatus | None = None
+        self._err: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="snapshot-status", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._out = self._fn()
+        except BaseException as e:  # handed to result()'s caller as it is
+            self._err = e
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> FileStatus:
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        assert self._out is not None
+        return self._out

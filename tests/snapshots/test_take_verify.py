@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -174,3 +175,35 @@ def test_offsite_dir_copy_verified(env: Env) -> None:
     rec, v = service.verify_stored(inv, record.id)
     assert v.verified and rec is not None and not rec.offsite[0].verified
     assert "differs" in rec.offsite[0].reason
+
+
+def _no_scratch_left(d: Path) -> None:
+    assert not list(d.glob(".verify-*")), "the trial restore's scratch dir was left behind"
+
+
+def test_status_has_the_first_word_though_the_restore_runs_beside_it(env: Env, tmp_path: Path) -> None:
+    """`snapshot status` runs beside the trial restore: a file etcd cannot read, whose trailer still
+    matches, is CORRUPT for status's reason (not the restore's), and nothing is left behind."""
+    from etcd_dr.snapshots.verify import Expected, verify_snapshot
+
+    body = os.urandom(64 * 1024)
+    bad = tmp_path / "garbage.db"
+    bad.write_bytes(body + hashlib.sha256(body).digest())
+    v = verify_snapshot(bad, version=env.cluster.bins.version, expected=Expected(), trial_restore=True)
+    assert v.verdict is Verdict.CORRUPT and v.reason.startswith("etcd cannot read the file"), v.reason
+    assert [c.name for c in v.checks][-1] == "status" and "restore" not in {c.name for c in v.checks}
+    _no_scratch_left(tmp_path)
+
+
+def test_a_wrong_revision_is_said_before_the_throwaway_is_asked(env: Env) -> None:
+    from etcd_dr.snapshots.verify import Expected, verify_snapshot
+
+    rev = _fill(env, 5)
+    inv = env.inv
+    record, _ = service.snapshot_cluster(
+        inv, observe(inv, check_ssh=False), trial_restore=False, show_progress=False, prune=False
+    )
+    v = verify_snapshot(record.path, version=env.cluster.bins.version, expected=Expected(revision=rev + 1000))
+    assert v.verdict is Verdict.CORRUPT and f"but it was taken at {rev + 1000}" in v.reason, v.reason
+    assert {c.name for c in v.checks}.isdisjoint({"restore", "hashkv"})
+    _no_scratch_left(record.path.parent)
