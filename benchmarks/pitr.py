@@ -52,6 +52,7 @@ from etcd_dr.etcdbin import ensure_binaries
 from etcd_dr.snapshots.trial import served_db
 
 TOLERANCE = 0.05  # issue 13's goal: throughput and p99 with the watcher within 5 % of without
+MIN_ROUNDS = 8
 
 CHILD = """
 import functools, sys
@@ -162,7 +163,9 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def verdict(iv: Interval) -> str:
+def verdict(iv: Interval, rounds: int) -> str:
+    if rounds < MIN_ROUNDS:  # a bootstrap over a handful of rounds has too few distinct resamples
+        return f"no verdict under {MIN_ROUNDS} rounds"
     if iv.within(TOLERANCE):
         return f"within {TOLERANCE:.0%} shown"
     if iv.low > 1 + TOLERANCE or iv.high < 1 - TOLERANCE:
@@ -184,8 +187,8 @@ def pooled_figures(rows: dict[str, list[Round]], seconds: float) -> dict[str, di
             "p50_ms": pct(lat, 0.5) * 1e3,
             "p99_ms": pct(lat, 0.99) * 1e3,
             "p99_ms_rounds": [round(pct(x.lat, 0.99) * 1e3, 3) for x in rs],
-            "throughput_ratio": tput.as_dict() | {"verdict": verdict(tput)},
-            "p99_ratio": p99.as_dict() | {"verdict": verdict(p99)},
+            "throughput_ratio": tput.as_dict() | {"verdict": verdict(tput, len(rs))},
+            "p99_ratio": p99.as_dict() | {"verdict": verdict(p99, len(rs))},
         }
     return out
 
@@ -221,6 +224,8 @@ def main() -> None:
     ap.add_argument("--no-replay", action="store_true", help="the writer's rounds only")
     ap.add_argument("--json", action="store_true", help="the writer's figures as one JSON object, last")
     a = ap.parse_args()
+    if a.rounds < 2:
+        ap.error(f"--rounds {a.rounds}: give at least 2 (the intervals resample whole rounds)")
     load_before = os.getloadavg()
     bins = ensure_binaries(a.etcd)
     root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-pitr-"))
