@@ -8,22 +8,27 @@
             `with-noprev` (a watcher without prev_kv, to see what etcd's read per event costs):
             puts/s, p50/p99 latency of a put, and CPU seconds per 10k puts of the members (and of
             the leader alone) and of the watcher (/proc/PID/stat: on a shared machine a steadier
-            figure than throughput). --pin puts etcd and the writer on CPU 0 and the watcher on CPU
-            1; --apart puts the follower the watcher watches and the watcher on CPU 1, the rest on
-            CPU 0 (the serving member's work off the leader's CPU, as on a real cluster).
+            figure than throughput). Each mode against the first: the ratio of throughput and of
+            the p99 of all its rounds' puts pooled, each with a 95 % bootstrap interval over whole
+            rounds (benchmarks/roundstats.py), and whether that interval is within +-5 %. --pin
+            puts etcd and the writer on CPU 0 and the watcher on CPU 1; --apart puts the follower
+            the watcher watches and the watcher on CPU 1, the rest on CPU 0 (the serving member's
+            work off the leader's CPU, as on a real cluster).
   replay    the revisions the watcher logged, replayed into the snapshot taken before the first
             round (restored and served by a throwaway etcd, as `snapshot roll-forward` does), with
             each of --windows transactions in flight: events/s, and the check against the log
 
-A benchmark: it prints figures and asserts nothing about speed.
+A benchmark: it prints figures (--json: one JSON object as well) and asserts nothing about speed.
 
     .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 6 --seconds 5 --modes without,with,with-open
+    .venv/bin/python benchmarks/pitr.py --rounds 12 --apart --no-replay --json   # the cost alone
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -36,6 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from roundstats import Interval, quantile_ratio, rate_ratio
+
 from etcd_dr.certs import issue_cert, new_ca
 from etcd_dr.deltalog import DeltaLog
 from etcd_dr.deltalog.replay import WINDOW, check_against_log, replay, scratch_parent
@@ -43,6 +50,9 @@ from etcd_dr.etcd import EtcdClient
 from etcd_dr.etcd.localcluster import LocalCluster, wait_for
 from etcd_dr.etcdbin import ensure_binaries
 from etcd_dr.snapshots.trial import served_db
+
+TOLERANCE = 0.05  # issue 13's goal: throughput and p99 with the watcher within 5 % of without
+MIN_ROUNDS = 8
 
 CHILD = """
 import functools, sys
@@ -153,6 +163,36 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
+def verdict(iv: Interval, rounds: int) -> str:
+    if rounds < MIN_ROUNDS:  # a bootstrap over a handful of rounds has too few distinct resamples
+        return f"no verdict under {MIN_ROUNDS} rounds"
+    if iv.within(TOLERANCE):
+        return f"within {TOLERANCE:.0%} shown"
+    if iv.low > 1 + TOLERANCE or iv.high < 1 - TOLERANCE:
+        return f"beyond {TOLERANCE:.0%} shown"
+    return f"within {TOLERANCE:.0%} not shown"
+
+
+def pooled_figures(rows: dict[str, list[Round]], seconds: float) -> dict[str, dict]:
+    """Each mode against the first mode: throughput and pooled p99 ratios with 95 % intervals."""
+    base = next(iter(rows.values()))
+    out = {}
+    for mode, rs in rows.items():
+        lat = [v for x in rs for v in x.lat]
+        tput = rate_ratio([x.n / seconds for x in rs], [x.n / seconds for x in base])
+        p99 = quantile_ratio([x.lat for x in rs], [x.lat for x in base])
+        out[mode] = {
+            "puts_per_s": sum(x.n for x in rs) / (seconds * len(rs)),
+            "puts_per_s_rounds": [round(x.n / seconds, 1) for x in rs],
+            "p50_ms": pct(lat, 0.5) * 1e3,
+            "p99_ms": pct(lat, 0.99) * 1e3,
+            "p99_ms_rounds": [round(pct(x.lat, 0.99) * 1e3, 3) for x in rs],
+            "throughput_ratio": tput.as_dict() | {"verdict": verdict(tput, len(rs))},
+            "p99_ratio": p99.as_dict() | {"verdict": verdict(p99, len(rs))},
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--etcd", default="3.4")
@@ -181,7 +221,12 @@ def main() -> None:
         "--windows", type=lambda v: [int(x) for x in v.split(",")], default=[1, WINDOW],
         help="replay with each of these numbers of transactions in flight (default: 1 and %(default)s)",
     )  # fmt: skip
+    ap.add_argument("--no-replay", action="store_true", help="the writer's rounds only")
+    ap.add_argument("--json", action="store_true", help="the writer's figures as one JSON object, last")
     a = ap.parse_args()
+    if a.rounds < 2:
+        ap.error(f"--rounds {a.rounds}: give at least 2 (the intervals resample whole rounds)")
+    load_before = os.getloadavg()
     bins = ensure_binaries(a.etcd)
     root = Path(tempfile.mkdtemp(prefix="etcd-dr-bench-pitr-"))
     ca = new_ca()
@@ -250,6 +295,31 @@ def main() -> None:
                 f"CPU s per 10k puts: etcd {cpu['etcd']:.2f} "
                 f"(leader {cpu['leader']:.2f}), watcher {cpu['watcher']:.2f}"
             )
+        pooled = pooled_figures(rows, a.seconds)
+        print(f"  pooled over the rounds, against {a.modes[0]} (95 % bootstrap intervals over whole rounds):")
+        for mode, f in list(pooled.items())[1:]:
+            t, q = f["throughput_ratio"], f["p99_ratio"]
+            print(
+                f"  {mode:12s} throughput {t['ratio'] - 1:+.1%} [{t['low'] - 1:+.1%}, {t['high'] - 1:+.1%}] "
+                f"({t['verdict']})  p99 {pooled[a.modes[0]]['p99_ms']:.2f} -> {f['p99_ms']:.2f} ms "
+                f"{q['ratio'] - 1:+.1%} [{q['low'] - 1:+.1%}, {q['high'] - 1:+.1%}] ({q['verdict']})"
+            )
+        if a.json:
+            print(
+                json.dumps(
+                    {
+                        "etcd": bins.version,
+                        "rounds": a.rounds,
+                        "seconds": a.seconds,
+                        "layout": "pin" if a.pin else "apart" if a.apart else "shared",
+                        "load_before": load_before,
+                        "load_after": os.getloadavg(),
+                        "modes": pooled,
+                    }
+                )
+            )
+        if a.no_replay:
+            return
         log = DeltaLog(a.log_parent / "log")
         last = log.last_revision() or start  # the log of the `with` rounds: what is replayed
         segs = log.segments()
