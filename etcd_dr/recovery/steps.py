@@ -377,7 +377,8 @@ echo stopped
 
 
 class WatchedStop(enum.StrEnum):
-    """How _STOP_WATCHED ended (its first line's first word)."""
+    """How _STOP_WATCHED ended: its first line's first word, or, when that is "stopped", the
+    container's exit code (TIMED_OUT)."""
 
     ALREADY = "already"  # it had campaigned before the stop was asked: killed
     CAMPAIGNED = "campaigned"  # it campaigned during the graceful stop: killed
