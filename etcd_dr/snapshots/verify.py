@@ -13,9 +13,9 @@ it wrong, but a check could not be made: never read that as CORRUPT), with a one
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ from etcd_dr.errors import EtcdDrError
 from etcd_dr.etcd.client import HashKVResult
 from etcd_dr.etcd.errors import EtcdError, RevisionCompacted
 from etcd_dr.etcdbin import EtcdBinaries, EtcdBinariesError
-from etcd_dr.snapshots.etcdtool import FileStatus, ToolError, binaries_for, snapshot_status
+from etcd_dr.snapshots.etcdtool import ToolError, binaries_for, snapshot_status
 from etcd_dr.snapshots.record import Verdict
 from etcd_dr.snapshots.trial import Served, memory_of, served_db
 
@@ -165,9 +165,10 @@ def verify_snapshot(
     # 3. etcd's own reading of the file. With a trial restore to follow, the restore and the
     #    throwaway's start run beside it (two processes on a file in the page cache): its verdict is
     #    still the first word, and the throwaway is asked nothing before it agrees
-    status = _Background(lambda: snapshot_status(bins, path))
     with contextlib.ExitStack() as trial:
-        trial.callback(status.join)  # last out, whatever happened: the tool's process is reaped
+        # entered first, left last (its exit waits), whatever happened: the tool's process is reaped
+        pool = trial.enter_context(cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-status"))
+        status = pool.submit(snapshot_status, bins, path)
         served: Served | Exception | None = None
         if trial_restore:
             try:
@@ -296,31 +297,3 @@ def _served(
         start_timeout=RESTORE_START_TIMEOUT,
         scratch_prefix=".verify-",
     )
-
-
-class _Background:
-    """fn() on a thread of its own (a tool run: the GIL is free while it waits), its result or
-    exception handed over by result()."""
-
-    def __init__(self, fn: Callable[[], FileStatus]) -> None:
-        self._fn = fn
-        self._out: FileStatus | None = None
-        self._err: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="snapshot-status", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._out = self._fn()
-        except BaseException as e:  # handed to result()'s caller as it is
-            self._err = e
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> FileStatus:
-        self._thread.join()
-        if self._err is not None:
-            raise self._err
-        assert self._out is not None
-        return self._out
