@@ -372,19 +372,50 @@ timeout "$w" @FOLLOW@ | while IFS= read -r l; do
   esac
 done
 wait "$s"
-echo stopped
+echo "stopped $(@EXITCODE@)"
 """
 
 
 class WatchedStop(enum.StrEnum):
     """How _STOP_WATCHED ended: its first line's first word, or, when that is "stopped", the
-    container's exit code (TIMED_OUT)."""
+    container's exit code (TIMED_OUT). Its last line is "stopped <exit code>" unless it ended at
+    once (ALREADY)."""
 
     ALREADY = "already"  # it had campaigned before the stop was asked: killed
     CAMPAIGNED = "campaigned"  # it campaigned during the graceful stop: killed
     CLOSED = "closed"  # its server closed (WAL synced): killed during the peer listener's drain
+    # (or its drain was over first: `docker logs -f` shows a line some ms after etcd wrote it, and
+    # a drain with only idle peer connections ends at once; then it exits 0 by itself)
     STOPPED = "stopped"  # it exited by itself
     TIMED_OUT = "timed-out"  # docker's stop timeout ran out and docker killed it (exit 137)
+
+
+def stop_watched_script(rt: DockerRuntime, timeout_s: int) -> str:
+    """_STOP_WATCHED for this container; its arguments: the follow's bound and the look back (s)."""
+    d, c = shlex.quote(rt.docker), shlex.quote(rt.container)
+    return (
+        _STOP_WATCHED.replace("@PAST@", rt.log_sh(follow=False))
+        .replace("@FOLLOW@", rt.log_sh(follow=True))
+        .replace("@STOP@", f"{d} stop -t {int(timeout_s)} {c}")
+        .replace("@KILL@", f"{d} kill {c}")
+        .replace("@RUNNING@", f"{d} inspect -f '{{{{.State.Running}}}}' {c}")
+        .replace("@EXITCODE@", f"{d} inspect -f '{{{{.State.ExitCode}}}}' {c}")
+    )
+
+
+def read_stop_watched(stdout: str) -> tuple[WatchedStop, str | None, int | None]:
+    """How _STOP_WATCHED ended, the campaign line that got the member killed (if one did) and the
+    container's exit code (None where the script did not wait for it)."""
+    lines = stdout.splitlines() or [""]
+    when, _, line = lines[0].partition(" ")
+    last, _, code_s = lines[-1].partition(" ")
+    code = int(code_s) if last == WatchedStop.STOPPED and code_s.strip().isdigit() else None
+    if when in (WatchedStop.ALREADY, WatchedStop.CAMPAIGNED) and line:
+        return WatchedStop(when), line, code
+    if when == WatchedStop.CLOSED:
+        return WatchedStop.CLOSED, None, code
+    # docker stop sends KILL after the timeout: the container then exits 137 (128 + SIGKILL)
+    return (WatchedStop.STOPPED if code != 137 else WatchedStop.TIMED_OUT), None, code
 
 
 # The leader's WAL files, one line each: name, size, mtime to the ns (a write moves the mtime).
@@ -453,35 +484,21 @@ class EtcdStop(Handler[Ctx]):
         )
         return (r.stdout.strip() or None) if r.ok else None
 
-    def _stop_watched(self, host: str, rt: DockerRuntime, p: StopParams) -> tuple[WatchedStop, str | None]:
-        """Docker: how the watched stop ended and the campaign line that got it killed (if one
-        did), one remote script (_STOP_WATCHED)."""
-        d, c = shlex.quote(rt.docker), shlex.quote(rt.container)
+    def _stop_watched(
+        self, host: str, rt: DockerRuntime, p: StopParams
+    ) -> tuple[WatchedStop, str | None, int | None]:
+        """Docker: the watched stop (one remote script, stop_watched_script), read by
+        read_stop_watched."""
         w = float(p.timeout_s)  # the follow ends when the container exits; the stop is bounded by it
-        script = (
-            _STOP_WATCHED.replace("@PAST@", rt.log_sh(follow=False))
-            .replace("@FOLLOW@", rt.log_sh(follow=True))
-            .replace("@STOP@", f"{d} stop -t {int(p.timeout_s)} {c}")
-            .replace("@KILL@", f"{d} kill {c}")
-            .replace("@RUNNING@", f"{d} inspect -f '{{{{.State.Running}}}}' {c}")
-        )
         r = self.c.executor(host).run(
-            ["sh", "-c", script, "stop", f"{w:g}", str(int(w) + 30)],
+            ["sh", "-c", stop_watched_script(rt, p.timeout_s), "stop", f"{w:g}", str(int(w) + 30)],
             check=False,
             timeout=p.timeout_s + w + 30,
             reason="stop etcd gracefully; kill it once it campaigned (a campaign fsyncs its WAL)",
         )
         if not r.ok:
             raise RecoveryStepError(f"{host}: stopping etcd failed (exit {r.rc}): {r.stderr.strip()[-300:]}")
-        when, _, line = (r.stdout.splitlines() or [""])[0].partition(" ")
-        if when in (WatchedStop.ALREADY, WatchedStop.CAMPAIGNED) and line:
-            return WatchedStop(when), line
-        if when == WatchedStop.CLOSED:
-            return WatchedStop.CLOSED, None
-        st = self.c.members(host, p.name)[p.name]
-        code = ((st.inspected or {}).get("State") or {}).get("ExitCode")
-        # docker stop sends KILL after the timeout: the container then exits 137 (128 + SIGKILL)
-        return (WatchedStop.STOPPED if code != 137 else WatchedStop.TIMED_OUT), None
+        return read_stop_watched(r.stdout)
 
     def _pre_vote(self, host: str, name: str, st: EndpointStatus) -> bool:
         """Whether the member runs with raft's pre-vote (3.5's default; 3.4's is off): without a
@@ -575,7 +592,7 @@ class EtcdStop(Handler[Ctx]):
                 )
         if isinstance(rt, DockerRuntime):  # a learner too: it never campaigns, and drains the same
             t0 = time.monotonic()
-            how, seen = self._stop_watched(host, rt, p)
+            how, seen, code = self._stop_watched(host, rt, p)
             wait(lambda: not rt.is_running(), KILL_WAIT_S, f"etcd on {host} stopped", error=RecoveryStepError)
             if seen is not None:
                 why = "it had already"
@@ -587,11 +604,13 @@ class EtcdStop(Handler[Ctx]):
                     "it holds: killed (a graceful stop of a campaigning member hangs until docker kills it)"
                 )
             if how is WatchedStop.CLOSED:
-                return (
+                closed = (
                     f"stopped gracefully up to its server's close ({time.monotonic() - t0:.2f} s: "
-                    "'stopping serving peer traffic' logged, so its WAL and db were synced and closed), then "
-                    "killed instead of waiting out the peer listener's drain (0.5-1 s)"
+                    "'stopping serving peer traffic' logged, so its WAL and db were synced and closed), "
                 )
+                if code == 137:
+                    return closed + "then killed instead of waiting out the peer listener's drain (0.5-1 s)"
+                return closed + f"and it exited by itself (code {code}) before the kill: a short drain"
             if how is WatchedStop.STOPPED:
                 return "stopped gracefully"
             if not p.sync_leader:

@@ -128,7 +128,13 @@ def test_follower_is_killed_once_its_server_closed(running_lab: Lab) -> None:
         out, stop_step, _ = _recover_on_master3(lab)
         assert stop_step["detail"].startswith("stopped gracefully up to its server's close"), stop_step
         old = out["plan"]["steps"][3]["params"]["new_name"]  # the retired container
-        assert sh(lab, "master3", f"docker inspect -f '{{{{.State.ExitCode}}}}' {old}").strip() == "137"
+        code = sh(lab, "master3", f"docker inspect -f '{{{{.State.ExitCode}}}}' {old}").strip()
+        # killed during its drain (137), or its drain was over before the log line reached the
+        # watcher (one CI run: exit 0): either way the detail says which, and nothing was lost
+        if code == "137":
+            assert stop_step["detail"].endswith("instead of waiting out the peer listener's drain (0.5-1 s)")
+        else:
+            assert code == "0" and "exited by itself (code 0)" in stop_step["detail"], (code, stop_step)
         with one(inv, "master3") as m3:
             assert m3.range("/follower-stop/", "/follower-stop0", count_only=True).count == 50
         verify = next(s for s in out["steps"] if s["id"].startswith("verify"))
