@@ -21,10 +21,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.console.conftest import Console, start_console
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator
 
 CHROMIUM = Path("/usr/bin/chromium")
 FAKE_CORE = Path(__file__).resolve().parent / "fakecore"
@@ -124,6 +128,36 @@ def wait_for(what, timeout: float = 120.0, every: float = 1.0):  # type: ignore[
     raise AssertionError(f"not within {timeout} s")
 
 
+# The description's box [top, top + clientHeight, scrollTop, clientHeight, scrollHeight] and, for
+# the decision paragraph (its text's start) and each step's list item, [top, bottom] or null: all
+# from one frame. Measured one by one, a box and a line came from different frames while the modal
+# still settled (one run: the box's top 100.3 px, the paragraph's 95.3 px).
+_LAYOUT_JS = """([decision, steps]) => {
+  const e = document.querySelector('.p-modal article.markdown-renderer');
+  const r = e.getBoundingClientRect();
+  const at = (sel, text) => {
+    const m = [...e.querySelectorAll(sel)].find(x => x.textContent.includes(text));
+    if (!m) return null;
+    const b = m.getBoundingClientRect();
+    return [b.top, b.bottom];
+  };
+  return [[r.top, r.top + e.clientHeight, e.scrollTop, e.clientHeight, e.scrollHeight],
+          [at('.markdown-renderer__text--paragraph', decision), ...steps.map(s => at('li', s))]];
+}"""
+
+
+def _laid_out(desc: Locator, decision: str, steps: list[str]) -> tuple[list[float], list[list[float] | None]]:
+    """_LAYOUT_JS once the layout held still for two frames' worth (50 ms), up to 5 s."""
+    last = None
+    deadline = time.monotonic() + 5
+    while True:
+        now = desc.page.evaluate(_LAYOUT_JS, [decision, steps])
+        if now == last or time.monotonic() > deadline:
+            return now[0], now[1]
+        last = now
+        time.sleep(0.05)
+
+
 def test_recover_form_approval_and_completion_in_a_browser(console: Console, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ui = console.api.removesuffix("/api")
     dep = console.deployments()["recover"]
@@ -190,22 +224,17 @@ def test_recover_form_approval_and_completion_in_a_browser(console: Console, pag
     # lie inside the description's box (Prefect's UI gives it what the fields leave, and scrolls the
     # rest) and inside the window. Measured as the boxes the browser laid out.
     desc = modal.locator("article.markdown-renderer").first
-    box = desc.evaluate(
-        "e => { const r = e.getBoundingClientRect();"
-        " return [r.top, r.top + e.clientHeight, e.scrollTop, e.clientHeight, e.scrollHeight]; }"
-    )
-    top, bottom, scrolled, seen, whole = box
-    assert scrolled == 0
     must = {"decision": desc.locator(".markdown-renderer__text--paragraph", has_text=REASON[:60])}
     for i, step in DESTRUCTIVE.items():
         must[f"step {i}"] = desc.locator("li", has_text=step)
     for what, loc in must.items():
         assert loc.count() == 1, what
-        r = loc.bounding_box()
-        # a few pixels at the top: the box's top is fractional and moves with the page's header
-        # (95.35, 97.6 px in two CI runs) while the first paragraph's is rounded (95): 3 px of a 20 px
-        # line, the line readable
-        inside = r is not None and top - 3 <= r["y"] and r["y"] + r["height"] <= min(bottom, 860) + 0.5
+    box, rects = _laid_out(desc, REASON[:60], list(DESTRUCTIVE.values()))
+    top, bottom, scrolled, seen, whole = box
+    assert scrolled == 0
+    for what, r in zip(must, rects, strict=True):
+        # a pixel or so at the top: the box's top is fractional, a paragraph's rounded
+        inside = r is not None and top - 3 <= r[0] and r[1] <= min(bottom, 860) + 0.5
         assert inside, (what, r, box)
     layout["description box"] = f"{seen:.0f} of {whole:.0f} px"
     # the whole plan: the form links to its artifact (opened at the end: a second tab of the UI while
