@@ -22,6 +22,7 @@ A benchmark: it prints figures (--json: one JSON object as well) and asserts not
 
     .venv/bin/python benchmarks/pitr.py --etcd 3.4 --rounds 6 --seconds 5 --modes without,with,with-open
     .venv/bin/python benchmarks/pitr.py --rounds 12 --apart --no-replay --json   # the cost alone
+    .venv/bin/python benchmarks/pitr.py --rounds 24 --apart --watcher-idle --no-replay   # the cluster's part
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(tid), cpus)
 
 
+def _idle() -> None:
+    """The watcher's process (its threads inherit it) in SCHED_IDLE: it runs only on CPU time no
+    cluster process wants, as on its own machine, where a real deployment runs it."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def write_round(c, seconds: float, tag: str) -> tuple[int, list[float], int]:
     lat: list[float] = []
     end = time.monotonic() + seconds
@@ -135,7 +142,8 @@ def timed_round(
         frm = start if mode == "with" else c.status(cluster.endpoints[0]).revision
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(work), logname, str(frm), "0" if mode == "with-noprev" else "1",
-             "0" if mode == "with-open" else mode.partition("=")[2] or "default", *cluster.endpoints]
+             "0" if mode == "with-open" else mode.partition("=")[2] or "default", *cluster.endpoints],
+            preexec_fn=_idle if a.watcher_idle else None,
         )  # fmt: skip
         if a.pin or a.apart:
             time.sleep(0.2)
@@ -218,6 +226,13 @@ def main() -> None:
         "and the watcher on CPU 1 (as on a cluster whose members have machines of their own)",
     )
     ap.add_argument(
+        "--watcher-idle",
+        action="store_true",
+        help="the watcher in SCHED_IDLE: the cluster's processes preempt it, so what is left is what "
+        "the watch costs the member that serves it, not the watcher's own CPU (a real deployment runs "
+        "the watcher on another machine)",
+    )
+    ap.add_argument(
         "--windows", type=lambda v: [int(x) for x in v.split(",")], default=[1, WINDOW],
         help="replay with each of these numbers of transactions in flight (default: 1 and %(default)s)",
     )  # fmt: skip
@@ -271,6 +286,7 @@ def main() -> None:
             f"etcd {bins.version}, 3 members on loopback, {a.rounds} x {a.seconds:g} s per mode, one writer"
             + (f"; the watcher's logs in {a.log_on}" if a.log_on else "")
             + ("; etcd and the writer pinned to CPU 0, the watcher to CPU 1" if a.pin else "")
+            + ("; the watcher in SCHED_IDLE" if a.watcher_idle else "")
             + (
                 "; the leader, one follower and the writer pinned to CPU 0, the watched follower and "
                 "the watcher to CPU 1"
@@ -312,6 +328,7 @@ def main() -> None:
                         "rounds": a.rounds,
                         "seconds": a.seconds,
                         "layout": "pin" if a.pin else "apart" if a.apart else "shared",
+                        "watcher_idle": a.watcher_idle,
                         "load_before": load_before,
                         "load_after": os.getloadavg(),
                         "modes": pooled,
