@@ -18,6 +18,18 @@ def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def drain_events_worker() -> None:
+    """Delivers and stops Prefect's events workers. Prefect keeps one per client type, not per API
+    URL (`EventsWorker.instance`): one made while PREFECT_API_URL named another server (a console's)
+    keeps sending this process's later events there, and once that server is gone the task runs of
+    the flows that follow never reach the harness's (one CI run: `test_hostrepair_flow` after
+    `test_receiver`'s concurrency slot, reproduced by running the two in that order). Call it
+    before that other server stops; the next event starts a worker for the URL in force."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30, at_exit=False)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory) -> Iterator[None]:
     """A real Prefect server (subprocess, SQLite) for the session, as prefect_test_harness does, but
@@ -63,9 +75,11 @@ def prefect_harness(tmp_path_factory) -> Iterator[None]:
         stack.enter_context(
             prefect.context._temporary_global_settings_context(prefect.context.get_settings_context())
         )
+        drain_events_worker()  # one made before the harness sends elsewhere
         try:
             yield
         finally:
+            drain_events_worker()
             server.stop()
             if prior is None:
                 SubprocessASGIServer._instances.pop(None, None)

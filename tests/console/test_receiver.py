@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from console.receiver import SIGNATURE_HEADER, signature
+from tests.conftest import drain_events_worker
 from tests.console.conftest import TOKEN, Console
 
 pytestmark = pytest.mark.server  # each starts `etcd-dr server`: not in the quick loop
@@ -189,6 +190,7 @@ def test_the_recovery_limit_is_per_cluster(console: Console) -> None:
 
         a = wait_for(lambda: final(ids["alpha"]), 120)
         b = wait_for(lambda: final(ids["beta"]), 120)
+    drain_events_worker()
     assert a and a["type"] == "FAILED", a
     assert a["message"].startswith(
         "another recovery of cluster alpha holds the concurrency slot recover-alpha"
