@@ -38,7 +38,7 @@ if not LAZY:  # else only the take's and the service's steps are timed: the rest
     import etcd_dr.snapshots.verify, etcd_dr.snapshots.trial, etcd_dr.snapshots.etcdtool
     import etcd_dr.certs, etcd_dr.etcd.localcluster, etcd_dr.etcd.client
 if os.environ.get("PHASES_NO_PREFETCH"):
-    svc._import_verification_meanwhile = lambda: None
+    svc._prepare_verification_meanwhile = lambda versions: None
 T.append(("imports" + ("" if LAZY else " (the verification's eagerly)"), t, time.time()))
 logs = {}
 

@@ -1,7 +1,7 @@
 """A real TLS etcd cluster as local processes on 127.0.0.1: for tests and benchmarks.
 
 Ports come from 23000-23999 (free ones, checked by binding). Members run with fast timings (by
-default heartbeat 100 ms, election 1000 ms; the trial restore's throwaway 10/50 ms, without fsync);
+default heartbeat 100 ms, election 1000 ms; the trial restore's throwaway 1/5 ms, without fsync);
 readiness is polled, never slept for (startup is bimodal: ~0.3 s or ~2.5 s). Only processes started
 here are killed, by the PID they were started with.
 """

@@ -191,3 +191,24 @@ def test_snapshot_response_fields_read_what_protobuf_reads(msg: dict) -> None:
 def test_a_malformed_snapshot_response_is_an_etcd_error(raw: bytes) -> None:
     with pytest.raises(E.EtcdError, match="malformed SnapshotResponse"):
         snapshot_response_fields(raw)
+
+
+def test_etcd_version_is_asked_once_per_binary_until_it_is_replaced(tmp_path: Path) -> None:
+    """`etcd --version` by the binary's identity: asked once, asked again after a replacement (a new
+    inode, as a package upgrade's rename makes), never stale."""
+    calls = tmp_path / "calls"
+    etcd = tmp_path / "etcd"
+
+    def install(version: str) -> None:
+        new = tmp_path / "etcd.new"
+        new.write_text(f'#!/bin/sh\necho x >> "{calls}"\necho "etcd Version: {version}"\n')
+        new.chmod(0o755)
+        new.replace(etcd)
+
+    install("3.4.23")
+    assert etcdbin._version_of(etcd) == "3.4.23"
+    assert etcdbin._version_of(etcd) == "3.4.23"
+    assert calls.read_text().count("x") == 1
+    install("3.4.24")
+    assert etcdbin._version_of(etcd) == "3.4.24"
+    assert calls.read_text().count("x") == 2
