@@ -147,36 +147,27 @@ def verify_snapshot(
         )
     checks.append(Check("trailer", True, "etcd's trailing sha256 matches the db bytes"))
 
+    # 2. the member's hash first: every second spent restoring is a second a compaction can win
+    reference, why_no_reference = _member_reference(expected, member_hash)
+    if reference is not None:
+        checks.append(Check("member-hash", True, f"hash {reference[0]} at compact revision {reference[1]}"))
+    else:
+        checks.append(Check("member-hash", None, why_no_reference))
+
+    try:
+        bins = binaries_for(version)
+    except (EtcdBinariesError, EtcdDrError) as e:
+        checks.append(Check("status", None, str(e)))
+        return done(
+            Verdict.UNVERIFIED, f"hashes match, but etcd {version} binaries are unavailable: {e}", **got
+        )
+
+    # 3. etcd's own reading of the file. With a trial restore to follow, the restore and the
+    #    throwaway's start run beside it (two processes on a file in the page cache): its verdict is
+    #    still the first word, and the throwaway is asked nothing before it agrees
     with contextlib.ExitStack() as trial:
-        # entered first, left last (its exit waits), whatever happened: its threads are joined and
-        # the tool's process is reaped
-        pool = trial.enter_context(cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify"))
-        # 2. the member's hash, asked at once (every second spent restoring is a second a compaction
-        #    can win) and answered beside the restore: its check is written before etcd's status
-        asked = pool.submit(_member_reference, expected, member_hash)
-
-        def member_answered() -> tuple[tuple[int, int] | None, str]:
-            reference, why_no_reference = asked.result()
-            if reference is not None:
-                checks.append(
-                    Check("member-hash", True, f"hash {reference[0]} at compact revision {reference[1]}")
-                )
-            else:
-                checks.append(Check("member-hash", None, why_no_reference))
-            return reference, why_no_reference
-
-        try:
-            bins = binaries_for(version)
-        except (EtcdBinariesError, EtcdDrError) as e:
-            member_answered()
-            checks.append(Check("status", None, str(e)))
-            return done(
-                Verdict.UNVERIFIED, f"hashes match, but etcd {version} binaries are unavailable: {e}", **got
-            )
-
-        # 3. etcd's own reading of the file. With a trial restore to follow, the restore and the
-        #    throwaway's start run beside it (two processes on a file in the page cache): its verdict
-        #    is still the first word, and the throwaway is asked nothing before it agrees
+        # entered first, left last (its exit waits), whatever happened: the tool's process is reaped
+        pool = trial.enter_context(cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-status"))
         status = pool.submit(snapshot_status, bins, path)
         served: Served | Exception | None = None
         if trial_restore:
@@ -184,7 +175,6 @@ def verify_snapshot(
                 served = trial.enter_context(_served(bins, path, scratch_dir or path.parent))
             except (ToolError, TimeoutError, OSError, EtcdError, RuntimeError) as e:
                 served = e  # judged after the status
-        reference, why_no_reference = member_answered()
         try:
             st = status.result()
         except ToolError as e:
