@@ -58,8 +58,9 @@ class EtcdBinaries:
         return ".".join(self.version.split(".")[:2])
 
 
-def ensure_binaries(version: str, cache_dir: Path | None = None) -> EtcdBinaries:
-    """Binaries for `version` ("3.4", "3.5" or a full "3.5.16"), fetching 3.5 on first use.
+def ensure_binaries(version: str, cache_dir: Path | None = None, *, fetch: bool = True) -> EtcdBinaries:
+    """Binaries for `version` ("3.4", "3.5" or a full "3.5.16"), fetching 3.5 on first use (with
+    fetch=False, EtcdBinariesError instead: for a look ahead that must not start a download).
 
     Raises InputError for a version string that is malformed or not supported, and
     EtcdBinariesError when the binaries are missing, report another version, or cannot be fetched.
@@ -70,6 +71,8 @@ def ensure_binaries(version: str, cache_dir: Path | None = None) -> EtcdBinaries
         hint = "install Debian 12's etcd-server and etcd-client packages"
     else:
         target = Path(cache_dir) if cache_dir is not None else _default_cache_dir(line)
+        if not fetch and not (target / "usr" / "bin" / "etcd").exists():
+            raise EtcdBinariesError(f"etcd {line} is not fetched yet into {target}")
         bins = _cached_or_fetch(line, target)
         hint = f"remove {target} to fetch again"
     _check_version(bins, line, patch, hint)

@@ -37,10 +37,10 @@ class FileStatus:
         return max(self.revision, 1)
 
 
-def binaries_for(version: str) -> EtcdBinaries:
+def binaries_for(version: str, *, fetch: bool = True) -> EtcdBinaries:
     """The binaries of the member's etcd line ("3.4.23" -> 3.4, "3.5.16" -> 3.5)."""
     major_minor = ".".join(version.split(".")[:2]) if version else "3.4"
-    return ensure_binaries(major_minor)
+    return ensure_binaries(major_minor, fetch=fetch)
 
 
 def _tool(bins: EtcdBinaries) -> list[str]:

@@ -399,6 +399,8 @@ def _prepare_verification_meanwhile(versions: set[str]) -> None:
 
             for v in sorted(versions):
                 with contextlib.suppress(Exception):
-                    binaries_for(v)
+                    # never a download on this daemon thread: a process that ends meanwhile would
+                    # leave it half done; the verification fetches, where it needs to
+                    binaries_for(v, fetch=False)
 
     threading.Thread(target=load, name="prepare-verification", daemon=True).start()

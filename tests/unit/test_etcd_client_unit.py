@@ -212,3 +212,17 @@ def test_etcd_version_is_asked_once_per_binary_until_it_is_replaced(tmp_path: Pa
     install("3.4.24")
     assert etcdbin._version_of(etcd) == "3.4.24"
     assert calls.read_text().count("x") == 2
+
+
+def test_a_look_ahead_without_fetch_refuses_an_empty_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch=False (the snapshot's look ahead during the stream) never starts a download."""
+
+    def no_fetch(*a: object) -> None:
+        raise AssertionError("a download was started")
+
+    monkeypatch.setattr(etcdbin, "_fetch", no_fetch)
+    with pytest.raises(etcdbin.EtcdBinariesError, match="not fetched yet"):
+        etcdbin.ensure_binaries("3.5", tmp_path / "etcd-3.5", fetch=False)
+    assert not (tmp_path / "etcd-3.5").exists()
