@@ -610,6 +610,8 @@ class EtcdStop(Handler[Ctx]):
                 )
                 if code == 137:
                     return closed + "then killed instead of waiting out the peer listener's drain (0.5-1 s)"
+                if code is None:
+                    return closed + "then stopped (its exit code could not be read)"
                 return closed + f"and it exited by itself (code {code}) before the kill: a short drain"
             if how is WatchedStop.STOPPED:
                 return "stopped gracefully"
