@@ -177,7 +177,15 @@ def test_a_recovery_resumed_after_a_more_advanced_master_came_back_is_refused(ru
         assert "run `etcd-dr recover` again to plan from what the cluster is now" in res["reason"]
         assert res["steps"] == [] and not journal.exists() and res["journal"].endswith(".closed.json")
         # nothing was forced: master3's etcd is as the killed run left it, stopped, its data in place
-        assert on(lab, "master3", "docker inspect -f '{{.State.Running}}' etcd").strip() == "false"
+        # (once in CI this read ''; its stderr, kept now, says why next time)
+        running = subprocess.run(
+            lifecycle.ssh_argv(lab.cfg, "master3", ["docker inspect -f '{{.State.Running}}' etcd"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert running.stdout.strip() == "false", (running.returncode, running.stderr[-500:])
         assert on(lab, "master3", "test -d /var/lib/etcd/member && echo kept").strip() == "kept"
     finally:
         _cut(lab, "master1", SILENT, add=False)
