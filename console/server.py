@@ -232,6 +232,21 @@ def prefect_env(opts: ServerOptions) -> dict[str, str]:
     }  # fmt: skip
 
 
+def _deliver_prefect_logs_and_events() -> None:
+    """This process's last logs and events (the runner's "Cancelled flow run", its state events)
+    sent while the Prefect server still answers. Once it is gone Prefect's log worker writes
+    "--- Error logging to API ---" and the error's text with no newline to stderr, where the next
+    line of ours joined it (one CI run read "All connection attempts failedstopped")."""
+    if "prefect" not in sys.modules:  # it failed before serving: nothing to deliver
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # a stop must go on whatever the server answers
+            worker.drain_all(timeout=STOP_GRACE_S / 4, at_exit=False)
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -262,6 +277,7 @@ def run(opts: ServerOptions, say: Say = print) -> int:
 
         asyncio.run(_serve(opts, clusters, deployments.build(clusters), say))
     finally:
+        _deliver_prefect_logs_and_events()
         stop_process_group(proc)
         for pid in children(os.getpid()):  # a flow run the runner did not reap
             with contextlib.suppress(ProcessLookupError):

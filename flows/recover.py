@@ -61,6 +61,13 @@ from tasks.recover import run_recover_step
 # when the lease lapses (+ the server's 15 s sweep). 60 s is the server's minimum: a re-run right
 # after a crash then waits about a minute, within the default slot_wait_s.
 LEASE_S = 60
+# A held slot is waited for by reading the limit every SLOT_POLL_S, in this thread, and acquired
+# once it reads free. Prefect's own wait runs on a service thread that the process drains at exit:
+# a cancelled run waiting there lived on until the runner killed it 30 s later (measured: `etcd-dr
+# server` took 34 s to stop with a run waiting for its slot), and shorter attempts there each log
+# an ERROR as they time out.
+SLOT_POLL_S = 1.0
+SLOT_ATTEMPT_S = 2.0
 Log = logging.Logger | logging.LoggerAdapter
 
 
@@ -93,6 +100,16 @@ def ensure_concurrency_limit(cluster: str) -> GlobalConcurrencyLimitResponse:
                 # `concurrency(strict=True)` then refuses to run at all
                 c.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
         return c.read_global_concurrency_limit_by_name(name)
+
+
+def _wait_until_free(name: str, deadline: float) -> None:
+    """Returns once the limit `name` has a free slot, or at `deadline` (monotonic)."""
+    with get_client(sync_client=True) as c:
+        while time.monotonic() < deadline:
+            lim = c.read_global_concurrency_limit_by_name(name)
+            if lim.active_slots < lim.limit:
+                return
+            time.sleep(max(0.0, min(SLOT_POLL_S, deadline - time.monotonic())))
 
 
 # --- the approval form ---------------------------------------------------------------------------
@@ -307,26 +324,31 @@ def recovery_slot(cluster: str, run_id: str | None, wait_s: float) -> Iterator[N
     when another run holds it for longer than `wait_s`: nothing was done then."""
     ensure_concurrency_limit(cluster)
     name = limit_name(cluster)
+    deadline = time.monotonic() + wait_s
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(
-                concurrency(
-                    name,
-                    occupy=1,
-                    strict=True,
-                    timeout_seconds=wait_s,
-                    lease_duration=LEASE_S,
-                    holder=ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None,
-                    # a recovery under way must not be killed because the Prefect API blinked:
-                    # the core's flock still keeps a second recovery out
-                    raise_on_lease_renewal_failure=False,
+        while True:
+            _wait_until_free(name, deadline)
+            try:
+                stack.enter_context(
+                    concurrency(
+                        name,
+                        occupy=1,
+                        strict=True,
+                        timeout_seconds=max(0.1, min(SLOT_ATTEMPT_S, deadline - time.monotonic())),
+                        lease_duration=LEASE_S,
+                        holder=ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None,
+                        # a recovery under way must not be killed because the Prefect API blinked:
+                        # the core's flock still keeps a second recovery out
+                        raise_on_lease_renewal_failure=False,
+                    )
                 )
-            )
-        except TimeoutError:
-            raise RecoveryNotDone(
-                f"another recovery of cluster {cluster} holds the concurrency slot {name} (waited "
-                f"{wait_s:g} s); nothing was done: wait for it, then check `etcd-dr status`"
-            ) from None
+                break
+            except TimeoutError:  # taken between the read and the acquire, or still taken
+                if time.monotonic() >= deadline:
+                    raise RecoveryNotDone(
+                        f"another recovery of cluster {cluster} holds the concurrency slot {name} "
+                        f"(waited {wait_s:g} s); nothing was done: wait for it, then check `etcd-dr status`"
+                    ) from None
         yield
 
 

@@ -113,8 +113,9 @@ class Console:
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 180) -> int:
-        # A clean stop gives runs in flight Prefect's 30 s, then stops the Prefect server: 2-37 s on a
-        # quiet machine, over 60 s in one CI run with two labs on the other worker (Dec 2026).
+        # A clean stop cancels runs in flight (Prefect gives each 30 s to end), then stops the Prefect
+        # server: 4-6 s with a run waiting for its slot on a quiet machine; over 60 s in one CI run
+        # with two labs on the other worker, when such a run still waited out Prefect's 30 s.
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:

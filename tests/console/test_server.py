@@ -93,7 +93,7 @@ def test_server_serves_every_deployment_with_its_schedule_and_stops_cleanly(tmp_
     finally:
         if c.proc.poll() is None:
             c.proc.kill()
-    assert "stopping" in c.lines and "stopped" in c.lines, c.lines
+    assert "stopping" in c.lines and "stopped" in c.lines, "\n".join(c.lines[-40:])
     # schedules left as they were: not paused on shutdown
     con = sqlite3.connect(c.data / "prefect.db")
     rows = con.execute("SELECT d.name, d.paused, s.active FROM deployment d JOIN deployment_schedule s "

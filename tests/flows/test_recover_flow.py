@@ -161,6 +161,42 @@ def test_concurrency_limit_and_a_second_run_that_finds_it_taken(tmp_path: Path, 
         assert c.read_global_concurrency_limit_by_name("recover-busy-test").active_slots == 0
 
 
+def test_a_slot_freed_during_the_wait_is_taken(prefect) -> None:
+    """The wait reads the limit itself (flows/recover.py, SLOT_POLL_S): a slot given back while a
+    second run waits is taken, and held until that run's block ends."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from flows.recover import ensure_concurrency_limit, recovery_slot
+
+    ensure_concurrency_limit("freed-test")
+    held, release = threading.Event(), threading.Event()
+
+    def first_run() -> None:
+        with concurrency("recover-freed-test", occupy=1, strict=True):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=first_run)
+    t.start()
+    try:
+        assert held.wait(30)
+        threading.Timer(1.5, release.set).start()
+        t0 = time.monotonic()
+        with recovery_slot("freed-test", None, wait_s=60):
+            waited = time.monotonic() - t0
+            with get_client(sync_client=True) as c:
+                assert c.read_global_concurrency_limit_by_name("recover-freed-test").active_slots == 1
+    finally:
+        release.set()
+        t.join(30)
+    assert 1.0 < waited < 30, waited  # it waited for the first run, and not to its own deadline
+    with get_client(sync_client=True) as c:
+        assert c.read_global_concurrency_limit_by_name("recover-freed-test").active_slots == 0
+
+
 def test_a_bad_method_is_refused_before_anything(prefect) -> None:
     from flows.recover import recover_flow
 
