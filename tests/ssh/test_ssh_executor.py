@@ -229,8 +229,10 @@ def test_power_loss_on_a_cached_connection(ns_sshd, netns, tmp_path):
             with pytest.raises(TransportError):
                 e.run(["true"])
             dt = time.monotonic() - t0
-            # a dead channel open (1 s), then one reconnect (1 s), then give up
-            assert dt < 2 * 1.0 + 1.0, dt
+            # a dead channel open (1 s), then one reconnect (1 s), then give up; a hang would be
+            # TCP's retransmissions (minutes): the slack is for a loaded machine (4 quick-loop
+            # workers on 2 cores took over 3 s once)
+            assert dt < 2 * 1.0 + 3.0, dt
         finally:
             netns.plug()
         assert e.run(["true"]).rc == 0  # back after power-on: reconnects lazily
@@ -253,7 +255,7 @@ def test_power_loss_while_a_command_runs(ns_sshd, netns, tmp_path):
             timer.join()
             netns.plug()
     assert "no answer from the host" in str(ei.value)
-    assert dt < 1.5 + 1.0 + 1.0, dt
+    assert dt < 1.5 + 1.0 + 3.0, dt  # the command's timeout, one reconnect, a loaded machine's slack
 
 
 def test_dead_cached_connection_is_replaced(ex):
