@@ -253,9 +253,18 @@ def test_recover_form_approval_and_completion_in_a_browser(console: Console, pag
         modal.locator(".schema-form-property", has_text=desc).locator("textarea").fill(value)
     shot(page, tmp_path, "recover-approval-form.png")
     t0 = time.monotonic()
-    modal.get_by_role("button", name="Submit").click()
+    submits = [modal.get_by_role("button", name="Submit")]
+    submits[0].click()
 
     def final() -> dict | None:
+        # SQLite-backed, a loaded server answers the UI's resume 503 ("database is locked") now and
+        # then; the UI shows "Oops. Something went wrong." with the form still filled in, and the
+        # approver submits again (README "Recovery in the Prefect UI"). Up to three times.
+        page.wait_for_timeout(100)  # the sync API delivers the page's events inside its own calls
+        busy = sum(1 for x in refused if x.startswith("503 ") and x.endswith(f"/flow_runs/{rid}/resume"))
+        if busy >= len(submits) and len(submits) < 3:
+            submits.append(modal.get_by_role("button", name="Submit"))
+            submits[-1].click()
         r = console.get(f"/flow_runs/{rid}")
         return r if r["state"]["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED") else None  # type: ignore[index]
 
@@ -300,6 +309,6 @@ def test_recover_form_approval_and_completion_in_a_browser(console: Console, pag
     ):
         assert sid in plan_text, (sid, plan_text)
     shot(page, tmp_path, "recover-plan-artifact.png")
-    print("\nrefused UI calls:", refused)
+    print("\nrefused UI calls:", refused, f"(the approval submitted {len(submits)} time(s))")
     print("\n" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     print("in a 1280x860 window:", layout)
