@@ -102,6 +102,22 @@ def ensure_concurrency_limit(cluster: str) -> GlobalConcurrencyLimitResponse:
         return c.read_global_concurrency_limit_by_name(name)
 
 
+def _slot(name: str, run_id: str | None, deadline: float) -> contextlib.AbstractContextManager[None]:
+    """Prefect's hold on the slot, with a lease; entering it waits at most SLOT_ATTEMPT_S (or to
+    `deadline`) and raises TimeoutError when the slot is still taken."""
+    return concurrency(
+        name,
+        occupy=1,
+        strict=True,
+        timeout_seconds=max(0.1, min(SLOT_ATTEMPT_S, deadline - time.monotonic())),
+        lease_duration=LEASE_S,
+        holder=ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None,
+        # a recovery under way must not be killed because the Prefect API blinked: the core's flock
+        # still keeps a second recovery out
+        raise_on_lease_renewal_failure=False,
+    )
+
+
 def _wait_until_free(name: str, deadline: float) -> None:
     """Returns once the limit `name` has a free slot, or at `deadline` (monotonic)."""
     with get_client(sync_client=True) as c:
@@ -329,19 +345,7 @@ def recovery_slot(cluster: str, run_id: str | None, wait_s: float) -> Iterator[N
         while True:
             _wait_until_free(name, deadline)
             try:
-                stack.enter_context(
-                    concurrency(
-                        name,
-                        occupy=1,
-                        strict=True,
-                        timeout_seconds=max(0.1, min(SLOT_ATTEMPT_S, deadline - time.monotonic())),
-                        lease_duration=LEASE_S,
-                        holder=ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None,
-                        # a recovery under way must not be killed because the Prefect API blinked:
-                        # the core's flock still keeps a second recovery out
-                        raise_on_lease_renewal_failure=False,
-                    )
-                )
+                stack.enter_context(_slot(name, run_id, deadline))
                 break
             except TimeoutError:  # taken between the read and the acquire, or still taken
                 if time.monotonic() >= deadline:
