@@ -5,7 +5,9 @@
             stream` runs, in its own process as in production: a watch per 0.2 s cycle),
             `with-open` (the same with one watch kept open: one response per revision),
             `with-pull=S` (a watch per S s cycle),
-            `with-noprev` (a watcher without prev_kv, to see what etcd's read per event costs):
+            `with-noprev` (a watcher without prev_kv, to see what etcd's read per event costs),
+            `with-etcdctl` (the reference: `etcdctl watch --prefix / --prev-kv` on the same
+            follower, one watch kept open, its output dropped):
             puts/s, p50/p99 latency of a put, and CPU seconds per 10k puts of the members (and of
             the leader alone) and of the watcher (/proc/PID/stat: on a shared machine a steadier
             figure than throughput). Each mode against the first: the ratio of throughput and of
@@ -135,10 +137,23 @@ def timed_round(
 ) -> Round:
     """One round of `mode`: `without` (no watcher process at all), `with` (the watcher resumes
     from the log on disk and catches up first), `with-open` (one watch kept open) and
-    `with-noprev` (a watcher without prev_kv): each its own log from the current revision."""
+    `with-noprev` (a watcher without prev_kv): each its own log from the current revision;
+    `with-etcdctl` (etcdctl's watch on the follower the watcher would take, from now)."""
     child = None
     logname = str(a.log_parent / ("log" if mode == "with" else f"log-{mode}"))  # absolute
-    if mode != "without":
+    if mode == "with-etcdctl":
+        pki = work
+        child = subprocess.Popen(
+            [str(a.bins.etcdctl), f"--endpoints={a.follower}", f"--cacert={pki / 'ca.pem'}",
+             f"--cert={pki / 'c.pem'}", f"--key={pki / 'c-key.pem'}", "watch", "--prefix", "/",
+             "--prev-kv"],
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
+            preexec_fn=_idle if a.watcher_idle else None,
+        )  # fmt: skip
+        time.sleep(0.5)  # its watch made (from the current revision: nothing to catch up)
+        if a.pin or a.apart:
+            pin(child.pid, {1})
+    elif mode != "without":
         frm = start if mode == "with" else c.status(cluster.endpoints[0]).revision
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(work), logname, str(frm), "0" if mode == "with-noprev" else "1",
@@ -156,7 +171,7 @@ def timed_round(
         w0 = cpu_s(child.pid) if child else 0.0
         n, lat, end = write_round(c, a.seconds, f"{mode}{r}")
         e1, l1 = sum(map(cpu_s, pids)), cpu_s(leader.proc.pid)
-        if child:
+        if child and mode != "with-etcdctl":
             wait_for("the log at the end", lambda: (_status(work, logname) or 0) >= end, 60)
         w1 = cpu_s(child.pid) if child else 0.0
     finally:
@@ -209,7 +224,7 @@ def main() -> None:
     ap.add_argument(
         "--modes", type=lambda v: v.split(","), default=["without", "with"],
         help="writer rounds, alternating in this order: any of without, with, with-open, with-pull=S, "
-             "with-noprev (default: %(default)s)",
+             "with-noprev, with-etcdctl (default: %(default)s)",
     )  # fmt: skip
     ap.add_argument("--pin", action="store_true", help="etcd and the writer on CPU 0, the watcher on CPU 1")
     ap.add_argument(
@@ -268,6 +283,9 @@ def main() -> None:
             start = snap.revision_exact
             assert start is not None, "writes landed while the start snapshot streamed"
             rows: dict[str, list[Round]] = {m: [] for m in a.modes}
+            a.bins = bins  # etcdctl's follower: the one the watcher takes (the first listed)
+            leader = next(n for n in cluster.nodes if c.status(n.client_url).is_leader)
+            a.follower = next(n.client_url for n in cluster.nodes if n is not leader)
             last = start
             if a.pin:  # etcd and the writer on CPU 0, the watcher on CPU 1 (below)
                 for pid in (*(n.proc.pid for n in cluster.nodes), os.getpid()):

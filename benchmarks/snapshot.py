@@ -10,6 +10,9 @@ each size, alternates fresh processes of
             throwaway etcd + HashKV at the snapshot's revision on both), fewer rounds
   before    with --baseline REF: `take` (and `full`, as full-before) of that git ref's etcd-dr (git
             archive, this venv), in the same rounds
+  client    with --floor: a process that imports only etcd-dr's gRPC client and streams the
+            snapshot with it (benchmarks/snapshot_client.py's child), leaving as `take` does: what
+            a Python snapshotter costs at least, with no inventory, catalog or audit
 
 and prints medians. Peak RSS comes from /usr/bin/time (Debian package `time`): wait4 on a child
 forked from this big interpreter would report at least the parent's RSS. For `full` it includes the
@@ -18,6 +21,7 @@ figures and asserts nothing about speed.
 
     .venv/bin/python benchmarks/snapshot.py --sizes 110,1100 --rounds 5 --full-rounds 3
     .venv/bin/python benchmarks/snapshot.py --sizes 110 --rounds 5 --full-rounds 0 --baseline main
+    .venv/bin/python benchmarks/snapshot.py --sizes 110 --rounds 8 --full-rounds 8 --floor
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import yaml
 from common import ETCDCTL_ENV, etcdctl_snapshot_argv, fill, launch, run_child, summary
+from snapshot_client import CHILD as CLIENT_ONLY
 
 from etcd_dr.etcd.localcluster import LocalCluster
 
@@ -88,6 +93,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--full-rounds", type=int, default=3)
     ap.add_argument("--baseline", metavar="REF", help="also `take` with this git ref's etcd-dr (e.g. main)")
+    ap.add_argument(
+        "--floor", action="store_true", help="also a process that imports only the gRPC client and streams"
+    )
     args = ap.parse_args()
     base = baseline_tree(args.baseline) if args.baseline else None
     # `python -m` puts its cwd first on sys.path, PYTHONPATH goes ahead of this tree's editable install
@@ -111,7 +119,7 @@ def main() -> int:
             )
             filled = mb
             res: dict[str, list[tuple[float, int]]] = {
-                "etcdctl": [], "take": [], "before": [], "full": [], "full-before": []
+                "etcdctl": [], "client": [], "take": [], "before": [], "full": [], "full-before": []
             }  # fmt: skip
             full_detail: list[str] = []
             for i in range(args.rounds):
@@ -119,6 +127,10 @@ def main() -> int:
                 w, rss, _ = run_child([*ctl, str(dest)], ETCDCTL_ENV)
                 res["etcdctl"].append((w, rss))
                 dest.unlink()
+                if args.floor:
+                    w, rss, _ = run_child([sys.executable, "-c", CLIENT_ONLY, ep, str(pki), str(dest)])
+                    res["client"].append((w, rss))
+                    dest.unlink()
                 # this tree and the baseline take turns at going first after etcdctl
                 takes = [("take", None, None), *([("before", base_env, base)] if base else [])]
                 for name, env, cwd in takes[:: 1 if i % 2 == 0 else -1]:
@@ -142,13 +154,14 @@ def main() -> int:
             for name, rows in res.items():
                 if rows:
                     print(summary(name, rows))
-            ratio = statistics.median(r[0] for r in res["take"]) / statistics.median(
-                r[0] for r in res["etcdctl"]
-            )
-            if res["before"]:
-                before = statistics.median(r[0] for r in res["before"])
-                ctl_s = statistics.median(r[0] for r in res["etcdctl"])
-                print(f"  before/etcdctl wall ratio {before / ctl_s:.2f}")
+            ctl_s = statistics.median(r[0] for r in res["etcdctl"])
+            ratio = statistics.median(r[0] for r in res["take"]) / ctl_s
+            for name in ("client", "before"):
+                if res[name]:
+                    other = statistics.median(r[0] for r in res[name])
+                    print(f"  {name}/etcdctl wall ratio {other / ctl_s:.2f}")
+            if res["full"]:
+                print(f"  full/etcdctl wall ratio {statistics.median(r[0] for r in res['full']) / ctl_s:.2f}")
             print(
                 f"  take/etcdctl wall ratio {ratio:.2f}; "
                 f"full verdict: {full_detail[-1] if full_detail else '-'}"

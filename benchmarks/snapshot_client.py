@@ -21,7 +21,7 @@ from common import ETCDCTL_ENV, etcdctl_snapshot_argv, fill, launch, run_child, 
 
 # argv: endpoint, pki dir, dest ("-" = only a Status call: the interpreter + gRPC baseline).
 CHILD = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 from etcd_dr.etcd import EtcdClient
 ep, pki, dest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
@@ -34,6 +34,8 @@ else:
     r = c.snapshot(ep, Path(dest))
     print(json.dumps({"call_s": time.monotonic() - t0, "size": r.size, "ok": r.db_sha256_ok}))
 c.close()
+sys.stdout.flush()
+os._exit(0)  # as `etcd-dr snapshot` leaves (etcd_dr.cli.run): without the interpreter's teardown
 """
 
 
