@@ -43,3 +43,21 @@ class FlowThread:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"flow run {self.name} still running after {timeout} s"
         return self.state
+
+
+def settled_task_runs(run_id: Any, names: list[str], timeout: float = 60) -> list[Any]:
+    """The run's task runs once every one of `names` has reached the API completed: their states
+    arrive as events, one by one, after the flow's own (60 s: a loaded CI machine). Reading until
+    every read one is completed is not enough: the first ones may be all that arrived (a quick-loop
+    run on 4 workers read one of five). Returns what was there at the timeout otherwise."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    end = time.monotonic() + timeout
+    with get_client(sync_client=True) as c:
+        while True:
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            done = sorted(t.name for t in trs if t.state is not None and t.state.is_completed())
+            if done == sorted(names) or time.monotonic() > end:
+                return trs
+            time.sleep(0.25)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,13 @@ from test_kubernetes_run import Fake, lab_like
 
 from etcd_dr.kubernetes import run as run_mod
 from etcd_dr.kubernetes.steps import KubernetesAction
-from tests.flows.flowthread import FlowThread
+from tests.flows.flowthread import FlowThread, settled_task_runs
 
 
 def test_paused_for_approval_rejected_then_approved(
     prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.flow_runs import resume_flow_run
     from prefect.input.actions import read_flow_run_input
     from prefect.logging.handlers import APILogHandler
@@ -61,13 +59,8 @@ def test_paused_for_approval_rejected_then_approved(
     assert out["status"] == "restored" and out["approval"] == "approved by bob"
     assert log == ["ssl-old:master3", "etcd-on-ssl-old:master3", "rke-files", "rke-up", "api-check"]
     assert new_yml.exists()
+    trs = settled_task_runs(run.id, log)
     with get_client(sync_client=True) as c:
-        # task run states reach the API as events, shortly after the flow's own: read until settled
-        for _ in range(40):
-            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-            if {t.state.type.value for t in trs} == {"COMPLETED"}:
-                break
-            time.sleep(0.25)
         arts = {a.key: a for a in c.read_artifacts()}
     assert sorted(t.name for t in trs) == sorted(log) and {t.state.type.value for t in trs} == {"COMPLETED"}
     verdict = arts["restore-kubernetes-verdict-prod-eu1"]
