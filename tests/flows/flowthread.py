@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -45,11 +46,12 @@ class FlowThread:
         return self.state
 
 
-def settled_task_runs(run_id: Any, names: list[str], timeout: float = 60) -> list[Any]:
-    """The run's task runs once every one of `names` has reached the API completed: their states
-    arrive as events, one by one, after the flow's own (60 s: a loaded CI machine). Reading until
-    every read one is completed is not enough: the first ones may be all that arrived (a quick-loop
-    run on 4 workers read one of five). Returns what was there at the timeout otherwise."""
+def settled_task_runs(run_id: Any, expected: Mapping[str, str], timeout: float = 60) -> list[Any]:
+    """The run's task runs once each named one has reached the API in its expected state type
+    ("COMPLETED", "FAILED"): their states arrive as events, one by one, after the flow's own (60 s:
+    a loaded CI machine). Reading until every run read is completed is not enough: the first ones
+    may be all that arrived (a quick-loop run read one of five). What was there at the timeout
+    otherwise, for the caller's assertion to show."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -57,7 +59,7 @@ def settled_task_runs(run_id: Any, names: list[str], timeout: float = 60) -> lis
     with get_client(sync_client=True) as c:
         while True:
             trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-            done = sorted(t.name for t in trs if t.state is not None and t.state.is_completed())
-            if done == sorted(names) or time.monotonic() > end:
+            seen = {t.name: t.state.type.value for t in trs if t.state is not None}
+            if seen == dict(expected) or time.monotonic() > end:
                 return trs
             time.sleep(0.25)
