@@ -142,10 +142,9 @@ def timed_round(
     child = None
     logname = str(a.log_parent / ("log" if mode == "with" else f"log-{mode}"))  # absolute
     if mode == "with-etcdctl":
-        pki = work
         child = subprocess.Popen(
-            [str(a.bins.etcdctl), f"--endpoints={a.follower}", f"--cacert={pki / 'ca.pem'}",
-             f"--cert={pki / 'c.pem'}", f"--key={pki / 'c-key.pem'}", "watch", "--prefix", "/",
+            [str(a.bins.etcdctl), f"--endpoints={a.follower}", f"--cacert={work / 'ca.pem'}",
+             f"--cert={work / 'c.pem'}", f"--key={work / 'c-key.pem'}", "watch", "--prefix", "/",
              "--prev-kv"],
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
             preexec_fn=_idle if a.watcher_idle else None,
