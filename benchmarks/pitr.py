@@ -282,16 +282,15 @@ def main() -> None:
             start = snap.revision_exact
             assert start is not None, "writes landed while the start snapshot streamed"
             rows: dict[str, list[Round]] = {m: [] for m in a.modes}
-            a.bins = bins  # etcdctl's follower: the one the watcher takes (the first listed)
+            # the member the watcher watches (the first follower listed): etcdctl's too
             leader = next(n for n in cluster.nodes if c.status(n.client_url).is_leader)
-            a.follower = next(n.client_url for n in cluster.nodes if n is not leader)
+            watched = next(n for n in cluster.nodes if n is not leader)
+            a.bins, a.follower = bins, watched.client_url
             last = start
             if a.pin:  # etcd and the writer on CPU 0, the watcher on CPU 1 (below)
                 for pid in (*(n.proc.pid for n in cluster.nodes), os.getpid()):
                     pin(pid, {0})
-            if a.apart:  # the member the watcher watches (the first follower listed) beside it on CPU 1
-                leader = next(n for n in cluster.nodes if c.status(n.client_url).is_leader)
-                watched = next(n for n in cluster.nodes if n is not leader)
+            if a.apart:  # the watched member beside the watcher on CPU 1
                 for n in cluster.nodes:
                     pin(n.proc.pid, {1} if n is watched else {0})
                 pin(os.getpid(), {0})
