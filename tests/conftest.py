@@ -48,7 +48,7 @@ def drain_events_worker() -> None:
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory) -> Iterator[None]:
     """A real Prefect server (subprocess, SQLite) for the session, as prefect_test_harness does, but
-    on a copy of an already migrated database: a fresh one costs ~13 s of migrations, a copy ~4 s.
+    on a copy of an already migrated database: a fresh one costs ~13 s of migrations, a copy ~5 s.
     The template is made once per Prefect version (clean: a server started on it and stopped)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     import prefect
@@ -76,17 +76,21 @@ def prefect_harness(tmp_path_factory) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _migrated(template):
             part = template.with_name(f"{template.name}.{os.getpid()}.part")
-            with ExitStack() as stack:
-                serve(part, stack).stop()
-            # the migrations sit in the write-ahead log until a checkpoint: fold them into the file,
-            # and leave it out of WAL mode, so that reading it (above) makes no -wal or -shm beside it
-            # (Prefect sets WAL again on the copy it opens)
-            con = sqlite3.connect(part)
-            con.execute("PRAGMA journal_mode=DELETE")
-            con.close()
-            if not _migrated(part):
-                raise RuntimeError(f"{part}: Prefect's server started on it but it holds no migrations")
-            part.replace(template)
+            try:
+                with ExitStack() as stack:
+                    serve(part, stack).stop()
+                # the migrations sit in the write-ahead log until a checkpoint: fold them into the
+                # file, and leave WAL mode, so that reading it (above) makes no -wal or -shm beside
+                # it (Prefect sets WAL again on the copy it opens)
+                con = sqlite3.connect(part)
+                con.execute("PRAGMA journal_mode=DELETE")
+                con.close()
+                if not _migrated(part):
+                    raise RuntimeError(f"{part}: Prefect's server started on it; no migrations in it")
+                part.replace(template)
+            finally:  # ours alone (the pid in its name): nothing of a failed attempt stays
+                for leftover in (part, Path(f"{part}-wal"), Path(f"{part}-shm")):
+                    leftover.unlink(missing_ok=True)
     db = tmp_path_factory.mktemp("prefect") / "prefect.db"
     shutil.copyfile(template, db)
     with ExitStack() as stack:
