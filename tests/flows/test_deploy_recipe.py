@@ -116,7 +116,9 @@ def test_recipe_runs_the_recover_deployment(tmp_path: Path) -> None:
         PREFECT_WORKER_QUERY_SECONDS="2",  # test only: the worker looks for runs every 2 s, not 10
         PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     )
-    template = REPO / ".cache" / "prefect-template-3.9.1.db"
+    import prefect  # the template tests/conftest.py makes is per Prefect version
+
+    template = REPO / ".cache" / f"prefect-template-{prefect.__version__}.db"
     if template.exists():  # test only: a migrated database starts in seconds, a fresh one in ~13 s
         shutil.copyfile(template, home / "prefect.db")
     run_dir = work / "etcd-dr-prefect"
