@@ -27,7 +27,7 @@ def _migrated(db: Path) -> bool:
         return False
     try:
         return con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
-    except sqlite3.Error:  # no file, no such table
+    except sqlite3.Error:  # not a database, or no such table
         return False
     finally:
         con.close()
