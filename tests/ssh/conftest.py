@@ -194,15 +194,7 @@ class Netns:
         coming up (its ARP unanswered) is sent again only after 1 s, the executor's connect timeout
         in these tests (one quick-loop run on 6 workers: `no answer in 1 s` right after plug)."""
         _ip("-n", NS, "link", "set", VETH_NS, "up")
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((NS_IP, 22), timeout=1.0).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        _wait_port(NS_IP, 22, 10)
 
 
 @pytest.fixture(scope="session")
