@@ -21,6 +21,7 @@ from etcd_dr.inventory import load_inventory
 from etcd_dr.lab import lifecycle
 from etcd_dr.state import client_for
 from tests.flows.flowthread import FlowThread as SharedFlowThread
+from tests.flows.flowthread import settled_task_runs
 
 from .conftest import Lab
 from .test_faults import inventory_copy, wait_voters
@@ -224,6 +225,8 @@ def test_approved_in_the_form_recovers_with_a_task_run_per_step(running_lab: Lab
 
         # one task run per plan step, in order, each named by its step id
         steps = [s["id"] for s in out["plan"]["steps"]]
+        # their states arrive as events after the flow's own (settled_task_runs)
+        settled_task_runs(run.id, dict.fromkeys(steps, "COMPLETED"))
         trs = task_runs(run.id)
         assert [t.name for t in trs] == steps
         assert all(t.state.is_completed() for t in trs), [(t.name, t.state) for t in trs]
