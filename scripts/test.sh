@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME="${PREFECT_HOME:-$PWD/.cache/prefect}"
+# pytest keeps the test modules it rewrote (their asserts) only where bytecode may be written:
+# under PYTHONDONTWRITEBYTECODE=1 (set on this kind of machine) every xdist worker rewrote all of
+# them at every start, 3 s of CPU each (README "Set up and run")
+unset PYTHONDONTWRITEBYTECODE
 mkdir -p "$PREFECT_HOME"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
