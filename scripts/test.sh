@@ -2,8 +2,8 @@
 # The test suite on a fresh machine: install, lint, then every test (unit, real etcd, real lab,
 # Prefect flows). Extra arguments go to pytest. `scripts/test.sh --quick` is the quick loop: every
 # test but the lab's, the deployment recipe's and `etcd-dr server`'s (each starts its own Prefect
-# server and migrates it), on three workers (they wait more than they compute), one test file per
-# worker at a time. The whole suite runs on two workers, one test file each at a time, each
+# server and migrates it), on five workers (they wait more than they compute), one test file per
+# worker at a time, the longest files first (tests/file_order.py). The whole suite runs on two workers, one test file each at a time, each
 # worker with a lab of its own (tests/lab/conftest.py: prefix and subnet by worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,6 @@ unset PYTHONDONTWRITEBYTECODE
 mkdir -p "$PREFECT_HOME"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-if [ "${1:-}" = --quick ]; then shift; set -- -m "not lab and not deploy and not server and not browser" -n 3 --dist loadfile "$@"; fi
+if [ "${1:-}" = --quick ]; then shift; set -- -m "not lab and not deploy and not server and not browser" -n 5 --dist loadfile --longest-first "$@"; fi
 [ $# -gt 0 ] || set -- -n 2 --dist loadfile
 exec .venv/bin/pytest "$@"

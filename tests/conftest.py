@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.file_order"]  # the test files, longest first
+
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
 
