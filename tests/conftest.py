@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.file_order"]  # the test files, longest first
+pytest_plugins = ["tests.file_order"]  # --longest-first and --store-durations
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 

@@ -29,6 +29,11 @@ def _known() -> dict[str, float]:
         return json.loads(DURATIONS.read_text())
     except FileNotFoundError:
         return {}
+    except ValueError as e:
+        raise pytest.UsageError(
+            f"{DURATIONS}: not the JSON of file times ({e}); `git checkout tests/{DURATIONS.name}`, "
+            "or delete it and run with --store-durations"
+        ) from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
