@@ -6,7 +6,7 @@ here (they wait on etcd's elections and the watcher's timeouts): a file of four 
 started last and held its worker while the others idled. `--longest-first` orders them by the times
 in tests/file_durations.json instead; `--store-durations` writes the times of the files a run ran
 into that file. The whole suite keeps xdist's order: its lab files share one lab per worker, and
-some expect the state the files before them leave (README "Set up and run").
+were written and checked in that order (README "Set up and run").
 """
 
 from __future__ import annotations
